@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv/ and install edgeops with the control-plane and dev extras. Idempotent: a second run is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.edgeops-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install -q -e ".[control,dev]" 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c "import edgeops, edge_agent, prefect, sklearn, skl2onnx, onnxruntime, paho.mqtt"
+    touch "$stamp"
+fi

@@ -1,0 +1,47 @@
+"""The wire protocol: topics, messages, manifest and canonical JSON. Standard library only.
+
+Both the control plane (``edgeops``) and the agent import this package; it is the single source of truth for
+the contract described in docs/protocol.md.
+"""
+
+from .bins import MISSING, OVERFLOW, UNDERFLOW, UNSEEN, categorical_bin, numeric_bin
+from .canonical import MAX_MESSAGE_BYTES, canonical_json, key_id, parse_json, sha256_hex
+from .errors import ProtocolError
+from .histogram import Bins, CategoricalBins, CountAccumulator, Counts, NumericBins, Reference
+from .manifest import (
+    DTYPES,
+    SIGNATURE_ALGORITHM,
+    TASKS,
+    ArtifactInfo,
+    GoldenSamples,
+    InputSpec,
+    Lineage,
+    OutputSpec,
+    ReleaseManifest,
+    Signature,
+    parse_manifest,
+)
+from .messages import (
+    EVENT_KINDS,
+    LIFECYCLE_STATES,
+    AgentEvent,
+    Desired,
+    Reported,
+    Status,
+    TelemetryWindow,
+    now_iso,
+)
+from .names import check_labels, check_name, check_version, parse_label, parse_version
+from .schema import CURRENT as SCHEMA_VERSIONS
+from .schema import check_schema
+from .topics import DEFAULT_PREFIX, Topics
+
+__all__ = [
+    "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MISSING",
+    "OVERFLOW", "SCHEMA_VERSIONS", "SIGNATURE_ALGORITHM", "TASKS", "UNDERFLOW", "UNSEEN", "AgentEvent",
+    "ArtifactInfo", "Bins", "CategoricalBins", "CountAccumulator", "Counts", "Desired", "GoldenSamples",
+    "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
+    "Reported", "Signature", "Status", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
+    "check_labels", "check_name", "check_schema", "check_version", "key_id", "now_iso", "numeric_bin",
+    "parse_json", "parse_label", "parse_manifest", "parse_version", "sha256_hex",
+]

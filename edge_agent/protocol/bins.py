@@ -1,0 +1,44 @@
+"""How a value falls into a reference bin: one rule for training (numpy) and the device (this file).
+
+Numeric bins come from training quantiles as ascending ``edges`` e0 < e1 < ... < ek, giving k bins.
+Bin i holds e_i <= v < e_(i+1); the last bin is closed on the right (it holds ek itself), so every training
+value lands in a bin. v < e0 is *underflow*, v > ek is *overflow*; NaN/None is *missing*.
+A single distinct training value (k == 0) gives edges [e0]: v == e0 is bin 0 and k is taken as 1.
+
+Categorical bins are the training categories in manifest order; anything else is *unseen*; None is
+*missing*. The control plane's vectorised binning is tested against these functions.
+"""
+
+import bisect
+import math
+
+UNDERFLOW = -1
+OVERFLOW = -2
+MISSING = -3
+UNSEEN = -4
+
+
+def numeric_bin_count(edges: list[float]) -> int:
+    return max(len(edges) - 1, 1)
+
+
+def numeric_bin(edges: list[float], value: float | None) -> int:
+    """Index of ``value``'s bin, or UNDERFLOW / OVERFLOW / MISSING."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if value < edges[0]:
+        return UNDERFLOW
+    if value > edges[-1]:
+        return OVERFLOW
+    if len(edges) == 1:
+        return 0
+    return min(bisect.bisect_right(edges, value) - 1, len(edges) - 2)
+
+
+def categorical_bin(categories: list[str], value: str | None, index: dict[str, int] | None = None) -> int:
+    """Index of ``value`` in ``categories`` or UNSEEN / MISSING. Pass a prebuilt ``index`` on hot paths."""
+    if value is None:
+        return MISSING
+    if index is None:
+        index = {c: i for i, c in enumerate(categories)}
+    return index.get(value, UNSEEN)

@@ -1,0 +1,48 @@
+"""Typed access to fields of untrusted JSON objects; every failure names the field's dotted path."""
+
+import math
+from typing import Any, TypeVar
+
+from .errors import ProtocolError
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               dict: "an object", list: "an array"}
+
+
+def require(obj: dict[str, Any], key: str, kind: type[T], path: str = "") -> T:
+    """Return ``obj[key]`` checked to be of ``kind`` (ints are accepted as floats; bools never as ints)."""
+    field = f"{path}.{key}" if path else key
+    if key not in obj:
+        raise ProtocolError("is missing", field=field)
+    return check_type(obj[key], kind, field)
+
+
+def optional(obj: dict[str, Any], key: str, kind: type[T], path: str = "", default: Any = None) -> Any:
+    """Like :func:`require`, but a missing key or JSON null gives ``default``."""
+    if obj.get(key) is None:
+        return default
+    return require(obj, key, kind, path)
+
+
+def check_type(value: Any, kind: type[T], field: str) -> T:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and ok and not math.isfinite(value):
+        ok = False
+    if not ok:
+        raise ProtocolError(f"must be {_TYPE_NAMES.get(kind, kind.__name__)}", field=field)
+    return value
+
+
+def float_list(value: Any, field: str) -> list[float]:
+    return [check_type(v, float, f"{field}[{i}]") for i, v in enumerate(check_type(value, list, field))]
+
+
+def count_list(value: Any, field: str) -> list[int]:
+    counts = [check_type(v, int, f"{field}[{i}]") for i, v in enumerate(check_type(value, list, field))]
+    if any(c < 0 for c in counts):
+        raise ProtocolError("counts must be non-negative", field=field)
+    return counts

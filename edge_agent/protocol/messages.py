@@ -1,0 +1,216 @@
+"""Device-channel messages. Each carries ``schema``, ``device`` and ``ts`` (UTC ISO-8601)."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from .canonical import canonical_json, parse_json
+from .errors import ProtocolError
+from .fields import check_type, float_list, optional, require
+from .histogram import Counts
+from .names import check_labels, check_name, check_version
+from .schema import DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_schema, tag
+
+LIFECYCLE_STATES = ("idle", "serving", "fetching", "verifying", "self_testing", "activating",
+                    "probation", "rejected", "rolled_back")
+EVENT_KINDS = ("installed", "rejected", "rolled_back")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _envelope(schema: str, device: str, ts: str) -> dict[str, Any]:
+    return {"schema": tag(schema), "device": device, "ts": ts}
+
+
+def _common(obj: dict[str, Any], schema: str) -> tuple[str, str]:
+    check_schema(obj, schema)
+    return check_name(require(obj, "device", str), "device"), require(obj, "ts", str)
+
+
+class _Message:
+    SCHEMA: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, payload: bytes | str) -> Any:
+        """Parse untrusted bytes; ProtocolError names what is wrong."""
+        return cls.from_json(parse_json(payload))
+
+
+@dataclass(frozen=True)
+class Desired(_Message):
+    """What a device should run. An empty retained payload on the topic clears it (no message object)."""
+
+    SCHEMA: ClassVar[str] = DESIRED
+    device: str
+    model: str
+    version: int
+    rollout_id: str | None = None
+    ts: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_envelope(DESIRED, self.device, self.ts), "model": self.model, "version": self.version,
+                "rollout_id": self.rollout_id}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Desired":
+        device, ts = _common(obj, DESIRED)
+        return cls(device=device, ts=ts, model=check_name(require(obj, "model", str), "model"),
+                   version=check_version(require(obj, "version", int)),
+                   rollout_id=optional(obj, "rollout_id", str))
+
+
+@dataclass(frozen=True)
+class Reported(_Message):
+    """What a device runs now and what it is doing (retained, so the fleet view reads it at any time)."""
+
+    SCHEMA: ClassVar[str] = REPORTED
+    device: str
+    state: str
+    model: str | None = None
+    version: int | None = None
+    desired_version: int | None = None
+    rollout_id: str | None = None
+    last_error: str | None = None
+    agent_version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    ts: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        if self.state not in LIFECYCLE_STATES:
+            raise ProtocolError(f"unknown state {self.state!r}", field="state")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_envelope(REPORTED, self.device, self.ts), "state": self.state, "model": self.model,
+                "version": self.version, "desired_version": self.desired_version,
+                "rollout_id": self.rollout_id, "last_error": self.last_error,
+                "agent_version": self.agent_version, "labels": self.labels}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Reported":
+        device, ts = _common(obj, REPORTED)
+        model = optional(obj, "model", str)
+        return cls(device=device, ts=ts, state=require(obj, "state", str),
+                   model=None if model is None else check_name(model, "model"),
+                   version=optional(obj, "version", int), desired_version=optional(obj, "desired_version", int),
+                   rollout_id=optional(obj, "rollout_id", str), last_error=optional(obj, "last_error", str),
+                   agent_version=optional(obj, "agent_version", str, default=""),
+                   labels=check_labels(optional(obj, "labels", dict, default={})))
+
+
+@dataclass(frozen=True)
+class Status(_Message):
+    """``online`` on connect; ``offline`` as the Last Will (its ts is the connect time) or on clean exit."""
+
+    SCHEMA: ClassVar[str] = STATUS
+    device: str
+    status: Literal["online", "offline"]
+    ts: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        if self.status not in ("online", "offline"):
+            raise ProtocolError(f"unknown status {self.status!r}", field="status")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_envelope(STATUS, self.device, self.ts), "status": self.status}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Status":
+        device, ts = _common(obj, STATUS)
+        return cls(device=device, ts=ts, status=require(obj, "status", str))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class AgentEvent(_Message):
+    SCHEMA: ClassVar[str] = EVENT
+    device: str
+    event: str
+    model: str
+    version: int
+    reason: str | None = None
+    rollout_id: str | None = None
+    ts: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENT_KINDS:
+            raise ProtocolError(f"unknown event {self.event!r}", field="event")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_envelope(EVENT, self.device, self.ts), "event": self.event, "model": self.model,
+                "version": self.version, "reason": self.reason, "rollout_id": self.rollout_id}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "AgentEvent":
+        device, ts = _common(obj, EVENT)
+        return cls(device=device, ts=ts, event=require(obj, "event", str),
+                   model=check_name(require(obj, "model", str), "model"),
+                   version=check_version(require(obj, "version", int)),
+                   reason=optional(obj, "reason", str), rollout_id=optional(obj, "rollout_id", str))
+
+
+@dataclass(frozen=True)
+class TelemetryWindow(_Message):
+    """One window summary. ``seq`` is per-device monotonic, so ingestion is idempotent on (device, seq).
+
+    ``features`` maps column → Counts on the manifest's reference bins (same order); ``predictions`` the
+    same for the outputs. ``latency_ms`` holds p50/p95/p99/max. ``dropped`` counts windows a full outbox
+    discarded since the last delivered one, so loss is reported, never silent.
+    """
+
+    SCHEMA: ClassVar[str] = TELEMETRY
+    device: str
+    seq: int
+    model: str
+    version: int
+    start: str
+    end: str
+    count: int
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    features: dict[str, Counts] = field(default_factory=dict)
+    predictions: Counts | None = None
+    feedback: dict[str, float] = field(default_factory=dict)
+    dropped: int = 0
+    ts: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_envelope(TELEMETRY, self.device, self.ts), "seq": self.seq, "model": self.model,
+                "version": self.version, "start": self.start, "end": self.end, "count": self.count,
+                "errors": self.errors, "latency_ms": self.latency_ms,
+                "features": {col: c.to_json() for col, c in self.features.items()},
+                "predictions": None if self.predictions is None else self.predictions.to_json(),
+                "feedback": self.feedback, "dropped": self.dropped}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "TelemetryWindow":
+        device, ts = _common(obj, TELEMETRY)
+        seq = require(obj, "seq", int)
+        if seq < 0:
+            raise ProtocolError("must be non-negative", field="seq")
+        errors = require(obj, "errors", dict)
+        latency = require(obj, "latency_ms", dict)
+        feedback = optional(obj, "feedback", dict, default={})
+        preds = obj.get("predictions")
+        return cls(
+            device=device, ts=ts, seq=seq, model=check_name(require(obj, "model", str), "model"),
+            version=check_version(require(obj, "version", int)), start=require(obj, "start", str),
+            end=require(obj, "end", str), count=require(obj, "count", int),
+            errors={k: check_type(v, int, f"errors.{k}") for k, v in errors.items()},
+            latency_ms=dict(zip(latency, float_list(list(latency.values()), "latency_ms"), strict=True)),
+            features={col: Counts.from_json(c, f"features.{col}")
+                      for col, c in require(obj, "features", dict).items()},
+            predictions=None if preds is None else Counts.from_json(preds, "predictions"),
+            feedback={k: check_type(v, float, f"feedback.{k}") for k, v in feedback.items()},
+            dropped=optional(obj, "dropped", int, default=0),
+        )

@@ -1,0 +1,60 @@
+"""Rules for the names that end up in topics and file paths.
+
+Model names, device ids and label values become MQTT topic levels and directory names on the device, so the
+rules are strict: no ``/``, no ``+``/``#`` wildcards, no ``..``, no leading dot, bounded length.
+"""
+
+import re
+
+from .errors import ProtocolError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_VERSION = 2**31 - 1
+
+
+def check_name(value: object, field: str = "name") -> str:
+    """Return ``value`` when it is a safe model name or device id, else raise ProtocolError."""
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+        raise ProtocolError(
+            f"{value!r} is not a valid name (1-64 of A-Z a-z 0-9 _ . -, starting alphanumeric, no '..')",
+            field=field,
+        )
+    return value
+
+
+def check_version(value: object, field: str = "version") -> int:
+    """Versions are positive integers, allocated monotonically per model by the registry."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+        raise ProtocolError(f"{value!r} is not a positive integer version", field=field)
+    return value
+
+
+def parse_version(text: str, field: str = "version") -> int:
+    """Parse a version as found in a topic level (decimal digits only, no sign, no leading zeros)."""
+    if not text.isdigit() or not text.isascii() or (len(text) > 1 and text[0] == "0"):
+        raise ProtocolError(f"{text!r} is not a positive integer version", field=field)
+    return check_version(int(text), field)
+
+
+def check_labels(value: object, field: str = "labels") -> dict[str, str]:
+    """Labels select devices in rollouts (``site=berlin``); keys and values follow the label rule."""
+    if not isinstance(value, dict):
+        raise ProtocolError("must be an object of string labels", field=field)
+    if len(value) > 64:
+        raise ProtocolError("at most 64 labels", field=field)
+    for key, val in value.items():
+        if not isinstance(key, str) or not _LABEL.match(key):
+            raise ProtocolError(f"label key {key!r} is invalid", field=field)
+        if not isinstance(val, str) or not _LABEL.match(val):
+            raise ProtocolError(f"label value {val!r} for {key!r} is invalid", field=field)
+    return dict(value)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """Parse ``key=value`` as given on a command line."""
+    key, sep, val = text.partition("=")
+    if not sep:
+        raise ProtocolError(f"label {text!r} must look like key=value", field="labels")
+    check_labels({key: val})
+    return key, val

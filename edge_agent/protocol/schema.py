@@ -1,0 +1,63 @@
+"""Schema tags: every message and manifest names its schema and a ``MAJOR.MINOR`` version.
+
+A receiver accepts any minor version of a major it knows (new optional fields are ignored) and rejects an
+unknown major with a ProtocolError. To change a schema: add optional fields with a minor bump; anything a
+current receiver would misread needs a major bump, a new parser branch, and a saved example under
+tests/fixtures/protocol/ (see docs/protocol.md, "Changing a schema").
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProtocolError
+from .fields import require
+
+MANIFEST = "edgeops.manifest"
+DESIRED = "edgeops.desired"
+REPORTED = "edgeops.reported"
+STATUS = "edgeops.status"
+TELEMETRY = "edgeops.telemetry"
+EVENT = "edgeops.event"
+
+CURRENT: dict[str, str] = {
+    MANIFEST: "1.0",
+    DESIRED: "1.0",
+    REPORTED: "1.0",
+    STATUS: "1.0",
+    TELEMETRY: "1.0",
+    EVENT: "1.0",
+}
+SUPPORTED_MAJORS: dict[str, frozenset[int]] = {name: frozenset({1}) for name in CURRENT}
+
+
+@dataclass(frozen=True)
+class SchemaTag:
+    name: str
+    version: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+def tag(name: str) -> dict[str, str]:
+    """The tag a sender writes for schema ``name`` at its current version."""
+    return {"name": name, "version": CURRENT[name]}
+
+
+def check_schema(obj: dict[str, Any], expected: str) -> SchemaTag:
+    """Check that ``obj`` declares schema ``expected`` with a major version this code understands."""
+    schema = require(obj, "schema", dict)
+    name = require(schema, "name", str, "schema")
+    version = require(schema, "version", str, "schema")
+    if name != expected:
+        raise ProtocolError(f"expected schema {expected!r}, got {name!r}", field="schema.name")
+    major, _, minor = version.partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        raise ProtocolError(f"{version!r} is not MAJOR.MINOR", field="schema.version")
+    if int(major) not in SUPPORTED_MAJORS[name]:
+        raise ProtocolError(
+            f"unsupported major version {version} of {name} (supported: "
+            f"{sorted(SUPPORTED_MAJORS[name])})",
+            field="schema.version",
+        )
+    return SchemaTag(name, version)

@@ -1,0 +1,1 @@
+"""Prefect flows: thin orchestration over plain functions of ``edgeops``."""

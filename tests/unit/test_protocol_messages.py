@@ -1,0 +1,66 @@
+import pytest
+
+from edge_agent.protocol import (
+    AgentEvent,
+    Counts,
+    Desired,
+    ProtocolError,
+    Reported,
+    Status,
+    TelemetryWindow,
+    Topics,
+    parse_json,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Desired(device="press-17", model="churn", version=3, rollout_id="r1"),
+        Reported(device="press-17", state="serving", model="churn", version=3, labels={"site": "berlin"}),
+        Status(device="press-17", status="offline"),
+        AgentEvent(device="press-17", event="rejected", model="churn", version=4, reason="bad signature"),
+        TelemetryWindow(device="d1", seq=7, model="churn", version=3, start="a", end="b", count=10,
+                        errors={"invalid_input": 1}, latency_ms={"p50": 0.1, "p95": 0.2},
+                        features={"age in years": Counts((1, 2, 3), overflow=4)}, predictions=Counts((5, 5))),
+    ],
+)
+def test_messages_round_trip_through_bytes(message: object) -> None:
+    assert type(message).parse(message.to_bytes()) == message  # type: ignore[attr-defined]
+
+
+def test_unknown_major_version_is_rejected_with_the_field_named() -> None:
+    obj = Desired(device="d1", model="m", version=1).to_json()
+    obj["schema"]["version"] = "2.0"
+    with pytest.raises(ProtocolError, match=r"schema\.version"):
+        Desired.from_json(obj)
+
+
+def test_minor_version_bump_is_accepted() -> None:
+    obj = Desired(device="d1", model="m", version=1).to_json()
+    obj["schema"]["version"] = "1.7"
+    obj["future_field"] = True
+    assert Desired.from_json(obj).version == 1
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "a+b", "#", "", ".hidden", "a..b", "x" * 65])
+def test_unsafe_model_names_never_make_topics(name: str) -> None:
+    with pytest.raises(ProtocolError):
+        Topics().manifest(name, 1)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"[]", b"{", b'{"a": NaN}', b"1" * (2 << 20)])
+def test_parse_json_rejects_garbage(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_json(payload)
+
+
+def test_release_topic_parsing_round_trips() -> None:
+    topics = Topics("fleet/a")
+    assert topics.parse_release_topic(topics.artifact("churn", 12, 3)) == ("churn", 12, "artifact", 3)
+    assert topics.parse_release_topic(topics.manifest("churn", 12)) == ("churn", 12, "manifest", None)
+    assert topics.parse_device_topic(topics.device("d-1", "telemetry")) == ("d-1", "telemetry")
+    with pytest.raises(ProtocolError):
+        topics.parse_release_topic("fleet/a/releases/churn/012/manifest")
