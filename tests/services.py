@@ -1,0 +1,139 @@
+"""Real services for tests: Mosquitto brokers (the machine's, or our own on a free port) and PostgreSQL.
+
+A service a test needs but cannot reach fails the test (never skips): CI must prove the real thing.
+"""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def free_port() -> int:
+    """A port the kernel just handed out; racy in theory, but never a hard-coded one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port, 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def mosquitto_binary() -> str:
+    for candidate in MOSQUITTO_CANDIDATES:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    raise RuntimeError("the mosquitto binary is missing: apt-get install mosquitto (.ci/run does this)")
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto process of our own on a free port, with its own config; it can be killed and restarted
+    on the same port (persistence on, so retained messages and persistent sessions survive a restart)."""
+
+    workdir: Path
+    extra_config: str = ""
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def config_path(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            f"log_dest file {self.workdir}/mosquitto.log\n"
+            "max_queued_messages 100000\n"
+            + ("" if "allow_anonymous" in self.extra_config else "allow_anonymous true\n")
+            + self.extra_config
+        )
+        return conf
+
+    def start(self) -> "Mosquitto":
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.config_path())],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            wait_port(self.host, self.port)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start: {self.log()[-2000:]}") from None
+        return self
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def restart(self, *, down_for: float = 0.0, kill: bool = True) -> None:
+        self.stop(kill=kill)
+        time.sleep(down_for)
+        self.start()
+
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextlib.contextmanager
+def running_mosquitto(workdir: Path, extra_config: str = "") -> Iterator[Mosquitto]:
+    broker = Mosquitto(workdir, extra_config).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def machine_broker_url() -> str | None:
+    """The broker from EDGEOPS_TEST_MQTT_URL, else the machine's Mosquitto on 127.0.0.1:1883 if it answers."""
+    url = os.environ.get("EDGEOPS_TEST_MQTT_URL")
+    if url:
+        return url
+    return "mqtt://127.0.0.1:1883" if port_open("127.0.0.1", 1883) else None
+
+
+def unique_prefix() -> str:
+    """Topic prefix unique to one test, so tests can share a broker and run side by side."""
+    return f"edgeops-test/{uuid.uuid4().hex[:12]}"
+
+
+POSTGRES_URL = os.environ.get("EDGEOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
