@@ -1,0 +1,334 @@
+"""The project config: one ``edgeops.yaml`` with documented defaults, plus overrides by dotted key.
+
+Every section is a frozen dataclass; loading checks every key and type and raises ConfigError naming the
+dotted key (``model.params: must be a mapping``), so a typo never silently falls back to a default. The full
+reference with defaults is docs/pipeline.md; docs/edgeops.example.yaml is a complete example.
+"""
+
+import dataclasses
+import hashlib
+import importlib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from edge_agent.protocol import TASKS, ProtocolError, canonical_json, check_name
+
+from .errors import ConfigError
+
+DEFAULT_FILE = Path("edgeops.yaml")
+CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "f1", "roc_auc", "log_loss")
+REGRESSION_METRICS: tuple[str, ...] = ("rmse", "mae", "r2")
+METRICS: tuple[str, ...] = CLASSIFICATION_METRICS + REGRESSION_METRICS
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "rmse", "mae"})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which scikit-learn estimator to train. ``estimator`` None picks the default for the task (see
+    training.DEFAULT_ESTIMATORS); ``task`` None infers it from the target (training.infer_task)."""
+
+    estimator: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    missing_token: str = "__missing__"
+    """Stands for a missing string before fitting: skl2onnx cannot impute NaN in a string column, so the
+    model learns this token instead, and the device feeds the same token (InputSpec.missing_token)."""
+
+
+@dataclass(frozen=True)
+class DataChecks:
+    """The training data: its target column and the thresholds of the data checks (validation.py)."""
+
+    target: str | None = None
+    min_rows: int = 30
+    max_missing_ratio: float = 0.3
+    max_duplicate_ratio: float = 0.05
+    min_class_ratio: float = 0.05
+    numeric_parse_ratio: float = 0.8
+    max_categories: int = 100
+    drift_psi_warning: float = 0.1
+    drift_psi_error: float | None = None
+    drift_p_value: float = 0.001
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    test_size: float = 0.25
+    stratify: bool = True
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """``absolute``: metric → the value it must reach (at least, or at most for log_loss/rmse/mae).
+    ``max_regression``: metric → how much worse than the champion it may be, in the metric's own units."""
+
+    absolute: dict[str, float] = field(default_factory=dict)
+    max_regression: dict[str, float] = field(
+        default_factory=lambda: {"accuracy": 0.02, "roc_auc": 0.02, "r2": 0.02})
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    parity_tolerance: float = 1e-4
+    min_label_agreement: float = 1.0
+    golden_rows: int = 20
+    numeric_bins: int = 10
+    chunk_size: int = 256 * 1024
+    target_opset: int | None = None
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    root: Path = Path(".edgeops/registry")
+    keys_dir: Path = Path(".edgeops/keys")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    prefix: str = "edgeops"
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataChecks = field(default_factory=DataChecks)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 42
+    gates: GateConfig = field(default_factory=GateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    name: str | None = None
+    """Model name in the registry (a CLI flag may override it)."""
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ProjectConfig:
+    """Load ``path`` (None: ./edgeops.yaml when it exists, else the defaults) and apply dotted overrides.
+
+    Override values may be strings as typed on a command line (``{"seed": "3"}``); they are parsed as YAML
+    scalars when the key is not a text field. Relative registry paths are resolved against the file's folder.
+    """
+    if path is None and DEFAULT_FILE.is_file():
+        path = DEFAULT_FILE
+    raw = _read_yaml(path) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        _apply_override(raw, key, value)
+    cfg = _build(ProjectConfig, raw, "")
+    _check_semantics(cfg)
+    if path is not None:
+        base = Path(path).parent
+        cfg = dataclasses.replace(cfg, registry=RegistryConfig(
+            root=_under(base, cfg.registry.root), keys_dir=_under(base, cfg.registry.keys_dir)))
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON-compatible dict of a config (paths as strings), the shape edgeops.yaml has."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = config_to_dict(value)
+        elif isinstance(value, Path):
+            out[f.name] = str(value)
+        elif isinstance(value, dict):
+            out[f.name] = dict(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def config_sha256(cfg: ProjectConfig) -> str:
+    """Hash of the parts that decide the model (model, data checks, split, seed, export) for the lineage.
+
+    Registry location and MQTT settings are left out: moving the registry does not change a model."""
+    full = config_to_dict(cfg)
+    relevant = {k: full[k] for k in ("model", "data", "split", "seed", "export")}
+    return hashlib.sha256(canonical_json(relevant)).hexdigest()
+
+
+def import_estimator(path: str, key: str = "model.estimator") -> type:
+    """Import an estimator class by dotted path, allowing scikit-learn classes only.
+
+    An import path from a config file is code execution (importing a module runs it), so only modules under
+    ``sklearn.`` are imported, and the result must be a scikit-learn estimator class."""
+    from sklearn.base import BaseEstimator
+
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name.startswith("sklearn.") or not class_name.isidentifier():
+        raise ConfigError(key, f"{path!r} is not allowed: only scikit-learn classes (sklearn.*) may be imported")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(key, f"unknown estimator {path!r}: no module {module_name!r}") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ConfigError(key, f"unknown estimator {path!r}: not a scikit-learn estimator class")
+    return cls
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(key, "is not a dotted config key")
+    if isinstance(value, str) and not _accepts_text(parts):
+        try:
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as exc:
+            raise ConfigError(key, f"cannot parse {value!r}") from exc
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), "must be a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def _accepts_text(parts: list[str]) -> bool:
+    """Whether the field at ``parts`` is a text field (so a command-line string is kept as typed)."""
+    kind: Any = ProjectConfig
+    for part in parts:
+        if dataclasses.is_dataclass(kind):
+            hints = get_type_hints(kind)
+            if part not in hints:
+                return True  # unknown key: _build reports it
+            kind = hints[part]
+        elif get_origin(kind) is dict:
+            kind = get_args(kind)[1]
+        else:
+            return True
+    options = get_args(kind) if _is_union(kind) else (kind,)
+    return str in options or Path in options
+
+
+def _is_union(kind: Any) -> bool:
+    return get_origin(kind) in (Union, types.UnionType)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix or "config", "must be a mapping")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(where, f"unknown key (known: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            kwargs[name] = _convert(raw[name], hints[name], f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key)  # type: ignore[arg-type]
+    if _is_union(kind):
+        options = get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _convert(value, inner[0], key)
+    if get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, "must be a mapping")
+        item = get_args(kind)[1]
+        return {str(k): (v if item is Any else _convert(v, item, f"{key}.{k}")) for k, v in value.items()}
+    return _scalar(value, kind, key)
+
+
+def _scalar(value: Any, kind: Any, key: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, "must be true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, "must be an integer")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, "must be a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, "must be a string")
+    if kind is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+        raise ConfigError(key, "must be a path (string)")
+    raise ConfigError(key, f"unsupported type {kind!r}")  # pragma: no cover - a bug in this module
+
+
+def _check_semantics(cfg: ProjectConfig) -> None:
+    """Checks beyond types: ranges, known metric names, a safe estimator path and its params."""
+    if cfg.model.task is not None and cfg.model.task not in TASKS:
+        raise ConfigError("model.task", f"must be one of {', '.join(TASKS)} (or omitted to infer it)")
+    if cfg.model.estimator is not None:
+        cls = import_estimator(cfg.model.estimator)
+        try:
+            cls(**cfg.model.params)
+        except TypeError as exc:
+            raise ConfigError("model.params", f"not accepted by {cfg.model.estimator}: {exc}") from exc
+    if not 0.0 < cfg.split.test_size < 1.0:
+        raise ConfigError("split.test_size", "must be between 0 and 1")
+    for section in ("absolute", "max_regression"):
+        for metric in getattr(cfg.gates, section):
+            if metric not in METRICS:
+                raise ConfigError(f"gates.{section}.{metric}", f"unknown metric (known: {', '.join(METRICS)})")
+    positive = {"export.golden_rows": cfg.export.golden_rows, "export.chunk_size": cfg.export.chunk_size,
+                "data.min_rows": cfg.data.min_rows, "data.max_categories": cfg.data.max_categories}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(key, "must be at least 1")
+    if not 1 <= cfg.export.numeric_bins <= 1024:
+        raise ConfigError("export.numeric_bins", "must be between 1 and 1024")
+    if cfg.export.parity_tolerance <= 0:
+        raise ConfigError("export.parity_tolerance", "must be positive")
+    for key in ("max_missing_ratio", "max_duplicate_ratio", "min_class_ratio", "numeric_parse_ratio"):
+        if not 0.0 <= getattr(cfg.data, key) <= 1.0:
+            raise ConfigError(f"data.{key}", "must be between 0 and 1")
+    if cfg.name is not None:
+        try:
+            check_name(cfg.name)
+        except ProtocolError as exc:
+            raise ConfigError("name", exc.reason) from exc
+
+
+def _under(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
+__all__ = [
+    "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "ExportConfig",
+    "GateConfig", "ModelSpec", "MqttConfig", "ProjectConfig", "RegistryConfig", "SplitConfig", "config_sha256",
+    "config_to_dict", "import_estimator", "load_config",
+]
