@@ -1,0 +1,185 @@
+"""Inference: check records against the manifest's inputs, feed onnxruntime, shape the answer.
+
+Input rules (docs/agent.md repeats them for users):
+
+* every input column must be present in a record; JSON null means *missing*;
+* numeric columns take numbers (not strings, not booleans); missing → NaN, which the model's imputer
+  handles, unless the column is not ``nullable`` (then NaN and null are refused); infinities are refused;
+* string columns take strings (not numbers); missing → the manifest's ``missing_token``;
+* a category not seen in training is accepted: the exported one-hot encoder ignores unknown categories, and
+  the telemetry window counts the value as *unseen* so drift shows up on the control plane;
+* fields that are not inputs are ignored (applications send whole records; a typo in an input name still
+  fails as a missing field).
+
+The hot path precomputes the feed layout once per model and builds one small array per input per call.
+"""
+
+import itertools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import InputError, ModelError
+from .protocol import ReleaseManifest
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One answer. Classifiers set ``label`` and ``probabilities`` (class → p in manifest order);
+    regressors set ``value``. ``id`` identifies the prediction for later feedback."""
+
+    id: str
+    label: Any = None
+    probabilities: dict[Any, float] | None = None
+    value: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.value is not None:
+            return {"id": self.id, "value": self.value}
+        return {"id": self.id, "label": self.label,
+                "probabilities": {str(k): v for k, v in (self.probabilities or {}).items()}}
+
+
+def _check_number(value: Any, field: str, nullable: bool) -> float:
+    if value is None:
+        if not nullable:
+            raise InputError(field, "is null but the model does not accept missing values")
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "a string" if isinstance(value, str) else type(value).__name__
+        raise InputError(field, f"expected a number, got {kind}")
+    value = float(value)
+    if math.isnan(value):
+        if not nullable:
+            raise InputError(field, "is NaN but the model does not accept missing values")
+    elif not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+        raise InputError(field, "must be a finite number within float32 range")
+    return value
+
+
+def _check_string(value: Any, field: str, nullable: bool, missing_token: str) -> str:
+    if value is None:
+        if not nullable:
+            raise InputError(field, "is null but the model does not accept missing values")
+        return missing_token
+    if not isinstance(value, str):
+        raise InputError(field, f"expected a string, got {'a number' if isinstance(value, int | float) else type(value).__name__}")
+    return value
+
+
+class ModelRunner:
+    """A loaded, ready model. Build it only from a manifest and bytes that verify.py accepted."""
+
+    def __init__(self, manifest: ReleaseManifest, onnx_bytes: bytes, *, threads: int = 1) -> None:
+        self.manifest = manifest
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # single rows are latency-bound: one thread avoids handoffs
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad model
+            raise ModelError(f"onnxruntime cannot load the model: {_one_line(exc)}") from exc
+        self._check_signature()
+        # (column, onnx name, is_numeric, nullable, missing token): computed once, walked per call.
+        self._layout = tuple((s.column, s.name, s.dtype == "float32", s.nullable, s.missing_token)
+                             for s in manifest.inputs)
+        out = manifest.outputs
+        self._regression = out.task == "regression"
+        self._outputs = [out.value] if self._regression else [out.label, out.probabilities]
+        self._classes = tuple(out.classes or ())
+        self._class_of = {_key(c): c for c in self._classes}
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex() + "-"
+
+    def _check_signature(self) -> None:
+        """The ONNX graph must take exactly the manifest's inputs ([N, 1] each) and give its outputs."""
+        graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        wanted = {s.name: s.dtype for s in self.manifest.inputs}
+        if set(graph_inputs) != set(wanted):
+            raise ModelError(f"ONNX inputs {sorted(graph_inputs)} differ from the manifest's {sorted(wanted)}")
+        for name, dtype in wanted.items():
+            onnx_type = graph_inputs[name].type
+            if onnx_type != ("tensor(float)" if dtype == "float32" else "tensor(string)"):
+                raise ModelError(f"ONNX input {name!r} has type {onnx_type}, the manifest says {dtype}")
+        out = self.manifest.outputs
+        names = {o.name for o in self.session.get_outputs()}
+        for needed in (out.value,) if out.task == "regression" else (out.label, out.probabilities):
+            if needed not in names:
+                raise ModelError(f"ONNX graph has no output {needed!r} named by the manifest")
+
+    # feeds ----------------------------------------------------------------------------------------
+    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool) -> dict[str, np.ndarray]:
+        n = len(records)
+        feeds: dict[str, np.ndarray] = {}
+        for column, name, numeric, nullable, token in self._layout:
+            values = []
+            for i, record in enumerate(records):
+                field = column if single else f"records[{i}].{column}"
+                try:
+                    raw = record[column]
+                except KeyError:
+                    raise InputError(field, "is missing") from None
+                except TypeError:
+                    raise InputError("record" if single else f"records[{i}]", "must be an object") from None
+                values.append(_check_number(raw, field, nullable) if numeric
+                              else _check_string(raw, field, nullable, token))
+            feeds[name] = np.array(values, dtype=np.float32 if numeric else object).reshape(n, 1)
+        return feeds
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        try:
+            return self.session.run(self._outputs, feeds)
+        except Exception as exc:  # a runtime failure is the model's fault, not the caller's
+            raise ModelError(f"model failed to run: {_one_line(exc)}") from exc
+
+    # public API -----------------------------------------------------------------------------------
+    def predict(self, record: Mapping[str, Any]) -> Prediction:
+        if not isinstance(record, Mapping):
+            raise InputError("record", "must be an object of column values")
+        return self._shape(self._run(self._feeds((record,), True)), 1)[0]
+
+    def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        if isinstance(records, str | bytes) or not isinstance(records, Sequence):
+            raise InputError("records", "must be a list of objects")
+        if not records:
+            return []
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise InputError(f"records[{i}]", "must be an object of column values")
+        return self._shape(self._run(self._feeds(records, False)), len(records))
+
+    def raw(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Outputs as onnxruntime returns them (self-test compares these with the golden samples)."""
+        return self._run(self._feeds(records, False))
+
+    def _shape(self, outputs: list[Any], n: int) -> list[Prediction]:
+        prefix, ids = self._id_prefix, self._ids
+        if self._regression:
+            values = np.asarray(outputs[0], dtype=np.float64).reshape(n, -1)[:, 0].tolist()
+            return [Prediction(id=f"{prefix}{next(ids):x}", value=v) for v in values]
+        labels = outputs[0].reshape(n).tolist()
+        probs = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1).tolist()
+        classes, class_of = self._classes, self._class_of
+        return [Prediction(id=f"{prefix}{next(ids):x}", label=class_of.get(_key(label), label),
+                           probabilities=dict(zip(classes, row, strict=False)))
+                for label, row in zip(labels, probs, strict=True)]
+
+
+def _key(value: Any) -> str:
+    """Compare ONNX labels (int64, str) with manifest classes (JSON scalars) by their text."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
