@@ -1,0 +1,229 @@
+"""The agent's MQTT link: one paho-mqtt 2 client, its network thread, and an inbox of ``LinkEvent``s.
+
+Why MQTT 5 (not 3.1.1):
+- PUBACK carries a reason code. Mosquitto acknowledges a publish its ACL refuses; under 3.1.1 that looks like
+  success and the outbox would delete a window nobody received. Under 5 the agent sees "not authorized".
+- A persistent session needs ``clean_start=False`` *and* a session expiry interval; both are explicit in 5,
+  so the broker keeps the device's subscriptions and queues QoS 1 messages (desired state) while it is away.
+
+Callbacks run on paho's thread. They translate what happened into a ``LinkEvent`` on the inbox queue and do
+only the link's own protocol duties (retained ``online`` status, re-subscribing, choosing the next reconnect
+delay); everything else happens on the agent's owner thread that reads the inbox.
+
+Reconnect: paho's own wait doubles from ``min_delay`` (1 s by default: 1, 2, 4 ... so a 3 s outage can cost
+7 s). We pick each delay ourselves (``next_delay``): it starts at ``reconnect_min_s`` and grows by 1.5× with
+±20 % jitter up to ``reconnect_max_s``, so a short outage costs a fraction of a second more than the outage,
+and a fleet that lost its broker at the same moment does not come back in lock step.
+"""
+
+import hashlib
+import logging
+import queue
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from .config import AgentConfig
+from .errors import AgentError
+from .protocol import Status
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our session (and queued desired state) this long
+BACKOFF_FACTOR = 1.5
+BACKOFF_JITTER = 0.2
+MAX_QUEUED = 1000  # paho's in-memory queue of QoS 1 messages published while offline
+
+
+@dataclass(frozen=True)
+class Connected:
+    session_present: bool
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+@dataclass(frozen=True)
+class Published:
+    """The broker acknowledged message ``mid``; ``reason`` is set when it refused it (e.g. ACL)."""
+
+    mid: int
+    reason: str | None = None
+
+
+LinkEvent = Connected | Disconnected | Message | Published
+
+
+class LinkError(AgentError):
+    """The link cannot be set up (bad TLS files, invalid arguments)."""
+
+
+def next_delay(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
+    """Reconnect delay before attempt ``attempt`` (0-based): ``low·1.5^attempt`` ±20 %, capped at ``high``."""
+    base = min(high, low * BACKOFF_FACTOR ** min(attempt, 64))
+    jitter = (rng or random).uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+    return max(low * (1 - BACKOFF_JITTER), min(high, base * jitter))
+
+
+def client_id_for(config: AgentConfig) -> str:
+    """Stable per (prefix, device): the broker finds the persistent session again after a restart."""
+    digest = hashlib.sha256(config.topic_prefix.encode()).hexdigest()[:8]
+    return f"edgeops-agent-{config.device_id}-{digest}"
+
+
+class MqttLink:
+    """Connects, stays connected, and reports everything as events on ``inbox``.
+
+    >>> link = MqttLink(config, inbox); link.start(); link.subscribe(topics.device(dev, "desired"))
+    """
+
+    def __init__(self, config: AgentConfig, inbox: "queue.Queue[LinkEvent]") -> None:
+        self.config = config
+        self.inbox = inbox
+        self._status_topic = config.topics.device(config.device_id, "status")
+        self._filters: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._attempt = 0
+        self._started = False
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id_for(cfg),
+                             protocol=mqtt.MQTTv5, reconnect_on_failure=True)
+        client.max_queued_messages_set(MAX_QUEUED)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.broker.tls:
+            try:
+                client.tls_set(ca_certs=None if cfg.ca_file is None else str(cfg.ca_file))
+            except (OSError, ValueError) as exc:
+                raise LinkError(f"ca_file: cannot set up TLS with {cfg.ca_file}: {exc}") from exc
+            client.tls_insecure_set(cfg.tls_insecure)
+        client.will_set(self._status_topic, Status(cfg.device_id, "offline").to_bytes(), qos=1, retain=True)
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    # lifecycle --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background; the first attempt failing is retried like any reconnect."""
+        if self._started:
+            return
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        broker = self.config.broker
+        self._client.connect_async(broker.host, broker.port, keepalive=self.config.keepalive_s,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+        self._started = True
+
+    def stop(self, clean: bool = True, timeout: float = 5.0) -> None:
+        """Leave. ``clean``: publish retained ``offline`` and wait for its PUBACK, then disconnect without the
+        Will. Otherwise disconnect asking the broker to send the Will (what a crash looks like)."""
+        if not self._started:
+            return
+        self._started = False
+        if clean and self._client.is_connected():
+            info = self._client.publish(self._status_topic, Status(self.config.device_id, "offline").to_bytes(),
+                                        qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline status not acknowledged: %s", exc)
+            self._client.disconnect()
+        else:
+            self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    # traffic ----------------------------------------------------------------------------------------
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Subscribe now (if connected) and again after every reconnect."""
+        with self._lock:
+            self._filters[topic_filter] = qos
+        if self._client.is_connected():
+            self._client.subscribe(topic_filter, qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            self._filters.pop(topic_filter, None)
+        if self._client.is_connected():
+            self._client.unsubscribe(topic_filter)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+        """Queue a message; returns its mid (QoS 1 is kept and sent after a reconnect), or -1 when paho
+        refused it (queue full, too large, stopping)."""
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:
+            log.warning("publish to %s refused: %s", topic, exc)
+            return -1
+        queued = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0)
+        if queued:
+            return info.mid
+        log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
+        return -1
+
+    # paho callbacks (paho's thread) -----------------------------------------------------------------
+    def _schedule_next_attempt(self) -> None:
+        """Set paho's next wait to our own delay (paho would otherwise double its own from the minimum)."""
+        delay = next_delay(self._attempt, self.config.reconnect_min_s, self.config.reconnect_max_s)
+        self._attempt += 1
+        self._client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            self.inbox.put(Disconnected(f"connection refused: {reason}"))  # on_disconnect schedules the retry
+            return
+        self._attempt = 0
+        client.publish(self._status_topic, Status(self.config.device_id, "online").to_bytes(), qos=1, retain=True)
+        with self._lock:
+            filters = list(self._filters.items())
+        if filters:
+            client.subscribe(filters)
+        self.inbox.put(Connected(session_present=bool(flags.session_present)))
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        self._schedule_next_attempt()
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode,
+                       _props: Any) -> None:
+        self.inbox.put(Disconnected(str(reason)))
+        self._schedule_next_attempt()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            log.error("dropped a message whose topic is not UTF-8")
+            return
+        self.inbox.put(Message(topic=topic, payload=bytes(msg.payload), retained=bool(msg.retain)))
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode,
+                    _props: Any) -> None:
+        self.inbox.put(Published(mid, str(reason) if reason.is_failure else None))

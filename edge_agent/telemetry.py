@@ -1,0 +1,254 @@
+"""Telemetry windows: what the device saw, summarised on the release's reference bins, and their delivery.
+
+``TelemetryRecorder`` accumulates one window (thread-safe: predictions arrive on HTTP threads) and closes it
+every ``interval_s`` or ``max_predictions``, whichever comes first. A window holds counts, errors by kind,
+latency quantiles, per-feature counts on the manifest's reference bins, prediction counts and feedback
+metrics. Raw rows never leave the device: only counts do.
+
+``TelemetryPump`` (owner thread only) turns closed windows into outbox rows and publishes them, at most
+``MAX_INFLIGHT`` unacknowledged at a time, in seq order; a row is deleted on PUBACK only (see outbox.py).
+"""
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from .link import MqttLink
+from .outbox import Outbox
+from .protocol import CountAccumulator, ReleaseManifest, TelemetryWindow, Topics
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUFFER = 10_000  # latencies kept per window; beyond it a uniform reservoir sample (max stays exact)
+MAX_INFLIGHT = 32  # windows handed to the link and not yet acknowledged
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _prediction_key(prediction: Any, task: str) -> Any:
+    """The value that goes into the prediction bins: the label for classifiers (as its class text), the
+    value for regressors. Accepts C's ``Prediction`` or a bare scalar."""
+    if task == "regression":
+        return getattr(prediction, "value", prediction)
+    label = getattr(prediction, "label", prediction)
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    return None if label is None else str(label)
+
+
+class _Window:
+    """The mutable state of one open window (owned by the recorder, always used under its lock)."""
+
+    def __init__(self, manifest: ReleaseManifest, start: float, buffer: int) -> None:
+        self.start = start
+        self.count = 0
+        self.errors: dict[str, int] = {}
+        self.latencies = np.empty(buffer, dtype=np.float64)
+        self.seen_latencies = 0
+        self.max_latency = 0.0
+        self.features = {col: CountAccumulator(ref.bins) for col, ref in manifest.reference.items()}
+        self.predictions = CountAccumulator(manifest.prediction_reference.bins)
+        self.labelled = 0
+        self.correct = 0
+        self.abs_error_sum = 0.0
+
+    def add_latency(self, latency_ms: float, rng: random.Random) -> None:
+        if not math.isfinite(latency_ms):
+            return
+        self.max_latency = max(self.max_latency, latency_ms)
+        n, size = self.seen_latencies, len(self.latencies)
+        if n < size:
+            self.latencies[n] = latency_ms
+        else:  # reservoir sampling keeps the quantiles unbiased without unbounded memory
+            j = rng.randrange(n + 1)
+            if j < size:
+                self.latencies[j] = latency_ms
+        self.seen_latencies = n + 1
+
+    def add_features(self, record: Mapping[str, Any]) -> None:
+        for col, acc in self.features.items():
+            value = record.get(col)
+            try:
+                acc.add(value)
+            except (TypeError, ValueError):  # a value of the wrong type cannot be binned: count it missing
+                acc.add(None)
+
+    @property
+    def empty(self) -> bool:
+        return self.count == 0 and self.labelled == 0
+
+
+class TelemetryRecorder:
+    """Accumulates predictions for one model version; ``close_window`` hands out a finished window."""
+
+    def __init__(self, manifest: ReleaseManifest, device: str, interval_s: float, max_predictions: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.manifest = manifest
+        self.device = device
+        self.interval_s = interval_s
+        self.max_predictions = max_predictions
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._buffer = max(1, min(max_predictions, LATENCY_BUFFER))
+        self._window = _Window(manifest, clock(), self._buffer)
+
+    def record(self, record: Mapping[str, Any] | None, prediction: Any | None, latency_ms: float,
+               error: str | None = None) -> None:
+        """One prediction (or failed attempt). ``error`` is a short kind (``input``, ``model`` ...), never a
+        message with data in it. ``record`` feeds the feature bins; pass None when it is not a mapping."""
+        task = self.manifest.outputs.task
+        key = None if prediction is None else _prediction_key(prediction, task)
+        with self._lock:
+            win = self._window
+            win.count += 1
+            win.add_latency(float(latency_ms), self._rng)
+            if error is not None:
+                win.errors[error] = win.errors.get(error, 0) + 1
+            if record is not None:
+                win.add_features(record)
+            if prediction is not None:
+                try:
+                    win.predictions.add(key)
+                except (TypeError, ValueError):
+                    win.predictions.add(None)
+
+    def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
+        """Ground truth for an earlier prediction: ``correct`` for classifiers, ``abs_error`` for regressors."""
+        with self._lock:
+            win = self._window
+            if correct is not None:
+                win.labelled += 1
+                win.correct += int(bool(correct))
+            elif abs_error is not None and math.isfinite(abs_error):
+                win.labelled += 1
+                win.abs_error_sum += abs(float(abs_error))
+
+    def due(self, now: float | None = None) -> bool:
+        now = self.clock() if now is None else now
+        with self._lock:
+            win = self._window
+            return win.count >= self.max_predictions or now - win.start >= self.interval_s
+
+    def close_window(self, seq: int, dropped: int = 0) -> TelemetryWindow | None:
+        """Finish the open window and start the next one. None when nothing happened (no seq is used)."""
+        now = self.clock()
+        with self._lock:
+            win, self._window = self._window, _Window(self.manifest, now, self._buffer)
+        if win.empty:
+            return None
+        return self._summarise(win, seq, now, dropped)
+
+    def _summarise(self, win: _Window, seq: int, end: float, dropped: int) -> TelemetryWindow:
+        latency: dict[str, float] = {}
+        kept = win.latencies[: min(win.seen_latencies, len(win.latencies))]
+        if len(kept):
+            p50, p95, p99 = np.quantile(kept, [0.5, 0.95, 0.99])
+            latency = {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(win.max_latency)}
+        feedback: dict[str, float] = {}
+        if win.labelled:
+            feedback["labelled"] = float(win.labelled)
+            if self.manifest.outputs.task == "regression":
+                feedback["mae"] = win.abs_error_sum / win.labelled
+            else:
+                feedback["accuracy"] = win.correct / win.labelled
+        return TelemetryWindow(
+            device=self.device, seq=seq, model=self.manifest.name, version=self.manifest.version,
+            start=_iso(win.start), end=_iso(end), count=win.count, errors=dict(win.errors), latency_ms=latency,
+            features={col: acc.freeze() for col, acc in win.features.items()},
+            predictions=win.predictions.freeze(), feedback=feedback, dropped=dropped,
+        )
+
+
+class TelemetryPump:
+    """Recorder → outbox → link. Every method runs on the agent's owner thread, except ``record`` and
+    ``record_feedback``, which only touch the (thread-safe) recorder."""
+
+    def __init__(self, outbox: Outbox, link: MqttLink, topics: Topics, device: str, *,
+                 interval_s: float = 60.0, max_predictions: int = 10_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.topic = topics.device(device, "telemetry")
+        self.device = device
+        self.interval_s = interval_s
+        self.max_predictions = max_predictions
+        self.clock = clock
+        self.recorder: TelemetryRecorder | None = None
+        self._inflight: dict[int, int] = {}  # mid → seq
+        self._handed: set[int] = set()  # seqs the link holds (paho re-sends them itself after a reconnect)
+
+    def on_model_changed(self, manifest: ReleaseManifest | None) -> None:
+        """Close the old model's window (its counts belong to it), then record for ``manifest``."""
+        self.flush()
+        self.recorder = None if manifest is None else TelemetryRecorder(
+            manifest, self.device, self.interval_s, self.max_predictions, self.clock)
+
+    def record(self, record: Mapping[str, Any] | None, prediction: Any | None, latency_ms: float,
+               error: str | None = None) -> None:
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.record(record, prediction, latency_ms, error)
+
+    def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.record_feedback(correct, abs_error)
+
+    def tick(self, now: float | None = None) -> None:
+        """Call often (each pass of the owner loop): closes a due window, keeps the pipe to the broker full."""
+        if self.recorder is not None and self.recorder.due(now):
+            self.flush()
+        else:
+            self._send()
+
+    def flush(self) -> None:
+        """Close the open window now (model change, shutdown) and store it in the outbox."""
+        if self.recorder is None:
+            return
+        seq = self.outbox.next_seq()
+        dropped = self.outbox.dropped()
+        window = self.recorder.close_window(seq, dropped)
+        if window is not None:
+            self.outbox.put(seq, window.to_bytes(), dropped=dropped)
+        self._send()
+
+    def on_connected(self) -> None:
+        """Publish what is waiting. Windows paho already holds are re-sent by paho; the rest (e.g. from
+        before an agent restart) are sent here, in seq order."""
+        self._send()
+
+    def on_published(self, mid: int, reason: str | None = None) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return  # not a telemetry message
+        self._handed.discard(seq)
+        self.outbox.ack(seq)
+        if reason is not None:  # the broker refused it (ACL, quota): it is lost, so report it as dropped
+            log.error("broker refused telemetry window %d: %s", seq, reason)
+            self.outbox.record_loss(1)
+        self._send()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def _send(self) -> None:
+        if not self.link.connected or len(self._handed) >= MAX_INFLIGHT:
+            return
+        after = max(self._handed, default=-1)
+        for seq, payload in self.outbox.pending(MAX_INFLIGHT - len(self._handed), after=after):
+            mid = self.link.publish(self.topic, payload, qos=1)
+            if mid < 0:
+                break
+            self._inflight[mid] = seq
+            self._handed.add(seq)
