@@ -1,0 +1,130 @@
+"""TelemetryRecorder: windows close on time or count, hold only counts, and agree with the reference bins."""
+
+import math
+import threading
+from types import SimpleNamespace
+
+import pytest
+from releases import build_release, new_key
+
+from edge_agent.protocol import TelemetryWindow
+from edge_agent.telemetry import TelemetryRecorder
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def binary_manifest():  # type: ignore[no-untyped-def]
+    return build_release("churn", 3, new_key()).manifest
+
+
+@pytest.fixture(scope="module")
+def regression_manifest():  # type: ignore[no-untyped-def]
+    return build_release("load", 1, new_key(), task="regression").manifest
+
+
+def row(age: float | None, income: object, plan: str | None) -> dict[str, object]:
+    return {"age in years": age, "income": income, "plan": plan, "not a model input": "ignored"}
+
+
+def test_a_window_closes_on_time_or_on_count(binary_manifest) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    rec = TelemetryRecorder(binary_manifest, "d1", interval_s=60, max_predictions=3, clock=clock)
+    assert not rec.due()
+    clock.now += 60
+    assert rec.due()
+    assert rec.close_window(0) is None  # nothing happened: no window, no seq used
+    assert not rec.due()
+    for _ in range(3):
+        rec.record(row(40, 5, "pro"), SimpleNamespace(label=1), 2.0)
+    assert rec.due()
+
+
+def test_window_counts_match_the_reference_bins(binary_manifest) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    rec = TelemetryRecorder(binary_manifest, "d1", interval_s=60, max_predictions=100, clock=clock)
+    age_edges = binary_manifest.reference["age in years"].bins.edges
+    rec.record(row(age_edges[0], 5.0, "pro"), SimpleNamespace(label=1), 1.0)
+    rec.record(row(age_edges[0] - 1, 5.0, "gold"), SimpleNamespace(label=0), 2.0)  # underflow, unseen
+    rec.record(row(None, "five", None), SimpleNamespace(label=0), 3.0)  # missing everywhere (bad type too)
+    rec.record(row(age_edges[-1] + 1, math.nan, "max"), None, 4.0, error="input")
+    rec.record(None, None, 100.0, error="model")
+    rec.record_feedback(correct=True)
+    rec.record_feedback(correct=False)
+    clock.now += 5
+    window = rec.close_window(7, dropped=2)
+    assert window is not None
+    assert (window.seq, window.model, window.version, window.count, window.dropped) == (7, "churn", 3, 5, 2)
+    assert window.errors == {"input": 1, "model": 1}
+    age = window.features["age in years"]
+    assert (age.counts[0], age.underflow, age.overflow, age.missing, age.total) == (1, 1, 1, 1, 4)
+    plan = window.features["plan"]
+    assert (plan.counts, plan.unseen, plan.missing) == ((0, 1, 1), 1, 1)  # "max" is a plan: index 2
+    assert window.features["income"].missing == 2
+    assert "not a model input" not in window.features  # only reference columns, never raw rows
+    assert window.predictions is not None and window.predictions.counts == (2, 1)
+    assert window.latency_ms["max"] == 100.0 and window.latency_ms["p50"] == 3.0
+    assert window.latency_ms["p50"] <= window.latency_ms["p95"] <= window.latency_ms["p99"] <= 100.0
+    assert window.feedback == {"labelled": 2.0, "accuracy": 0.5}
+    assert TelemetryWindow.parse(window.to_bytes()) == window
+    assert window.end > window.start
+
+
+def test_regression_feedback_is_mae(regression_manifest) -> None:  # type: ignore[no-untyped-def]
+    rec = TelemetryRecorder(regression_manifest, "d1", interval_s=60, max_predictions=100)
+    rec.record(row(40, 5, "pro"), SimpleNamespace(value=13.0), 1.5)
+    rec.record_feedback(abs_error=1.0)
+    rec.record_feedback(abs_error=-3.0)
+    window = rec.close_window(0)
+    assert window is not None and window.feedback == {"labelled": 2.0, "mae": 2.0}
+    assert window.predictions is not None and window.predictions.total == 1
+
+
+def test_latency_buffer_is_bounded_and_max_stays_exact(binary_manifest) -> None:  # type: ignore[no-untyped-def]
+    rec = TelemetryRecorder(binary_manifest, "d1", interval_s=60, max_predictions=50)
+    for i in range(1000):
+        rec.record(None, None, float(i % 100))
+    rec.record(None, None, 5000.0)
+    window = rec.close_window(0)
+    assert window is not None and window.count == 1001
+    assert window.latency_ms["max"] == 5000.0
+    assert 20 <= window.latency_ms["p50"] <= 80  # a sample of 50 from uniform 0..99
+
+
+def test_record_is_thread_safe(binary_manifest) -> None:  # type: ignore[no-untyped-def]
+    rec = TelemetryRecorder(binary_manifest, "d1", interval_s=60, max_predictions=10**9)
+    seqs = iter(range(10**6))
+    windows: list[TelemetryWindow] = []
+    stop = threading.Event()
+
+    def closer() -> None:
+        while not stop.is_set():
+            w = rec.close_window(next(seqs))
+            if w is not None:
+                windows.append(w)
+
+    def worker() -> None:
+        for _ in range(2000):
+            rec.record(row(40, 5, "pro"), SimpleNamespace(label=1), 1.0)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    closing = threading.Thread(target=closer)
+    closing.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    closing.join()
+    last = rec.close_window(next(seqs))
+    windows += [last] if last else []
+    assert sum(w.count for w in windows) == 8000
+    assert sum(w.features["plan"].total for w in windows) == 8000
