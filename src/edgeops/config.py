@@ -38,6 +38,9 @@ class ModelSpec:
     missing_token: str = "__missing__"
     """Stands for a missing string before fitting: skl2onnx cannot impute NaN in a string column, so the
     model learns this token instead, and the device feeds the same token (InputSpec.missing_token)."""
+    scale_numeric: bool | None = None
+    """Standard-scale numeric columns. None (auto): yes, except for tree models (sklearn.tree/ensemble), which
+    do not need it and where float32 rounding of scaled values can flip a split between ONNX and sklearn."""
 
 
 @dataclass(frozen=True)
