@@ -70,7 +70,8 @@ def _check_string(value: Any, field: str, nullable: bool, missing_token: str) ->
             raise InputError(field, "is null but the model does not accept missing values")
         return missing_token
     if not isinstance(value, str):
-        raise InputError(field, f"expected a string, got {'a number' if isinstance(value, int | float) else type(value).__name__}")
+        kind = "a number" if isinstance(value, int | float) else type(value).__name__
+        raise InputError(field, f"expected a string, got {kind}")
     return value
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from .errors import StoreError, VerificationError
 from .inference import ModelRunner
 from .protocol import Desired, ReleaseManifest
-from .store import ModelRef
+from .store import ModelRef, Pointer
 
 Phase = Literal["idle", "serving", "fetching", "verifying", "self_testing", "activating", "probation",
                 "rejected", "rolled_back"]
@@ -88,17 +88,18 @@ RESUME: dict[str, str] = {
 }
 
 
-def resume(persisted: AgentState, serving: ModelRef | None) -> AgentState:
-    """The safe state after a restart; ``serving`` is the model actually loaded from the verified pointer."""
+def resume(persisted: AgentState, loaded: Pointer) -> AgentState:
+    """The safe state after a restart. ``loaded`` is the pointer as actually loaded: its ``current`` is the
+    model that verified and now serves (None when nothing did), its ``previous`` the fallback kept on disk."""
     phase = RESUME[persisted.phase]
+    serving = loaded.current
     if serving is None:
         phase = "idle" if phase in ("serving", "probation") else phase
     elif phase == "idle" or (phase == "probation" and serving != persisted.current):
-        phase = "serving"  # the pointer fell back to another model than the one on probation
+        phase = "serving"  # the pointer names another model than the one on probation (fallback, crash)
     interrupted = persisted.phase in ("fetching", "verifying", "self_testing", "activating")
-    target = None if interrupted else persisted.target
-    previous = persisted.previous if serving == persisted.current else None
-    return replace(persisted, phase=phase, current=serving, previous=previous, target=target)  # type: ignore[arg-type]
+    return replace(persisted, phase=phase, current=serving, previous=loaded.previous,  # type: ignore[arg-type]
+                   target=None if interrupted else persisted.target)
 
 
 def desired_ref(desired: Desired | None) -> ModelRef | None:

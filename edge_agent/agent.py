@@ -1,0 +1,265 @@
+"""The agent: serves the current model, follows its desired model, reports what it runs.
+
+Threads: paho's network thread only puts ``LinkEvent``s on the inbox (link.py); one *owner thread* reads the
+inbox and does everything else — lifecycle steps, reporting, telemetry delivery. Callers (the Python API,
+HTTP handler threads) only read ``self._runner``, which the owner thread swaps in one assignment.
+
+On ``start`` the agent serves the persisted current model at once, broker or not (``installer.boot``).
+"""
+
+import dataclasses
+import logging
+import math
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import __version__
+from .config import AgentConfig
+from .errors import FeedbackError, InputError, ModelError, NoModelError
+from .http_api import HttpApi
+from .inference import ModelRunner, Prediction
+from .installer import Installer, boot
+from .lifecycle import AgentState, LatencyWindow, Probation
+from .link import Connected, Disconnected, LinkEvent, Message, MqttLink, Published
+from .outbox import Outbox
+from .protocol import AgentEvent, Desired, ProtocolError, ReleaseManifest, Reported
+from .store import ModelRef, ModelStore
+from .telemetry import TelemetryPump
+from .verify import KeyRing
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_MEMORY = 10_000  # predictions remembered for feedback (oldest forgotten first)
+_STOP = object()
+
+
+class Agent:
+    """One device's agent. ``start()`` then ``predict()``; ``stop()`` leaves cleanly."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.topics = config.topics
+        self.device = config.device_id
+        self.keyring = KeyRing.from_paths(config.public_keys)
+        self.store = ModelStore(config.data_dir)
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.link = MqttLink(config, self.inbox)
+        self.outbox = Outbox(self.store.path("outbox.sqlite"), config.outbox_max_windows)
+        self.pump = TelemetryPump(self.outbox, self.link, self.topics, self.device,
+                                  interval_s=config.telemetry_interval_s,
+                                  max_predictions=config.telemetry_max_predictions)
+        self.installer = Installer(self)
+        self._desired_topic = self.topics.device(self.device, "desired")
+        self._runner: ModelRunner | None = None
+        self._state = AgentState()
+        self.desired: Desired | None = None
+        self.probation: Probation | None = None
+        self.latencies = LatencyWindow()
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, Any] = OrderedDict()
+        self._thread: threading.Thread | None = None
+        self._http: HttpApi | None = None
+
+    # public API -----------------------------------------------------------------------------------
+    @property
+    def state(self) -> AgentState:
+        return self._state
+
+    @property
+    def current(self) -> tuple[str, int] | None:
+        runner = self._runner
+        return None if runner is None else (runner.manifest.name, runner.manifest.version)
+
+    @property
+    def manifest(self) -> ReleaseManifest | None:
+        runner = self._runner
+        return None if runner is None else runner.manifest
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        return None if self._http is None else self._http.address
+
+    def start(self) -> "Agent":
+        state, runner = boot(self.store, self.keyring, self.config.max_artifact_bytes)
+        self._state, self._runner = state, runner
+        self.store.write_state(state.to_json())
+        if state.phase == "probation" and runner is not None:
+            self.probation = self.installer.new_probation(state.current, baseline_p95_ms=None)  # type: ignore[arg-type]
+        self.pump.on_model_changed(None if runner is None else runner.manifest)
+        if self.config.http is not None:
+            self._http = HttpApi(self, *self.config.http_bind)  # type: ignore[misc]
+            self._http.start()
+        self.link.subscribe(self._desired_topic)
+        self.link.start()
+        self._thread = threading.Thread(target=self._run, name=f"agent-{self.device}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, clean: bool = True) -> None:
+        if self._thread is not None:
+            self.inbox.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        try:
+            self.pump.flush()
+        except Exception:
+            log.exception("telemetry flush at shutdown failed")
+        self.link.stop(clean=clean)
+        self.outbox.close()
+
+    def predict(self, record: Mapping[str, Any]) -> Prediction:
+        return self._predict(record, None)
+
+    def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        return self._predict(None, records)  # type: ignore[return-value]
+
+    def feedback(self, prediction_id: str, truth: Any) -> None:
+        """Ground truth for an earlier prediction: its label (classifier) or value (regressor)."""
+        with self._lock:
+            predicted = self._recent.get(prediction_id) if isinstance(prediction_id, str) else None
+        if predicted is None:
+            raise FeedbackError(f"prediction_id: unknown or expired prediction {prediction_id!r}")
+        task, value = predicted
+        if task == "regression":
+            if isinstance(truth, bool) or not isinstance(truth, int | float) or not math.isfinite(truth):
+                raise FeedbackError("value: must be a finite number for a regression model")
+            self.pump.record_feedback(abs_error=abs(float(value) - float(truth)))
+        else:
+            if truth is None or isinstance(truth, dict | list):
+                raise FeedbackError("label: must be a class label")
+            self.pump.record_feedback(correct=str(truth) == str(value))
+
+    # hot path -------------------------------------------------------------------------------------
+    def _predict(self, record: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]] | None) -> Any:
+        runner = self._runner
+        if runner is None:
+            raise NoModelError("no model is installed yet")
+        start = time.perf_counter()
+        try:
+            result = runner.predict(record) if records is None else runner.predict_many(records)  # type: ignore[arg-type]
+        except InputError:
+            self.pump.record(record if isinstance(record, Mapping) else None, None,
+                             (time.perf_counter() - start) * 1e3, "invalid_input")
+            raise
+        except ModelError:
+            self._after(runner, None, None, (time.perf_counter() - start) * 1e3)
+            raise
+        latency = (time.perf_counter() - start) * 1e3
+        if records is None:
+            self._after(runner, record, result, latency)
+        else:
+            per_row = latency / max(len(result), 1)
+            for rec, pred in zip(records, result, strict=True):
+                self._after(runner, rec, pred, per_row)
+        return result
+
+    def _after(self, runner: ModelRunner, record: Any, prediction: Prediction | None, latency_ms: float) -> None:
+        """Bookkeeping for one prediction (or model failure when ``prediction`` is None)."""
+        error = None if prediction is not None else "model"
+        self.pump.record(record, prediction, latency_ms, error)
+        task = runner.manifest.outputs.task
+        with self._lock:
+            probation = self.probation
+            if probation is not None and runner.manifest.name == probation.ref.model \
+                    and runner.manifest.version == probation.ref.version:
+                probation.record(latency_ms, error is not None)
+            elif prediction is not None:
+                self.latencies.add(latency_ms)
+            if prediction is not None:
+                self._recent[prediction.id] = (task, prediction.value if task == "regression" else prediction.label)
+                if len(self._recent) > FEEDBACK_MEMORY:
+                    self._recent.popitem(last=False)
+
+    # owner thread ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                event = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                event = None
+            if event is _STOP:
+                return
+            try:
+                if event is not None:
+                    self.handle_event(event)
+                self.tick()
+            except Exception:  # the owner thread must survive anything a message can cause
+                log.exception("agent owner loop: unexpected error (continuing)")
+
+    def handle_event(self, event: LinkEvent) -> None:
+        if isinstance(event, Message):
+            self.handle_message(event.topic, event.payload)
+        elif isinstance(event, Published):
+            self.pump.on_published(event.mid, event.reason)
+        elif isinstance(event, Connected):
+            self.report()
+            self.pump.on_connected()
+        elif isinstance(event, Disconnected):
+            log.info("broker connection lost: %s", event.reason)
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        """Route one received message. Anything malformed is logged and reported, never raised."""
+        if topic == self._desired_topic:
+            self._on_desired(payload)
+        else:
+            self.installer.on_release_message(topic, payload)
+
+    def _on_desired(self, payload: bytes) -> None:
+        if not payload:
+            log.info("desired state cleared: keep serving the current model")
+            self.desired = None
+            self.installer.reconcile()
+            return
+        try:
+            desired = Desired.parse(payload)
+            if desired.device != self.device:
+                raise ProtocolError(f"names device {desired.device!r}, this is {self.device!r}", field="device")
+        except ProtocolError as exc:
+            reason = f"desired state rejected: {exc}"
+            log.error(reason)
+            self.transition(phase="rejected", target=None, last_error=reason)
+            return
+        self.desired = desired
+        self.installer.reconcile()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.installer.tick(now)
+        self.pump.tick()
+
+    # state, reporting -----------------------------------------------------------------------------
+    def transition(self, **changes: Any) -> AgentState:
+        """Persist the new state (atomically, before anything acts on it), then report it."""
+        state = dataclasses.replace(self._state, **changes)
+        self.store.write_state(state.to_json())
+        self._state = state
+        self.report()
+        return state
+
+    def swap_runner(self, runner: ModelRunner | None) -> None:
+        """Serve ``runner`` from the next call on; its telemetry starts a fresh window."""
+        with self._lock:
+            self._runner = runner
+        self.pump.on_model_changed(None if runner is None else runner.manifest)
+
+    def report(self) -> None:
+        state, desired = self._state, self.desired
+        reported = Reported(
+            device=self.device, state=state.phase, model=state.current.model if state.current else None,
+            version=state.current.version if state.current else None,
+            desired_version=None if desired is None else desired.version,
+            rollout_id=None if desired is None else desired.rollout_id, last_error=state.last_error,
+            agent_version=__version__, labels=self.config.labels)
+        self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=1, retain=True)
+
+    def emit(self, event: str, ref: ModelRef, reason: str | None = None) -> None:
+        message = AgentEvent(device=self.device, event=event, model=ref.model, version=ref.version, reason=reason,
+                             rollout_id=None if self.desired is None else self.desired.rollout_id)
+        self.link.publish(self.topics.device(self.device, "events"), message.to_bytes(), qos=1)

@@ -1,0 +1,302 @@
+"""The lifecycle's executors: one per planned step, run on the agent's owner thread.
+
+``Installer.reconcile`` asks ``lifecycle.plan`` what to do and runs the steps; a step that has to wait (fetch)
+returns False and is resumed by later messages or ticks. Failures are sorted as mender does: a fatal one
+(VerificationError, ModelError, StoreError) rejects the release for good — keep serving, report, emit an
+event; a transient one (FetchError) is retried with exponential backoff.
+"""
+
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError
+from .fetch import ReleaseCollector
+from .inference import ModelRunner
+from .lifecycle import AgentState, Probation, Step, plan, resume, self_test, with_desired
+from .protocol import ReleaseManifest
+from .store import ModelRef, ModelStore, Pointer
+from .verify import KeyRing, verify_artifact, verify_manifest
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+def load_verified(store: ModelStore, keyring: KeyRing, ref: ModelRef, max_bytes: int) -> tuple[ReleaseManifest, bytes]:
+    """A stored release whose signature and bytes check out again (the disk is not trusted blindly)."""
+    manifest, data = store.load(ref, max_bytes)
+    try:
+        verify_manifest(manifest, keyring)
+    except VerificationError as exc:
+        raise StoreError(f"{ref} on disk fails verification: {exc}") from exc
+    return manifest, data
+
+
+def boot(store: ModelStore, keyring: KeyRing, max_bytes: int) -> tuple[AgentState, ModelRunner | None]:
+    """Start-up: load the current pointer's model (verified), else the previous one, and map the persisted
+    lifecycle phase through the resume table. Never raises for a bad store: it serves what it can."""
+    persisted = AgentState.from_json(store.read_state() or {})
+    try:
+        pointer = store.read_pointer()
+    except StoreError as exc:
+        log.error("%s; starting without a model", exc)
+        pointer = Pointer()
+    candidates = [(pointer.current, pointer.previous), (pointer.previous, None)]
+    for ref, fallback in candidates:
+        if ref is None:
+            continue
+        try:
+            manifest, data = load_verified(store, keyring, ref, max_bytes)
+            runner = ModelRunner(manifest, data)
+        except (AgentError, OSError) as exc:
+            log.error("cannot serve %s: %s", ref, exc)
+            continue
+        loaded = Pointer(ref, fallback)
+        if loaded != pointer:
+            store.write_pointer(loaded)  # fell back: make the fallback the truth on disk
+        return resume(persisted, loaded), runner
+    if pointer.current is not None:
+        store.write_pointer(Pointer())
+    return resume(persisted, Pointer()), None
+
+
+def backoff(attempt: int) -> float:
+    return min(RETRY_MAX_S, RETRY_MIN_S * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2)
+
+
+@dataclass
+class Job:
+    """One release being installed: the remaining steps and what the finished ones produced."""
+
+    ref: ModelRef
+    rollout_id: str | None
+    steps: deque[Step]
+    collector: ReleaseCollector | None = None
+    deadline: float = 0.0
+    retry_at: float | None = None
+    attempt: int = 0
+    manifest: ReleaseManifest | None = None
+    data: bytes | None = None
+    runner: ModelRunner | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Installer:
+    def __init__(self, agent: "Agent") -> None:
+        self.agent = agent
+        self.job: Job | None = None
+        self.now = 0.0
+        self._executors = {"fetch": self._fetch, "verify": self._verify, "self_test": self._self_test,
+                           "activate": self._activate, "probation": self._start_probation}
+
+    # driving --------------------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        agent = self.agent
+        agent._state = with_desired(agent.state, agent.desired)
+        steps = plan(agent.state, agent.desired)
+        job = self.job
+        if job is not None and steps and steps[0].ref == job.ref:
+            return  # already on it
+        if job is not None:
+            log.info("abandoning the install of %s: the desired state changed", job.ref)
+            self._drop_job()
+            agent.transition(phase="serving" if agent.state.current else "idle", target=None)
+        if not steps:
+            if agent.state.phase in ("rejected", "rolled_back") and agent.state.refused is None:
+                # the refused release is no longer wanted: back to plain serving
+                agent.transition(phase="serving" if agent.state.current else "idle", target=None, last_error=None)
+            else:
+                agent.report()  # e.g. a new rollout id for the version already running
+            return
+        self.job = Job(steps[0].ref, steps[0].rollout_id, deque(steps))
+        self._run()
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        job = self.job
+        if job is not None:
+            if job.retry_at is not None and now >= job.retry_at:
+                job.retry_at = None
+                self._run()
+            elif job.collector is not None:
+                self._run()
+        self._judge_probation(now)
+
+    def on_release_message(self, topic: str, payload: bytes) -> None:
+        job = self.job
+        if job is None or job.collector is None:
+            return
+        try:
+            job.collector.add(topic, payload)
+        except VerificationError as exc:
+            self._reject(job, exc.reason)
+            return
+        self._run()
+
+    def _run(self) -> None:
+        """Run steps until one waits, fails, or all are done."""
+        while (job := self.job) is not None and job.steps:
+            step = job.steps[0]
+            try:
+                if not self._executors[step.kind](job):
+                    return
+            except FetchError as exc:
+                self._retry_later(job, str(exc))
+                return
+            except (VerificationError, ModelError, StoreError) as exc:
+                self._reject(job, str(exc))
+                return
+            job.steps.popleft()
+        self.job = None
+
+    # executors: each returns True when its step is done -----------------------------------------
+    def _fetch(self, job: Job) -> bool:
+        agent = self.agent
+        if job.collector is None:
+            agent.transition(phase="fetching", target=job.ref, last_error=None)
+            local = self._local_copy(job.ref)
+            if local is not None:
+                job.manifest, job.data = local
+                return True
+            job.collector = ReleaseCollector(job.ref, agent.topics, agent.keyring, agent.config.max_artifact_bytes)
+            job.deadline = self.now + agent.config.fetch_timeout_s
+            agent.link.subscribe(agent.topics.release_filter(job.ref.model, job.ref.version))
+            return False
+        result = job.collector.result()
+        if result is None:
+            if self.now >= job.deadline:
+                raise FetchError(f"fetch of {job.ref} timed out after {agent.config.fetch_timeout_s:g}s")
+            return False
+        job.manifest, job.data = result
+        self._unsubscribe(job)
+        return True
+
+    def _local_copy(self, ref: ModelRef) -> tuple[ReleaseManifest, bytes] | None:
+        """A release already on disk (typically the previous model) needs no download."""
+        agent = self.agent
+        if not agent.store.has(ref):
+            return None
+        try:
+            return load_verified(agent.store, agent.keyring, ref, agent.config.max_artifact_bytes)
+        except StoreError as exc:
+            log.warning("stored copy of %s unusable, fetching it again: %s", ref, exc)
+            return None
+
+    def _verify(self, job: Job) -> bool:
+        agent = self.agent
+        agent.transition(phase="verifying")
+        assert job.manifest is not None and job.data is not None
+        verify_manifest(job.manifest, agent.keyring)
+        verify_artifact(job.manifest, job.data, agent.config.max_artifact_bytes)
+        return True
+
+    def _self_test(self, job: Job) -> bool:
+        self.agent.transition(phase="self_testing")
+        assert job.manifest is not None and job.data is not None
+        job.runner = ModelRunner(job.manifest, job.data)  # only verified bytes reach onnxruntime
+        self_test(job.manifest, job.runner)
+        return True
+
+    def _activate(self, job: Job) -> bool:
+        agent = self.agent
+        old = agent.state.current
+        agent.transition(phase="activating")
+        assert job.manifest is not None and job.data is not None and job.runner is not None
+        agent.store.install(job.manifest, job.data)
+        # ---- POINT OF NO RETURN: once the pointer names the new model, a restart serves it. ---------------
+        agent.store.write_pointer(Pointer(job.ref, old))
+        baseline = agent.latencies.p95(agent.config.probation_min_predictions)
+        agent.swap_runner(job.runner)
+        agent.latencies.values.clear()
+        job.extra["baseline"] = baseline
+        phase = "probation" if self._probation_applies(old) else "serving"
+        agent.transition(phase=phase, current=job.ref, previous=old, target=None)
+        agent.emit("installed", job.ref)
+        agent.store.prune({r for r in (job.ref, old) if r is not None})
+        return True
+
+    def _probation_applies(self, previous: ModelRef | None) -> bool:
+        """No probation without a model to roll back to, or when it is switched off."""
+        cfg = self.agent.config
+        return previous is not None and (cfg.probation_s > 0 or cfg.probation_min_predictions > 0)
+
+    def _start_probation(self, job: Job) -> bool:
+        agent = self.agent
+        if agent.state.phase == "probation":
+            with agent._lock:
+                agent.probation = self.new_probation(job.ref, job.extra.get("baseline"))
+        return True
+
+    def new_probation(self, ref: ModelRef, baseline_p95_ms: float | None) -> Probation:
+        cfg = self.agent.config
+        return Probation(ref, self.now, cfg.probation_s, cfg.probation_min_predictions,
+                         cfg.probation_max_error_rate, cfg.probation_max_latency_factor, baseline_p95_ms)
+
+    # outcomes -------------------------------------------------------------------------------------
+    def _judge_probation(self, now: float) -> None:
+        agent = self.agent
+        probation = agent.probation
+        if probation is None:
+            return
+        if probation.started == 0.0:
+            probation.started = now  # created at boot, before the first tick
+        verdict = probation.verdict(now)
+        if verdict == "wait":
+            return
+        with agent._lock:
+            agent.probation = None
+        if verdict == "pass":
+            agent.transition(phase="serving")
+            return
+        self._roll_back(probation.ref, f"probation failed: {verdict}")
+
+    def _roll_back(self, failed: ModelRef, reason: str) -> None:
+        agent = self.agent
+        previous = agent.state.previous
+        try:
+            if previous is None:
+                raise StoreError("no previous model is kept")
+            manifest, data = load_verified(agent.store, agent.keyring, previous, agent.config.max_artifact_bytes)
+            runner = ModelRunner(manifest, data)
+        except AgentError as exc:
+            log.error("%s, but cannot roll back: %s", reason, exc)
+            agent.transition(phase="serving", last_error=f"{reason}; rollback impossible: {exc}")
+            return
+        log.warning("rolling %s back to %s: %s", failed, previous, reason)
+        agent.transition(phase="rolled_back", target=failed, refused=failed, last_error=reason)
+        agent.store.write_pointer(Pointer(previous, None))
+        agent.swap_runner(runner)
+        agent.transition(current=previous, previous=None)
+        agent.emit("rolled_back", failed, reason)
+
+    def _reject(self, job: Job, reason: str) -> None:
+        log.error("rejected %s: %s", job.ref, reason)
+        self._drop_job()
+        self.agent.transition(phase="rejected", target=job.ref, refused=job.ref, last_error=reason)
+        self.agent.emit("rejected", job.ref, reason)
+
+    def _retry_later(self, job: Job, reason: str) -> None:
+        delay = backoff(job.attempt)
+        job.attempt += 1
+        job.retry_at = self.now + delay
+        self._unsubscribe(job)
+        log.warning("%s; retrying in %.1fs", reason, delay)
+        self.agent.transition(last_error=f"{reason}; retrying in {delay:.0f}s")
+
+    def _unsubscribe(self, job: Job) -> None:
+        if job.collector is not None:
+            agent = self.agent
+            agent.link.unsubscribe(agent.topics.release_filter(job.ref.model, job.ref.version))
+            job.collector = None
+
+    def _drop_job(self) -> None:
+        if self.job is not None:
+            self._unsubscribe(self.job)
+        self.job = None
