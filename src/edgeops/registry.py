@@ -248,6 +248,10 @@ class Registry:
         except (OSError, ValueError, AttributeError) as exc:
             raise RegistryError(f"{path} is unreadable: {exc}") from exc
 
+    def aliases(self, model: str) -> dict[str, int]:
+        """Alias → version of ``model`` (empty when it has none)."""
+        return self._aliases(model)
+
     def models(self) -> list[str]:
         models_dir = self.root / "models"
         if not models_dir.is_dir():

@@ -1,0 +1,90 @@
+"""``edgeops pipeline run``: the Prefect pipeline flow, in this process.
+
+Cheap mistakes (config, missing signing key, missing data file) are caught before Prefect starts: without
+``PREFECT_API_URL`` Prefect starts a temporary server per process, which costs seconds.
+"""
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import DataError
+from ..pipeline import PipelineRequest, load_signing_key, make_request, metrics_table
+from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, user_errors
+
+if TYPE_CHECKING:
+    from ..pipeline import PipelineResult
+
+app = typer.Typer(help="Validate, train, gate, export and register a model.", no_args_is_help=True)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """``--set model.params.max_depth=4`` → {"model.params.max_depth": "4"} (the config parses the value)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--set {pair!r} must look like key=value")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def run_flow(request: PipelineRequest, config: Path | None, overrides: dict[str, Any],
+             verbose: bool = False) -> "PipelineResult":
+    """Check what is cheap to check, then run the flow (Prefect imported only now, quietly unless verbose)."""
+    load_signing_key(request.config)
+    if not request.data.is_file():
+        raise DataError(f"data file {str(request.data)!r} does not exist", path=request.data)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a CLI run
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo("starting a temporary Prefect server for this run (set PREFECT_API_URL to use a running one)",
+                   err=True)
+    from flows.pipeline import pipeline_flow
+
+    return pipeline_flow(data=str(request.data), model=request.model, target=request.target,
+                         config_path=None if config is None else str(config), overrides=overrides)
+
+
+def report(result: "PipelineResult", json_out: bool) -> None:
+    """Print the outcome; a rejected release exits with EXIT_REJECTED and its reasons on stderr."""
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        typer.echo(f"validation: {result.validation.summary()}")
+        for row in metrics_table(result.metrics, result.gate):
+            mark = "ok" if row["passed"] else "FAILED"
+            typer.echo(f"  {row['metric']:<10} {row['value']:<10.4g} {mark:<7} {row['gates']}")
+        parity = result.export.parity
+        typer.echo(f"onnx parity: max |diff| {parity.max_abs_diff:.2g} on {parity.rows} rows, "
+                   f"labels agree {parity.label_agreement:.2%}")
+        if result.passed:
+            typer.echo(result.headline())
+            typer.echo(f"  onnx: {result.record.onnx_path}")
+    if not result.passed:
+        fail(result.headline(), code=EXIT_REJECTED)
+
+
+@app.command("run")
+def run(data: Annotated[Path, typer.Option("--data", help="Training data (.csv or .parquet).")],
+        target: Annotated[str | None, typer.Option("--target", help="Target column (data.target).")] = None,
+        model: Annotated[str | None, typer.Option("--model", help="Registry name of the model (name).")] = None,
+        config: ConfigOption = None,
+        task: Annotated[str | None, typer.Option("--task", help="binary, multiclass or regression.")] = None,
+        estimator: Annotated[str | None, typer.Option(
+            "--estimator", help="scikit-learn class path, e.g. sklearn.ensemble.RandomForestClassifier.")] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Random seed (split and estimator).")] = None,
+        sets: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value.")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+        json_out: JsonOption = False) -> None:
+    """Run the pipeline flow on DATA and register a signed release (or a rejected one, exit code 3)."""
+    overrides: dict[str, Any] = parse_sets(sets or [])
+    for key, value in (("model.task", task), ("model.estimator", estimator), ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    with user_errors():
+        request = make_request(data, model, target, config, overrides)
+        result = run_flow(request, config, overrides, verbose)
+    report(result, json_out)
