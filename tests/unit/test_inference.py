@@ -1,0 +1,132 @@
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from releases import build_release, new_key, trained, with_bytes
+
+from edge_agent.errors import InputError, ModelError
+from edge_agent.inference import ModelRunner
+from edge_agent.protocol import InputSpec
+
+pytestmark = pytest.mark.unit
+
+ROW = {"age in years": 52.0, "income": 4.5, "plan": "pro"}
+
+
+@pytest.fixture(scope="module")
+def key():  # type: ignore[no-untyped-def]
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def classifier(key):  # type: ignore[no-untyped-def]
+    release = build_release("churn", 1, key)
+    return ModelRunner(release.manifest, release.data)
+
+
+@pytest.fixture(scope="module")
+def regressor(key):  # type: ignore[no-untyped-def]
+    release = build_release("yield", 1, key, task="regression")
+    return ModelRunner(release.manifest, release.data)
+
+
+def test_classifier_returns_label_probabilities_by_class_and_an_id(classifier) -> None:  # type: ignore[no-untyped-def]
+    p = classifier.predict(ROW)
+    assert p.label in (0, 1) and set(p.probabilities) == {0, 1}
+    assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-5)
+    assert p.label == max(p.probabilities, key=p.probabilities.get)
+    assert p.value is None and p.id
+
+
+def test_predictions_match_scikit_learn(classifier) -> None:  # type: ignore[no-untyped-def]
+    pipe, _, frame = trained("binary", 0)
+    rows = frame.iloc[40:60]
+    records = [{"age in years": None if np.isnan(r.age_in_years) else float(r.age_in_years),
+                "income": float(r.income), "plan": r.plan} for r in rows.itertuples()]
+    got = classifier.predict_many(records)
+    want = pipe.predict_proba(rows)
+    for pred, row in zip(got, want, strict=True):
+        assert abs(pred.probabilities[1] - row[1]) < 1e-4
+
+
+def test_regressor_returns_a_value(regressor) -> None:  # type: ignore[no-untyped-def]
+    p = regressor.predict(ROW)
+    assert isinstance(p.value, float) and p.label is None and p.probabilities is None
+
+
+def test_batch_equals_single_rows_and_ids_are_unique(classifier) -> None:  # type: ignore[no-untyped-def]
+    records = [dict(ROW, income=float(i)) for i in range(5)]
+    batch = classifier.predict_many(records)
+    singles = [classifier.predict(r) for r in records]
+    for b, s in zip(batch, singles, strict=True):
+        assert b.label == s.label and b.probabilities == pytest.approx(s.probabilities)
+    assert len({p.id for p in batch + singles}) == 10
+    assert classifier.predict_many([]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"income": "4.5"}, "income: expected a number, got a string"),
+        ({"income": True}, "income: expected a number, got bool"),
+        ({"plan": 3}, "plan: expected a string, got a number"),
+        ({"income": None}, "income: is null but the model does not accept missing values"),
+        ({"income": float("nan")}, "income: is NaN but the model does not accept missing values"),
+        ({"age in years": float("inf")}, "age in years: must be a finite number within float32 range"),
+        ({"age in years": 1e300}, "age in years: must be a finite number within float32 range"),
+        ({"plan": ["pro"]}, "plan: expected a string, got list"),
+    ],
+)
+def test_bad_values_name_the_field_and_problem(classifier, change: dict, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError) as info:
+        classifier.predict({**ROW, **change})
+    assert str(info.value) == message
+
+
+def test_missing_field_is_named(classifier) -> None:  # type: ignore[no-untyped-def]
+    record = {k: v for k, v in ROW.items() if k != "plan"}
+    with pytest.raises(InputError, match=r"^plan: is missing$"):
+        classifier.predict(record)
+
+
+def test_batch_errors_name_the_record_index(classifier) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match=r"^records\[2\]\.income: expected a number"):
+        classifier.predict_many([ROW, ROW, {**ROW, "income": "x"}])
+    with pytest.raises(InputError, match=r"^records\[1\]: must be an object"):
+        classifier.predict_many([ROW, 7])
+    with pytest.raises(InputError, match=r"^records: must be a list"):
+        classifier.predict_many("abc")
+    with pytest.raises(InputError, match=r"^record: must be an object"):
+        classifier.predict(["not", "a", "mapping"])
+
+
+def test_nullable_missing_values_and_unseen_categories_are_accepted(classifier) -> None:  # type: ignore[no-untyped-def]
+    assert classifier.predict({**ROW, "age in years": None}).label in (0, 1)
+    assert classifier.predict({**ROW, "age in years": float("nan")}).label in (0, 1)
+    assert classifier.predict({**ROW, "plan": None}).label in (0, 1)
+    assert classifier.predict({**ROW, "plan": "enterprise"}).label in (0, 1)
+
+
+def test_extra_fields_are_ignored(classifier) -> None:  # type: ignore[no-untyped-def]
+    assert classifier.predict({**ROW, "customer_id": "c-17"}).probabilities == \
+        pytest.approx(classifier.predict(ROW).probabilities)
+
+
+def test_bytes_that_are_not_onnx_fail_to_load(key) -> None:  # type: ignore[no-untyped-def]
+    release = with_bytes(build_release("churn", 1, key), b"definitely not onnx" * 20, key)
+    with pytest.raises(ModelError, match="onnxruntime cannot load the model"):
+        ModelRunner(release.manifest, release.data)
+
+
+def test_manifest_that_disagrees_with_the_graph_is_refused(key) -> None:  # type: ignore[no-untyped-def]
+    release = build_release("churn", 1, key)
+    spec = release.manifest.inputs[0]
+    renamed = dataclasses.replace(spec, name="something_else")
+    manifest = dataclasses.replace(release.manifest, inputs=(renamed, *release.manifest.inputs[1:]))
+    with pytest.raises(ModelError, match="ONNX inputs"):
+        ModelRunner(manifest, release.data)
+    retyped = InputSpec(spec.column, spec.name, "string")
+    manifest = dataclasses.replace(release.manifest, inputs=(retyped, *release.manifest.inputs[1:]))
+    with pytest.raises(ModelError, match="has type tensor\\(float\\), the manifest says string"):
+        ModelRunner(manifest, release.data)
