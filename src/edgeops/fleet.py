@@ -1,0 +1,129 @@
+"""The fleet view: who is out there, what they run, and whether they are online — read from the retained
+``reported`` and ``status`` messages, so it needs no database and is current the moment it is read.
+
+``build_fleet`` is pure (topic → payload in, rows out) for tests; ``read_fleet`` gathers the retained
+messages from a broker. A malformed message never hides the rest of the fleet: it becomes a ``problem``.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from edge_agent.protocol import ProtocolError, Reported, Status, Topics, parse_label
+from edgeops.errors import EdgeopsError
+from edgeops.mqtt import ControlClient
+
+_M = TypeVar("_M", Reported, Status)
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    device: str
+    labels: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    version: int | None = None
+    state: str | None = None
+    online: bool | None = None
+    last_seen: str | None = None
+    last_error: str | None = None
+    desired_version: int | None = None
+    rollout_id: str | None = None
+    agent_version: str = ""
+
+    @property
+    def release(self) -> str:
+        if self.model is None:
+            return "-"
+        return self.model if self.version is None else f"{self.model}@{self.version}"
+
+    @property
+    def presence(self) -> str:
+        return {True: "online", False: "offline", None: "unknown"}[self.online]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "labels": self.labels, "model": self.model, "version": self.version,
+                "state": self.state, "online": self.online, "last_seen": self.last_seen,
+                "last_error": self.last_error, "desired_version": self.desired_version,
+                "rollout_id": self.rollout_id, "agent_version": self.agent_version}
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    devices: list[DeviceView]
+    problems: list[str] = field(default_factory=list)
+
+    def select(self, selector: Mapping[str, str]) -> list[DeviceView]:
+        return [d for d in self.devices if matches(d.labels, selector)]
+
+
+def parse_selector(items: Iterable[str]) -> dict[str, str]:
+    """``["site=berlin", "line=2"]`` (or ``"site=berlin,line=2"`` in one item) → labels that must all match."""
+    selector: dict[str, str] = {}
+    for item in items:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            try:
+                key, value = parse_label(part)
+            except ProtocolError as exc:
+                raise EdgeopsError(f"bad target {part!r}: {exc.reason}") from exc
+            if selector.get(key, value) != value:
+                raise EdgeopsError(f"target gives two values for label {key!r}")
+            selector[key] = value
+    return selector
+
+
+def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    """The later of two ISO timestamps (either may be missing or unparseable)."""
+    def parse(ts: str | None) -> datetime | None:
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
+        except ValueError:
+            return None
+    pa, pb = parse(a), parse(b)
+    if pa is None or pb is None:
+        return a if pa is not None else b if pb is not None else None
+    return a if pa >= pb else b
+
+
+def build_fleet(retained: Mapping[str, bytes], topics: Topics) -> FleetSnapshot:
+    """Fleet rows from retained ``reported``/``status`` payloads keyed by topic."""
+    reported: dict[str, Reported] = {}
+    status: dict[str, Status] = {}
+    problems: list[str] = []
+    for topic, payload in sorted(retained.items()):
+        try:
+            device, channel = topics.parse_device_topic(topic)
+            if channel == "reported":
+                reported[device] = _checked(Reported.parse(payload), device)
+            elif channel == "status":
+                status[device] = _checked(Status.parse(payload), device)
+        except ProtocolError as exc:
+            problems.append(f"{topic}: {exc}")
+    rows = []
+    for device in sorted(set(reported) | set(status)):
+        rep, st = reported.get(device), status.get(device)
+        rows.append(DeviceView(
+            device=device, labels=rep.labels if rep else {}, model=rep.model if rep else None,
+            version=rep.version if rep else None, state=rep.state if rep else None,
+            online=None if st is None else st.status == "online",
+            last_seen=_later(rep.ts if rep else None, st.ts if st else None),
+            last_error=rep.last_error if rep else None, desired_version=rep.desired_version if rep else None,
+            rollout_id=rep.rollout_id if rep else None, agent_version=rep.agent_version if rep else ""))
+    return FleetSnapshot(rows, problems)
+
+
+def _checked(message: _M, device: str) -> _M:
+    if message.device != device:
+        raise ProtocolError(f"message names device {message.device!r} on the topic of {device!r}", field="device")
+    return message
+
+
+def read_fleet(client: ControlClient, topics: Topics, *, quiet_s: float = 0.3) -> FleetSnapshot:
+    """The fleet as the broker's retained messages describe it now."""
+    retained = client.collect_retained(topics.all_devices("reported"), quiet_s=quiet_s)
+    retained.update(client.collect_retained(topics.all_devices("status"), quiet_s=quiet_s))
+    return build_fleet(retained, topics)

@@ -1,0 +1,231 @@
+"""A small MQTT client for the control plane (publish releases, read the fleet, drive rollouts).
+
+Why a wrapper: every control-plane command needs the same three things from paho — connect with an error
+that names the broker URL, publish and *wait for the PUBACK* (a retained release or desired state that never
+reached the broker must not be reported as done), and read the retained state under a topic filter. paho's
+callbacks run on its network thread, so they only put messages on a queue; the owner thread does the work.
+"""
+
+import contextlib
+import queue
+import ssl
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeops.errors import BrokerError
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """``mqtt://host:port`` (plain) or ``mqtts://host:port`` (TLS); the port defaults to 1883 / 8883."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> "BrokerAddress":
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise BrokerError(f"{url!r} is not a broker URL (expected mqtt://host:port or mqtts://host:port)")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise BrokerError(f"{url!r} has a bad port: {exc}") from exc
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+class ControlClient:
+    """One paho client on a background network thread; use as a context manager.
+
+    Subscriptions are remembered and renewed after a reconnect (clean session), so the broker resends the
+    retained state and a long-running rollout controller recovers from a broker restart.
+    """
+
+    def __init__(self, url: str, *, username: str | None = None, password: str | None = None,
+                 ca_file: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 client_id: str | None = None) -> None:
+        self.url = url
+        self.address = BrokerAddress.parse(url)
+        self.timeout_s = timeout_s
+        self._inbox: queue.Queue[Received] = queue.Queue()
+        self._stash: deque[Received] = deque()
+        self._filters: list[str] = []
+        self._cond = threading.Condition()
+        self._acked: set[int] = set()
+        self._connected = False
+        self._connect_error: str | None = None
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                   client_id=client_id or f"edgeops-ctl-{uuid.uuid4().hex[:12]}")
+        self._client.max_inflight_messages_set(200)
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if self.address.tls:
+            self._client.tls_set(ca_certs=str(ca_file) if ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_ack
+        self._client.on_unsubscribe = self._on_ack
+
+    # paho callbacks (network thread): record and hand over, nothing else ------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._cond:
+            if reason.is_failure:
+                self._connect_error = str(reason)
+            else:
+                self._connected = True
+                if self._filters:
+                    client.subscribe([(f, 1) for f in self._filters])
+            self._cond.notify_all()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, _reason: Any, _p: Any) -> None:
+        with self._cond:
+            self._connected = False
+            self._cond.notify_all()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def _on_ack(self, _c: mqtt.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        with self._cond:
+            self._acked.add(mid)
+            self._cond.notify_all()
+
+    # lifecycle --------------------------------------------------------------------------------------
+    def connect(self) -> "ControlClient":
+        try:
+            self._client.connect(self.address.host, self.address.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot reach the MQTT broker at {self.url}: {exc}") from exc
+        self._client.loop_start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._connected or self._connect_error is not None, self.timeout_s)
+            error, connected = self._connect_error, self._connected
+        if not connected:
+            self.close()
+            why = f"refused the connection: {error}" if error else f"did not answer within {self.timeout_s:g}s"
+            raise BrokerError(f"the MQTT broker at {self.url} {why}")
+        return self
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> "ControlClient":
+        return self.connect()
+
+    def __exit__(self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None) -> None:
+        self.close()
+
+    # publishing -------------------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 and return only after the broker's PUBACK."""
+        self.publish_many([(topic, payload, retain)])
+
+    def publish_many(self, messages: Iterable[tuple[str, bytes, bool]]) -> int:
+        """Publish all messages (QoS 1) in order, then wait for every PUBACK; returns the count."""
+        infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in messages]
+        deadline = time.monotonic() + self.timeout_s + 0.01 * len(infos)
+        for info in infos:
+            with contextlib.suppress(RuntimeError, ValueError):  # not connected yet: paho keeps it queued
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            if not info.is_published():
+                raise BrokerError(f"the MQTT broker at {self.url} did not acknowledge a publish within "
+                                  f"{self.timeout_s:g}s (is it still up?)")
+        return len(infos)
+
+    # subscribing ------------------------------------------------------------------------------------
+    def subscribe(self, *filters: str) -> None:
+        """Subscribe (QoS 1) and wait for the SUBACK; messages then arrive through ``next_message``."""
+        new = [f for f in filters if f not in self._filters]
+        if not new:
+            return
+        self._filters.extend(new)
+        _rc, mid = self._client.subscribe([(f, 1) for f in new])
+        self._wait_ack(mid, "subscribe")
+
+    def unsubscribe(self, *filters: str) -> None:
+        gone = [f for f in filters if f in self._filters]
+        if not gone:
+            return
+        for f in gone:
+            self._filters.remove(f)
+        _rc, mid = self._client.unsubscribe(gone)
+        self._wait_ack(mid, "unsubscribe")
+
+    def _wait_ack(self, mid: int | None, what: str) -> None:
+        with self._cond:
+            if mid is None or not self._cond.wait_for(lambda: mid in self._acked, self.timeout_s):
+                raise BrokerError(f"the MQTT broker at {self.url} did not acknowledge a {what} "
+                                  f"within {self.timeout_s:g}s")
+            self._acked.discard(mid)
+
+    def next_message(self, timeout: float | None) -> Received | None:
+        """The next message of any subscription, or None after ``timeout`` seconds."""
+        if self._stash:
+            return self._stash.popleft()
+        try:
+            return self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def drain(self, first_timeout: float) -> Iterator[Received]:
+        """Everything already received, waiting up to ``first_timeout`` for the first message."""
+        msg = self.next_message(first_timeout)
+        while msg is not None:
+            yield msg
+            msg = self.next_message(None)
+
+    def collect_retained(self, topic_filter: str, *, quiet_s: float = 0.3) -> dict[str, bytes]:
+        """The state under ``topic_filter``: subscribe, gather messages until none arrived for ``quiet_s``,
+        unsubscribe (unless the filter was already ours). Later messages on a topic replace earlier ones;
+        an empty payload deletes the topic. Messages of other subscriptions are kept for ``next_message``."""
+        owned = topic_filter not in self._filters
+        self.subscribe(topic_filter)
+        found: dict[str, bytes] = {}
+        others: list[Received] = []
+        deadline = time.monotonic() + max(self.timeout_s, 30.0)
+        while time.monotonic() < deadline:
+            try:
+                msg = self._inbox.get(timeout=quiet_s)
+            except queue.Empty:
+                break
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                if msg.payload:
+                    found[msg.topic] = msg.payload
+                else:
+                    found.pop(msg.topic, None)
+            else:
+                others.append(msg)
+        if owned:
+            self.unsubscribe(topic_filter)
+        self._stash.extend(others)
+        return found
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT wildcard matching (``+`` one level, ``#`` the rest), as the broker does it."""
+    return bool(mqtt.topic_matches_sub(topic_filter, topic))

@@ -1,0 +1,286 @@
+"""The rollout executor: sets ``desired`` wave by wave, watches ``reported``/``status``/``events``, applies the
+thresholds and the health gate from plan.py, and either completes or aborts and restores the previous
+desired state of every device it changed.
+
+Persistence comes first: the state is saved after every step, so another process can read ``status`` or set
+the abort flag, and a new controller resumes an interrupted rollout with this table:
+
+    running / paused → re-send the current wave's desired (idempotent: retained, same bytes) and watch again;
+                       retained ``reported`` messages arrive first, so devices that finished meanwhile count
+    aborting         → finish the rollback (restoring is idempotent too)
+    completed / aborted → nothing to do
+
+There is no point of no return: until the rollout completes, an abort restores every changed device.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
+
+from edge_agent.protocol import AgentEvent, Desired, ProtocolError, Reported, Status, Topics
+from edgeops.errors import RolloutError
+from edgeops.fleet import read_fleet
+from edgeops.mqtt import ControlClient, Received
+from edgeops.rollout.plan import (
+    TERMINAL,
+    GateContext,
+    GateVerdict,
+    RolloutPolicy,
+    always_advance,
+    evaluate_thresholds,
+    judge_event,
+    judge_report,
+    min_executed_for,
+    plan_waves,
+    wave_settled,
+)
+from edgeops.rollout.state import FINAL, DeviceRecord, RolloutRecord, RolloutStore, controller_identity
+
+log = logging.getLogger(__name__)
+
+HealthGate = Callable[[GateContext], GateVerdict]
+EventSink = Callable[[str, RolloutRecord, Mapping[str, object]], None]
+"""Told ``started``, ``progress``, ``wave.completed``, ``completed`` or ``aborted`` with the current record."""
+
+
+def _ignore(_kind: str, _rec: RolloutRecord, _detail: Mapping[str, object]) -> None:
+    return None
+
+
+def rollout_scope(client: ControlClient, topics: Topics) -> str:
+    """Rollouts overlap only within one fleet: the same broker and topic prefix."""
+    return f"{client.url}|{topics.prefix}"
+
+
+def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *, model: str, version: int,
+                  selector: Mapping[str, str], policy: RolloutPolicy, rollout_id: str | None = None,
+                  on_event: EventSink = _ignore) -> RolloutRecord:
+    """Plan and record a rollout of a *published* release to the devices whose labels match ``selector``."""
+    if not client.collect_retained(topics.manifest(model, version), quiet_s=0.2):
+        raise RolloutError(f"{model}@{version} is not published on {client.url} "
+                           f"(run `edgeops release publish {model}@{version}` first)")
+    fleet = read_fleet(client, topics)
+    targets = fleet.select(selector)
+    if not targets:
+        wanted = ",".join(f"{k}={v}" for k, v in selector.items()) or "(all)"
+        raise RolloutError(f"no device matches target {wanted} among {len(fleet.devices)} known devices")
+    online = {d.device for d in targets if d.online is not False}
+    plan = plan_waves([d.device for d in targets], policy.canary, policy.waves, preferred=online)
+    policy = replace(policy, min_executed=min_executed_for(policy, plan))
+    desired = client.collect_retained(topics.all_devices("desired"))
+    previous: dict[str, bytes | None] = {}
+    for d in targets:
+        previous[d.device] = desired.get(topics.device(d.device, "desired"))
+    rec = store.create(model=model, version=version, scope=rollout_scope(client, topics), selector=selector,
+                       policy=policy, plan=plan, previous=previous, rollout_id=rollout_id)
+    on_event("started", rec, {"devices": len(rec.devices), "waves": rec.waves})
+    return rec
+
+
+class RolloutController:
+    """Runs one rollout to its end. ``poll_s`` bounds how long a step waits for broker messages."""
+
+    def __init__(self, store: RolloutStore, client: ControlClient, topics: Topics, *,
+                 gate: HealthGate = always_advance, on_event: EventSink = _ignore, poll_s: float = 0.2,
+                 heartbeat_s: float = 2.0) -> None:
+        self.store, self.client, self.topics = store, client, topics
+        self.gate, self.on_event, self.poll_s, self.heartbeat_s = gate, on_event, poll_s, heartbeat_s
+        self.identity = controller_identity()
+        self._latest: dict[str, Reported] = {}
+        self._dirty: dict[str, DeviceRecord] = {}
+        self._gate_passed = -1
+        self._hold_since: float | None = None
+
+    def run(self, rollout_id: str) -> RolloutRecord:
+        rec = self.store.claim(rollout_id, self.identity)
+        if rec.status in FINAL:
+            return rec
+        try:
+            self.client.subscribe(*(self.topics.all_devices(c) for c in ("reported", "status", "events")))
+            if rec.status != "aborting":  # resume: a killed controller may have recorded but not sent these
+                self._send_desired(rec, [d for d in rec.devices.values() if d.outcome == "updating"])
+            self._loop(rec)
+        finally:
+            self.store.release_claim(rollout_id, self.identity)
+        return self.store.get(rollout_id)
+
+    # the loop ------------------------------------------------------------------------------------------
+    def _loop(self, rec: RolloutRecord) -> None:
+        last_beat = last_flag = 0.0
+        while rec.status not in FINAL:
+            for msg in self.client.drain(self.poll_s):
+                self._apply(rec, msg)
+            now = time.time()
+            if rec.status != "aborting" and now - last_flag >= self.poll_s:
+                last_flag = now
+                flag = self.store.abort_requested(rec.id)
+                if flag:
+                    self._begin_abort(rec, flag)
+            if rec.status == "aborting":
+                self._rollback(rec)
+                break
+            self._check_timeouts(rec, now)
+            verdict = evaluate_thresholds(rec.tally(), rec.policy.max_failure, rec.policy.min_executed or 1)
+            if verdict.abort:
+                self._begin_abort(rec, verdict.reason)
+                continue
+            self._advance(rec, now)
+            if self._dirty or now - last_beat >= self.heartbeat_s:
+                last_beat = now
+                self._persist(rec, now)
+
+    def _persist(self, rec: RolloutRecord, now: float | None = None, event: str = "progress",
+                 detail: Mapping[str, object] | None = None) -> None:
+        rec.heartbeat = now or time.time()
+        rec.controller = self.identity
+        self.store.save(rec, list(self._dirty.values()))
+        self._dirty.clear()
+        self.on_event(event, rec, detail or {})
+
+    def _set(self, rec: RolloutRecord, dev: DeviceRecord, outcome: str, detail: str = "") -> None:
+        if dev.outcome == outcome and dev.detail == detail:
+            return
+        dev.outcome, dev.detail = outcome, detail
+        if outcome in TERMINAL:
+            dev.finished_at = time.time()
+        self._dirty[dev.device] = dev
+        log.info("rollout %s: %s %s %s", rec.id, dev.device, outcome, detail)
+
+    # observations ----------------------------------------------------------------------------------
+    def _apply(self, rec: RolloutRecord, msg: Received) -> None:
+        try:
+            device, channel = self.topics.parse_device_topic(msg.topic)
+        except ProtocolError:
+            return
+        dev = rec.devices.get(device)
+        if dev is None or not msg.payload:
+            return
+        try:
+            if channel == "reported":
+                report = Reported.parse(msg.payload)
+                self._latest[device] = report
+                self._judge(rec, dev, report, live=not msg.retained)
+            elif channel == "status":
+                offline = Status.parse(msg.payload).status == "offline"
+                if offline != dev.offline:
+                    dev.offline = offline
+                    self._dirty[device] = dev
+            elif channel == "events" and dev.outcome in ("updating", "succeeded"):
+                verdict = judge_event(AgentEvent.parse(msg.payload), rec.model, rec.version, rec.id)
+                if verdict:
+                    self._set(rec, dev, *verdict)
+        except ProtocolError as exc:
+            log.warning("rollout %s: ignoring a bad %s message from %s: %s", rec.id, channel, device, exc)
+
+    def _judge(self, rec: RolloutRecord, dev: DeviceRecord, report: Reported, live: bool) -> None:
+        verdict = judge_report(report, rec.model, rec.version, rec.id, live)
+        if verdict is None:
+            return
+        # a late report still counts (a device back from offline); a success can later turn into a failure
+        # (probation rolled it back), never the other way round
+        if dev.outcome in ("updating", "timed_out", "offline") or (dev.outcome == "succeeded"
+                                                                     and verdict[0] == "failed"):
+            self._set(rec, dev, *verdict)
+
+    def _check_timeouts(self, rec: RolloutRecord, now: float) -> None:
+        limit = rec.policy.device_timeout_s
+        for dev in rec.devices.values():
+            if dev.outcome == "updating" and dev.desired_at is not None and now - dev.desired_at > limit:
+                outcome = "offline" if dev.offline else "timed_out"
+                self._set(rec, dev, outcome, f"no {rec.release} report within {limit:g}s")
+
+    # decisions -------------------------------------------------------------------------------------
+    def _advance(self, rec: RolloutRecord, now: float) -> None:
+        wave = rec.wave_devices(rec.wave)
+        pending = [d for d in wave if d.outcome == "pending"]
+        if pending:
+            self._send_desired(rec, pending)
+            return
+        if not wave_settled([d.outcome for d in wave], [d.offline for d in wave]):
+            return
+        if self._gate_passed < rec.wave and not self._ask_gate(rec, wave, now):
+            return
+        if rec.wave + 1 < rec.waves:
+            rec.wave += 1
+            self._persist(rec, now)
+            self._send_desired(rec, rec.wave_devices(rec.wave))
+        elif all(d.outcome in TERMINAL for d in rec.devices.values()):
+            self._finish(rec)
+        elif not rec.reason:
+            waiting = sum(d.outcome == "updating" for d in rec.devices.values())
+            rec.reason = f"waiting for {waiting} offline device(s) until their timeout"
+            self._persist(rec, now)
+
+    def _ask_gate(self, rec: RolloutRecord, wave: list[DeviceRecord], now: float) -> bool:
+        context = GateContext(rollout_id=rec.id, model=rec.model, version=rec.version, wave=rec.wave,
+                              waves=rec.waves, devices=tuple(d.device for d in wave),
+                              outcomes={d.device: d.outcome for d in rec.devices.values()})
+        verdict = self.gate(context)
+        if verdict.action == "advance":
+            self._gate_passed, self._hold_since = rec.wave, None
+            if rec.status == "paused":
+                rec.status, rec.reason = "running", ""
+            self._persist(rec, now, "wave.completed", {"wave": rec.wave, "gate": verdict.reason})
+            return True
+        if verdict.action == "abort":
+            self._begin_abort(rec, f"health gate: {verdict.reason}")
+            return False
+        if self._hold_since is None:
+            self._hold_since = now
+            rec.status, rec.reason = "paused", f"health gate holds wave {rec.wave}: {verdict.reason}"
+            self._persist(rec, now)
+        elif now - self._hold_since > rec.policy.gate_timeout_s:
+            self._begin_abort(rec, f"health gate held wave {rec.wave} for over {rec.policy.gate_timeout_s:g}s: "
+                                   f"{verdict.reason}")
+        return False
+
+    def _finish(self, rec: RolloutRecord) -> None:
+        tally = rec.tally()
+        rec.status = "completed"
+        rec.reason = (f"{tally['succeeded']} succeeded, {tally.failures} failed, {tally['offline']} offline")
+        self._persist(rec, event="completed")
+
+    # actions ---------------------------------------------------------------------------------------
+    def _send_desired(self, rec: RolloutRecord, devices: Collection[DeviceRecord]) -> None:
+        """Set ``desired`` for a wave (also on resume: the same retained state again is harmless)."""
+        now = time.time()
+        messages = []
+        for dev in devices:
+            if dev.outcome not in ("pending", "updating"):
+                continue
+            desired = Desired(device=dev.device, model=rec.model, version=rec.version, rollout_id=rec.id)
+            messages.append((self.topics.device(dev.device, "desired"), desired.to_bytes(), True))
+            if dev.desired_at is None:
+                dev.desired_at = now
+            dev.outcome = "updating"
+            self._dirty[dev.device] = dev
+        if not messages:
+            return
+        self._persist(rec, now)  # recorded as changed *before* the publish: an abort then restores them
+        self.client.publish_many(messages)
+        for dev in devices:
+            report = self._latest.get(dev.device)
+            if report is not None and dev.outcome == "updating":
+                self._judge(rec, dev, report, live=False)
+
+    def _begin_abort(self, rec: RolloutRecord, reason: str) -> None:
+        rec.status, rec.reason = "aborting", reason
+        self._persist(rec)
+
+    def _rollback(self, rec: RolloutRecord) -> None:
+        """Restore the desired state each changed device had before the rollout (empty payload: none)."""
+        changed = [d for d in rec.devices.values() if d.desired_at is not None and not d.restored]
+        self.client.publish_many([(self.topics.device(d.device, "desired"), d.previous or b"", True)
+                                  for d in changed])
+        for dev in changed:
+            dev.restored = True
+            self._dirty[dev.device] = dev
+        rec.status = "aborted"
+        self._persist(rec, event="aborted")
+
+
+def run_rollout(store: RolloutStore, client: ControlClient, topics: Topics, rollout_id: str, **kwargs: object
+                ) -> RolloutRecord:
+    """Run (or resume) ``rollout_id`` to its end with a fresh controller."""
+    return RolloutController(store, client, topics, **kwargs).run(rollout_id)  # type: ignore[arg-type]

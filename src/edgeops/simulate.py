@@ -1,0 +1,287 @@
+"""Simulated devices for fast tests and fleet benchmarks: each one a real MQTT session (its own paho client,
+Last Will, subscriptions) speaking the real protocol, but with no model runtime behind it.
+
+A simulated device does what the agent's protocol side does — on a ``desired`` it reports ``fetching``,
+fetches the retained release (manifest + artifact or chunks), verifies the signature and the hashes with
+the agent's own ``edge_agent.verify`` code, then reports ``serving`` (or ``rejected``) and emits the event —
+and skips what needs onnxruntime (self-test, inference, telemetry).
+
+Why all clients on one thread: a thousand paho network threads would measure the Python scheduler, not the
+broker. The loop drives every client through one selector (paho's external-loop API); all device logic
+runs on that thread, and the test thread talks to it through ``call`` (a queue), never directly.
+"""
+
+import contextlib
+import heapq
+import itertools
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.errors import VerificationError
+from edge_agent.protocol import AgentEvent, Desired, ProtocolError, Reported, Status, Topics, parse_manifest
+from edge_agent.verify import KeyRing, verify_artifact, verify_manifest
+from edgeops.mqtt import BrokerAddress
+
+log = logging.getLogger(__name__)
+MAX_ARTIFACT_BYTES = 64 << 20
+
+
+@dataclass
+class SimDevice:
+    """One simulated device. ``reject`` makes it refuse every new release with that reason; ``install_s``
+    is how long a verified release takes to become ``serving``; ``public_keys`` the keys it trusts."""
+
+    device: str
+    labels: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    version: int | None = None
+    public_keys: tuple[Ed25519PublicKey, ...] = ()
+    reject: str | None = None
+    install_s: float = 0.0
+    state: str = "idle"
+    online: bool = False
+    installs: int = 0
+    _target: Desired | None = None
+    _pieces: dict[int | None, bytes] = field(default_factory=dict)
+    _manifest_bytes: bytes | None = None
+
+
+class SimFleet:
+    """Hosts many ``SimDevice`` on one thread. Use as a context manager; ``call`` runs a function on it."""
+
+    def __init__(self, url: str, topics: Topics, devices: Iterable[SimDevice], *, keepalive: int = 60) -> None:
+        self.address = BrokerAddress.parse(url)
+        self.topics = topics
+        self.devices = {d.device: d for d in devices}
+        self.keepalive = keepalive
+        self._clients: dict[str, mqtt.Client] = {}
+        self._socks: dict[str, socket.socket] = {}
+        self._sel = selectors.DefaultSelector()
+        self._calls: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._run = True
+        self._thread = threading.Thread(target=self._loop, name="sim-fleet", daemon=True)
+        self._tag = uuid.uuid4().hex[:8]
+        self.fetched: dict[str, int] = {}
+        """Per device, how many complete releases it fetched with ``fetch_release`` (benchmark baseline)."""
+
+    # lifecycle (test thread) ----------------------------------------------------------------------------
+    def __enter__(self) -> "SimFleet":
+        self._thread.start()
+        self.call(lambda: [self._connect(d) for d in self.devices.values()])
+        self.wait_until(lambda: all(d.online for d in self.devices.values()), 60.0, "all simulated devices online")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.call(self._disconnect_all)
+        self._run = False
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], Any], wait: bool = True) -> None:
+        """Run ``fn`` on the fleet thread (and wait for it by default)."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+        self._calls.put(run)
+        if wait and not done.wait(60):
+            raise TimeoutError("the simulated fleet thread did not answer within 60s")
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(0.02)
+
+    def go_offline(self, device: str) -> None:
+        """Drop the device's connection without a DISCONNECT, so the broker publishes its Last Will."""
+        self.call(lambda: self._drop(device))
+
+    def come_online(self, device: str) -> None:
+        self.call(lambda: self._connect(self.devices[device]))
+
+    def fetch_release(self, model: str, version: int) -> None:
+        """Make every device fetch the retained release without any desired/reported round trip: the raw
+        retained fan-out a rollout is compared against in benchmarks/fleet.py."""
+        def start() -> None:
+            for dev in self.devices.values():
+                dev._target, dev._pieces, dev._manifest_bytes = None, {}, None
+                dev._target = Desired(device=dev.device, model=model, version=version, rollout_id="#fetch-only")
+                self._clients[dev.device].subscribe(self.topics.release_filter(model, version), qos=1)
+        self.call(start)
+
+    # the loop (fleet thread) ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        last_misc = 0.0
+        while self._run:
+            while True:
+                try:
+                    self._calls.get_nowait()()
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                heapq.heappop(self._timers)[2]()
+            for key, _events in self._sel.select(timeout=0.01) if self._socks else ():
+                self._clients[key.data].loop_read(100)
+            for name, client in self._clients.items():
+                if client.want_write():
+                    client.loop_write()
+                sock = client.socket()
+                if self._socks.get(name) is not None and sock is not self._socks[name]:
+                    self._forget(name)
+            if not self._socks:
+                time.sleep(0.01)
+            if now - last_misc > 1.0:
+                last_misc = now
+                for client in self._clients.values():
+                    client.loop_misc()
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
+
+    def _forget(self, name: str) -> None:
+        sock = self._socks.pop(name, None)
+        if sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(sock)
+
+    def _connect(self, dev: SimDevice) -> None:
+        self._forget(dev.device)
+        client = self._clients.get(dev.device)
+        if client is None:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{self._tag}-{dev.device}",
+                                 protocol=mqtt.MQTTv311)
+            client.user_data_set(dev)
+            client.on_connect = self._on_connect
+            client.on_message = self._on_message
+            client.on_disconnect = self._on_disconnect
+            self._clients[dev.device] = client
+        client.will_set(self.topics.device(dev.device, "status"),
+                        Status(device=dev.device, status="offline").to_bytes(), qos=1, retain=True)
+        client.connect(self.address.host, self.address.port, keepalive=self.keepalive)
+        sock = client.socket()
+        assert sock is not None
+        self._socks[dev.device] = sock
+        self._sel.register(sock, selectors.EVENT_READ, dev.device)
+
+    def _drop(self, device: str) -> None:
+        sock = self._socks.get(device)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _disconnect_all(self) -> None:
+        for name, client in self._clients.items():
+            if self.devices[name].online:
+                client.publish(self.topics.device(name, "status"),
+                               Status(device=name, status="offline").to_bytes(), qos=1, retain=True)
+                client.disconnect()
+                client.loop_write()
+
+    # device behaviour (fleet thread) -------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, dev: SimDevice, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("simulated %s: connect refused: %s", dev.device, reason)
+            return
+        dev.online = True
+        client.publish(self.topics.device(dev.device, "status"),
+                       Status(device=dev.device, status="online").to_bytes(), qos=1, retain=True)
+        self._report(client, dev)
+        client.subscribe(self.topics.device(dev.device, "desired"), qos=1)
+
+    def _on_disconnect(self, _c: mqtt.Client, dev: SimDevice, _f: Any, _r: Any, _p: Any) -> None:
+        dev.online = False
+
+    def _on_message(self, client: mqtt.Client, dev: SimDevice, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if msg.topic.endswith("/desired"):
+                if msg.payload:
+                    self._on_desired(client, dev, Desired.parse(msg.payload))
+            elif dev._target is not None:
+                self._on_release_piece(client, dev, msg.topic, bytes(msg.payload))
+        except ProtocolError as exc:
+            log.warning("simulated %s: bad message on %s: %s", dev.device, msg.topic, exc)
+
+    def _on_desired(self, client: mqtt.Client, dev: SimDevice, desired: Desired) -> None:
+        if (desired.model, desired.version) == (dev.model, dev.version):
+            if dev.state != "serving" or dev._target is not None:  # back to what it runs (e.g. a rollback)
+                dev.state, dev._target = "serving", None
+                self._report(client, dev, desired)
+            return
+        dev._target, dev._pieces, dev._manifest_bytes = desired, {}, None
+        dev.state = "fetching"
+        self._report(client, dev)
+        client.subscribe(self.topics.release_filter(desired.model, desired.version), qos=1)
+
+    def _on_release_piece(self, client: mqtt.Client, dev: SimDevice, topic: str, payload: bytes) -> None:
+        target = dev._target
+        assert target is not None
+        model, version, kind, chunk = self.topics.parse_release_topic(topic)
+        if (model, version) != (target.model, target.version) or not payload:
+            return
+        if kind == "manifest":
+            dev._manifest_bytes = payload
+        else:
+            dev._pieces[chunk] = payload
+        if dev._manifest_bytes is None:
+            return
+        manifest = parse_manifest(dev._manifest_bytes)
+        info = manifest.artifact
+        wanted: list[int | None] = [None] if info.chunks == 1 else list(range(info.chunks))
+        if not all(i in dev._pieces for i in wanted):
+            return
+        client.unsubscribe(self.topics.release_filter(model, version))
+        data = b"".join(dev._pieces[i] for i in wanted)
+        dev._pieces, dev._manifest_bytes = {}, None
+        if target.rollout_id == "#fetch-only":
+            dev._target = None
+            self.fetched[dev.device] = self.fetched.get(dev.device, 0) + 1
+            return
+        try:
+            verify_manifest(manifest, KeyRing.from_public_keys(dev.public_keys))
+            verify_artifact(manifest, data, MAX_ARTIFACT_BYTES)
+            if dev.reject:
+                raise VerificationError(dev.reject)
+        except VerificationError as exc:
+            self._finish(client, dev, target, str(exc))
+            return
+        self._later(dev.install_s, lambda: self._finish(client, dev, target, None))
+
+    def _finish(self, client: mqtt.Client, dev: SimDevice, target: Desired, error: str | None) -> None:
+        if dev._target is not target:
+            return  # a newer desired state replaced this one meanwhile
+        dev._target = None
+        if error is None:
+            dev.model, dev.version, dev.state, dev.installs = target.model, target.version, "serving", dev.installs + 1
+        else:
+            dev.state = "rejected"
+        self._report(client, dev, target, error)
+        event = AgentEvent(device=dev.device, event="installed" if error is None else "rejected",
+                           model=target.model, version=target.version, reason=error, rollout_id=target.rollout_id)
+        client.publish(self.topics.device(dev.device, "events"), event.to_bytes(), qos=1)
+
+    def _report(self, client: mqtt.Client, dev: SimDevice, target: Desired | None = None,
+                error: str | None = None) -> None:
+        target = target or dev._target
+        report = Reported(device=dev.device, state=dev.state, model=dev.model, version=dev.version,
+                          desired_version=None if target is None else target.version,
+                          rollout_id=None if target is None else target.rollout_id, last_error=error,
+                          agent_version="sim", labels=dev.labels)
+        client.publish(self.topics.device(dev.device, "reported"), report.to_bytes(), qos=1, retain=True)

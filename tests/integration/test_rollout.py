@@ -1,0 +1,239 @@
+"""Staged rollouts against a real Mosquitto and simulated devices (real protocol, real MQTT sessions)."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from releases import Release, build_release, new_key
+
+from edge_agent.protocol import Desired, Topics
+from edgeops.errors import RolloutError
+from edgeops.mqtt import ControlClient
+from edgeops.publish import publish_release
+from edgeops.rollout.controller import RolloutController, start_rollout
+from edgeops.rollout.plan import GateContext, GateVerdict, RolloutPolicy
+from edgeops.rollout.state import RolloutStore
+from edgeops.simulate import SimDevice, SimFleet
+
+pytestmark = pytest.mark.integration
+
+KEY = new_key()
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def release() -> Release:
+    return build_release("churn", 4, KEY, chunk_size=2048)  # several chunks: the chunked path is exercised
+
+
+@pytest.fixture
+def topics(topic_prefix: str) -> Topics:
+    return Topics(topic_prefix)
+
+
+@pytest.fixture
+def control(session_broker: str, topics: Topics, release: Release) -> Iterator[ControlClient]:
+    with ControlClient(session_broker) as client:
+        publish_release(client, topics, release.manifest, release.data)
+        yield client
+        retained = client.collect_retained(f"{topics.prefix}/#")
+        client.publish_many((t, b"", True) for t in retained)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RolloutStore:
+    return RolloutStore(tmp_path / "rollouts.db")
+
+
+def devices(n: int, **overrides: object) -> list[SimDevice]:
+    base = {"labels": {"site": "berlin"}, "model": "churn", "version": 3, "state": "serving",
+            "public_keys": (KEY.public_key(),)}
+    return [SimDevice(f"d{i:02d}", **{**base, **overrides}) for i in range(n)]  # type: ignore[arg-type]
+
+
+def set_previous(client: ControlClient, topics: Topics, names: list[str], version: int = 3) -> dict[str, bytes]:
+    previous = {n: Desired(device=n, model="churn", version=version).to_bytes() for n in names}
+    client.publish_many((topics.device(n, "desired"), p, True) for n, p in previous.items())
+    return previous
+
+
+def desired_now(client: ControlClient, topics: Topics) -> dict[str, bytes]:
+    retained = client.collect_retained(topics.all_devices("desired"))
+    return {topics.parse_device_topic(t)[0]: p for t, p in retained.items()}
+
+
+POLICY = RolloutPolicy(canary=0.1, waves=3, max_failure=0.05, device_timeout_s=20)
+
+
+def test_rollout_succeeds_in_canary_plus_three_waves(control: ControlClient, topics: Topics,
+                                                    store: RolloutStore, session_broker: str) -> None:
+    fleet_devices = devices(6) + [SimDevice("other", labels={"site": "paris"}, model="churn", version=3)]
+    with SimFleet(session_broker, topics, fleet_devices) as fleet:
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                            policy=POLICY)
+        assert rec.waves == 4 and len(rec.wave_devices(0)) == 1 and "other" not in rec.devices
+        done = RolloutController(store, control, topics).run(rec.id)
+        assert done.status == "completed", done.reason
+        assert done.tally()["succeeded"] == 6
+        assert all(fleet.devices[f"d{i:02d}"].version == 4 for i in range(6))
+        assert fleet.devices["other"].version == 3
+        # waves are staged: each wave was set only after the previous wave had finished
+        for wave in range(1, done.waves):
+            before = max(d.finished_at or 0 for d in done.wave_devices(wave - 1))
+            assert all((d.desired_at or 0) >= before for d in done.wave_devices(wave))
+        desired = desired_now(control, topics)
+        assert {Desired.parse(desired[f"d{i:02d}"]).version for i in range(6)} == {4}
+        assert store.get(rec.id).status == "completed"  # as another process would read it
+
+
+def test_canary_rejected_by_a_device_with_another_key_aborts_and_restores(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str) -> None:
+    sims = devices(6)
+    sims[0].public_keys = (new_key().public_key(),)  # d00 is the canary and trusts another key only
+    previous = set_previous(control, topics, [d.device for d in sims])
+    with SimFleet(session_broker, topics, sims) as fleet:
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                            policy=POLICY)
+        done = RolloutController(store, control, topics).run(rec.id)
+        assert done.status == "aborted"
+        assert done.devices["d00"].outcome == "failed" and "unknown signing key" in done.devices["d00"].detail
+        assert done.devices["d00"].restored
+        assert all(done.devices[f"d{i:02d}"].outcome == "pending" for i in range(1, 6))
+        assert desired_now(control, topics) == previous  # the canary's desired state is restored
+        assert all(d.version == 3 for d in fleet.devices.values())
+
+
+def test_abort_from_another_process_restores_changed_devices(control: ControlClient, topics: Topics,
+                                                            tmp_path: Path, session_broker: str) -> None:
+    sims = devices(6, install_s=1.0)
+    previous = set_previous(control, topics, [d.device for d in sims[:3]])  # d03.. had no desired state
+    store = RolloutStore(tmp_path / "rollouts.db")
+    with SimFleet(session_broker, topics, sims):
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                            policy=POLICY)
+        result: list[object] = []
+        runner = threading.Thread(target=lambda: result.append(RolloutController(store, control, topics).run(rec.id)))
+        runner.start()
+        other = RolloutStore(tmp_path / "rollouts.db")  # what `edgeops rollout abort` does from another shell
+        deadline = time.monotonic() + 30
+        while other.get(rec.id).wave < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        other.request_abort(rec.id, "stop: operator saw something")
+        runner.join(30)
+        done = other.get(rec.id)
+        assert done.status == "aborted" and "operator" in done.reason
+        changed = {d.device for d in done.devices.values() if d.desired_at is not None}
+        assert "d00" in changed and len(changed) < 6
+        now = desired_now(control, topics)
+        for name in done.devices:
+            if name in changed:
+                assert now.get(name) == previous.get(name)  # restored, or cleared when there was none
+            else:
+                assert now.get(name) == previous.get(name)  # never touched
+        with pytest.raises(RolloutError, match="already aborted"):
+            other.request_abort(rec.id)
+
+
+def test_offline_device_is_waited_for_and_counted(control: ControlClient, topics: Topics, store: RolloutStore,
+                                                  session_broker: str) -> None:
+    sims = devices(5) + devices(1)
+    sims[-1].device = "d99"
+    with SimFleet(session_broker, topics, sims) as fleet:
+        fleet.go_offline("d00")  # the first by name: the planner must not pick it as the canary
+        fleet.wait_until(lambda: not fleet.devices["d00"].online, 10, "d00 offline")
+        policy = RolloutPolicy(canary=0.1, waves=2, max_failure=0.05, device_timeout_s=30)
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                            policy=policy)
+        assert rec.wave_devices(0)[0].device != "d00"
+        controller = RolloutController(store, control, topics)
+        runner = threading.Thread(target=lambda: controller.run(rec.id))
+        runner.start()
+        other = RolloutStore(store.path)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live = other.get(rec.id)
+            if live.tally()["succeeded"] == 5:
+                break
+            time.sleep(0.05)
+        assert live.devices["d00"].outcome == "updating" and live.devices["d00"].offline
+        assert live.status == "running"  # it waits for the offline device
+        fleet.come_online("d00")  # picks up its retained desired state
+        runner.join(30)
+        done = other.get(rec.id)
+        assert done.status == "completed" and done.tally()["succeeded"] == 6
+        assert fleet.devices["d00"].version == 4
+
+
+def test_offline_device_that_never_returns_times_out_as_offline(control: ControlClient, topics: Topics,
+                                                                store: RolloutStore, session_broker: str) -> None:
+    with SimFleet(session_broker, topics, devices(3)) as fleet:
+        fleet.go_offline("d02")
+        fleet.wait_until(lambda: not fleet.devices["d02"].online, 10, "d02 offline")
+        policy = RolloutPolicy(canary=0.3, waves=1, device_timeout_s=2)
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=policy)
+        done = RolloutController(store, control, topics).run(rec.id)
+        assert done.status == "completed"
+        assert done.devices["d02"].outcome == "offline" and done.tally()["succeeded"] == 2
+        assert "1 offline" in done.reason
+
+
+def test_killed_controller_is_resumed(control: ControlClient, topics: Topics, store: RolloutStore,
+                                      session_broker: str) -> None:
+    with SimFleet(session_broker, topics, devices(6, install_s=0.7)) as fleet:
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                            policy=POLICY)
+        script = ("import sys; from edge_agent.protocol import Topics; from edgeops.mqtt import ControlClient;"
+                  "from edgeops.rollout.controller import RolloutController; from edgeops.rollout.state import "
+                  "RolloutStore\nwith ControlClient(sys.argv[1]) as c:\n"
+                  "    RolloutController(RolloutStore(sys.argv[3]), c, Topics(sys.argv[2])).run(sys.argv[4])")
+        proc = subprocess.Popen([sys.executable, "-c", script, session_broker, topics.prefix, str(store.path),
+                                 rec.id], env={**os.environ, "PYTHONPATH": str(SRC.parent)})
+        deadline = time.monotonic() + 30
+        while store.get(rec.id).wave < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        mid = store.get(rec.id)
+        assert mid.status == "running" and mid.tally()["succeeded"] < 6
+        with pytest.raises(RolloutError, match="already targets"):  # the interrupted rollout still holds them
+            start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
+        done = RolloutController(store, control, topics).run(rec.id)  # a new controller takes over
+        assert done.status == "completed" and done.tally()["succeeded"] == 6
+        assert all(d.version == 4 and d.installs == 1 for d in fleet.devices.values())
+
+
+def test_overlapping_rollouts_are_refused(control: ControlClient, topics: Topics, store: RolloutStore,
+                                          session_broker: str) -> None:
+    sims = devices(4) + [SimDevice("p1", labels={"site": "paris"}, model="churn", version=3)]
+    with SimFleet(session_broker, topics, sims):
+        first = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                              policy=POLICY)
+        with pytest.raises(RolloutError, match=f"rollout {first.id} .*already targets 4"):
+            start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
+        paris = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "paris"},
+                              policy=POLICY)  # a disjoint target may run at the same time
+        assert set(paris.devices) == {"p1"}
+
+
+def test_health_gate_can_abort_after_a_wave(control: ControlClient, topics: Topics, store: RolloutStore,
+                                            session_broker: str) -> None:
+    seen: list[GateContext] = []
+
+    def gate(context: GateContext) -> GateVerdict:
+        seen.append(context)
+        return GateVerdict("abort", "p95 latency 3x the previous version") if context.wave == 1 else \
+            GateVerdict("advance")
+
+    with SimFleet(session_broker, topics, devices(5)):
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
+        done = RolloutController(store, control, topics, gate=gate).run(rec.id)
+        assert done.status == "aborted" and "p95 latency" in done.reason
+        assert [c.wave for c in seen] == [0, 1]
+        assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
+        assert not desired_now(control, topics)  # nobody had a desired state before: cleared again
