@@ -73,7 +73,7 @@ POLICY = RolloutPolicy(canary=0.1, waves=3, max_failure=0.05, device_timeout_s=2
 
 def test_rollout_succeeds_in_canary_plus_three_waves(control: ControlClient, topics: Topics,
                                                     store: RolloutStore, session_broker: str) -> None:
-    fleet_devices = devices(6) + [SimDevice("other", labels={"site": "paris"}, model="churn", version=3)]
+    fleet_devices = [*devices(6), SimDevice("other", labels={"site": "paris"}, model="churn", version=3)]
     with SimFleet(session_broker, topics, fleet_devices) as fleet:
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                             policy=POLICY)
@@ -210,7 +210,7 @@ def test_killed_controller_is_resumed(control: ControlClient, topics: Topics, st
 
 def test_overlapping_rollouts_are_refused(control: ControlClient, topics: Topics, store: RolloutStore,
                                           session_broker: str) -> None:
-    sims = devices(4) + [SimDevice("p1", labels={"site": "paris"}, model="churn", version=3)]
+    sims = [*devices(4), SimDevice("p1", labels={"site": "paris"}, model="churn", version=3)]
     with SimFleet(session_broker, topics, sims):
         first = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                               policy=POLICY)
