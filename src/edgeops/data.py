@@ -102,7 +102,12 @@ def as_numeric(series: pd.Series) -> pd.Series:
 
 def as_text(series: pd.Series) -> pd.Series:
     """A categorical column as Python strings (object dtype) with None for missing."""
-    return series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+    values = [None if _is_missing(v) else str(v) for v in series.tolist()]
+    return pd.Series(values, index=series.index, dtype=object, name=series.name)
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
 
 
 def check_columns(df: pd.DataFrame, target: str, parse_ratio: float) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from .config import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS, GateConfig
 
 GateKind = Literal["absolute", "regression"]
+FLOAT_SLACK = 1e-12
+"""Rounding slack: 0.52 - 0.50 is 0.020000000000000018 in binary floating point, and must pass a 0.02 gate."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def _absolute(metric: str, threshold: float, value: float | None) -> GateCheck:
     lower = metric in LOWER_IS_BETTER
     if value is None or not math.isfinite(value):
         return GateCheck(metric, "absolute", threshold, None, None, False, f"{metric} was not measured")
-    passed = value <= threshold if lower else value >= threshold
+    passed = value <= threshold + FLOAT_SLACK if lower else value >= threshold - FLOAT_SLACK
     sign = "<=" if lower else ">="
     message = f"{metric} {_fmt(value)} {'meets' if passed else 'misses'} {sign} {_fmt(threshold)}"
     return GateCheck(metric, "absolute", threshold, value, None, passed, message)
@@ -86,7 +88,7 @@ def _regression(metric: str, allowed: float, value: float | None, champion: floa
     if value is None or not math.isfinite(value):
         return GateCheck(metric, "regression", allowed, None, champion, False, f"{metric} was not measured")
     worse_by = value - champion if lower else champion - value
-    passed = worse_by <= allowed
+    passed = worse_by <= allowed + FLOAT_SLACK
     if passed:
         message = f"{metric} {_fmt(value)} vs champion {_fmt(champion)}: within the allowed {_fmt(allowed)}"
     else:
