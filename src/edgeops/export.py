@@ -8,6 +8,7 @@ must reproduce before it activates the model) → reference bins (reference.py) 
 
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,8 +120,12 @@ def convert(trained: TrainedModel, inputs: tuple[InputSpec, ...], target_opset: 
     estimator = trained.pipeline.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if trained.task != "regression" else None
     try:
-        model = convert_sklearn(trained.pipeline, initial_types=initial_types, options=options,
-                                target_opset=target_opset)
+        with warnings.catch_warnings():
+            # protobuf 6 warns, and protobuf 7 fails, on the bool-in-ints attribute skl2onnx writes for
+            # HistGradientBoosting; pyproject pins protobuf<7 and tests/unit/test_export.py guards the pin.
+            warnings.filterwarnings("ignore", message="Field onnx.AttributeProto.ints", category=DeprecationWarning)
+            model = convert_sklearn(trained.pipeline, initial_types=initial_types, options=options,
+                                    target_opset=target_opset)
     except Exception as exc:  # skl2onnx raises anything (RuntimeError, protobuf errors, KeyError, ...)
         raise ExportError(f"skl2onnx cannot convert {trained.estimator or type(estimator).__name__}: "
                           f"{type(exc).__name__}: {one_line(exc, 200)}") from exc
@@ -160,19 +165,25 @@ def check_parity(trained: TrainedModel, onnx_bytes: bytes, inputs: tuple[InputSp
     out = run_onnx(onnx_bytes, inputs, X)
     if trained.task == "regression":
         expected = np.asarray(trained.pipeline.predict(X), dtype="float64")
-        got = np.asarray(out[0], dtype="float64").reshape(-1)
+        got = _column(out[0], len(X), "value")
         y = trained.y_train.to_numpy(dtype="float64")
         tolerance = cfg.parity_tolerance * max(1.0, float(y.max() - y.min()))
-        diff = np.abs(expected - got)
+        diff = np.abs(expected - got.astype("float64"))
         agreement = None
         row_ok = diff <= tolerance
     else:
         expected_p = trained.pipeline.predict_proba(X)
-        got_p = np.asarray(out[1], dtype="float64")
+        if len(out) < 2:
+            raise ExportError("the ONNX classifier has no probability output")
+        got_p = np.asarray(out[1], dtype="float64").reshape(len(X), -1)
+        if got_p.shape != expected_p.shape:
+            raise ExportError(f"ONNX probabilities have shape {got_p.shape}, scikit-learn {expected_p.shape}")
         diff = np.abs(expected_p - got_p).max(axis=1)
         tolerance = cfg.parity_tolerance
-        labels_ok = np.array([_same_label(a, b) for a, b in zip(trained.pipeline.predict(X), out[0], strict=True)])
-        agreement = float(labels_ok.mean())
+        got_labels = _column(out[0], len(X), "label")
+        labels_ok = np.array([_same_label(a, b) for a, b in zip(trained.pipeline.predict(X), got_labels,
+                                                                  strict=True)], dtype=bool)
+        agreement = float(labels_ok.mean()) if len(labels_ok) else 1.0
         row_ok = labels_ok & (diff <= tolerance)
     max_diff = float(diff.max()) if diff.size else 0.0
     passed = max_diff <= tolerance and (agreement is None or agreement >= cfg.min_label_agreement)
@@ -264,6 +275,14 @@ def _output_spec(model: onnx.ModelProto, trained: TrainedModel) -> OutputSpec:
 def _encoder(trained: TrainedModel) -> Any:
     transformer = trained.pipeline.named_steps["preprocess"]
     return transformer.named_transformers_.get("categorical")
+
+
+def _column(values: Any, rows: int, what: str) -> np.ndarray:
+    """An ONNX output as one value per row (converters differ: [N], [N, 1])."""
+    arr = np.asarray(values)
+    if arr.size != rows:
+        raise ExportError(f"the ONNX {what} output has {arr.size} values for {rows} rows (shape {arr.shape})")
+    return arr.reshape(-1)
 
 
 def _same_label(a: Any, b: Any) -> bool:
