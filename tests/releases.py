@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -248,3 +249,59 @@ class Control:
             self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
         self.client.loop_stop()
         self.client.disconnect()
+
+
+# agents for tests ------------------------------------------------------------------------------------
+def preinstall(data_dir: Path, release: Release, previous: Release | None = None) -> None:
+    """Put a verified release on disk as the current model, as an earlier install would have."""
+    from edge_agent.store import ModelRef, ModelStore, Pointer
+
+    store = ModelStore(data_dir)
+    store.install(release.manifest, release.data)
+    prev = None
+    if previous is not None:
+        store.install(previous.manifest, previous.data)
+        prev = ModelRef(previous.name, previous.version)
+    store.write_pointer(Pointer(ModelRef(release.name, release.version), prev))
+
+
+def agent_config(tmp: Path, url: str, prefix: str, key: Ed25519PrivateKey, device: str = "dev-1",
+                 **overrides: Any) -> Any:
+    from edge_agent.config import AgentConfig
+
+    pub = tmp / "keys" / f"{kid(key)}.pub"
+    pub.parent.mkdir(parents=True, exist_ok=True)
+    pub.write_bytes(public_pem(key))
+    values: dict[str, Any] = {"device_id": device, "data_dir": tmp / "data", "broker_url": url,
+                              "public_keys": (pub,), "topic_prefix": prefix, "fetch_timeout_s": 20.0,
+                              "probation_s": 0.0, "probation_min_predictions": 0, "reconnect_max_s": 1.0}
+    values.update(overrides)
+    return AgentConfig(**values)
+
+
+def reported(topic: str, payload: bytes) -> dict[str, Any] | None:
+    """The reported message as a dict, or None for other channels / cleared topics."""
+    import json
+
+    if not topic.endswith("/reported") or not payload:
+        return None
+    return json.loads(payload)
+
+
+def is_reported(state: str, version: int | None = None, **fields: Any) -> Callable[[str, bytes], bool]:
+    def check(topic: str, payload: bytes) -> bool:
+        obj = reported(topic, payload)
+        return obj is not None and obj["state"] == state and (version is None or obj["version"] == version) \
+            and all(obj.get(k) == v for k, v in fields.items())
+    return check
+
+
+def is_event(event: str, version: int) -> Callable[[str, bytes], bool]:
+    import json
+
+    def check(topic: str, payload: bytes) -> bool:
+        if not topic.endswith("/events"):
+            return False
+        obj = json.loads(payload)
+        return obj["event"] == event and obj["version"] == version
+    return check

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from releases import build_release, new_key, trained, with_bytes
 
 from edge_agent.errors import InputError, ModelError
@@ -15,23 +16,23 @@ ROW = {"age in years": 52.0, "income": 4.5, "plan": "pro"}
 
 
 @pytest.fixture(scope="module")
-def key():  # type: ignore[no-untyped-def]
+def key() -> Ed25519PrivateKey:
     return new_key()
 
 
 @pytest.fixture(scope="module")
-def classifier(key):  # type: ignore[no-untyped-def]
+def classifier(key: Ed25519PrivateKey) -> ModelRunner:
     release = build_release("churn", 1, key)
     return ModelRunner(release.manifest, release.data)
 
 
 @pytest.fixture(scope="module")
-def regressor(key):  # type: ignore[no-untyped-def]
+def regressor(key: Ed25519PrivateKey) -> ModelRunner:
     release = build_release("yield", 1, key, task="regression")
     return ModelRunner(release.manifest, release.data)
 
 
-def test_classifier_returns_label_probabilities_by_class_and_an_id(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_classifier_returns_label_probabilities_by_class_and_an_id(classifier: ModelRunner) -> None:
     p = classifier.predict(ROW)
     assert p.label in (0, 1) and set(p.probabilities) == {0, 1}
     assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-5)
@@ -39,7 +40,7 @@ def test_classifier_returns_label_probabilities_by_class_and_an_id(classifier) -
     assert p.value is None and p.id
 
 
-def test_predictions_match_scikit_learn(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_predictions_match_scikit_learn(classifier: ModelRunner) -> None:
     pipe, _, frame = trained("binary", 0)
     rows = frame.iloc[40:60]
     records = [{"age in years": None if np.isnan(r.age_in_years) else float(r.age_in_years),
@@ -50,12 +51,12 @@ def test_predictions_match_scikit_learn(classifier) -> None:  # type: ignore[no-
         assert abs(pred.probabilities[1] - row[1]) < 1e-4
 
 
-def test_regressor_returns_a_value(regressor) -> None:  # type: ignore[no-untyped-def]
+def test_regressor_returns_a_value(regressor: ModelRunner) -> None:
     p = regressor.predict(ROW)
     assert isinstance(p.value, float) and p.label is None and p.probabilities is None
 
 
-def test_batch_equals_single_rows_and_ids_are_unique(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_batch_equals_single_rows_and_ids_are_unique(classifier: ModelRunner) -> None:
     records = [dict(ROW, income=float(i)) for i in range(5)]
     batch = classifier.predict_many(records)
     singles = [classifier.predict(r) for r in records]
@@ -78,19 +79,19 @@ def test_batch_equals_single_rows_and_ids_are_unique(classifier) -> None:  # typ
         ({"plan": ["pro"]}, "plan: expected a string, got list"),
     ],
 )
-def test_bad_values_name_the_field_and_problem(classifier, change: dict, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_values_name_the_field_and_problem(classifier: ModelRunner, change: dict, message: str) -> None:
     with pytest.raises(InputError) as info:
         classifier.predict({**ROW, **change})
     assert str(info.value) == message
 
 
-def test_missing_field_is_named(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_missing_field_is_named(classifier: ModelRunner) -> None:
     record = {k: v for k, v in ROW.items() if k != "plan"}
     with pytest.raises(InputError, match=r"^plan: is missing$"):
         classifier.predict(record)
 
 
-def test_batch_errors_name_the_record_index(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_batch_errors_name_the_record_index(classifier: ModelRunner) -> None:
     with pytest.raises(InputError, match=r"^records\[2\]\.income: expected a number"):
         classifier.predict_many([ROW, ROW, {**ROW, "income": "x"}])
     with pytest.raises(InputError, match=r"^records\[1\]: must be an object"):
@@ -101,25 +102,25 @@ def test_batch_errors_name_the_record_index(classifier) -> None:  # type: ignore
         classifier.predict(["not", "a", "mapping"])
 
 
-def test_nullable_missing_values_and_unseen_categories_are_accepted(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_nullable_missing_values_and_unseen_categories_are_accepted(classifier: ModelRunner) -> None:
     assert classifier.predict({**ROW, "age in years": None}).label in (0, 1)
     assert classifier.predict({**ROW, "age in years": float("nan")}).label in (0, 1)
     assert classifier.predict({**ROW, "plan": None}).label in (0, 1)
     assert classifier.predict({**ROW, "plan": "enterprise"}).label in (0, 1)
 
 
-def test_extra_fields_are_ignored(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_extra_fields_are_ignored(classifier: ModelRunner) -> None:
     assert classifier.predict({**ROW, "customer_id": "c-17"}).probabilities == \
         pytest.approx(classifier.predict(ROW).probabilities)
 
 
-def test_bytes_that_are_not_onnx_fail_to_load(key) -> None:  # type: ignore[no-untyped-def]
+def test_bytes_that_are_not_onnx_fail_to_load(key: Ed25519PrivateKey) -> None:
     release = with_bytes(build_release("churn", 1, key), b"definitely not onnx" * 20, key)
     with pytest.raises(ModelError, match="onnxruntime cannot load the model"):
         ModelRunner(release.manifest, release.data)
 
 
-def test_manifest_that_disagrees_with_the_graph_is_refused(key) -> None:  # type: ignore[no-untyped-def]
+def test_manifest_that_disagrees_with_the_graph_is_refused(key: Ed25519PrivateKey) -> None:
     release = build_release("churn", 1, key)
     spec = release.manifest.inputs[0]
     renamed = dataclasses.replace(spec, name="something_else")

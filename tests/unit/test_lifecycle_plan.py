@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from releases import build_release, new_key, with_wrong_golden
 
 from edge_agent.errors import VerificationError
@@ -131,23 +132,23 @@ def test_percentile_is_the_nearest_rank() -> None:
 
 
 @pytest.fixture(scope="module")
-def key():  # type: ignore[no-untyped-def]
+def key() -> Ed25519PrivateKey:
     return new_key()
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])
-def test_self_test_passes_for_a_faithful_export(key, task: str) -> None:  # type: ignore[no-untyped-def]
+def test_self_test_passes_for_a_faithful_export(key: Ed25519PrivateKey, task: str) -> None:
     release = build_release("churn", 1, key, task=task)
     self_test(release.manifest, ModelRunner(release.manifest, release.data))
 
 
-def test_self_test_rejects_golden_mismatch(key) -> None:  # type: ignore[no-untyped-def]
+def test_self_test_rejects_golden_mismatch(key: Ed25519PrivateKey) -> None:
     release = with_wrong_golden(build_release("churn", 1, key), key)
     with pytest.raises(VerificationError, match="golden sample 0: label"):
         self_test(release.manifest, ModelRunner(release.manifest, release.data))
 
 
-def test_self_test_rejects_probabilities_outside_tolerance(key) -> None:  # type: ignore[no-untyped-def]
+def test_self_test_rejects_probabilities_outside_tolerance(key: Ed25519PrivateKey) -> None:
     release = build_release("churn", 1, key)
     golden = release.manifest.golden
     probs = [list(row) for row in golden.probabilities or []]

@@ -2,7 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
-from releases import build_release, new_key
+from releases import Release, build_release, new_key
 
 from edge_agent.errors import StoreError
 from edge_agent.store import ModelRef, ModelStore, Pointer, atomic_write
@@ -13,7 +13,7 @@ LIMIT = 1 << 24
 
 
 @pytest.fixture(scope="module")
-def release():  # type: ignore[no-untyped-def]
+def release() -> Release:
     return build_release("churn", 2, new_key())
 
 
@@ -21,7 +21,7 @@ def all_files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
-def test_install_then_load_round_trips_and_leaves_no_temp_files(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
+def test_install_then_load_round_trips_and_leaves_no_temp_files(tmp_path: Path, release: Release) -> None:
     store = ModelStore(tmp_path / "data")
     ref = store.install(release.manifest, release.data)
     assert ref == ModelRef("churn", 2) and store.has(ref)
@@ -31,7 +31,7 @@ def test_install_then_load_round_trips_and_leaves_no_temp_files(tmp_path: Path, 
     assert names == {"model.onnx", "manifest.json"}
 
 
-def test_a_corrupt_stored_model_fails_its_hash(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
+def test_a_corrupt_stored_model_fails_its_hash(tmp_path: Path, release: Release) -> None:
     store = ModelStore(tmp_path)
     ref = store.install(release.manifest, release.data)
     path = store.model_dir(ref) / "model.onnx"
@@ -76,7 +76,7 @@ def test_paths_outside_the_data_dir_are_refused(tmp_path: Path, parts: tuple[str
         store.path(*parts)
 
 
-def test_a_symlink_out_of_the_data_dir_is_caught_by_path_resolution(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
+def test_a_symlink_out_of_the_data_dir_is_caught_by_path_resolution(tmp_path: Path, release: Release) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     store = ModelStore(tmp_path / "data")
@@ -86,7 +86,7 @@ def test_a_symlink_out_of_the_data_dir_is_caught_by_path_resolution(tmp_path: Pa
     assert all_files(outside) == set()
 
 
-def test_prune_keeps_only_current_and_previous(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
+def test_prune_keeps_only_current_and_previous(tmp_path: Path, release: Release) -> None:
     store = ModelStore(tmp_path)
     import dataclasses
 

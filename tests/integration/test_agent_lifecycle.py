@@ -1,0 +1,225 @@
+"""The agent against a real Mosquitto: installs, every kind of rejection, rollback, retry, offline start."""
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from releases import (
+    Control,
+    Release,
+    agent_config,
+    build_release,
+    is_event,
+    is_reported,
+    new_key,
+    preinstall,
+    sign,
+    tampered_artifact,
+    with_bytes,
+    with_wrong_golden,
+)
+from services import free_port
+
+from edge_agent.agent import Agent
+from edge_agent.store import ModelStore
+
+pytestmark = pytest.mark.integration
+
+ROW = {"age in years": 52.0, "income": 4.5, "plan": "pro"}
+DEVICE = "dev-1"
+Key = Ed25519PrivateKey
+StartAgent = Callable[..., Agent]
+
+
+@pytest.fixture(scope="module")
+def key() -> Key:
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def v1(key: Key) -> Release:
+    return build_release("churn", 1, key)
+
+
+@pytest.fixture
+def control(session_broker: str, topic_prefix: str) -> Iterator[Control]:
+    ctl = Control(session_broker, topic_prefix)
+    ctl.watch(DEVICE)
+    yield ctl
+    ctl.close()
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path, session_broker: str, topic_prefix: str,
+                key: Key) -> Iterator[StartAgent]:
+    agents: list[Agent] = []
+
+    def start(**overrides: Any) -> Agent:
+        agent = Agent(agent_config(tmp_path, session_broker, topic_prefix, key, DEVICE, **overrides)).start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+def files_outside(tmp_path: Path) -> list[Path]:
+    data = tmp_path / "data"
+    return [p for p in tmp_path.rglob("*") if p.is_file() and data not in p.parents and p.parent.name != "keys"]
+
+
+def test_install_over_mqtt_then_chunked_upgrade_keeps_the_previous_model(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release) -> None:
+    agent = start_agent()
+    control.publish_release(v1)
+    control.set_desired(DEVICE, "churn", 1, rollout_id="r-1")
+    control.wait_for(is_reported("serving", 1, model="churn", rollout_id="r-1"))
+    control.wait_for(is_event("installed", 1))
+    assert agent.current == ("churn", 1)
+    assert agent.predict(ROW).label in (0, 1)
+
+    v2 = build_release("churn", 2, key, seed=1, chunk_size=500)
+    assert v2.manifest.artifact.chunks > 1
+    control.publish_release(v2)
+    control.set_desired(DEVICE, "churn", 2)
+    control.wait_for(is_reported("serving", 2))
+    assert agent.current == ("churn", 2)
+    assert agent.state.previous is not None and agent.state.previous.version == 1
+    store = ModelStore(agent.config.data_dir)
+    assert store.has(agent.state.previous) and store.read_pointer().previous == agent.state.previous
+
+
+def spoil(kind: str, key: Key, v1: Release):
+    """(bad release v2, agent config overrides, expected reason)."""
+    v2 = build_release("churn", 2, key, seed=1)
+    if kind == "tampered artifact":
+        return tampered_artifact(v2), {}, "artifact sha256 mismatch"
+    if kind == "wrong signature":
+        return type(v2)(sign(v2.manifest, new_key(), claimed_key_id=v2.manifest.signature.key_id), v2.data), {}, \
+            "invalid signature"
+    if kind == "unknown key":
+        return build_release("churn", 2, new_key(), seed=1), {}, "unknown signing key"
+    if kind == "oversized":
+        big = with_bytes(v2, v2.data + bytes(5000), key)  # declared size over the limit; v1 stays under it
+        return big, {"max_artifact_bytes": max(len(v1.data), len(v2.data)) + 1000}, "exceeds the limit"
+    if kind == "golden mismatch":
+        return with_wrong_golden(v2, key), {}, "golden sample 0: label"
+    if kind == "not onnx":
+        return with_bytes(v2, b"\x08\x07garbage that is not a model" * 10, key), {}, "onnxruntime cannot load"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["tampered artifact", "wrong signature", "unknown key", "oversized",
+                                  "golden mismatch", "not onnx"])
+def test_bad_release_is_rejected_and_the_previous_model_keeps_serving(
+        kind: str, control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path) -> None:
+    bad, overrides, reason = spoil(kind, key, v1)
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent(**overrides)
+    assert agent.current == ("churn", 1)
+    control.publish_release(bad)
+    control.set_desired(DEVICE, "churn", 2)
+    _, payload = control.wait_for(is_reported("rejected", 1, desired_version=2))
+    assert reason in json.loads(payload)["last_error"]
+    _, event = control.wait_for(is_event("rejected", 2))
+    assert reason in json.loads(event)["reason"]
+    assert agent.current == ("churn", 1)
+    assert agent.predict(ROW).label in (0, 1)
+    assert not ModelStore(tmp_path / "data").has(agent.state.refused)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", ["..", "a/b", "../../etc", "x/../../y"])
+def test_unsafe_model_name_in_desired_is_rejected_and_nothing_is_written_outside(
+        model: str, control: Control, start_agent: StartAgent, v1: Release, tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent()
+    desired = {"schema": {"name": "edgeops.desired", "version": "1.0"}, "device": DEVICE, "ts": "t",
+               "model": model, "version": 1}
+    control.publish(control.topics.device(DEVICE, "desired"), json.dumps(desired).encode())
+    _, payload = control.wait_for(is_reported("rejected", 1))
+    assert "is not a valid name" in json.loads(payload)["last_error"]
+    assert files_outside(tmp_path) == []
+    assert agent.predict(ROW).label in (0, 1)
+
+
+def test_a_rejected_version_is_not_retried_until_desired_changes(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent()
+    control.publish_release(tampered_artifact(build_release("churn", 2, key, seed=1)))
+    control.set_desired(DEVICE, "churn", 2, rollout_id="a")
+    control.wait_for(is_event("rejected", 2))
+    control.set_desired(DEVICE, "churn", 2, rollout_id="b")  # same version again: stays refused
+    control.wait_for(is_reported("rejected", 1, rollout_id="b"))
+    assert sum(1 for p in control.messages("events") if json.loads(p)["event"] == "rejected") == 1
+    control.set_desired(DEVICE, "churn", 1)  # back to what runs: plain serving again
+    control.wait_for(is_reported("serving", 1, last_error=None))
+    assert agent.state.refused is None
+
+
+def test_probation_breach_rolls_back_locally(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    # Any latency above a vanishing fraction of the old model's breaches: a deterministic breach.
+    agent = start_agent(probation_s=600.0, probation_min_predictions=5, probation_max_latency_factor=1e-9)
+    for _ in range(10):
+        agent.predict(ROW)  # the baseline latency of v1
+    control.publish_release(build_release("churn", 2, key, seed=1))
+    control.set_desired(DEVICE, "churn", 2)
+    control.wait_for(is_reported("probation", 2))
+    for _ in range(5):
+        agent.predict(ROW)
+    _, payload = control.wait_for(is_reported("rolled_back", 1))
+    assert "probation failed: p95 latency" in json.loads(payload)["last_error"]
+    control.wait_for(is_event("rolled_back", 2))
+    assert agent.current == ("churn", 1)
+    assert ModelStore(tmp_path / "data").read_pointer().current == agent.state.current
+
+
+def test_probation_passes_and_the_new_model_stays(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent(probation_s=0.5, probation_min_predictions=3)
+    control.publish_release(build_release("churn", 2, key, seed=1))
+    control.set_desired(DEVICE, "churn", 2)
+    control.wait_for(is_reported("probation", 2))
+    control.wait_for(is_reported("serving", 2))
+    assert agent.current == ("churn", 2)
+
+
+def test_fetch_timeout_is_retried_until_the_release_appears(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent(fetch_timeout_s=0.3)
+    control.set_desired(DEVICE, "churn", 2)
+    _, payload = control.wait_for(lambda t, p: t.endswith("/reported") and b"timed out" in p)
+    assert "fetch of churn@2 timed out after 0.3s; retrying in" in json.loads(payload)["last_error"]
+    control.publish_release(build_release("churn", 2, key, seed=1))
+    control.wait_for(is_reported("serving", 2), timeout=30)
+    assert agent.current == ("churn", 2)
+
+
+def test_starts_serving_the_persisted_model_without_any_broker(tmp_path: Path, key: Key, v1: Release) -> None:
+    preinstall(tmp_path / "data", v1)
+    agent = Agent(agent_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}", "edgeops-test/offline", key)).start()
+    try:
+        assert agent.current == ("churn", 1) and agent.state.phase == "serving"
+        assert agent.predict(ROW).label in (0, 1)
+    finally:
+        agent.stop()
+
+
+def test_a_corrupt_current_model_falls_back_to_the_previous_one(tmp_path: Path, key: Key, v1: Release) -> None:
+    v2 = build_release("churn", 2, key, seed=1)
+    preinstall(tmp_path / "data", v2, previous=v1)
+    (tmp_path / "data" / "models" / "churn" / "2" / "model.onnx").write_bytes(b"torn")
+    agent = Agent(agent_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}", "edgeops-test/offline", key)).start()
+    try:
+        assert agent.current == ("churn", 1)
+        assert ModelStore(tmp_path / "data").read_pointer().current.version == 1  # type: ignore[union-attr]
+    finally:
+        agent.stop()
