@@ -29,7 +29,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 @pytest.fixture(scope="module")
 def release() -> Release:
-    return build_release("churn", 4, KEY, chunk_size=2048)  # several chunks: the chunked path is exercised
+    return build_release("churn", 4, KEY, chunk_size=256)  # several chunks: the chunked path is exercised
 
 
 @pytest.fixture

@@ -1,0 +1,100 @@
+"""A staged rollout as a Prefect flow run: the controller of edgeops.rollout does the work; this wrapper adds
+a progress artifact, a device table artifact, and the ``edgeops.rollout.*`` events the UI and automations
+react to (a deployment trigger may, for instance, page someone on ``edgeops.rollout.aborted``).
+
+Parameters are plain JSON so the flow can also run as a deployment. ``edgeops rollout start`` plans the
+rollout first (so a refused rollout fails before any Prefect start-up cost) and then runs this flow in-process
+with the new ``rollout_id``; ``edgeops rollout resume`` runs it with an existing id.
+"""
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.events import emit_event
+
+from edge_agent.protocol import Topics
+from edgeops.mqtt import ControlClient
+from edgeops.rollout.controller import RolloutController, start_rollout
+from edgeops.rollout.plan import RolloutPolicy
+from edgeops.rollout.state import RolloutRecord, RolloutStore
+
+EVENTS = ("started", "wave.completed", "completed", "aborted")
+
+
+def artifact_key(rollout_id: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "rollout-" + re.sub(r"[^a-z0-9-]+", "-", rollout_id.lower()).strip("-")
+
+
+def emit_rollout_event(kind: str, rec: RolloutRecord, detail: Mapping[str, object]) -> None:
+    tally = rec.tally()
+    emit_event(
+        event=f"edgeops.rollout.{kind}",
+        resource={"prefect.resource.id": f"edgeops.rollout.{rec.id}", "prefect.resource.name": rec.id},
+        related=[{"prefect.resource.id": f"edgeops.model.{rec.model}", "prefect.resource.role": "model"}],
+        payload={"rollout_id": rec.id, "release": rec.release, "status": rec.status, "reason": rec.reason,
+                 "wave": rec.wave, "waves": rec.waves, "succeeded": tally["succeeded"],
+                 "failed": tally.failures, "offline": tally["offline"], "devices": len(rec.devices),
+                 **{k: v for k, v in detail.items() if isinstance(v, str | int | float | bool)}},
+    )
+
+
+def device_table(rec: RolloutRecord) -> list[dict[str, Any]]:
+    return [{"device": d.device, "wave": d.wave, "outcome": d.outcome, "offline": d.offline,
+             "restored": d.restored, "detail": d.detail}
+            for d in sorted(rec.devices.values(), key=lambda d: (d.wave, d.device))]
+
+
+class _Reporter:
+    """Turns controller notifications into artifact updates and events (progress only when it moved)."""
+
+    def __init__(self, rec: RolloutRecord) -> None:
+        self.artifact: UUID = create_progress_artifact(
+            progress=100.0 * rec.progress(), key=artifact_key(rec.id),
+            description=f"Rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves")
+        self.last = rec.progress()
+
+    def __call__(self, kind: str, rec: RolloutRecord, detail: Mapping[str, object]) -> None:
+        if kind in EVENTS:
+            emit_rollout_event(kind, rec, detail)
+            get_run_logger().info("rollout %s: %s %s", rec.id, kind, rec.reason or dict(detail))
+        progress = rec.progress()
+        if progress != self.last or kind in EVENTS:
+            self.last = progress
+            tally = rec.tally()
+            update_progress_artifact(self.artifact, progress=100.0 * progress,
+                                     description=f"{rec.release} {rec.status}, wave {rec.wave + 1}/{rec.waves}: "
+                                                 f"{tally['succeeded']} ok, {tally.failures} failed, "
+                                                 f"{tally['offline']} offline, {tally['updating']} updating")
+
+
+@flow(name="edgeops-rollout", log_prints=True)
+def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout_id: str | None = None,
+                 release: str | None = None, target: dict[str, str] | None = None,
+                 policy: dict[str, Any] | None = None, username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None) -> dict[str, Any]:
+    """Run (or resume) rollout ``rollout_id``; or plan a new one of ``release`` ("churn@4", published) to the
+    devices matching ``target`` first. Returns the final rollout record as JSON."""
+    store = RolloutStore(Path(db_path))
+    topics = Topics(prefix)
+    with ControlClient(broker_url, username=username, password=password,
+                       ca_file=Path(ca_file) if ca_file else None) as client:
+        if rollout_id is None:
+            if release is None:
+                raise ValueError("give rollout_id (run or resume) or release (start a new rollout)")
+            model, _, version = release.partition("@")
+            rec = start_rollout(store, client, topics, model=model, version=int(version), selector=target or {},
+                                policy=RolloutPolicy.from_json(policy or {}))
+            rollout_id = rec.id
+        rec = store.get(rollout_id)
+        reporter = _Reporter(rec)
+        emit_rollout_event("started", rec, {"resumed": any(d.desired_at for d in rec.devices.values())})
+        final = RolloutController(store, client, topics, on_event=reporter).run(rollout_id)
+    create_table_artifact(table=device_table(final), key=artifact_key(final.id) + "-devices",
+                          description=f"Rollout {final.id}: {final.status} ({final.reason})")
+    return final.to_json()

@@ -1,0 +1,81 @@
+"""``edgeops release``: put a registered release on the broker (retained) or take it down."""
+
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.protocol import Topics, parse_version
+
+from ..config import ProjectConfig
+from ..errors import RegistryError
+from ..publish import PublishResult, publish_release, unpublish_release
+from ..registry import Registry, ReleaseRecord, parse_ref
+from ..signing import key_paths, load_public_key
+from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
+from .fleet import BrokerOption, control_client
+
+app = typer.Typer(help="Publish releases to the broker for devices to fetch.", no_args_is_help=True)
+
+RefArgument = Annotated[str, typer.Argument(help="churn@4, churn@champion, or churn.")]
+
+
+def project_public_key(cfg: ProjectConfig) -> Ed25519PublicKey | None:
+    """The project's public key, when present: publishing then checks the signature before anything leaves."""
+    path = key_paths(cfg.registry.keys_dir)[1]
+    return load_public_key(path) if path.exists() else None
+
+
+def publish_record(record: ReleaseRecord, cfg: ProjectConfig, broker: str | None,
+                   force: bool = False) -> tuple[PublishResult, str]:
+    """Publish a registry record (idempotent); returns the result and the broker URL used."""
+    client = control_client(broker, cfg)
+    try:
+        result = publish_release(client, Topics(cfg.mqtt.prefix), record.manifest, record.onnx_bytes(),
+                                 status=record.status, public_key=project_public_key(cfg), force=force)
+    finally:
+        client.close()
+    return result, client.url
+
+
+@app.command("publish")
+def publish(ref: RefArgument, broker: BrokerOption = None, force: Annotated[bool, typer.Option(
+                "--force", help="Send again even when the broker already holds the same bytes.")] = False,
+            config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Publish a signed, registered release: the artifact (chunked if large), then the manifest, retained."""
+    cfg = load_project_config(config)
+    with user_errors():
+        record = Registry(cfg.registry.root).resolve(ref)
+        result, url = publish_record(record, cfg, broker, force)
+    if json_out:
+        print_json({"release": result.ref, "broker": url, "messages": result.messages, "bytes": result.bytes,
+                    "skipped": result.skipped})
+    elif result.skipped:
+        typer.echo(f"{result.ref} is already published on {url} (same bytes); nothing sent")
+    else:
+        typer.echo(f"published {result.ref} on {url}: {result.messages} retained messages, {result.bytes} bytes")
+
+
+@app.command("unpublish")
+def unpublish(ref: Annotated[str, typer.Argument(help="churn@2 (an explicit version).")],
+              broker: BrokerOption = None, config: ConfigOption = None) -> None:
+    """Clear the retained manifest and artifact of a release. Devices already running it keep it."""
+    cfg = load_project_config(config)
+    with user_errors():
+        model, version_text = parse_ref(ref)
+        if version_text is None or not version_text.isdigit():
+            raise RegistryError(f"unpublish needs an explicit version like {model}@2, got {ref!r}")
+        version = parse_version(version_text)
+        client = control_client(broker, cfg)
+        try:
+            cleared = unpublish_release(client, Topics(cfg.mqtt.prefix), model, version)
+        finally:
+            client.close()
+    if cleared:
+        typer.echo(f"unpublished {model}@{version} from {client.url}: cleared {cleared} retained messages")
+    else:
+        typer.echo(f"{model}@{version} was not published on {client.url}; nothing to clear")
+
+
+if __name__ == "__main__":
+    app()

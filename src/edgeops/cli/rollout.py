@@ -1,0 +1,230 @@
+"""``edgeops rollout``: staged rollouts of a release to the devices matching a label selector.
+
+Design (docs/rollout.md): ``start`` plans the rollout, then runs the controller *in the foreground* as a
+Prefect flow run in this process; ``--wait`` only chooses a live progress bar over periodic lines. ``status``
+and ``abort`` work from any other shell through the rollout database (abort sets a flag the controller
+polls). A controller that died is taken over by ``resume``; ``abort`` rolls back itself when none is alive.
+
+Exit codes a script can branch on: 0 completed, 3 aborted (rolled back), 1 error, 2 usage error.
+"""
+
+import os
+import threading
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edge_agent.protocol import Topics
+
+from ..config import ProjectConfig
+from ..fleet import parse_selector
+from ..mqtt import BrokerAddress
+from ..registry import Registry
+from ..rollout.controller import RolloutController, start_rollout
+from ..rollout.plan import RolloutPolicy, parse_fraction
+from ..rollout.state import RolloutRecord, RolloutStore
+from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
+from .fleet import BrokerOption, TargetOption, control_client
+from .release import publish_record
+
+app = typer.Typer(help="Staged rollouts: canary, waves, thresholds, abort and rollback.", no_args_is_help=True)
+
+EXIT_COMPLETED = 0
+EXIT_ERROR = 1
+EXIT_ABORTED = 3
+IdArgument = Annotated[str, typer.Argument(help="Rollout id (see `edgeops rollout status`).")]
+WaitOption = Annotated[bool, typer.Option("--wait", help="Show a live progress bar instead of periodic lines.")]
+
+
+def rollout_store(cfg: ProjectConfig) -> RolloutStore:
+    """``rollouts.db`` beside the registry directory (``.edgeops/rollouts.db`` by default)."""
+    return RolloutStore(cfg.registry.root.parent / "rollouts.db")
+
+
+def _summary(rec: RolloutRecord) -> str:
+    t = rec.tally()
+    return (f"{rec.id} {rec.release} {rec.status} wave {min(rec.wave + 1, rec.waves)}/{rec.waves}: "
+            f"{t['succeeded']} succeeded, {t.failures} failed, {t['offline']} offline, {t['updating']} updating, "
+            f"{t['pending']} pending" + (f" — {rec.reason}" if rec.reason else ""))
+
+
+def _watch(store: RolloutStore, rollout_id: str, live: bool, stop: threading.Event) -> None:
+    """Render progress from the database, exactly as another shell's ``status`` would see it."""
+    if not live:
+        last = ""
+        while not stop.wait(2.0):
+            line = _summary(store.get(rollout_id))
+            if line != last:
+                typer.echo(line, err=True)
+                last = line
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        rec = store.get(rollout_id)
+        task = bar.add_task(rec.release, total=len(rec.devices))
+        while True:
+            rec = store.get(rollout_id)
+            done = sum(d.outcome not in ("pending", "updating") for d in rec.devices.values())
+            t = rec.tally()
+            bar.update(task, completed=done, description=f"{rec.release} {rec.status} wave "
+                       f"{min(rec.wave + 1, rec.waves)}/{rec.waves} ok={t['succeeded']} failed={t.failures}")
+            if stop.wait(0.25):
+                break
+
+
+def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, rollout_id: str,
+                wait: bool) -> RolloutRecord:
+    """Run the controller as a Prefect flow run in this process, with progress shown from the database."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo("starting a temporary Prefect server for this run (set PREFECT_API_URL to use a running one)",
+                   err=True)
+    from flows.rollout import rollout_flow
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(store, rollout_id, wait, stop), daemon=True)
+    watcher.start()
+    try:
+        rollout_flow(broker_url=url, db_path=str(store.path), prefix=prefix, rollout_id=rollout_id,
+                     username=cfg.mqtt.username, password=cfg.mqtt.password,
+                     ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file))
+    finally:
+        stop.set()
+        watcher.join(5)
+    return store.get(rollout_id)
+
+
+def _finish(rec: RolloutRecord, json_out: bool) -> None:
+    if json_out:
+        print_json(rec.to_json())
+    else:
+        typer.echo(_summary(rec))
+        for dev in sorted(rec.devices.values(), key=lambda d: d.device):
+            if dev.outcome in ("failed", "timed_out", "offline"):
+                typer.echo(f"  {dev.device}: {dev.outcome} {dev.detail}")
+    raise typer.Exit(EXIT_COMPLETED if rec.status == "completed" else EXIT_ABORTED if rec.status == "aborted"
+                     else EXIT_ERROR)
+
+
+@app.command("start")
+def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, or churn.")],
+          target: TargetOption = None,
+          canary: Annotated[str, typer.Option(help="Canary wave size, e.g. 10% (at least one device).")] = "10%",
+          waves: Annotated[int, typer.Option(help="Waves after the canary.", min=1)] = 3,
+          max_failure: Annotated[str, typer.Option("--max-failure", help="Abort above this failure rate.")] = "5%",
+          min_executed: Annotated[int | None, typer.Option(
+              "--min-executed", help="Judge the failure rate only after this many devices finished "
+                                     "(default: the canary size).", min=1)] = None,
+          device_timeout: Annotated[float, typer.Option(
+              "--device-timeout", help="Seconds a device has to report the new version.")] = 300.0,
+          wait: WaitOption = False, broker: BrokerOption = None, config: ConfigOption = None,
+          json_out: JsonOption = False) -> None:
+    """Roll RELEASE out to the devices matching --target: canary, then waves; abort and roll back on failures."""
+    cfg = load_project_config(config)
+    with user_errors():
+        selector = parse_selector(target or [])
+        policy = RolloutPolicy(canary=parse_fraction(canary, "canary"), waves=waves,
+                               max_failure=parse_fraction(max_failure, "max-failure"), min_executed=min_executed,
+                               device_timeout_s=device_timeout)
+        record = Registry(cfg.registry.root).resolve(release)
+        result, url = publish_record(record, cfg, broker)
+        if not result.skipped:
+            typer.echo(f"published {result.ref} on {url}", err=True)
+        store = rollout_store(cfg)
+        client = control_client(url, cfg)
+        try:
+            rec = start_rollout(store, client, Topics(cfg.mqtt.prefix), model=record.model, version=record.version,
+                                selector=selector, policy=policy)
+        finally:
+            client.close()
+        typer.echo(f"rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves "
+                   f"(canary {len(rec.wave_devices(0))})", err=True)
+        final = run_in_flow(cfg, url, cfg.mqtt.prefix, store, rec.id, wait)
+    _finish(final, json_out)
+
+
+@app.command("resume")
+def resume(rollout_id: IdArgument, wait: WaitOption = False, broker: BrokerOption = None,
+           config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Take over an interrupted rollout (its controller died) and run it to its end."""
+    cfg = load_project_config(config)
+    with user_errors():
+        store = rollout_store(cfg)
+        url, prefix = _rollout_scope(store.get(rollout_id), broker)
+        final = run_in_flow(cfg, url, prefix, store, rollout_id, wait)
+    _finish(final, json_out)
+
+
+def _rollout_scope(rec: RolloutRecord, flag: str | None) -> tuple[str, str]:
+    """The broker and prefix a rollout runs on are part of it; a different --broker would address another
+    fleet, so it is refused rather than obeyed."""
+    url, _, prefix = rec.scope.rpartition("|")
+    if flag and BrokerAddress.parse(flag) != BrokerAddress.parse(url):
+        fail(f"rollout {rec.id} runs on {url}, not on {flag}")
+    return url, prefix
+
+
+@app.command("status")
+def status(rollout_id: Annotated[str | None, typer.Argument(help="A rollout id; all rollouts when omitted.")] = None,
+           config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Show one rollout (per-device outcomes) or all of them; reads the rollout database, not the broker."""
+    cfg = load_project_config(config)
+    with user_errors():
+        store = rollout_store(cfg)
+        records = [store.get(rollout_id)] if rollout_id else store.records()
+    if json_out:
+        print_json(records[0].to_json() if rollout_id else [r.to_json() for r in records])
+        return
+    if not records:
+        typer.echo("no rollouts yet")
+        return
+    for rec in records:
+        alive = " (controller alive)" if rec.controller_alive() else (
+            " (no controller: `edgeops rollout resume " + rec.id + "`)" if rec.status not in ("completed", "aborted")
+            else "")
+        typer.echo(_summary(rec) + alive)
+    if rollout_id:
+        _device_table(records[0])
+
+
+def _device_table(rec: RolloutRecord) -> None:
+    table = Table("DEVICE", "WAVE", "OUTCOME", "ONLINE", "RESTORED", "DETAIL")
+    for d in sorted(rec.devices.values(), key=lambda d: (d.wave, d.device)):
+        table.add_row(d.device, str(d.wave), d.outcome, "no" if d.offline else "yes", "yes" if d.restored else "",
+                      d.detail)
+    Console().print(table)
+
+
+@app.command("abort")
+def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Recorded with the rollout.")] =
+          "aborted by operator", timeout: Annotated[float, typer.Option(help="Seconds to wait for the rollback.")]
+          = 60.0, broker: BrokerOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Abort a rollout: its controller restores the previous desired state of every device it changed. When no
+    controller is alive, this command does the rollback itself."""
+    cfg = load_project_config(config)
+    with user_errors():
+        store = rollout_store(cfg)
+        rec = store.request_abort(rollout_id, reason)
+        if rec.controller_alive():
+            typer.echo(f"abort requested; controller {rec.controller} is rolling back", err=True)
+            deadline = time.monotonic() + timeout
+            while rec.status != "aborted" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                rec = store.get(rollout_id)
+        else:
+            url, prefix = _rollout_scope(rec, broker)
+            client = control_client(url, cfg)
+            try:
+                rec = RolloutController(store, client, Topics(prefix)).run(rollout_id)
+            finally:
+                client.close()
+    _finish(rec, json_out)
+
+
+if __name__ == "__main__":
+    app()
