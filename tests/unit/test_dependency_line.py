@@ -1,0 +1,37 @@
+"""The agent is what a device installs: importing any of its modules must not drag in the control plane."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edge_agent
+
+pytestmark = pytest.mark.unit
+
+FORBIDDEN = ("prefect", "sklearn", "pandas", "scipy", "skl2onnx", "edgeops", "onnx")
+
+
+def agent_modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages(edge_agent.__path__, "edge_agent."))
+
+
+def test_the_module_list_covers_the_agent() -> None:
+    names = agent_modules()
+    assert {"edge_agent.agent", "edge_agent.inference", "edge_agent.protocol.manifest"} <= set(names)
+
+
+def test_no_agent_module_imports_the_control_plane() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {agent_modules()!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
+        "print(','.join(bad))\n"
+    )
+    root = Path(edge_agent.__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"forbidden imports: {result.stdout.strip()}"
