@@ -83,3 +83,34 @@ def test_the_shipped_example_config_loads() -> None:
     example = Path(__file__).parents[2] / "deployments" / "agent.example.toml"
     cfg = load_agent_config(example, {})
     assert cfg.device_id and cfg.telemetry_interval_s > 0
+
+
+def test_cli_flags_override_the_file_and_labels_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.cli import build_parser, config_from_args
+
+    path = write(tmp_path, 'device_id = "press-17"\ndata_dir = "data"\nhttp = "127.0.0.1:8765"\n'
+                           '[labels]\nsite = "berlin"\nline = "1"\n')
+    monkeypatch.setenv("EDGEOPS_AGENT_PASSWORD", "s3cret")
+    args = build_parser().parse_args(["run", "--config", str(path), "--device-id", "press-18", "--label",
+                                      "line=2", "--username", "press-18", "--public-key", "a.pub"])
+    cfg = config_from_args(args)
+    assert (cfg.device_id, cfg.http, cfg.username, cfg.password) == ("press-18", "127.0.0.1:8765", "press-18", "s3cret")
+    assert cfg.labels == {"site": "berlin", "line": "2"}
+    assert cfg.public_keys == (Path.cwd() / "a.pub",)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--data-dir", "x"],  # no device id
+    ["run", "--device-id", "d", "--data-dir", "x", "--label", "nolabel"],
+    ["run", "--device-id", "d", "--data-dir", "x", "--broker", "tcp://h:1"],
+    ["run", "--nonsense"],
+    ["predict", "--data-dir", "does-not-exist", "--public-key", "k.pub", "--json", "{}"],
+    ["predict", "--data-dir", ".", "--public-key", "k.pub", "--json", "[1, 2]"],
+    ["predict", "--data-dir", ".", "--json", "{}"],
+])
+def test_cli_errors_are_one_line_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_agent.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeops-agent: ") and err.count("\n") == 1

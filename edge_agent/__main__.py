@@ -1,0 +1,5 @@
+"""``python -m edge_agent`` is ``edgeops-agent``."""
+
+from .cli import main
+
+raise SystemExit(main())
