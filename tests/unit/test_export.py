@@ -167,8 +167,13 @@ def test_hist_gradient_boosting_converts_with_protobuf_below_7() -> None:
                        "converter; keep protobuf<7 in pyproject.toml")
     trained = train_model(binary_frame(), "status", load_config(None, {
         "model.estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "model.params.max_iter": 10}))
-    model = convert(trained, input_specs(trained), None)
+    specs = input_specs(trained)
+    model = convert(trained, specs, None)
     assert any(n.op_type.startswith("TreeEnsemble") for n in model.graph.node)
+    feeds = {s.name: (trained.X_test[s.column].to_numpy(dtype=np.float32) if s.dtype == "float32"
+                      else trained.X_test[s.column].to_numpy(dtype=object)).reshape(-1, 1) for s in specs}
+    _, proba = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(proba, trained.pipeline.predict_proba(trained.X_test), atol=1e-5)
 
 
 def test_converter_errors_become_one_short_line() -> None:
