@@ -83,13 +83,18 @@ class Agent:
     def http_address(self) -> tuple[str, int] | None:
         return None if self._http is None else self._http.address
 
-    def start(self) -> "Agent":
+    def load(self) -> "Agent":
+        """Serve the persisted current model (verified again) — no broker needed. ``start`` calls it."""
         state, runner = boot(self.store, self.keyring, self.config.max_artifact_bytes)
         self._state, self._runner = state, runner
         self.store.write_state(state.to_json())
-        if state.phase == "probation" and runner is not None:
-            self.probation = self.installer.new_probation(state.current, baseline_p95_ms=None)  # type: ignore[arg-type]
+        if state.phase == "probation" and state.current is not None:
+            self.probation = self.installer.new_probation(state.current, baseline_p95_ms=None)
         self.pump.on_model_changed(None if runner is None else runner.manifest)
+        return self
+
+    def start(self) -> "Agent":
+        self.load()
         if self.config.http is not None:
             self._http = HttpApi(self, *self.config.http_bind)  # type: ignore[misc]
             self._http.start()

@@ -24,6 +24,7 @@ from releases import (
 from services import free_port
 
 from edge_agent.agent import Agent
+from edge_agent.protocol import Desired
 from edge_agent.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -223,3 +224,37 @@ def test_a_corrupt_current_model_falls_back_to_the_previous_one(tmp_path: Path, 
         assert ModelStore(tmp_path / "data").read_pointer().current.version == 1  # type: ignore[union-attr]
     finally:
         agent.stop()
+
+
+def test_garbage_on_every_subscribed_topic_keeps_it_serving(control: Control, start_agent: StartAgent,
+                                                            v1: Release, tmp_path: Path) -> None:
+    """The broker-level counterpart of tests/unit/test_protocol_fuzz.py: a few hundred hostile messages."""
+    import random
+
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent()
+    rng = random.Random(7)
+    topics = control.topics
+    desired_topic = topics.device(DEVICE, "desired")
+    good_desired = json.loads(Desired(device=DEVICE, model="churn", version=2).to_bytes())
+    for i in range(300):
+        version = 2 + i // 20
+        if i % 20 == 0:  # keep an install waiting, so the release topics are subscribed
+            control.set_desired(DEVICE, "churn", version)
+        topic = rng.choice([desired_topic, topics.manifest("churn", version), topics.artifact("churn", version),
+                            topics.artifact("churn", version, rng.randrange(5))])
+        kind = rng.randrange(4)
+        if kind == 0:
+            payload = rng.randbytes(rng.randrange(1, 400))
+        elif kind == 1:
+            payload = json.dumps({**good_desired, "schema": {"name": "edgeops.desired", "version": "2.0"}}).encode()
+        elif kind == 2:
+            field = rng.choice(list(good_desired))
+            payload = json.dumps({**good_desired, field: rng.choice([None, [], "..", -1])}).encode()
+        else:
+            payload = b'{"schema": {"name": "edgeops.manifest", "version": "1.0"}, "name": "x"' * rng.randrange(1, 4)
+        control.publish(topic, payload, retain=False)
+    control.set_desired(DEVICE, "churn", 1)
+    control.wait_for(is_reported("serving", 1, last_error=None))
+    assert agent.current == ("churn", 1) and agent.predict(ROW).label in (0, 1)
+    assert agent._thread is not None and agent._thread.is_alive()
