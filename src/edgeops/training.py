@@ -167,27 +167,32 @@ def train_model(df: pd.DataFrame, target: str, cfg: ProjectConfig) -> TrainedMod
 
 
 def round_thresholds_to_float32(estimator: BaseEstimator) -> None:
-    """Make a fitted HistGradientBoosting model's split thresholds float32 numbers, without changing a single
-    prediction on float32 inputs.
+    """Make a fitted tree model's split thresholds float32 numbers, without changing a single prediction on
+    float32 inputs (HistGradientBoosting, and decision trees alone or in forests/boosting).
 
-    HGB keeps float64 thresholds; ONNX trees store float32 ones, and rounding a threshold to the nearest
-    float32 can land on a data value and send it down the other branch (measured on iris: a 0.75 jump in a
-    probability). For a float32 x, ``x <= t`` equals ``x <= t'`` where t' is the largest float32 ≤ t, so t'
-    is stored instead. This edits HGB's private predictor arrays; when they change shape in a future
-    scikit-learn the function does nothing and the export parity gate is the safety net."""
-    predictors = getattr(estimator, "_predictors", None)
-    if not predictors:
-        return
-    for per_class in predictors:
-        for predictor in per_class:
+    scikit-learn keeps float64 thresholds; ONNX trees store float32 ones, and rounding a threshold to the
+    nearest float32 can land on a data value and send it down the other branch (measured on iris with HGB: a
+    0.75 jump in a probability). For a float32 x, ``x <= t`` equals ``x <= t'`` where t' is the largest
+    float32 ≤ t, so t' is stored instead. HGB's arrays are private: when they change shape in a future
+    scikit-learn this does nothing for them and the export parity gate is the safety net."""
+    for predictors in getattr(estimator, "_predictors", None) or []:
+        for predictor in predictors:
             nodes = getattr(predictor, "nodes", None)
-            if nodes is None or nodes.dtype.names is None or "num_threshold" not in nodes.dtype.names:
-                return
-            thresholds = nodes["num_threshold"]
-            with np.errstate(over="ignore"):  # HGB clips +inf thresholds to 1e300, beyond float32
-                as32 = thresholds.astype("float32")
-            as32 = np.where(as32.astype("float64") > thresholds, np.nextafter(as32, np.float32(-np.inf)), as32)
-            nodes["num_threshold"] = as32.astype("float64")
+            if nodes is not None and nodes.dtype.names and "num_threshold" in nodes.dtype.names:
+                nodes["num_threshold"] = _float32_below(nodes["num_threshold"])
+    members = getattr(estimator, "estimators_", None)
+    trees = [estimator, *(np.ravel(np.asarray(members, dtype=object)) if members is not None else [])]
+    for tree in trees:
+        threshold = getattr(getattr(tree, "tree_", None), "threshold", None)
+        if isinstance(threshold, np.ndarray) and threshold.flags.writeable:
+            threshold[:] = _float32_below(threshold)
+
+
+def _float32_below(values: np.ndarray) -> np.ndarray:
+    """The largest float32 ≤ each value, as float64."""
+    with np.errstate(over="ignore"):  # HGB clips +inf thresholds to 1e300, beyond float32
+        as32 = values.astype("float32")
+    return np.where(as32.astype("float64") > values, np.nextafter(as32, np.float32(-np.inf)), as32).astype("float64")
 
 
 def score(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:

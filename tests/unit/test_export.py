@@ -274,3 +274,21 @@ def test_manifest_hashes_chunks_opset_and_round_trip(binary: tuple[TrainedModel,
 def test_export_config_defaults_are_used() -> None:
     assert ProjectConfig().export == ExportConfig()
     assert ExportConfig().golden_rows == 20 and ExportConfig().numeric_bins == 10
+
+
+def test_random_forest_ties_are_not_label_disagreements() -> None:
+    """An even number of trees voting 50/50: sklearn and ONNX may pick different labels by float rounding."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=400), "z": rng.normal(size=400), "y": rng.choice(["a", "b"], 400)})
+    trained, result = trained_and_exported(df, "y", **{"model.estimator": "sklearn.ensemble.RandomForestClassifier",
+                                                        "model.params.n_estimators": 4})
+    expected = trained.pipeline.predict_proba(trained.X_test)
+    assert (np.abs(expected[:, 0] - 0.5) < 1e-9).sum() > 10  # the data does produce ties
+    label, proba = device_run(result, raw_rows(df.loc[trained.X_test.index], ["x", "z"]))
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    decided = np.abs(expected[:, 0] - 0.5) > 1e-3
+    assert list(np.asarray(label)[decided]) == list(trained.pipeline.predict(trained.X_test)[decided])
+    assert result.parity.passed and result.parity.label_agreement == 1.0
+    assert all(abs(p[0] - 0.5) > 1e-3 for p in result.golden.probabilities)  # ties never become golden rows
+    golden_label, _ = device_run(result, result.golden.inputs)
+    assert list(np.asarray(golden_label).reshape(-1)) == result.golden.labels
