@@ -1,0 +1,150 @@
+"""The device install, for real: wheel → fresh venv (no system site-packages) → the agent's deps only.
+
+One venv for the whole module (slow: about a minute). It is made by deployments/install-agent.sh itself,
+so the install script is exercised too (with its paths moved into tmp and systemd/useradd skipped).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from releases import build_release, new_key, public_pem
+from services import free_port, wait_port
+
+from edge_agent.store import ModelStore, Pointer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+FORBIDDEN = ("prefect", "sklearn", "scikit-learn", "pandas", "scipy", "skl2onnx", "typer", "sqlalchemy")
+
+
+@dataclass
+class Install:
+    prefix: Path
+    etc: Path
+    data: Path
+    key: Path
+    release: object
+
+    @property
+    def bin(self) -> Path:
+        return self.prefix / "venv" / "bin"
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)  # type: ignore[call-overload]
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    tmp = tmp_path_factory.mktemp("clean-install")
+    built = run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp / "dist"), str(ROOT)])
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = next((tmp / "dist").glob("edgeops-*.whl"))
+    key = new_key()
+    (tmp / "release.pub").write_bytes(public_pem(key))
+    inst = Install(prefix=tmp / "opt", etc=tmp / "etc", data=tmp / "data", key=tmp / "release.pub",
+                   release=build_release("churn", 1, key))
+    env = {**os.environ, "PREFIX": str(inst.prefix), "ETC_DIR": str(inst.etc), "DATA_DIR": str(inst.data),
+           "UNIT_DIR": str(tmp / "systemd"), "NO_SYSTEMD": "1", "NO_USER": "1", "PYTHON": sys._base_executable}
+    started = time.monotonic()
+    done = run(["bash", str(ROOT / "deployments" / "install-agent.sh"), "--wheel", str(wheel), "--device-id",
+                "press-17", "--public-key", str(inst.key), "--label", "site=berlin"], env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    print(f"\ninstall-agent.sh took {time.monotonic() - started:.0f} s")
+    again = run(["bash", str(ROOT / "deployments" / "install-agent.sh"), "--wheel", str(wheel)], env=env)
+    assert again.returncode == 0 and "keeping the existing" in again.stdout, again.stderr[-2000:]  # idempotent
+    yield inst
+
+
+def test_the_venv_is_clean_and_holds_only_the_agent_dependencies(install: Install) -> None:
+    cfg = (install.prefix / "venv" / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg
+    listed = run([str(install.bin / "python"), "-m", "pip", "list", "--format=json"])
+    names = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert {"edgeops", "onnxruntime", "numpy", "paho-mqtt", "cryptography"} <= names
+    assert not names & set(FORBIDDEN), names & set(FORBIDDEN)
+    site = next((install.prefix / "venv" / "lib").glob("python3*/site-packages"))
+    tools = sum(dir_size(p) for p in site.iterdir() if p.name.split("-")[0].lower() in ("pip", "setuptools"))
+    total = dir_size(site)
+    print(f"\nsite-packages: {total / 2**20:.1f} MiB ({(total - tools) / 2**20:.1f} MiB without pip/setuptools); "
+          f"{len(names)} distributions: {sorted(names)}")
+    # every agent module imports with the base dependencies alone
+    imports = run([str(install.bin / "python"), "-c", "import edge_agent.agent, edge_agent.cli, edge_agent.link, "
+                   "edge_agent.telemetry, edge_agent.outbox, edge_agent.http_api"])
+    assert imports.returncode == 0, imports.stderr
+
+
+def test_agent_help_version_and_the_control_plane_message(install: Install) -> None:
+    helped = run([str(install.bin / "edgeops-agent"), "--help"])
+    assert helped.returncode == 0 and "run" in helped.stdout and "predict" in helped.stdout
+    assert run([str(install.bin / "edgeops-agent"), "--version"]).stdout.startswith("edgeops-agent ")
+    control = run([str(install.bin / "edgeops"), "--help"])
+    assert control.returncode == 2
+    lines = control.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'edgeops[control]'" in lines[0], control.stderr
+
+
+def install_model(install: Install) -> None:
+    store = ModelStore(install.data)
+    release = install.release
+    ref = store.install(release.manifest, release.data)  # type: ignore[attr-defined]
+    store.write_pointer(Pointer(ref, None))
+
+
+def test_offline_predict_and_the_running_agent_serve_the_installed_model(
+        install: Install, session_broker: str, topic_prefix: str) -> None:
+    install_model(install)
+    row = {"age in years": 51.0, "income": 4.2, "plan": "pro"}
+    predicted = run([str(install.bin / "edgeops-agent"), "predict", "--data-dir", str(install.data),
+                     "--public-key", str(install.key), "--json", json.dumps(row)])
+    assert predicted.returncode == 0, predicted.stderr
+    offline = json.loads(predicted.stdout)
+    assert (offline["model"], offline["version"]) == ("churn", 1)
+    assert offline["prediction"]["label"] in (0, 1)
+
+    port = free_port()
+    agent = subprocess.Popen(
+        [str(install.bin / "edgeops-agent"), "run", "--config", str(install.etc / "agent.toml"),
+         "--broker", session_broker, "--topic-prefix", topic_prefix, "--http", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port("127.0.0.1", port, timeout=30)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", method="POST",
+                                         data=json.dumps({"record": row}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            served = json.loads(response.read())
+        assert served["prediction"]["label"] == offline["prediction"]["label"]
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err[-2000:]
+    assert "stopping" in err
+    clear_retained(session_broker, [f"{topic_prefix}/devices/press-17/{c}" for c in ("status", "reported")])
+
+
+def clear_retained(url: str, topics: list[str]) -> None:
+    """Leave the shared broker as we found it."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect(host, int(port))
+    client.loop_start()
+    for topic in topics:
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
