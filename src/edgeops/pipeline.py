@@ -25,7 +25,7 @@ from edge_agent.protocol import Lineage, ProtocolError, ReleaseManifest, check_n
 from .config import ProjectConfig, config_sha256, load_config
 from .data import file_sha256, load_table
 from .errors import ConfigError, DataError, ValidationFailed
-from .export import ExportResult, build_manifest, export_model
+from .export import ExportResult, ParityReport, build_manifest, export_model
 from .gates import GateResult, evaluate_gates
 from .registry import CANDIDATE, CHAMPION, SAMPLE_FILE, Registry, ReleaseRecord
 from .signing import key_paths, load_private_key, sign_manifest
@@ -243,6 +243,14 @@ def metrics_table(metrics: Mapping[str, float], gate: GateResult) -> list[dict[s
     return rows
 
 
+def parity_line(parity: ParityReport) -> str:
+    """One readable line about ONNX vs scikit-learn (label agreement only exists for classifiers)."""
+    line = f"max |diff| {parity.max_abs_diff:.2g} on {parity.rows} holdout rows (tolerance {parity.tolerance:g})"
+    if parity.label_agreement is not None:
+        line += f", labels agree {parity.label_agreement:.2%}"
+    return line
+
+
 def summary_markdown(result: PipelineResult) -> str:
     """The run's Prefect artifact: outcome, validation, metrics vs gates, ONNX parity, lineage."""
     record, parity = result.record, result.export.parity
@@ -250,8 +258,7 @@ def summary_markdown(result: PipelineResult) -> str:
     lines = [f"# {record.ref}: {'registered' if result.passed else 'rejected'}", "", result.headline(), "",
              "## Validation", "", result.validation.to_markdown(), "", "## Metrics vs gates", "",
              result.gate.to_markdown(), "", "## ONNX parity", "",
-             f"{parity.rows} holdout rows, max |Δ| {parity.max_abs_diff:.3g} (tolerance {parity.tolerance:g}), "
-             f"label agreement {parity.label_agreement:.4f}: {'passed' if parity.passed else 'FAILED'}", "",
+             f"{parity_line(parity)}: {'passed' if parity.passed else 'FAILED'}", "",
              "## Lineage", "", f"- data sha256 `{lineage.data_sha256}`", f"- config sha256 `{lineage.config_sha256}`",
              f"- code revision `{lineage.code_revision}`", f"- parent version {lineage.parent_version}"]
     return "\n".join(lines)

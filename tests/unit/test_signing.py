@@ -133,3 +133,17 @@ def test_a_different_key_is_named_not_trusted(tmp_path: Path) -> None:
         check_signature(signed, load_public_key(other_public))
     with pytest.raises(SigningError, match="not signed"):
         check_signature(release(), load_public_key(other_public))
+
+
+def test_the_agent_verifier_accepts_ours_and_rejects_tampering(tmp_path: Path) -> None:
+    from edge_agent.errors import VerificationError
+    from edge_agent.verify import KeyRing, verify_manifest
+
+    private, public = generate_keys(tmp_path)
+    signed = sign_manifest(release(), load_private_key(private))
+    keyring = KeyRing.from_paths([public])
+    verify_manifest(parse_manifest(signed.to_bytes()), keyring)
+    for name, forged in _tampered(signed):
+        with pytest.raises(VerificationError, match="invalid signature"):
+            verify_manifest(forged, keyring)
+        assert name

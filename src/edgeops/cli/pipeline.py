@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import DataError
-from ..pipeline import PipelineRequest, load_signing_key, make_request, metrics_table
+from ..pipeline import PipelineRequest, load_signing_key, make_request, metrics_table, parity_line
 from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, user_errors
 
 if TYPE_CHECKING:
@@ -39,10 +39,16 @@ def run_flow(request: PipelineRequest, config: Path | None, overrides: dict[str,
         raise DataError(f"data file {str(request.data)!r} does not exist", path=request.data)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a CLI run
-    if not os.environ.get("PREFECT_API_URL"):
+    # The temporary server migrates a fresh database on first use; Prefect's default wait is too short for
+    # that on a busy laptop.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pipeline import pipeline_flow
+
+    if not PREFECT_API_URL.value():
         typer.echo("starting a temporary Prefect server for this run (set PREFECT_API_URL to use a running one)",
                    err=True)
-    from flows.pipeline import pipeline_flow
 
     return pipeline_flow(data=str(request.data), model=request.model, target=request.target,
                          config_path=None if config is None else str(config), overrides=overrides)
@@ -57,9 +63,7 @@ def report(result: "PipelineResult", json_out: bool) -> None:
         for row in metrics_table(result.metrics, result.gate):
             mark = "ok" if row["passed"] else "FAILED"
             typer.echo(f"  {row['metric']:<10} {row['value']:<10.4g} {mark:<7} {row['gates']}")
-        parity = result.export.parity
-        typer.echo(f"onnx parity: max |diff| {parity.max_abs_diff:.2g} on {parity.rows} rows, "
-                   f"labels agree {parity.label_agreement:.2%}")
+        typer.echo(f"onnx parity: {parity_line(result.export.parity)}")
         if result.passed:
             typer.echo(result.headline())
             typer.echo(f"  onnx: {result.record.onnx_path}")
