@@ -5,6 +5,7 @@ the manifest."""
 import itertools
 import math
 import re
+from collections.abc import Callable
 
 import google.protobuf
 import numpy as np
@@ -292,3 +293,30 @@ def test_random_forest_ties_are_not_label_disagreements() -> None:
     assert all(abs(p[0] - 0.5) > 1e-3 for p in result.golden.probabilities)  # ties never become golden rows
     golden_label, _ = device_run(result, result.golden.inputs)
     assert list(np.asarray(golden_label).reshape(-1)) == result.golden.labels
+
+
+@pytest.mark.parametrize(("frame", "target", "estimator"), [
+    (binary_frame, "status", None),
+    (iris_frame, "species", "sklearn.ensemble.HistGradientBoostingClassifier"),
+    (diabetes_frame, "target", "sklearn.ensemble.RandomForestRegressor"),
+])
+def test_the_agent_reproduces_the_golden_samples(frame: Callable[[], pd.DataFrame], target: str,
+                                                  estimator: str | None) -> None:
+    """The contract with the device: the agent's ModelRunner, fed the golden inputs from the parsed manifest,
+    gives scikit-learn's labels exactly and its numbers within the golden tolerance."""
+    from edge_agent.inference import ModelRunner
+
+    params = {"n_estimators": 10} if estimator and "RandomForest" in estimator else {}
+    trained, result = trained_and_exported(frame(), target, **{"model.estimator": estimator, "model.params": params})
+    manifest = parse_manifest(build_manifest("golden-check", 1, result, Lineage("a" * 64, "b" * 64),
+                                             trained.metrics, 4096).to_bytes())
+    golden = manifest.golden
+    records = [{col: golden.inputs[col][i] for col in golden.inputs} for i in range(golden.rows)]
+    predictions = ModelRunner(manifest, result.onnx_bytes).predict_many(records)
+    if trained.task == "regression":
+        assert max(abs(p.value - v) for p, v in zip(predictions, golden.values, strict=True)) <= golden.tolerance
+        return
+    assert [p.label for p in predictions] == golden.labels
+    for p, want in zip(predictions, golden.probabilities, strict=True):
+        got = [p.probabilities[c] for c in manifest.outputs.classes]
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= golden.tolerance
