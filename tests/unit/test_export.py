@@ -306,7 +306,8 @@ def test_the_agent_reproduces_the_golden_samples(frame: Callable[[], pd.DataFram
     gives scikit-learn's labels exactly and its numbers within the golden tolerance."""
     from edge_agent.inference import ModelRunner
 
-    params = {"n_estimators": 10} if estimator and "RandomForest" in estimator else {}
+    params = {"RandomForestRegressor": {"n_estimators": 10}, "HistGradientBoostingClassifier": {"max_iter": 20}}.get(
+        (estimator or "").rpartition(".")[2], {})
     trained, result = trained_and_exported(frame(), target, **{"model.estimator": estimator, "model.params": params})
     manifest = parse_manifest(build_manifest("golden-check", 1, result, Lineage("a" * 64, "b" * 64),
                                              trained.metrics, 4096).to_bytes())
