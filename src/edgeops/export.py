@@ -18,11 +18,13 @@ import onnxruntime as ort
 import pandas as pd
 
 from edge_agent.protocol import (
+    MAX_MESSAGE_BYTES,
     ArtifactInfo,
     GoldenSamples,
     InputSpec,
     Lineage,
     OutputSpec,
+    ProtocolError,
     Reference,
     ReleaseManifest,
     now_iso,
@@ -37,6 +39,8 @@ from .training import TrainedModel
 MAX_INPUT_NAME = 48
 MIN_GOLDEN_TOLERANCE = 1e-5
 GOLDEN_MARGIN = 10.0
+MANIFEST_SIGNATURE_ROOM = 256
+"""Bytes the signature adds to the manifest (algorithm, key id, base64 of 64 bytes, JSON punctuation)."""
 
 
 @dataclass(frozen=True)
@@ -247,15 +251,28 @@ def export_model(trained: TrainedModel, cfg: ExportConfig) -> ExportResult:
 
 def build_manifest(name: str, version: int, export: ExportResult, lineage: Lineage, metrics: dict[str, float],
                    chunk_size: int, created: str | None = None) -> ReleaseManifest:
-    """The unsigned release manifest: artifact hashes (whole and per chunk), inputs, outputs, bins, golden."""
+    """The unsigned release manifest: artifact hashes (whole and per chunk), inputs, outputs, bins, golden.
+
+    A manifest over the protocol's message limit (1 MiB) would be refused by every device, so that is an
+    ExportError here, naming what made it big (usually a text column with thousands of categories)."""
     data = export.onnx_bytes
     chunks = tuple(sha256_hex(data[i:i + chunk_size]) for i in range(0, len(data), chunk_size))
-    artifact = ArtifactInfo(sha256=sha256_hex(data), size=len(data), opset=export.opset, chunk_size=chunk_size,
-                            chunk_sha256=chunks)
-    return ReleaseManifest(name=name, version=version, created=created or now_iso(), artifact=artifact,
-                           inputs=export.inputs, outputs=export.outputs, reference=export.reference,
-                           prediction_reference=export.prediction_reference, golden=export.golden,
-                           lineage=lineage, metrics={k: float(v) for k, v in metrics.items()})
+    try:
+        artifact = ArtifactInfo(sha256=sha256_hex(data), size=len(data), opset=export.opset,
+                                chunk_size=chunk_size, chunk_sha256=chunks)
+        manifest = ReleaseManifest(name=name, version=version, created=created or now_iso(), artifact=artifact,
+                                   inputs=export.inputs, outputs=export.outputs, reference=export.reference,
+                                   prediction_reference=export.prediction_reference, golden=export.golden,
+                                   lineage=lineage, metrics={k: float(v) for k, v in metrics.items()})
+        size = len(manifest.to_bytes()) + MANIFEST_SIGNATURE_ROOM
+    except ProtocolError as exc:
+        raise ExportError(f"cannot build the release manifest: {exc}") from exc
+    if size > MAX_MESSAGE_BYTES:
+        widest = max(export.inputs, key=lambda spec: len(spec.categories or ()))
+        raise ExportError(f"the manifest would be {size} bytes, over the {MAX_MESSAGE_BYTES} a device accepts; "
+                          f"the widest input is {widest.column!r} with {len(widest.categories or ())} categories "
+                          "(bucket or drop high-cardinality text columns, or lower export.golden_rows)")
+    return manifest
 
 
 def model_opset(model: onnx.ModelProto) -> int:

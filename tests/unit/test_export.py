@@ -321,3 +321,21 @@ def test_the_agent_reproduces_the_golden_samples(frame: Callable[[], pd.DataFram
     for p, want in zip(predictions, golden.probabilities, strict=True):
         got = [p.probabilities[c] for c in manifest.outputs.classes]
         assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= golden.tolerance
+
+
+def test_a_manifest_too_big_for_devices_is_an_export_error() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.choice(["a", "b"], n),
+                       "serial number": [f"SN-{i:06d}-" + "x" * 3000 for i in range(n)]})
+    trained, result = trained_and_exported(df, "y")
+    with pytest.raises(ExportError) as info:
+        build_manifest("big", 1, result, Lineage("a" * 64, "b" * 64), trained.metrics, 4096)
+    assert "over the 1048576 a device accepts" in str(info.value)
+    assert "'serial number' with 300 categories" in str(info.value)
+
+
+def test_a_bad_model_name_is_an_export_error(binary: tuple[TrainedModel, ExportResult]) -> None:
+    trained, result = binary
+    with pytest.raises(ExportError, match="cannot build the release manifest: name"):
+        build_manifest("no/slash", 1, result, Lineage("a" * 64, "b" * 64), trained.metrics, 4096)
