@@ -38,10 +38,21 @@ def load_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read data file {str(path)!r}: {exc}", path=path) from exc
     if df.shape[1] == 0 or df.shape[0] == 0:
         raise DataError(f"data file {str(path)!r} holds no rows or no columns", path=path)
-    if len(set(map(str, df.columns))) != df.shape[1]:
-        raise DataError(f"data file {str(path)!r} has duplicate column names", path=path)
-    df.columns = [str(c) for c in df.columns]
-    return df
+    return with_text_columns(df, f"data file {str(path)!r}")
+
+
+def with_text_columns(df: pd.DataFrame, what: str = "the data") -> pd.DataFrame:
+    """``df`` with every column name as text (frames built in code may use numbers); duplicates are an error,
+    because a column name is how the model, the manifest and the device address a value."""
+    names = [str(c) for c in df.columns]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{what} has duplicate column names: {dupes[:5]}")
+    if all(isinstance(c, str) for c in df.columns):
+        return df
+    out = df.copy()
+    out.columns = names
+    return out
 
 
 def file_sha256(path: Path) -> str:
@@ -140,4 +151,4 @@ def _names(df: pd.DataFrame, limit: int = 10) -> str:
 
 
 __all__ = ["ColumnKind", "as_numeric", "as_text", "check_columns", "column_kind", "file_sha256",
-           "frame_sha256", "load_table", "numeric_garbage"]
+           "frame_sha256", "load_table", "numeric_garbage", "with_text_columns"]

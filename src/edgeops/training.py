@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from .config import ProjectConfig, import_estimator
-from .data import ColumnKind, as_numeric, as_text, check_columns, column_kind
+from .data import ColumnKind, as_numeric, as_text, check_columns, column_kind, with_text_columns
 from .errors import ConfigError, DataError
 
 DEFAULT_ESTIMATORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -143,6 +143,7 @@ def make_estimator(cfg: ProjectConfig, task: str) -> tuple[str, BaseEstimator]:
 
 def train_model(df: pd.DataFrame, target: str, cfg: ProjectConfig) -> TrainedModel:
     """Split, fit and score. Same data + config + seed → same model and metrics."""
+    df, target = with_text_columns(df), str(target)
     check_columns(df, target, cfg.data.numeric_parse_ratio)
     task = cfg.model.task or infer_task(df[target])
     path, estimator = make_estimator(cfg, task)

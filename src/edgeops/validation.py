@@ -16,7 +16,7 @@ from scipy import stats
 from edge_agent.protocol import CategoricalBins, Counts, Reference, ReleaseManifest
 
 from .config import DataChecks
-from .data import as_numeric, as_text, column_kind, numeric_garbage
+from .data import as_numeric, as_text, column_kind, numeric_garbage, with_text_columns
 from .reference import categorical_reference, numeric_counts
 from .training import infer_task
 
@@ -135,7 +135,11 @@ def infer_schema(df: pd.DataFrame, target: str) -> DataSchema:
 
 def validate_data(df: pd.DataFrame, target: str, checks: DataChecks, champion: ReleaseManifest | None = None,
                   champion_sample: pd.DataFrame | None = None) -> ValidationReport:
-    """Schema, quality and (with a champion) drift findings; never raises for bad data, it reports it."""
+    """Schema, quality and (with a champion) drift findings; raises only for duplicate column names (then
+    no column can be addressed), otherwise reports every problem as a finding."""
+    df, target = with_text_columns(df), str(target)
+    if champion_sample is not None:
+        champion_sample = with_text_columns(champion_sample, "the champion sample")
     schema = infer_schema(df, target)
     findings = _table_findings(df, checks) + _column_findings(df, target, checks, schema)
     findings += _target_findings(df, target, checks)

@@ -121,3 +121,15 @@ def test_check_columns_names_the_problem(df: pd.DataFrame, target: str, words: s
 
 def test_check_columns_accepts_good_data() -> None:
     check_columns(small_frame(), "label", 0.8)
+
+
+def test_column_names_become_text_and_duplicates_are_refused(tmp_path: Path) -> None:
+    from edgeops.data import with_text_columns
+
+    df = pd.DataFrame([[1, 2, "a"]], columns=[0, 1.5, "y"])
+    assert list(with_text_columns(df).columns) == ["0", "1.5", "y"]
+    assert list(df.columns) == [0, 1.5, "y"]  # the caller's frame is untouched
+    with pytest.raises(DataError, match=r"duplicate column names: \['1'\]"):
+        with_text_columns(pd.DataFrame([[1, 2]], columns=[1, "1"]))
+    (tmp_path / "dup.csv").write_text("a,a,b\n1,2,3\n", encoding="utf-8")
+    assert list(load_table(tmp_path / "dup.csv").columns) == ["a", "a.1", "b"]  # pandas renames on read

@@ -176,3 +176,11 @@ def test_float32_threshold_rounding_keeps_every_prediction() -> None:
     np.testing.assert_array_equal(model.predict_proba(X), before)
     thresholds = np.concatenate([p.nodes["num_threshold"] for per in model._predictors for p in per])
     assert np.all(thresholds.astype("float32").astype("float64") == thresholds)
+
+
+def test_numeric_column_names_from_code_are_used_as_text() -> None:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({0: rng.normal(size=200), 1: rng.choice(["a", "b"], 200)})
+    df[2] = np.where(df[0] > 0, "yes", "no")
+    trained = train_model(df, 2, cfg())  # type: ignore[arg-type]
+    assert trained.feature_columns == ["0", "1"] and trained.target == "2"
