@@ -128,8 +128,9 @@ def convert(trained: TrainedModel, inputs: tuple[InputSpec, ...], target_opset: 
             # protobuf 6 warns, and protobuf 7 fails, on the bool-in-ints attribute skl2onnx writes for
             # HistGradientBoosting; pyproject pins protobuf<7 and tests/unit/test_export.py guards the pin.
             warnings.filterwarnings("ignore", message="Field onnx.AttributeProto.ints", category=DeprecationWarning)
+            # A fixed graph name (skl2onnx's default is a random uuid) keeps releases byte-reproducible.
             model = convert_sklearn(trained.pipeline, initial_types=initial_types, options=options,
-                                    target_opset=target_opset)
+                                    target_opset=target_opset, name=f"edgeops_{type(estimator).__name__}")
     except Exception as exc:  # skl2onnx raises anything (RuntimeError, protobuf errors, KeyError, ...)
         raise ExportError(f"skl2onnx cannot convert {trained.estimator or type(estimator).__name__}: "
                           f"{type(exc).__name__}: {one_line(exc, 200)}") from exc

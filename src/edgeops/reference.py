@@ -64,11 +64,12 @@ def categorical_reference(values: pd.Series, missing_token: str | None = None,
     text = values.astype(object).where(values.notna(), None)
     is_missing = text.isna() | (text == missing_token) if missing_token is not None else text.isna()
     present = text[~is_missing].map(str)
-    freq = present.value_counts(sort=True)
-    source = freq.index if categories is None else categories
+    freq = present.value_counts()
+    by_frequency = sorted(freq.index, key=lambda c: (-int(freq[c]), c))  # ties by name: same bytes every run
+    source = by_frequency if categories is None else categories
     order = [str(c) for c in source if c != missing_token]
     if len(order) > MAX_BINS:
-        kept = set(freq.index[:MAX_BINS])
+        kept = set(by_frequency[:MAX_BINS])
         order = [c for c in order if c in kept][:MAX_BINS]
     if not order:
         order = [missing_token or ""]

@@ -339,3 +339,13 @@ def test_a_bad_model_name_is_an_export_error(binary: tuple[TrainedModel, ExportR
     trained, result = binary
     with pytest.raises(ExportError, match="cannot build the release manifest: name"):
         build_manifest("no/slash", 1, result, Lineage("a" * 64, "b" * 64), trained.metrics, 4096)
+
+
+def test_same_inputs_give_byte_identical_releases() -> None:
+    """Reproducible releases: same data + config + seed → the same ONNX bytes and manifest bytes."""
+    def release() -> bytes:
+        trained, result = trained_and_exported(binary_frame(), "status")
+        return build_manifest("same", 1, result, Lineage("a" * 64, "b" * 64), trained.metrics, 4096,
+                              created="2026-01-01T00:00:00.000Z").to_bytes()
+
+    assert release() == release()
