@@ -78,11 +78,11 @@ class GateConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     parity_tolerance: float = 1e-4
-    min_label_agreement: float = 1.0
     golden_rows: int = 20
     numeric_bins: int = 10
     chunk_size: int = 256 * 1024
     target_opset: int | None = None
+    min_label_agreement: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -314,6 +314,8 @@ def _check_semantics(cfg: ProjectConfig) -> None:
             raise ConfigError(key, "must be at least 1")
     if not 1 <= cfg.export.numeric_bins <= 1024:
         raise ConfigError("export.numeric_bins", "must be between 1 and 1024")
+    if not 0.0 <= cfg.export.min_label_agreement <= 1.0:
+        raise ConfigError("export.min_label_agreement", "must be between 0 and 1")
     if cfg.export.parity_tolerance <= 0:
         raise ConfigError("export.parity_tolerance", "must be positive")
     for key in ("max_missing_ratio", "max_duplicate_ratio", "min_class_ratio", "numeric_parse_ratio"):
