@@ -205,9 +205,8 @@ def register_step(registry: Registry, request: PipelineRequest, key: Ed25519Priv
                                report=build_report(validation, gate, export, trained.metrics),
                                files={SAMPLE_FILE: sample} if sample is not None else None)
     if gate.passed:
-        record = registry.promote(request.model, record.version, CANDIDATE)
-        if registry.champion(request.model) is None:
-            record = registry.promote(request.model, record.version, CHAMPION)
+        registry.promote(request.model, record.version, CANDIDATE)
+        record = registry.promote(request.model, record.version, CHAMPION, only_if_unset=True)
     return record
 
 

@@ -212,8 +212,12 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def promote(self, model: str, version: int, alias: str = CHAMPION) -> ReleaseRecord:
-        """Point ``alias`` at ``version``. Rejected versions can never be promoted."""
+    def promote(self, model: str, version: int, alias: str = CHAMPION, *, only_if_unset: bool = False) -> ReleaseRecord:
+        """Point ``alias`` at ``version``. Rejected versions can never be promoted.
+
+        ``only_if_unset`` leaves an existing alias alone, decided under the lock, so that of two first runs
+        racing each other exactly one becomes the champion.
+        """
         _check_alias(alias)
         with self._locked():
             record = self.get(model, version)
@@ -221,8 +225,9 @@ class Registry:
                 reasons = "; ".join(record.report.get("reasons", [])) or "no reason recorded"
                 raise RegistryError(f"{record.ref} was rejected ({reasons}) and cannot be promoted")
             aliases = self._aliases(model)
-            aliases[alias] = version
-            self._write_aliases(model, aliases)
+            if not (only_if_unset and alias in aliases):
+                aliases[alias] = version
+                self._write_aliases(model, aliases)
         return self.get(model, version)
 
     def _write_aliases(self, model: str, aliases: dict[str, int]) -> None:

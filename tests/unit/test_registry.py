@@ -145,3 +145,12 @@ def test_parse_ref() -> None:
     assert parse_ref("churn") == ("churn", None)
     with pytest.raises(RegistryError):
         parse_ref("../x@1")
+
+
+def test_only_if_unset_keeps_the_first_champion(tmp_path: Path, key: Path) -> None:
+    reg = Registry(tmp_path)
+    for _ in range(2):
+        reg.register("churn", builder("churn", key))
+    assert reg.promote("churn", 1, "champion", only_if_unset=True).aliases == ("champion",)
+    assert reg.promote("churn", 2, "champion", only_if_unset=True).aliases == ()
+    assert reg.aliases("churn") == {"champion": 1}

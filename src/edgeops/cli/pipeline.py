@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import DataError
-from ..pipeline import PipelineRequest, load_signing_key, make_request, metrics_table, parity_line
 from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, user_errors
 
-if TYPE_CHECKING:
-    from ..pipeline import PipelineResult
+if TYPE_CHECKING:  # edgeops.pipeline imports scikit-learn and skl2onnx: only when a command needs them
+    from ..pipeline import PipelineRequest, PipelineResult
 
 app = typer.Typer(help="Validate, train, gate, export and register a model.", no_args_is_help=True)
 
@@ -31,9 +30,11 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def run_flow(request: PipelineRequest, config: Path | None, overrides: dict[str, Any],
+def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[str, Any],
              verbose: bool = False) -> "PipelineResult":
     """Check what is cheap to check, then run the flow (Prefect imported only now, quietly unless verbose)."""
+    from ..pipeline import load_signing_key
+
     load_signing_key(request.config)
     if not request.data.is_file():
         raise DataError(f"data file {str(request.data)!r} does not exist", path=request.data)
@@ -56,6 +57,8 @@ def run_flow(request: PipelineRequest, config: Path | None, overrides: dict[str,
 
 def report(result: "PipelineResult", json_out: bool) -> None:
     """Print the outcome; a rejected release exits with EXIT_REJECTED and its reasons on stderr."""
+    from ..pipeline import metrics_table, parity_line
+
     if json_out:
         print_json(result.to_dict())
     else:
@@ -88,6 +91,8 @@ def run(data: Annotated[Path, typer.Option("--data", help="Training data (.csv o
     for key, value in (("model.task", task), ("model.estimator", estimator), ("seed", seed)):
         if value is not None:
             overrides[key] = value
+    from ..pipeline import make_request
+
     with user_errors():
         request = make_request(data, model, target, config, overrides)
         result = run_flow(request, config, overrides, verbose)
