@@ -21,6 +21,7 @@ class ReleaseCollector:
     keyring: KeyRing
     max_bytes: int
     manifest: ReleaseManifest | None = None
+    manifest_bytes: bytes = b""
     whole: bytes | None = None
     chunks: dict[int, bytes] = field(default_factory=dict)
 
@@ -52,9 +53,9 @@ class ReleaseCollector:
             raise VerificationError(f"malformed manifest: {exc}") from exc
         if (manifest.name, manifest.version) != (self.ref.model, self.ref.version):
             raise VerificationError(f"manifest names {manifest.name}@{manifest.version}, expected {self.ref}")
-        verify_manifest(manifest, self.keyring)
+        verify_manifest(manifest, self.keyring, payload)
         check_size(manifest, self.max_bytes)
-        self.manifest = manifest
+        self.manifest, self.manifest_bytes = manifest, payload
         for index, data in self.chunks.items():
             verify_chunk(manifest, index, data)
 

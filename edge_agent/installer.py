@@ -31,9 +31,9 @@ RETRY_MAX_S = 60.0
 
 def load_verified(store: ModelStore, keyring: KeyRing, ref: ModelRef, max_bytes: int) -> tuple[ReleaseManifest, bytes]:
     """A stored release whose signature and bytes check out again (the disk is not trusted blindly)."""
-    manifest, data = store.load(ref, max_bytes)
+    manifest, data, manifest_bytes = store.load_raw(ref, max_bytes)
     try:
-        verify_manifest(manifest, keyring)
+        verify_manifest(manifest, keyring, manifest_bytes)
     except VerificationError as exc:
         raise StoreError(f"{ref} on disk fails verification: {exc}") from exc
     return manifest, data
@@ -83,6 +83,7 @@ class Job:
     retry_at: float | None = None
     attempt: int = 0
     manifest: ReleaseManifest | None = None
+    manifest_bytes: bytes | None = None
     data: bytes | None = None
     runner: ModelRunner | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -163,7 +164,7 @@ class Installer:
             agent.transition(phase="fetching", target=job.ref, last_error=None)
             local = self._local_copy(job.ref)
             if local is not None:
-                job.manifest, job.data = local
+                job.manifest, job.data, job.manifest_bytes = local
                 return True
             job.collector = ReleaseCollector(job.ref, agent.topics, agent.keyring, agent.config.max_artifact_bytes)
             job.deadline = self.now + agent.config.fetch_timeout_s
@@ -175,17 +176,20 @@ class Installer:
                 raise FetchError(f"fetch of {job.ref} timed out after {agent.config.fetch_timeout_s:g}s")
             return False
         job.manifest, job.data = result
+        job.manifest_bytes = job.collector.manifest_bytes
         self._unsubscribe(job)
         return True
 
-    def _local_copy(self, ref: ModelRef) -> tuple[ReleaseManifest, bytes] | None:
+    def _local_copy(self, ref: ModelRef) -> tuple[ReleaseManifest, bytes, bytes] | None:
         """A release already on disk (typically the previous model) needs no download."""
         agent = self.agent
         if not agent.store.has(ref):
             return None
         try:
-            return load_verified(agent.store, agent.keyring, ref, agent.config.max_artifact_bytes)
-        except StoreError as exc:
+            manifest, data, manifest_bytes = agent.store.load_raw(ref, agent.config.max_artifact_bytes)
+            verify_manifest(manifest, agent.keyring, manifest_bytes)
+            return manifest, data, manifest_bytes
+        except (StoreError, VerificationError) as exc:
             log.warning("stored copy of %s unusable, fetching it again: %s", ref, exc)
             return None
 
@@ -193,7 +197,7 @@ class Installer:
         agent = self.agent
         agent.transition(phase="verifying")
         assert job.manifest is not None and job.data is not None
-        verify_manifest(job.manifest, agent.keyring)
+        verify_manifest(job.manifest, agent.keyring, job.manifest_bytes)
         verify_artifact(job.manifest, job.data, agent.config.max_artifact_bytes)
         return True
 
@@ -209,7 +213,7 @@ class Installer:
         old = agent.state.current
         agent.transition(phase="activating")
         assert job.manifest is not None and job.data is not None and job.runner is not None
-        agent.store.install(job.manifest, job.data)
+        agent.store.install(job.manifest, job.data, job.manifest_bytes)
         # ---- POINT OF NO RETURN: once the pointer names the new model, a restart serves it. ---------------
         agent.store.write_pointer(Pointer(job.ref, old))
         baseline = agent.latencies.p95(agent.config.probation_min_predictions)

@@ -109,9 +109,10 @@ class ModelStore:
         return self.path("models", ref.model, str(ref.version))
 
     # releases -------------------------------------------------------------------------------------
-    def install(self, manifest: ReleaseManifest, data: bytes) -> ModelRef:
+    def install(self, manifest: ReleaseManifest, data: bytes, manifest_bytes: bytes | None = None) -> ModelRef:
         """Write a verified release under ``models/{model}/{version}/`` (artifact first, manifest last: a
-        directory with a manifest is complete)."""
+        directory with a manifest is complete). ``manifest_bytes`` are the signed bytes as received, kept
+        verbatim so the signature can be checked again after a restart."""
         ref = ModelRef(manifest.name, manifest.version)
         directory = self.model_dir(ref)
         created = [p for p in (directory.parent, directory) if not p.exists()]
@@ -119,7 +120,7 @@ class ModelStore:
         for made in created:
             fsync_dir(made.parent)
         atomic_write(directory / MODEL_FILE, data)
-        atomic_write(directory / MANIFEST_FILE, manifest.to_bytes())
+        atomic_write(directory / MANIFEST_FILE, manifest.to_bytes() if manifest_bytes is None else manifest_bytes)
         return ref
 
     def has(self, ref: ModelRef) -> bool:
@@ -128,9 +129,15 @@ class ModelStore:
 
     def load(self, ref: ModelRef, max_bytes: int) -> tuple[ReleaseManifest, bytes]:
         """Read a stored release and check its bytes against its manifest (the caller checks the signature)."""
+        manifest, data, _ = self.load_raw(ref, max_bytes)
+        return manifest, data
+
+    def load_raw(self, ref: ModelRef, max_bytes: int) -> tuple[ReleaseManifest, bytes, bytes]:
+        """Like ``load``, plus the manifest's bytes as stored (what its signature covers)."""
         directory = self.model_dir(ref)
         try:
-            manifest = parse_manifest((directory / MANIFEST_FILE).read_bytes())
+            manifest_bytes = (directory / MANIFEST_FILE).read_bytes()
+            manifest = parse_manifest(manifest_bytes)
             data = (directory / MODEL_FILE).read_bytes()
         except OSError as exc:
             raise StoreError(f"{ref} is incomplete on disk: {exc.strerror}") from exc
@@ -142,7 +149,7 @@ class ModelStore:
             verify_artifact(manifest, data, max_bytes)
         except VerificationError as exc:
             raise StoreError(f"{ref} is corrupt on disk: {exc}") from exc
-        return manifest, data
+        return manifest, data, manifest_bytes
 
     def prune(self, keep: set[ModelRef]) -> None:
         """Delete stored versions other than ``keep`` (current and previous), so the disk stays bounded."""

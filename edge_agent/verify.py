@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import ConfigError, VerificationError
-from .protocol import SIGNATURE_ALGORITHM, ReleaseManifest, key_id
+from .protocol import SIGNATURE_ALGORITHM, ProtocolError, ReleaseManifest, canonical_json, key_id, parse_json
 
 
 def public_key_id(key: Ed25519PublicKey) -> str:
@@ -57,8 +57,24 @@ class KeyRing:
         return tuple(sorted(self.keys))
 
 
-def verify_manifest(manifest: ReleaseManifest, keyring: KeyRing) -> None:
-    """Raise VerificationError unless ``manifest`` carries a valid signature by a trusted key."""
+def manifest_signing_bytes(payload: bytes) -> bytes:
+    """The bytes a signature covers, taken from the manifest *as received*: its canonical JSON without the
+    ``signature`` member. Re-encoding the parsed dataclass instead would drop fields a newer minor version
+    added (and rewrite its schema tag), so an older agent could never verify a minor-bumped manifest."""
+    try:
+        obj = parse_json(payload)
+    except ProtocolError as exc:
+        raise VerificationError(f"malformed manifest: {exc}") from exc
+    obj.pop("signature", None)
+    return canonical_json(obj)
+
+
+def verify_manifest(manifest: ReleaseManifest, keyring: KeyRing, payload: bytes | None = None) -> None:
+    """Raise VerificationError unless ``manifest`` carries a valid signature by a trusted key.
+
+    Pass ``payload`` (the bytes ``manifest`` was parsed from) whenever you have them; without it the
+    signature is checked over ``manifest.signing_bytes()``, which equals it for the current schema version.
+    """
     signature = manifest.signature
     if signature is None:
         raise VerificationError("manifest is not signed")
@@ -69,7 +85,8 @@ def verify_manifest(manifest: ReleaseManifest, keyring: KeyRing) -> None:
         trusted = ", ".join(keyring.key_ids) or "none"
         raise VerificationError(f"unknown signing key {signature.key_id} (trusted: {trusted})")
     try:
-        key.verify(signature.value, manifest.signing_bytes())
+        signed = manifest.signing_bytes() if payload is None else manifest_signing_bytes(payload)
+        key.verify(signature.value, signed)
     except InvalidSignature:
         raise VerificationError(f"invalid signature by key {signature.key_id}") from None
 
