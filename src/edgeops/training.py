@@ -134,8 +134,8 @@ def make_estimator(cfg: ProjectConfig, task: str) -> tuple[str, BaseEstimator]:
         kind = "regressor" if task == "regression" else "classifier"
         raise ConfigError("model.estimator", f"{path} is not a {kind}, but the task is {task}")
     if task != "regression" and not hasattr(estimator, "predict_proba"):
-        raise ConfigError("model.estimator", f"{path} has no predict_proba (for SVC set probability: true): "
-                          "releases carry class probabilities")
+        raise ConfigError("model.estimator", f"{path} has no predict_proba: releases carry class probabilities, "
+                          "so pick a probabilistic classifier")
     if "random_state" in estimator.get_params() and "random_state" not in params:
         estimator.set_params(random_state=cfg.seed)
     return path, estimator

@@ -349,3 +349,31 @@ def test_same_inputs_give_byte_identical_releases() -> None:
                               created="2026-01-01T00:00:00.000Z").to_bytes()
 
     assert release() == release()
+
+
+@pytest.mark.parametrize(("estimator", "params"), [
+    ("sklearn.tree.DecisionTreeClassifier", {"max_depth": 5}),
+    ("sklearn.ensemble.ExtraTreesClassifier", {"n_estimators": 10}),
+    ("sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 10}),
+    ("sklearn.neighbors.KNeighborsClassifier", {}),
+    ("sklearn.naive_bayes.GaussianNB", {}),
+    ("sklearn.tree.DecisionTreeRegressor", {"max_depth": 5}),
+    ("sklearn.ensemble.HistGradientBoostingRegressor", {"max_iter": 20}),
+    ("sklearn.svm.SVR", {}),
+])
+def test_other_estimators_export_with_parity(estimator: str, params: dict) -> None:
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"x 1": rng.normal(size=n), "x/2": rng.normal(size=n),
+                       "kind.name": rng.choice(["a", "b", "c", None], n)})
+    signal = df["x 1"] + np.where(df["kind.name"] == "a", 1.0, 0.0)
+    df["y"] = signal + rng.normal(0, 0.3, n) if "Regressor" in estimator or "SVR" in estimator else \
+        np.where(signal > 0.3, "hi", "lo")
+    trained, result = trained_and_exported(df, "y", **{"model.estimator": estimator, "model.params": params})
+    outputs = device_run(result, raw_rows(df.loc[trained.X_test.index], trained.feature_columns))
+    if trained.task == "regression":
+        np.testing.assert_allclose(np.asarray(outputs[0]).reshape(-1), trained.pipeline.predict(trained.X_test),
+                                   rtol=1e-4, atol=1e-4)
+    else:
+        np.testing.assert_allclose(outputs[1], trained.pipeline.predict_proba(trained.X_test), atol=1e-5)
+    assert result.parity.passed
