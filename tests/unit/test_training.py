@@ -184,3 +184,8 @@ def test_numeric_column_names_from_code_are_used_as_text() -> None:
     df[2] = np.where(df[0] > 0, "yes", "no")
     trained = train_model(df, 2, cfg())  # type: ignore[arg-type]
     assert trained.feature_columns == ["0", "1"] and trained.target == "2"
+
+
+def test_classifiers_without_probabilities_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"RidgeClassifier has no predict_proba"):
+        train_model(binary_frame(), "status", cfg(**{"model.estimator": "sklearn.linear_model.RidgeClassifier"}))
