@@ -116,6 +116,9 @@ class Installer:
             else:
                 agent.report()  # e.g. a new rollout id for the version already running
             return
+        if agent.probation is not None:  # a newer release supersedes the one on probation: stop judging it
+            with agent._lock:
+                agent.probation = None
         self.job = Job(steps[0].ref, steps[0].rollout_id, deque(steps))
         self._run()
 
