@@ -85,7 +85,7 @@ class ModelRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # single rows are latency-bound: one thread avoids handoffs
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # failures surface as ModelError; no duplicate on stderr
         try:
             self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad model

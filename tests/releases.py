@@ -305,3 +305,29 @@ def is_event(event: str, version: int) -> Callable[[str, bytes], bool]:
         obj = json.loads(payload)
         return obj["event"] == event and obj["version"] == version
     return check
+
+
+def with_runtime_trap(release: Release, key: Ed25519PrivateKey, limit: int = 64) -> Release:
+    """The same model plus a trap that makes onnxruntime fail when ``income`` >= ``limit``: it passes the
+    golden samples (incomes are small) and breaks in production — what probation exists to catch.
+
+    The trap is a Gather from a ``limit``-long constant by ``int(income)``, multiplied by 0 and added to the
+    probabilities, so the outputs are unchanged whenever it does not fail.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load_from_string(release.data)
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["probabilities_raw" if o == "probabilities" else o for o in node.output]
+    table = helper.make_tensor("trap_table", TensorProto.FLOAT, [limit], [0.0] * limit)
+    zero = helper.make_tensor("trap_zero", TensorProto.FLOAT, [], [0.0])
+    graph.initializer.extend([table, zero])
+    graph.node.extend([
+        helper.make_node("Cast", ["income"], ["trap_index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["trap_table", "trap_index"], ["trap_value"]),  # [N, 1]; fails out of range
+        helper.make_node("Mul", ["trap_value", "trap_zero"], ["trap_nothing"]),
+        helper.make_node("Add", ["probabilities_raw", "trap_nothing"], ["probabilities"]),
+    ])
+    return with_bytes(release, model.SerializeToString(), key)

@@ -19,13 +19,15 @@ from releases import (
     sign,
     tampered_artifact,
     with_bytes,
+    with_runtime_trap,
     with_wrong_golden,
 )
 from services import free_port
 
 from edge_agent.agent import Agent
+from edge_agent.errors import ModelError
 from edge_agent.protocol import Desired
-from edge_agent.store import ModelStore
+from edge_agent.store import ModelRef, ModelStore
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +181,37 @@ def test_probation_breach_rolls_back_locally(
     control.wait_for(is_event("rolled_back", 2))
     assert agent.current == ("churn", 1)
     assert ModelStore(tmp_path / "data").read_pointer().current == agent.state.current
+
+
+def test_model_errors_on_probation_roll_back(control: Control, start_agent: StartAgent, key: Key, v1: Release,
+                                             tmp_path: Path) -> None:
+    """A release that passes its golden samples but fails on real traffic is rolled back on error rate."""
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent(probation_s=600.0, probation_min_predictions=5, probation_max_error_rate=0.2)
+    control.publish_release(with_runtime_trap(build_release("churn", 2, key, seed=1), key))
+    control.set_desired(DEVICE, "churn", 2)
+    control.wait_for(is_reported("probation", 2))
+    assert agent.predict(ROW).label in (0, 1)  # the trap stays shut for ordinary incomes
+    for _ in range(4):
+        with pytest.raises(ModelError, match="model failed to run"):
+            agent.predict({**ROW, "income": 1000.0})
+    _, payload = control.wait_for(is_reported("rolled_back", 1))
+    assert "probation failed: error rate 80.0% over 5 predictions" in json.loads(payload)["last_error"]
+    assert agent.current == ("churn", 1) and agent.predict({**ROW, "income": 1000.0}).label in (0, 1)
+
+
+def test_a_newer_desired_state_supersedes_a_model_on_probation(control: Control, start_agent: StartAgent, key: Key,
+                                                              v1: Release, tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    agent = start_agent(probation_s=600.0, probation_min_predictions=1000)
+    control.publish_release(build_release("churn", 2, key, seed=1))
+    control.publish_release(build_release("churn", 3, key, seed=2))
+    control.set_desired(DEVICE, "churn", 2)
+    control.wait_for(is_reported("probation", 2))
+    control.set_desired(DEVICE, "churn", 3)
+    control.wait_for(is_reported("probation", 3))
+    assert agent.state.previous == ModelRef("churn", 2) and agent.probation is not None
+    assert agent.probation.ref == ModelRef("churn", 3)
 
 
 def test_probation_passes_and_the_new_model_stays(
