@@ -14,7 +14,8 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,11 +23,22 @@ import numpy as np
 
 from .link import MqttLink
 from .outbox import Outbox
-from .protocol import CountAccumulator, ReleaseManifest, TelemetryWindow, Topics
+from .protocol import (
+    MISSING,
+    OVERFLOW,
+    UNDERFLOW,
+    CategoricalBins,
+    CountAccumulator,
+    ReleaseManifest,
+    TelemetryWindow,
+    Topics,
+    categorical_bin,
+)
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUFFER = 10_000  # latencies kept per window; beyond it a uniform reservoir sample (max stays exact)
+MAX_PENDING = 50_000  # rows waiting to be binned before the recording thread bins them itself
 MAX_INFLIGHT = 32  # windows handed to the link and not yet acknowledged
 
 
@@ -45,8 +57,50 @@ def _prediction_key(prediction: Any, task: str) -> Any:
     return None if label is None else str(label)
 
 
+def _as_floats(values: Sequence[Any]) -> np.ndarray:
+    """Values as float64, NaN for missing; a value that is not a number at all counts as missing too."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        out = np.empty(len(values), dtype=np.float64)
+        for i, value in enumerate(values):
+            try:
+                out[i] = np.nan if value is None else float(value)
+            except (TypeError, ValueError):
+                out[i] = np.nan
+        return out
+
+
+def add_values(acc: CountAccumulator, values: Sequence[Any]) -> None:
+    """Add many values at once, exactly as ``acc.add`` would one by one (the rule of protocol/bins.py), but
+    vectorised for numeric bins and counted once per distinct value for categorical ones."""
+    if isinstance(acc.bins, CategoricalBins):
+        index = {c: i for i, c in enumerate(acc.bins.categories)}
+        for value, n in Counter(None if v is None else str(v) for v in values).items():
+            i = categorical_bin(acc.bins.categories, value, index)
+            if i >= 0:
+                acc.counts[i] += n
+            else:
+                acc.extra[i] += n
+        return
+    edges = np.asarray(acc.bins.edges, dtype=np.float64)
+    arr = _as_floats(values)
+    missing, under, over = np.isnan(arr), arr < edges[0], arr > edges[-1]
+    inside = arr[~(missing | under | over)]
+    if len(edges) == 1:
+        acc.counts[0] += len(inside)
+    else:
+        idx = np.minimum(np.searchsorted(edges, inside, side="right") - 1, len(edges) - 2)
+        for i, n in enumerate(np.bincount(idx, minlength=len(edges) - 1).tolist()):
+            acc.counts[i] += n
+    acc.extra[MISSING] += int(missing.sum())
+    acc.extra[UNDERFLOW] += int(under.sum())
+    acc.extra[OVERFLOW] += int(over.sum())
+
+
 class _Window:
-    """The mutable state of one open window (owned by the recorder, always used under its lock)."""
+    """The mutable state of one open window. Counters change under the recorder's lock; rows and predictions
+    wait in ``pending`` and are binned in bulk by ``bin_pending`` (under ``binning``), off the hot path."""
 
     def __init__(self, manifest: ReleaseManifest, start: float, buffer: int) -> None:
         self.start = start
@@ -57,6 +111,9 @@ class _Window:
         self.max_latency = 0.0
         self.features = {col: CountAccumulator(ref.bins) for col, ref in manifest.reference.items()}
         self.predictions = CountAccumulator(manifest.prediction_reference.bins)
+        self.rows: list[tuple[Any, ...]] = []  # reference-column values of each record, in features order
+        self.predicted: list[Any] = []
+        self.binning = threading.Lock()
         self.labelled = 0
         self.correct = 0
         self.abs_error_sum = 0.0
@@ -74,13 +131,19 @@ class _Window:
                 self.latencies[j] = latency_ms
         self.seen_latencies = n + 1
 
-    def add_features(self, record: Mapping[str, Any]) -> None:
-        for col, acc in self.features.items():
-            value = record.get(col)
-            try:
-                acc.add(value)
-            except (TypeError, ValueError):  # a value of the wrong type cannot be binned: count it missing
-                acc.add(None)
+    def take_pending(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """Call under the recorder's lock: hands out the pending rows and predictions (O(1))."""
+        rows, predicted = self.rows, self.predicted
+        self.rows, self.predicted = [], []
+        return rows, predicted
+
+    def bin_pending(self, rows: list[tuple[Any, ...]], predicted: list[Any]) -> None:
+        with self.binning:
+            if rows:
+                for acc, column in zip(self.features.values(), zip(*rows, strict=True), strict=True):
+                    add_values(acc, column)
+            if predicted:
+                add_values(self.predictions, predicted)
 
     @property
     def empty(self) -> bool:
@@ -97,6 +160,7 @@ class TelemetryRecorder:
         self.interval_s = interval_s
         self.max_predictions = max_predictions
         self.clock = clock
+        self._columns = tuple(manifest.reference)
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._buffer = max(1, min(max_predictions, LATENCY_BUFFER))
@@ -105,22 +169,32 @@ class TelemetryRecorder:
     def record(self, record: Mapping[str, Any] | None, prediction: Any | None, latency_ms: float,
                error: str | None = None) -> None:
         """One prediction (or failed attempt). ``error`` is a short kind (``input``, ``model`` ...), never a
-        message with data in it. ``record`` feeds the feature bins; pass None when it is not a mapping."""
-        task = self.manifest.outputs.task
-        key = None if prediction is None else _prediction_key(prediction, task)
+        message with data in it. ``record`` feeds the feature bins; pass None when it is not a mapping.
+
+        The hot path only copies the reference columns' values (the caller may reuse its dict) and appends;
+        binning happens in bulk in ``compact`` (the owner thread calls it every tick) or at close."""
+        key = None if prediction is None else _prediction_key(prediction, self.manifest.outputs.task)
+        row = None if record is None else tuple(record.get(col) for col in self._columns)
         with self._lock:
             win = self._window
             win.count += 1
             win.add_latency(float(latency_ms), self._rng)
             if error is not None:
                 win.errors[error] = win.errors.get(error, 0) + 1
-            if record is not None:
-                win.add_features(record)
+            if row is not None:
+                win.rows.append(row)
             if prediction is not None:
-                try:
-                    win.predictions.add(key)
-                except (TypeError, ValueError):
-                    win.predictions.add(None)
+                win.predicted.append(key)
+            overdue = len(win.rows) >= MAX_PENDING
+        if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
+            self.compact()
+
+    def compact(self) -> None:
+        """Bin what is pending into the open window's counts (bounded memory; cheap to call often)."""
+        with self._lock:
+            win = self._window
+            pending = win.take_pending()
+        win.bin_pending(*pending)
 
     def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
         """Ground truth for an earlier prediction: ``correct`` for classifiers, ``abs_error`` for regressors."""
@@ -144,6 +218,8 @@ class TelemetryRecorder:
         now = self.clock()
         with self._lock:
             win, self._window = self._window, _Window(self.manifest, now, self._buffer)
+            pending = win.take_pending()
+        win.bin_pending(*pending)
         if win.empty:
             return None
         return self._summarise(win, seq, now, dropped)
@@ -208,8 +284,10 @@ class TelemetryPump:
         """Call often (each pass of the owner loop): closes a due window, keeps the pipe to the broker full."""
         if self.recorder is not None and self.recorder.due(now):
             self.flush()
-        else:
-            self._send()
+            return
+        if self.recorder is not None:
+            self.recorder.compact()
+        self._send()
 
     def flush(self) -> None:
         """Close the open window now (model change, shutdown) and store it in the outbox."""

@@ -5,10 +5,12 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from releases import build_release, new_key
 
-from edge_agent.protocol import TelemetryWindow
-from edge_agent.telemetry import TelemetryRecorder
+from edge_agent.protocol import CategoricalBins, CountAccumulator, NumericBins, TelemetryWindow
+from edge_agent.telemetry import TelemetryRecorder, add_values
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +130,41 @@ def test_record_is_thread_safe(binary_manifest) -> None:  # type: ignore[no-unty
     windows += [last] if last else []
     assert sum(w.count for w in windows) == 8000
     assert sum(w.features["plan"].total for w in windows) == 8000
+
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10), st.none(),
+                    st.sampled_from(["x", "2.5", True]), st.sampled_from([0.0, 1.0, 2.5, 4.0]))
+
+
+@given(edges=st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=6, unique=True),
+       values=st.lists(numbers, max_size=40))
+def test_bulk_numeric_binning_follows_the_protocol_rule(edges: list[float], values: list[object]) -> None:
+    bins = NumericBins(tuple(sorted(edges)))
+    one_by_one, bulk = CountAccumulator(bins), CountAccumulator(bins)
+    for value in values:
+        try:
+            one_by_one.add(value)
+        except (TypeError, ValueError):
+            one_by_one.add(None)  # what the recorder does with a value that is not a number
+    add_values(bulk, values)
+    assert bulk.freeze() == one_by_one.freeze()
+
+
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from(["basic", "pro", "gold", 1, 1.5])), max_size=40))
+def test_bulk_categorical_binning_follows_the_protocol_rule(values: list[object]) -> None:
+    bins = CategoricalBins(("basic", "pro", "1"))
+    one_by_one, bulk = CountAccumulator(bins), CountAccumulator(bins)
+    for value in values:
+        one_by_one.add(value)
+    add_values(bulk, values)
+    assert bulk.freeze() == one_by_one.freeze()
+
+
+def test_the_caller_may_reuse_its_record_dict(binary_manifest) -> None:  # type: ignore[no-untyped-def]
+    rec = TelemetryRecorder(binary_manifest, "d1", interval_s=60, max_predictions=100)
+    record = row(None, 5.0, "basic")
+    for plan in ("basic", "pro", "max"):
+        record["plan"] = plan
+        rec.record(record, SimpleNamespace(label=1), 1.0)
+    window = rec.close_window(0)
+    assert window is not None and window.features["plan"].counts == (1, 1, 1)
