@@ -150,8 +150,8 @@ class Agent:
         try:
             result = runner.predict(record) if records is None else runner.predict_many(records)  # type: ignore[arg-type]
         except InputError:
-            self.pump.record(record if isinstance(record, Mapping) else None, None,
-                             (time.perf_counter() - start) * 1e3, "invalid_input")
+            # Counted as an "input" error; the record is not binned (its values are what was wrong).
+            self.pump.record(None, None, (time.perf_counter() - start) * 1e3, "input")
             raise
         except ModelError:
             self._after(runner, None, None, (time.perf_counter() - start) * 1e3)
