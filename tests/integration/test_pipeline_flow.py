@@ -251,3 +251,50 @@ def test_code_revision_is_the_checkout_head(tmp_path: Path) -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert code_revision(ROOT) == head
     assert code_revision(tmp_path) is None
+
+
+def test_tasks_are_thin_wrappers_over_the_plain_steps(tmp_path: Path) -> None:
+    """task.fn without a flow run gives what the plain pipeline gives (same seed, same data)."""
+    from prefect.logging import disable_run_logger
+
+    from edgeops import pipeline as steps
+    from flows import pipeline as flow_module
+
+    make_sample("multiclass", 300, seed=9).to_csv(tmp_path / "train.csv", index=False)
+    overrides = {"registry.root": str(tmp_path / "reg"), "registry.keys_dir": str(tmp_path / "keys")}
+    generate_keys(tmp_path / "keys")
+    request = steps.make_request(tmp_path / "train.csv", "tiers", "plan tier", None, overrides)
+    registry = Registry(request.config.registry.root)
+    champion = steps.load_champion(registry, "tiers")
+    with disable_run_logger():
+        df, sha = flow_module.load_task.fn(request.data)
+        validation = flow_module.validate_task.fn(df, request.target, request.config, champion)
+        trained = flow_module.train_task.fn(df, request.target, request.config)
+        gate = flow_module.gate_task.fn(trained, request.config, champion)
+        export = flow_module.export_task.fn(trained, request.config)
+        record = flow_module.register_task.fn(registry, request, steps.load_signing_key(request.config), df, sha,
+                                              validation, trained, gate, export, champion)
+    plain = steps.run_pipeline(request)
+    assert (record.version, plain.record.version) == (1, 2)
+    assert record.manifest.metrics == plain.metrics
+    assert record.manifest.artifact.sha256 == plain.record.manifest.artifact.sha256  # same model, same bytes
+    assert plain.record.manifest.lineage.parent_version == 1
+    assert json.loads(json.dumps(plain.to_dict()))["status"] == "registered"
+
+
+def test_plain_pipeline_rejects_on_gates_and_stops_on_a_missing_key(tmp_path: Path) -> None:
+    from edgeops import pipeline as steps
+    from edgeops.errors import SigningError
+
+    make_sample("regression", 300, seed=10).to_csv(tmp_path / "train.csv", index=False)
+    overrides = {"registry.root": str(tmp_path / "reg"), "registry.keys_dir": str(tmp_path / "keys"),
+                 "gates.absolute.r2": 0.9999}
+    request = steps.make_request(tmp_path / "train.csv", "spend", "monthly spend", None, overrides)
+    with pytest.raises(SigningError, match="edgeops keys init"):
+        steps.run_pipeline(request)
+    assert not (tmp_path / "reg").exists()
+    generate_keys(tmp_path / "keys")
+    result = steps.run_pipeline(request)
+    assert not result.passed and result.record.status == "rejected"
+    assert any("r2" in reason for reason in result.record.report["reasons"])
+    assert Registry(tmp_path / "reg").aliases("spend") == {}

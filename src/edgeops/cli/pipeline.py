@@ -38,7 +38,11 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
     load_signing_key(request.config)
     if not request.data.is_file():
         raise DataError(f"data file {str(request.data)!r} does not exist", path=request.data)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
+    # Prefect's run logs (and its tracebacks for errors we already report in one line) stay out of the
+    # user's terminal unless asked for; an explicit PREFECT_LOGGING_LEVEL is respected.
+    if verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a CLI run
     # The temporary server migrates a fresh database on first use; Prefect's default wait is too short for
     # that on a busy laptop.
