@@ -8,7 +8,7 @@ Layout under ``root`` (default ``.edgeops/registry``)::
     models/<model>/<version>/record.json    status, created, report (validation, gates, parity)
     models/<model>/<version>/<extra files>  e.g. sample.parquet: training rows the next run checks drift against
     models/<model>/aliases.json             {"champion": 3, "candidate": 4}
-    tmp/                                    versions being written
+    tmp/                                    versions being written (swept by the next writer after a crash)
 
 A version directory is assembled under ``tmp/``, fsynced, then renamed into place, so readers see a version
 complete or not at all, and a crash leaves only litter in ``tmp/``. Version numbers are allocated under the
@@ -143,9 +143,18 @@ class Registry:
         with fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
+                self._sweep_tmp()
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _sweep_tmp(self) -> None:
+        """Remove what a killed writer left in tmp/: only lock holders write there, and we hold the lock."""
+        for leftover in (self.root / "tmp").iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     # -- writing -----------------------------------------------------------------------------------------
     def register(self, model: str, build: Build, *, status: Status = "registered",

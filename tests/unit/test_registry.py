@@ -116,7 +116,13 @@ def test_a_crash_while_writing_leaves_no_version(tmp_path: Path, key: Path) -> N
     with pytest.raises(RegistryError, match="no model named"):
         reg.get("churn", "latest")
     assert os.listdir(tmp_path / "tmp") == []
+    # A writer killed mid-write (kill -9) leaves a half-built version in tmp/: never visible, swept later.
+    (tmp_path / "tmp" / "churn-1-dead").mkdir()
+    (tmp_path / "tmp" / "churn-1-dead" / "manifest.json").write_text("{half")
+    with pytest.raises(RegistryError, match="no model named"):
+        reg.get("churn", "latest")
     assert reg.register("churn", builder("churn", key)).version == 1
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def _register_many(root: str, key: str, count: int, queue: "multiprocessing.Queue[int]") -> None:
