@@ -106,7 +106,8 @@ class _Window:
         self.start = start
         self.count = 0
         self.errors: dict[str, int] = {}
-        self.latencies = np.empty(buffer, dtype=np.float64)
+        self.latencies: list[float] = []  # at most ``buffer``: a reservoir sample once more were seen
+        self.buffer = buffer
         self.seen_latencies = 0
         self.max_latency = 0.0
         self.features = {col: CountAccumulator(ref.bins) for col, ref in manifest.reference.items()}
@@ -121,15 +122,16 @@ class _Window:
     def add_latency(self, latency_ms: float, rng: random.Random) -> None:
         if not math.isfinite(latency_ms):
             return
-        self.max_latency = max(self.max_latency, latency_ms)
-        n, size = self.seen_latencies, len(self.latencies)
-        if n < size:
-            self.latencies[n] = latency_ms
+        if latency_ms > self.max_latency:
+            self.max_latency = latency_ms
+        n = self.seen_latencies
+        self.seen_latencies = n + 1
+        if n < self.buffer:
+            self.latencies.append(latency_ms)
         else:  # reservoir sampling keeps the quantiles unbiased without unbounded memory
             j = rng.randrange(n + 1)
-            if j < size:
+            if j < self.buffer:
                 self.latencies[j] = latency_ms
-        self.seen_latencies = n + 1
 
     def take_pending(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
         """Call under the recorder's lock: hands out the pending rows and predictions (O(1))."""
@@ -226,7 +228,7 @@ class TelemetryRecorder:
 
     def _summarise(self, win: _Window, seq: int, end: float, dropped: int) -> TelemetryWindow:
         latency: dict[str, float] = {}
-        kept = win.latencies[: min(win.seen_latencies, len(win.latencies))]
+        kept = np.asarray(win.latencies, dtype=np.float64)
         if len(kept):
             p50, p95, p99 = np.quantile(kept, [0.5, 0.95, 0.99])
             latency = {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(win.max_latency)}
