@@ -298,3 +298,19 @@ def test_plain_pipeline_rejects_on_gates_and_stops_on_a_missing_key(tmp_path: Pa
     assert not result.passed and result.record.status == "rejected"
     assert any("r2" in reason for reason in result.record.report["reasons"])
     assert Registry(tmp_path / "reg").aliases("spend") == {}
+
+
+def test_quickstart_from_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 prefect_harness: None) -> None:  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    result = CliRunner().invoke(build_app(), ["quickstart", "--rows", "500"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "registered churn@1 (candidate, champion), signed" in result.stdout
+    assert (tmp_path / ".edgeops/keys/release.key").exists()
+    sample = pd.read_csv(tmp_path / ".edgeops/sample/churn.csv")
+    assert any(" " in c for c in sample.columns) and sample.isna().any().any()
+    numeric = [c for c in sample.columns if pd.api.types.is_numeric_dtype(sample[c])]
+    assert 0 < len(numeric) < len(sample.columns)  # numbers and text
+    assert Registry(tmp_path / ".edgeops/registry").resolve("churn@champion").version == 1
