@@ -193,3 +193,64 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert 0.08 <= delays[0] <= 0.12
     assert all(d <= 30.0 for d in delays) and max(delays) >= 24.0
     assert len({round(next_delay(5, 0.1, 30.0), 6) for _ in range(20)}) > 1  # jittered
+
+
+def make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``hostname`` (and 127.0.0.1), written as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool, names: list[Any]) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("edgeops test CA", ca_key, "edgeops test CA", ca_key, True, [])
+    names: list[Any] = [x509.DNSName(hostname)]
+    if hostname[0].isdigit():
+        names.append(x509.IPAddress(ipaddress.ip_address(hostname)))
+    server = cert(hostname, server_key, "edgeops test CA", ca_key, False, names)
+    paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return paths
+
+
+@pytest.mark.parametrize(("cert_host", "insecure", "connects"), [
+    ("127.0.0.1", False, True), ("wrong.example", True, True), ("wrong.example", False, False)])
+def test_tls_with_our_ca_file(tmp_path: Path, cert_host: str, insecure: bool, connects: bool) -> None:
+    """mqtts:// with ca_file; a certificate for another host name is refused unless tls_insecure."""
+    ca, cert, key = make_tls_files(tmp_path, cert_host)
+    extra = f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n" + ("user root\n" if os.geteuid() == 0 else "")
+    with running_mosquitto(tmp_path / "tls", extra) as broker:
+        config = AgentConfig(device_id="dev-1", data_dir=tmp_path / "agent", broker_url=f"mqtts://127.0.0.1:{broker.port}",
+                             ca_file=ca, tls_insecure=insecure)
+        inbox: queue.Queue[Any] = queue.Queue()
+        link = MqttLink(config, inbox)
+        link.start()
+        try:
+            if connects:
+                wait_for(inbox, Connected)
+                assert link.connected
+            else:
+                with pytest.raises(queue.Empty):
+                    wait_for(inbox, Connected, timeout=3.0)
+                assert not link.connected
+        finally:
+            link.stop()
