@@ -8,6 +8,7 @@ event; a transient one (FetchError) is retried with exponential backoff.
 
 import logging
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,7 @@ class Installer:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self.job: Job | None = None
-        self.now = 0.0
+        self.clock = time.monotonic  # deadlines, retries and probation are measured on this clock
         self._executors = {"fetch": self._fetch, "verify": self._verify, "self_test": self._self_test,
                            "activate": self._activate, "probation": self._start_probation}
 
@@ -123,7 +124,7 @@ class Installer:
         self._run()
 
     def tick(self, now: float) -> None:
-        self.now = now
+        """Called by the owner loop every pass (``now`` from ``self.clock``): timeouts, retries, probation."""
         job = self.job
         if job is not None:
             if job.retry_at is not None and now >= job.retry_at:
@@ -170,12 +171,12 @@ class Installer:
                 job.manifest, job.data, job.manifest_bytes = local
                 return True
             job.collector = ReleaseCollector(job.ref, agent.topics, agent.keyring, agent.config.max_artifact_bytes)
-            job.deadline = self.now + agent.config.fetch_timeout_s
+            job.deadline = self.clock() + agent.config.fetch_timeout_s
             agent.link.subscribe(agent.topics.release_filter(job.ref.model, job.ref.version))
             return False
         result = job.collector.result()
         if result is None:
-            if self.now >= job.deadline:
+            if self.clock() >= job.deadline:
                 raise FetchError(f"fetch of {job.ref} timed out after {agent.config.fetch_timeout_s:g}s")
             return False
         job.manifest, job.data = result
@@ -243,7 +244,7 @@ class Installer:
 
     def new_probation(self, ref: ModelRef, baseline_p95_ms: float | None) -> Probation:
         cfg = self.agent.config
-        return Probation(ref, self.now, cfg.probation_s, cfg.probation_min_predictions,
+        return Probation(ref, self.clock(), cfg.probation_s, cfg.probation_min_predictions,
                          cfg.probation_max_error_rate, cfg.probation_max_latency_factor, baseline_p95_ms)
 
     # outcomes -------------------------------------------------------------------------------------
@@ -252,8 +253,6 @@ class Installer:
         probation = agent.probation
         if probation is None:
             return
-        if probation.started == 0.0:
-            probation.started = now  # created at boot, before the first tick
         verdict = probation.verdict(now)
         if verdict == "wait":
             return
@@ -292,7 +291,7 @@ class Installer:
     def _retry_later(self, job: Job, reason: str) -> None:
         delay = backoff(job.attempt)
         job.attempt += 1
-        job.retry_at = self.now + delay
+        job.retry_at = self.clock() + delay
         self._unsubscribe(job)
         log.warning("%s; retrying in %.1fs", reason, delay)
         self.agent.transition(last_error=f"{reason}; retrying in {delay:.0f}s")
