@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from releases import build_release, new_key, public_pem
-from services import free_port, wait_port
+from services import free_port, port_open
 
 from edge_agent.store import ModelStore, Pointer
 
@@ -123,7 +123,12 @@ def test_offline_predict_and_the_running_agent_serve_the_installed_model(
          "--broker", session_broker, "--topic-prefix", topic_prefix, "--http", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_port("127.0.0.1", port, timeout=30)
+        deadline = time.monotonic() + 90  # a fresh venv compiles its .pyc files on the first start
+        while not port_open("127.0.0.1", port):
+            if agent.poll() is not None or time.monotonic() > deadline:
+                agent.kill()
+                raise AssertionError(f"the agent did not serve HTTP: {agent.communicate()[1][-2000:]}")
+            time.sleep(0.1)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", method="POST",
                                          data=json.dumps({"record": row}).encode(),
                                          headers={"Content-Type": "application/json"})
