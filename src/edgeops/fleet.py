@@ -122,8 +122,8 @@ def _checked(message: _M, device: str) -> _M:
     return message
 
 
-def read_fleet(client: ControlClient, topics: Topics, *, quiet_s: float = 0.3) -> FleetSnapshot:
+def read_fleet(client: ControlClient, topics: Topics) -> FleetSnapshot:
     """The fleet as the broker's retained messages describe it now."""
-    retained = client.collect_retained(topics.all_devices("reported"), quiet_s=quiet_s)
-    retained.update(client.collect_retained(topics.all_devices("status"), quiet_s=quiet_s))
+    retained = client.collect_retained(topics.all_devices("reported"), topics.all_devices("status"),
+                                       sync_root=topics.prefix)
     return build_fleet(retained, topics)

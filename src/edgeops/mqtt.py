@@ -76,8 +76,9 @@ class ControlClient:
         self._acked: set[int] = set()
         self._connected = False
         self._connect_error: str | None = None
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=client_id or f"edgeops-ctl-{uuid.uuid4().hex[:12]}")
+        self.published = self.received = 0  # PUBLISH messages sent / delivered to us (benchmarks count them)
+        self._client_id = client_id or f"edgeops-ctl-{uuid.uuid4().hex[:12]}"
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id)
         self._client.max_inflight_messages_set(200)
         if username is not None:
             self._client.username_pw_set(username, password)
@@ -106,6 +107,7 @@ class ControlClient:
             self._cond.notify_all()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.received += 1
         self._inbox.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def _on_ack(self, _c: mqtt.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
@@ -148,6 +150,7 @@ class ControlClient:
     def publish_many(self, messages: Iterable[tuple[str, bytes, bool]]) -> int:
         """Publish all messages (QoS 1) in order, then wait for every PUBACK; returns the count."""
         infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in messages]
+        self.published += len(infos)
         deadline = time.monotonic() + self.timeout_s + 0.01 * len(infos)
         for info in infos:
             with contextlib.suppress(RuntimeError, ValueError):  # not connected yet: paho keeps it queued
@@ -192,6 +195,13 @@ class ControlClient:
         except queue.Empty:
             return None
 
+    def subscribed(self, topic_filter: str) -> bool:
+        return topic_filter in self._filters
+
+    def pending(self) -> list[Received]:
+        """Messages set aside by ``collect_retained`` for ``next_message`` (not consumed by this call)."""
+        return list(self._stash)
+
     def drain(self, first_timeout: float) -> Iterator[Received]:
         """Everything already received, waiting up to ``first_timeout`` for the first message."""
         msg = self.next_message(first_timeout)
@@ -199,21 +209,46 @@ class ControlClient:
             yield msg
             msg = self.next_message(None)
 
-    def collect_retained(self, topic_filter: str, *, quiet_s: float = 0.3) -> dict[str, bytes]:
-        """The state under ``topic_filter``: subscribe, gather messages until none arrived for ``quiet_s``,
-        unsubscribe (unless the filter was already ours). Later messages on a topic replace earlier ones;
-        an empty payload deletes the topic. Messages of other subscriptions are kept for ``next_message``."""
-        owned = topic_filter not in self._filters
-        self.subscribe(topic_filter)
+    def collect_retained(self, *filters: str, quiet_s: float = 0.3, sync_root: str | None = None
+                         ) -> dict[str, bytes]:
+        """The retained state under ``filters``: subscribe, gather, unsubscribe (unless a filter was already
+        ours). Later messages on a topic replace earlier ones; an empty payload deletes the topic. Messages of
+        other subscriptions, and copies of those under a filter that was already ours, are kept for
+        ``next_message``: its reader must not miss them.
+
+        When is everything in? With ``sync_root`` (the topic prefix), a marker is published to this client's
+        own ``{sync_root}/control/{client id}/sync`` right after the SUBACK: the broker queues it behind the
+        retained messages it is sending us, so its arrival ends the wait (Mosquitto keeps one ordered queue
+        per client). Without it, or if the marker never comes (an ACL may drop it), the wait ends after
+        ``quiet_s`` without a message.
+        """
+        owned = [f for f in filters if f not in self._filters]
+        shared = [f for f in filters if f in self._filters]
+        marker, nonce = None, b""
+        if sync_root is not None:
+            marker, nonce = f"{sync_root}/control/{self._client_id}/sync", uuid.uuid4().hex.encode()
+            self.subscribe(marker)
+        self.subscribe(*owned)
+        if shared:  # subscribing again makes the broker send the retained messages again
+            _rc, mid = self._client.subscribe([(f, 1) for f in shared])
+            self._wait_ack(mid, "subscribe")
+        if marker is not None:
+            self._client.publish(marker, nonce, qos=1)
+            self.published += 1
         found: dict[str, bytes] = {}
         others: list[Received] = []
         deadline = time.monotonic() + max(self.timeout_s, 30.0)
         while time.monotonic() < deadline:
             try:
-                msg = self._inbox.get(timeout=quiet_s)
+                msg = self._inbox.get(timeout=quiet_s if marker is None else max(quiet_s, 2.0))
             except queue.Empty:
                 break
-            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+            if msg.topic == marker:
+                if msg.payload == nonce:
+                    break
+            elif any(mqtt.topic_matches_sub(f, msg.topic) for f in filters):
+                if any(mqtt.topic_matches_sub(f, msg.topic) for f in shared):
+                    others.append(msg)  # the other reader of that subscription must still see it
                 if msg.payload:
                     found[msg.topic] = msg.payload
                 else:
@@ -221,7 +256,7 @@ class ControlClient:
             else:
                 others.append(msg)
         if owned:
-            self.unsubscribe(topic_filter)
+            self.unsubscribe(*owned)
         self._stash.extend(others)
         return found
 

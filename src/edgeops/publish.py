@@ -66,7 +66,8 @@ def publish_release(client: ControlClient, topics: Topics, manifest: ReleaseMani
     check_publishable(manifest, artifact, status, public_key)
     messages = release_messages(topics, manifest, artifact)
     if not force:
-        held = client.collect_retained(topics.release_filter(manifest.name, manifest.version))
+        held = client.collect_retained(topics.release_filter(manifest.name, manifest.version),
+                                       sync_root=topics.prefix)
         if all(held.get(topic) == payload for topic, payload in messages):
             return PublishResult(manifest.name, manifest.version, 0, 0, skipped=True)
     client.publish_many((topic, payload, True) for topic, payload in messages)
@@ -77,7 +78,7 @@ def publish_release(client: ControlClient, topics: Topics, manifest: ReleaseMani
 def unpublish_release(client: ControlClient, topics: Topics, model: str, version: int) -> int:
     """Clear every retained message of the release (manifest first, so agents stop starting new fetches);
     returns how many topics held something."""
-    held = client.collect_retained(topics.release_filter(model, version))
+    held = client.collect_retained(topics.release_filter(model, version), sync_root=topics.prefix)
     manifest = topics.manifest(model, version)
     order = [manifest, *sorted(t for t in held if t != manifest), topics.artifact(model, version)]
     client.publish_many((topic, b"", True) for topic in dict.fromkeys(order))
@@ -86,4 +87,5 @@ def unpublish_release(client: ControlClient, topics: Topics, model: str, version
 
 def published_manifest(client: ControlClient, topics: Topics, model: str, version: int) -> bytes | None:
     """The retained manifest bytes of a release, or None when it is not published."""
-    return client.collect_retained(topics.manifest(model, version), quiet_s=0.2).get(topics.manifest(model, version))
+    topic = topics.manifest(model, version)
+    return client.collect_retained(topic, sync_root=topics.prefix).get(topic)

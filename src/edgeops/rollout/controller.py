@@ -13,14 +13,15 @@ the abort flag, and a new controller resumes an interrupted rollout with this ta
 There is no point of no return: until the rollout completes, an abort restores every changed device.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
 from edge_agent.protocol import AgentEvent, Desired, ProtocolError, Reported, Status, Topics
-from edgeops.errors import RolloutError
-from edgeops.fleet import read_fleet
+from edgeops.errors import BrokerError, RolloutError
+from edgeops.fleet import FleetSnapshot, build_fleet
 from edgeops.mqtt import ControlClient, Received
 from edgeops.rollout.plan import (
     TERMINAL,
@@ -56,11 +57,50 @@ def rollout_scope(client: ControlClient, topics: Topics) -> str:
 def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *, model: str, version: int,
                   selector: Mapping[str, str], policy: RolloutPolicy, rollout_id: str | None = None,
                   on_event: EventSink = _ignore) -> RolloutRecord:
-    """Plan and record a rollout of a *published* release to the devices whose labels match ``selector``."""
-    if not client.collect_retained(topics.manifest(model, version), quiet_s=0.2):
-        raise RolloutError(f"{model}@{version} is not published on {client.url} "
-                           f"(run `edgeops release publish {model}@{version}` first)")
-    fleet = read_fleet(client, topics)
+    """Plan and record a rollout of a *published* release to the devices whose labels match ``selector``.
+
+    The controller's subscriptions are made here already: their retained messages describe the fleet for the
+    plan, and then wait in the client for ``RolloutController.run`` (same client), so the broker sends the
+    fleet's state once, not twice."""
+    watch = watch_filters(topics)
+    fresh = [f for f in watch if not client.subscribed(f)]
+    client.subscribe(*fresh)
+    try:
+        manifest = topics.manifest(model, version)
+        extra = [] if len(fresh) == len(watch) else watch[:2]  # not ours: ask for their retained state again
+        retained = client.collect_retained(manifest, topics.all_devices("desired"), *extra, sync_root=topics.prefix)
+        if manifest not in retained:
+            raise RolloutError(f"{model}@{version} is not published on {client.url} "
+                               f"(run `edgeops release publish {model}@{version}` first)")
+        fleet = build_fleet(_fleet_state(client, topics, retained), topics)
+        return _plan_and_record(store, client, topics, fleet, model, version, selector, policy, rollout_id,
+                                on_event, retained)
+    except BaseException:
+        with contextlib.suppress(BrokerError):
+            client.unsubscribe(*fresh)
+        raise
+
+
+def watch_filters(topics: Topics) -> list[str]:
+    """What a controller subscribes to: every device's reported state, status, and events."""
+    return [topics.all_devices(c) for c in ("reported", "status", "events")]
+
+
+def _fleet_state(client: ControlClient, topics: Topics, retained: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Latest reported/status payload per topic from the collected and the set-aside messages."""
+    state = {t: p for t, p in retained.items() if t.endswith(("/reported", "/status"))}
+    for msg in client.pending():
+        if msg.topic.endswith(("/reported", "/status")):
+            if msg.payload:
+                state[msg.topic] = msg.payload
+            else:
+                state.pop(msg.topic, None)
+    return state
+
+
+def _plan_and_record(store: RolloutStore, client: ControlClient, topics: Topics, fleet: FleetSnapshot, model: str,
+                     version: int, selector: Mapping[str, str], policy: RolloutPolicy, rollout_id: str | None,
+                     on_event: EventSink, retained: Mapping[str, bytes]) -> RolloutRecord:
     targets = fleet.select(selector)
     if not targets:
         wanted = ",".join(f"{k}={v}" for k, v in selector.items()) or "(all)"
@@ -68,10 +108,7 @@ def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *,
     online = {d.device for d in targets if d.online is not False}
     plan = plan_waves([d.device for d in targets], policy.canary, policy.waves, preferred=online)
     policy = replace(policy, min_executed=min_executed_for(policy, plan))
-    desired = client.collect_retained(topics.all_devices("desired"))
-    previous: dict[str, bytes | None] = {}
-    for d in targets:
-        previous[d.device] = desired.get(topics.device(d.device, "desired"))
+    previous = {d.device: retained.get(topics.device(d.device, "desired")) for d in targets}
     rec = store.create(model=model, version=version, scope=rollout_scope(client, topics), selector=selector,
                        policy=policy, plan=plan, previous=previous, rollout_id=rollout_id)
     on_event("started", rec, {"devices": len(rec.devices), "waves": rec.waves})
@@ -96,13 +133,16 @@ class RolloutController:
         rec = self.store.claim(rollout_id, self.identity)
         if rec.status in FINAL:
             return rec
+        filters = watch_filters(self.topics)
         try:
-            self.client.subscribe(*(self.topics.all_devices(c) for c in ("reported", "status", "events")))
+            self.client.subscribe(*filters)
             if rec.status != "aborting":  # resume: a killed controller may have recorded but not sent these
                 self._send_desired(rec, [d for d in rec.devices.values() if d.outcome == "updating"])
             self._loop(rec)
         finally:
             self.store.release_claim(rollout_id, self.identity)
+            with contextlib.suppress(BrokerError):
+                self.client.unsubscribe(*filters)
         return self.store.get(rollout_id)
 
     # the loop ------------------------------------------------------------------------------------------
