@@ -244,8 +244,9 @@ class Control:
     def messages(self, channel: str) -> Iterator[bytes]:
         return (p for t, p in list(self.received) if t.endswith("/" + channel))
 
-    def close(self) -> None:
-        for topic in self._retained:
+    def close(self, clear: bool = True) -> None:
+        """Disconnect; ``clear`` first deletes the retained messages this control set (shared brokers)."""
+        for topic in self._retained if clear else ():
             self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
         self.client.loop_stop()
         self.client.disconnect()
