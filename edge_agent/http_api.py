@@ -37,6 +37,7 @@ class _ApiError(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "edgeops-agent"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # a client that sends less than its Content-Length must not hold a thread forever
     agent: "Agent"  # set on the subclass made per server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -95,7 +96,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                             f"body: {length} bytes exceeds the limit of {MAX_BODY_BYTES}")
         try:
-            return parse_json(self.rfile.read(length), limit=MAX_BODY_BYTES)
+            body = self.rfile.read(length)
+        except OSError as exc:  # includes the socket timeout
+            self.close_connection = True
+            raise _ApiError(HTTPStatus.REQUEST_TIMEOUT, f"body: not received ({exc})") from exc
+        try:
+            return parse_json(body, limit=MAX_BODY_BYTES)
         except ProtocolError as exc:
             raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: {exc}") from exc
 
