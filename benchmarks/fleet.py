@@ -45,6 +45,10 @@ from edgeops.rollout.plan import RolloutPolicy, parse_fraction  # noqa: E402
 from edgeops.rollout.state import RolloutStore  # noqa: E402
 from edgeops.simulate import SimDevice, SimFleet  # noqa: E402
 
+BROKER_CONFIG = "max_inflight_messages 100\nset_tcp_nodelay true\n"
+"""Nagle's algorithm holds small packets for the peer's delayed ACK (~40 ms a hop on Linux): a rollout is a
+chain of small messages, so production brokers for the control plane should disable it too."""
+
 
 def run_fleet(url: str, prefix: str, n: int, public_pem: bytes, conn: Connection) -> None:
     """The simulated devices, in a process of their own: real devices do not share the controller's CPU
@@ -143,7 +147,7 @@ def main() -> None:
     topics = Topics("bench")
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        broker = Mosquitto(Path(tmp) / "mosquitto", extra_config="max_inflight_messages 100\n").start()
+        broker = Mosquitto(Path(tmp) / "mosquitto", extra_config=BROKER_CONFIG).start()
         try:
             t0 = time.perf_counter()
             fleet = FleetProcess(broker.url, topics.prefix, n, public_pem)

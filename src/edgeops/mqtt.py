@@ -8,6 +8,7 @@ callbacks run on its network thread, so they only put messages on a queue; the o
 
 import contextlib
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -121,6 +122,9 @@ class ControlClient:
             self._client.connect(self.address.host, self.address.port, keepalive=30)
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot reach the MQTT broker at {self.url}: {exc}") from exc
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # control messages are small and latency-bound: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client.loop_start()
         with self._cond:
             self._cond.wait_for(lambda: self._connected or self._connect_error is not None, self.timeout_s)

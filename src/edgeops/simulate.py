@@ -90,6 +90,7 @@ class SimFleet:
         self._sel = selectors.DefaultSelector()
         self._calls: queue.Queue[Callable[[], None]] = queue.Queue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._writing: set[str] = set()
         self._seq = itertools.count()
         self._run = True
         self._thread = threading.Thread(target=self._loop, name="sim-fleet", daemon=True)
@@ -154,31 +155,44 @@ class SimFleet:
     def _loop(self) -> None:
         last_misc = 0.0
         while self._run:
+            touched: set[str] = set()  # clients that may have something to write: only those are looked at
             while True:
                 try:
                     self._calls.get_nowait()()
                 except queue.Empty:
                     break
+                touched.update(self._clients)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 heapq.heappop(self._timers)[2]()
+                touched.update(self._clients)
             for key, _events in self._sel.select(timeout=0.01) if self._socks else ():
+                touched.add(key.data)
                 try:
                     self._clients[key.data].loop_read(100)
                 except Exception:  # a bug in one device's handler must not stop the whole fleet
                     log.exception("simulated %s: error while handling a message", key.data)
-            for name, client in self._clients.items():
-                if client.want_write():
-                    client.loop_write()
-                sock = client.socket()
-                if self._socks.get(name) is not None and sock is not self._socks[name]:
-                    self._forget(name)
+            for name in touched | self._writing:
+                self._flush(name)
             if not self._socks:
                 time.sleep(0.01)
             if now - last_misc > 1.0:
                 last_misc = now
-                for client in self._clients.values():
+                for name, client in self._clients.items():
                     client.loop_misc()
+                    self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        """Write what the client queued; notice a connection it lost (its socket changed)."""
+        client = self._clients[name]
+        if client.want_write():
+            client.loop_write()
+        if client.want_write():
+            self._writing.add(name)
+        else:
+            self._writing.discard(name)
+        if self._socks.get(name) is not None and client.socket() is not self._socks[name]:
+            self._forget(name)
 
     def _manifest(self, payload: bytes, keys: tuple[Ed25519PublicKey, ...]) -> tuple[ReleaseManifest, str | None]:
         """Parse and verify once per (bytes, trusted keys), not once per device: on a real fleet each device
@@ -213,7 +227,8 @@ class SimFleet:
                         Status(device=dev.device, status="offline").to_bytes(), qos=1, retain=True)
         client.connect(self.address.host, self.address.port, keepalive=self.keepalive)
         sock = client.socket()
-        assert sock is not None
+        assert isinstance(sock, socket.socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socks[dev.device] = sock
         self._sel.register(sock, selectors.EVENT_READ, dev.device)
 
