@@ -1,0 +1,115 @@
+"""Staged rollouts to real ``edgeops-agent`` processes (onnxruntime, real store, real verification)."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from releases import build_release, new_key, public_pem
+
+from edge_agent.protocol import Desired, Topics
+from edgeops.fleet import read_fleet
+from edgeops.mqtt import ControlClient
+from edgeops.publish import publish_release
+from edgeops.registry import Registry
+from edgeops.rollout.controller import RolloutController, start_rollout
+from edgeops.rollout.plan import RolloutPolicy
+from edgeops.rollout.state import RolloutStore
+from edgeops.signing import generate_keys, load_private_key
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = [f"b{i}" for i in range(1, 6)]  # trust the project's key
+ODD = "a0"                             # sorts first, so it is the canary; trusts another key only
+
+
+def spawn_agent(tmp: Path, url: str, prefix: str, device: str, key_file: Path, group: str) -> subprocess.Popen[bytes]:
+    home = tmp / device
+    home.mkdir()
+    config = home / "agent.toml"
+    config.write_text(
+        f'device_id = "{device}"\ndata_dir = "{home / "data"}"\nbroker_url = "{url}"\n'
+        f'public_keys = ["{key_file}"]\ntopic_prefix = "{prefix}"\nprobation_s = 0.3\n'
+        "probation_min_predictions = 0\nfetch_timeout_s = 20.0\nreconnect_max_s = 0.5\n"
+        f'telemetry_interval_s = 3600.0\n[labels]\nsite = "berlin"\ngroup = "{group}"\n')
+    return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--log-level",
+                             "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(home / "log").open("ab"),
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture
+def agents(tmp_path: Path, session_broker: str, topic_prefix: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    _private, public = generate_keys(tmp_path / "keys")
+    other = tmp_path / "other.pub"
+    other.write_bytes(public_pem(new_key()))
+    procs = [spawn_agent(tmp_path, session_broker, topic_prefix, d, public, "main") for d in GOOD]
+    procs.append(spawn_agent(tmp_path, session_broker, topic_prefix, ODD, other, "odd"))
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        with ControlClient(session_broker) as client:
+            client.publish_many((t, b"", True) for t in client.collect_retained(f"{topic_prefix}/#"))
+
+
+def wait_online(client: ControlClient, topics: Topics, count: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        fleet = read_fleet(client, topics)
+        if sum(d.online is True and d.state == "idle" for d in fleet.devices) == count:
+            return
+        assert all(p.poll() is None for p in procs), "an agent exited early"
+        time.sleep(0.2)
+    raise AssertionError(f"agents not online: {[(d.device, d.presence, d.state) for d in fleet.devices]}")
+
+
+def test_rollout_to_real_agents_then_a_rejected_canary_rolls_back(
+        agents: list[subprocess.Popen[bytes]], tmp_path: Path, session_broker: str, topic_prefix: str) -> None:
+    topics = Topics(topic_prefix)
+    key = load_private_key(tmp_path / "keys" / "release.key")
+    registry = Registry(tmp_path / "registry")
+    for seed in (0, 1):
+        registry.register("churn", lambda v, s=seed: (lambda r: (r.manifest, r.data))(
+            build_release("churn", v, key, seed=s, chunk_size=512)))
+    store = RolloutStore(tmp_path / "rollouts.db")
+    policy = RolloutPolicy(canary=0.1, waves=3, max_failure=0.05, device_timeout_s=60)
+    with ControlClient(session_broker) as client:
+        for version in (1, 2):
+            record = registry.get("churn", version)
+            publish_release(client, topics, record.manifest, record.onnx_bytes())
+        wait_online(client, topics, 6, agents)
+
+        first = start_rollout(store, client, topics, model="churn", version=1, selector={"group": "main"},
+                              policy=policy)
+        assert first.waves == 4 and len(first.devices) == 5  # canary + 3 waves
+        done = RolloutController(store, client, topics).run(first.id)
+        assert done.status == "completed", done.reason
+        fleet = {d.device: d for d in read_fleet(client, topics).devices}
+        assert all(fleet[d].release == "churn@1" and fleet[d].state == "serving" for d in GOOD)
+
+        second = start_rollout(store, client, topics, model="churn", version=2, selector={"site": "berlin"},
+                               policy=policy)
+        assert [d.device for d in second.wave_devices(0)] == [ODD]
+        aborted = RolloutController(store, client, topics).run(second.id)
+        assert aborted.status == "aborted"
+        assert aborted.devices[ODD].outcome == "failed" and "unknown signing key" in aborted.devices[ODD].detail
+        desired = client.collect_retained(topics.all_devices("desired"))
+        assert topics.device(ODD, "desired") not in desired  # restored to "none", as before the rollout
+        for device in GOOD:  # never touched: still the first rollout's desired state, still serving churn@1
+            previous = Desired.parse(desired[topics.device(device, "desired")])
+            assert (previous.version, previous.rollout_id) == (1, first.id)
+        fleet = {d.device: d for d in read_fleet(client, topics).devices}
+        assert all(fleet[d].release == "churn@1" for d in GOOD) and fleet[ODD].version is None
