@@ -11,6 +11,7 @@ Exit codes a script can branch on: 0 completed, 3 aborted (rolled back), 1 error
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,7 @@ from rich.table import Table
 from edge_agent.protocol import Topics
 
 from ..config import ProjectConfig
+from ..errors import RolloutError
 from ..fleet import parse_selector
 from ..mqtt import BrokerAddress
 from ..registry import Registry
@@ -40,9 +42,20 @@ IdArgument = Annotated[str, typer.Argument(help="Rollout id (see `edgeops rollou
 WaitOption = Annotated[bool, typer.Option("--wait", help="Show a live progress bar instead of periodic lines.")]
 
 
-def rollout_store(cfg: ProjectConfig) -> RolloutStore:
+def rollouts_db(cfg: ProjectConfig) -> Path:
     """``rollouts.db`` beside the registry directory (``.edgeops/rollouts.db`` by default)."""
-    return RolloutStore(cfg.registry.root.parent / "rollouts.db")
+    return cfg.registry.root.parent / "rollouts.db"
+
+
+def rollout_store(cfg: ProjectConfig) -> RolloutStore:
+    return RolloutStore(rollouts_db(cfg))
+
+
+def existing_store(cfg: ProjectConfig, rollout_id: str) -> RolloutStore:
+    """The rollout database for commands that only read or change existing rollouts (none is created)."""
+    if not rollouts_db(cfg).exists():
+        raise RolloutError(f"no rollout {rollout_id!r}: there is no rollout database at {rollouts_db(cfg)}")
+    return rollout_store(cfg)
 
 
 def _summary(rec: RolloutRecord) -> str:
@@ -154,7 +167,7 @@ def resume(rollout_id: IdArgument, wait: WaitOption = False, broker: BrokerOptio
     """Take over an interrupted rollout (its controller died) and run it to its end."""
     cfg = load_project_config(config)
     with user_errors():
-        store = rollout_store(cfg)
+        store = existing_store(cfg, rollout_id)
         url, prefix = _rollout_scope(store.get(rollout_id), broker)
         final = run_in_flow(cfg, url, prefix, store, rollout_id, wait)
     _finish(final, json_out)
@@ -175,8 +188,10 @@ def status(rollout_id: Annotated[str | None, typer.Argument(help="A rollout id; 
     """Show one rollout (per-device outcomes) or all of them; reads the rollout database, not the broker."""
     cfg = load_project_config(config)
     with user_errors():
-        store = rollout_store(cfg)
-        records = [store.get(rollout_id)] if rollout_id else store.records()
+        if rollout_id:
+            records = [existing_store(cfg, rollout_id).get(rollout_id)]
+        else:
+            records = rollout_store(cfg).records() if rollouts_db(cfg).exists() else []
     if json_out:
         print_json(records[0].to_json() if rollout_id else [r.to_json() for r in records])
         return
@@ -208,7 +223,7 @@ def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Reco
     controller is alive, this command does the rollback itself."""
     cfg = load_project_config(config)
     with user_errors():
-        store = rollout_store(cfg)
+        store = existing_store(cfg, rollout_id)
         rec = store.request_abort(rollout_id, reason)
         if rec.controller_alive():
             typer.echo(f"abort requested; controller {rec.controller} is rolling back", err=True)
