@@ -56,8 +56,10 @@ def rollout_scope(client: ControlClient, topics: Topics) -> str:
 
 def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *, model: str, version: int,
                   selector: Mapping[str, str], policy: RolloutPolicy, rollout_id: str | None = None,
-                  on_event: EventSink = _ignore) -> RolloutRecord:
-    """Plan and record a rollout of a *published* release to the devices whose labels match ``selector``.
+                  on_event: EventSink = _ignore, running_only: bool = False) -> RolloutRecord:
+    """Plan and record a rollout of a *published* release to the devices whose labels match ``selector``
+    (and, with ``running_only``, whose latest report says they run ``model``: a retrained model replaces
+    itself where it runs and must not land on devices that serve another model).
 
     The controller's subscriptions are made here already: their retained messages describe the fleet for the
     plan, and then wait in the client for ``RolloutController.run`` (same client), so the broker sends the
@@ -73,6 +75,8 @@ def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *,
             raise RolloutError(f"{model}@{version} is not published on {client.url} "
                                f"(run `edgeops release publish {model}@{version}` first)")
         fleet = build_fleet(_fleet_state(client, topics, retained), topics)
+        if running_only:
+            fleet = replace(fleet, devices=[d for d in fleet.devices if d.model == model])
         return _plan_and_record(store, client, topics, fleet, model, version, selector, policy, rollout_id,
                                 on_event, retained)
     except BaseException:
