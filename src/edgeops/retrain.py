@@ -1,0 +1,259 @@
+"""Continuous training as plain functions: retrain a model on the newest data, gate it against the champion,
+and roll the new version out canary-first to the devices that run the model.
+
+Promotion order — candidate → canary rollout → champion on completion. The pipeline makes a passing release
+the ``candidate`` (and the champion only when the model has none yet); this module promotes it to
+``champion`` only after the staged rollout *completed* (canary and every wave within the failure threshold).
+Why: the champion is what the next run gates against and what ``churn@champion`` resolves to; it should
+name a version that has proven itself on real devices, not one that a canary is about to reject. An aborted
+rollout restores every device (the controller's rollback) and leaves the old champion in place; the new
+version stays a ``candidate`` for a person to look at.
+
+flows/retrain.py adds Prefect around the same steps (the pipeline and rollout flows as subflows, artifacts,
+events); tests call ``run_retrain`` directly.
+"""
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.protocol import ProtocolError, Topics, check_name
+
+from .config import ProjectConfig
+from .errors import ConfigError, DataError
+from .fleet import read_fleet
+from .mqtt import ControlClient
+from .pipeline import PipelineRequest, PipelineResult, make_request, run_pipeline
+from .publish import PublishResult, publish_release
+from .registry import CHAMPION, Registry, ReleaseRecord
+from .rollout.controller import RolloutController, start_rollout
+from .rollout.plan import RolloutPolicy, parse_fraction
+from .rollout.state import RolloutRecord, RolloutStore
+from .signing import key_paths, load_public_key
+
+MODEL_RESOURCE = "edgeops.model."
+"""Prefect resource ids of models (``edgeops.model.churn``); a drift event about a model names one."""
+DATA_SUFFIXES = (".csv", ".parquet")
+DEFAULT_POLICY = RolloutPolicy(canary=0.1, waves=3, max_failure=0.05)
+
+Outcome = Literal["promoted", "rejected", "no_devices", "aborted"]
+
+
+def model_name(text: str) -> str:
+    """``churn`` or the resource id ``edgeops.model.churn`` (what a deployment trigger templates in) → ``churn``."""
+    name = text.strip().removeprefix(MODEL_RESOURCE)
+    try:
+        check_name(name, "model")
+    except ProtocolError as exc:
+        raise ConfigError("model", f"{text!r}: {exc.reason}") from None
+    return name
+
+
+def newest_data(path: Path) -> Path:
+    """A file is used as it is; a directory stands for "the newest data": its most recently modified
+    .csv/.parquet file (where an export job drops a fresh extract)."""
+    path = Path(path)
+    if not path.is_dir():
+        if not path.is_file():
+            raise DataError(f"data not found: {str(path)!r} is neither a file nor a directory")
+        return path
+    files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
+    if not files:
+        raise DataError(f"no .csv or .parquet file in the data directory {str(path)!r}")
+    return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def policy_from_json(obj: Mapping[str, Any] | None) -> RolloutPolicy:
+    """A rollout policy from deployment parameters; ``canary``/``max_failure`` may be ``"10%"`` or ``0.1``."""
+    raw = dict(obj or {})
+    unknown = set(raw) - set(RolloutPolicy.__dataclass_fields__)
+    if unknown:
+        raise ConfigError("policy", f"unknown rollout policy key(s): {', '.join(sorted(unknown))}")
+    for key in ("canary", "max_failure"):
+        if key in raw:
+            raw[key] = parse_fraction(raw[key], key.replace("_", "-"))
+    return replace(DEFAULT_POLICY, **raw)
+
+
+@dataclass(frozen=True)
+class RolloutTarget:
+    """Where the new version goes: the fleet on ``broker_url``/``prefix``, devices matching ``selector``
+    that run the model."""
+
+    broker_url: str
+    prefix: str
+    selector: dict[str, str] = field(default_factory=dict)
+    policy: RolloutPolicy = DEFAULT_POLICY
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+    def client(self) -> ControlClient:
+        """An unconnected client: use it as a context manager."""
+        return ControlClient(self.broker_url, username=self.username, password=self.password, ca_file=self.ca_file)
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    pipeline: PipelineRequest
+    target: RolloutTarget
+    trigger: dict[str, Any] = field(default_factory=dict)
+    """Why this retrain runs: the drift event's payload (and id), shown in the summary."""
+
+    @property
+    def model(self) -> str:
+        return self.pipeline.model
+
+    @property
+    def config(self) -> ProjectConfig:
+        return self.pipeline.config
+
+
+def make_retrain_request(model: str, data: Path, *, target: str | None = None, config_path: Path | None = None,
+                         overrides: Mapping[str, Any] | None = None, selector: Mapping[str, str] | None = None,
+                         policy: Mapping[str, Any] | None = None, broker_url: str | None = None,
+                         prefix: str | None = None, trigger: Mapping[str, Any] | None = None) -> RetrainRequest:
+    """Resolve everything before any work: model name, newest data file, config, broker (flag →
+    $EDGEOPS_MQTT_URL → config, as the CLI does) and rollout policy."""
+    pipeline = make_request(newest_data(data), model_name(model), target, config_path, overrides)
+    cfg = pipeline.config
+    rollout = RolloutTarget(broker_url=broker_url or os.environ.get("EDGEOPS_MQTT_URL") or cfg.mqtt.url,
+                            prefix=prefix or cfg.mqtt.prefix, selector=dict(selector or {}),
+                            policy=policy_from_json(policy), username=cfg.mqtt.username,
+                            password=cfg.mqtt.password, ca_file=cfg.mqtt.ca_file)
+    return RetrainRequest(pipeline=pipeline, target=rollout, trigger=dict(trigger or {}))
+
+
+def rollout_store(cfg: ProjectConfig) -> RolloutStore:
+    """The same database `edgeops rollout status` reads: ``rollouts.db`` beside the registry directory."""
+    return RolloutStore(cfg.registry.root.parent / "rollouts.db")
+
+
+def project_public_key(cfg: ProjectConfig) -> Ed25519PublicKey | None:
+    path = key_paths(cfg.registry.keys_dir)[1]
+    return load_public_key(path) if path.exists() else None
+
+
+def champion_version(request: RetrainRequest) -> int | None:
+    record = Registry(request.config.registry.root).champion(request.model)
+    return None if record is None else record.version
+
+
+def publish_candidate(client: ControlClient, request: RetrainRequest, record: ReleaseRecord) -> PublishResult:
+    """Put the new release on the broker (retained, idempotent) so devices can fetch it."""
+    return publish_release(client, Topics(request.target.prefix), record.manifest, record.onnx_bytes(),
+                           status=record.status, public_key=project_public_key(request.config))
+
+
+def devices_running(client: ControlClient, request: RetrainRequest) -> list[str]:
+    """Devices matching the selector whose latest report says they run the model."""
+    fleet = read_fleet(client, Topics(request.target.prefix))
+    return [d.device for d in fleet.select(request.target.selector) if d.model == request.model]
+
+
+def plan_rollout(client: ControlClient, request: RetrainRequest, record: ReleaseRecord) -> RolloutRecord | None:
+    """Publish the release and record a rollout to the devices running the model (None when there are none)."""
+    if not devices_running(client, request):
+        return None
+    publish_candidate(client, request, record)
+    return start_rollout(rollout_store(request.config), client, Topics(request.target.prefix), model=request.model,
+                         version=record.version, selector=request.target.selector, policy=request.target.policy,
+                         running_only=True)
+
+
+def conclude(request: RetrainRequest, record: ReleaseRecord, rollout: RolloutRecord) -> ReleaseRecord:
+    """The promotion rule of the module doc: champion only after a completed rollout."""
+    if rollout.status == "completed":
+        return Registry(request.config.registry.root).promote(request.model, record.version, CHAMPION)
+    return record
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    request: RetrainRequest
+    outcome: Outcome
+    pipeline: PipelineResult
+    record: ReleaseRecord
+    champion_before: int | None
+    rollout: RolloutRecord | None = None
+
+    @property
+    def champion_after(self) -> int | None:
+        return champion_version(self.request)
+
+    def headline(self) -> str:
+        ref, before = self.record.ref, self.champion_before
+        kept = "no champion yet" if before is None else f"champion stays {self.request.model}@{before}"
+        if self.outcome == "rejected":
+            return f"{ref} rejected by gates: {'; '.join(self.pipeline.gate.reasons)}; no rollout, {kept}"
+        if self.outcome == "no_devices":
+            return f"{ref} passed its gates but no device runs {self.request.model}; it stays candidate, {kept}"
+        assert self.rollout is not None
+        if self.outcome == "aborted":
+            return f"{ref} canary rollout {self.rollout.id} aborted ({self.rollout.reason}); devices restored, {kept}"
+        return f"{ref} rolled out ({self.rollout.reason}) and promoted to champion (was {before})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.request.model, "outcome": self.outcome, "version": self.record.version,
+                "data": str(self.request.pipeline.data), "champion_before": self.champion_before,
+                "champion_after": self.champion_after, "headline": self.headline(),
+                "rollout": None if self.rollout is None else self.rollout.to_json()}
+
+
+def outcome_of(pipeline: PipelineResult, rollout: RolloutRecord | None) -> Outcome:
+    if not pipeline.passed:
+        return "rejected"
+    if rollout is None:
+        return "no_devices"
+    return "promoted" if rollout.status == "completed" else "aborted"
+
+
+def run_retrain(request: RetrainRequest, **controller: Any) -> RetrainResult:
+    """Every step without Prefect: pipeline → (gates passed) publish → canary rollout → promote on completion.
+    ``controller`` goes to RolloutController (poll_s, gate, on_event)."""
+    before = champion_version(request)
+    pipeline = run_pipeline(request.pipeline)
+    record, rollout = pipeline.record, None
+    if pipeline.passed:
+        with request.target.client() as client:
+            rollout = plan_rollout(client, request, record)
+            if rollout is not None:
+                rollout = RolloutController(rollout_store(request.config), client, Topics(request.target.prefix),
+                                            **controller).run(rollout.id)
+        if rollout is not None:
+            record = conclude(request, record, rollout)
+    return RetrainResult(request, outcome_of(pipeline, rollout), pipeline, record, before, rollout)
+
+
+def trigger_markdown(trigger: Mapping[str, Any]) -> list[str]:
+    """The "why" section: the drift event's payload, scalars as a list and the rest as JSON."""
+    if not trigger:
+        return ["Started by hand (no drift event)."]
+    scalars = {k: v for k, v in trigger.items() if isinstance(v, str | int | float | bool) or v is None}
+    rest = {k: v for k, v in trigger.items() if k not in scalars}
+    lines = [f"- **{k}**: {v}" for k, v in sorted(scalars.items())]
+    if rest:
+        lines += ["", "```json", json.dumps(rest, indent=2, sort_keys=True, default=str), "```"]
+    return lines
+
+
+def summary_markdown(result: RetrainResult) -> str:
+    """The retrain run's artifact: what was retrained, why (the drift), the gates, and the rollout."""
+    req, pipe = result.request, result.pipeline
+    lines = [f"# Retrain {req.model}: {result.outcome}", "", result.headline(), "", "## Why", "",
+             *trigger_markdown(req.trigger), "", "## What", "",
+             f"- data `{req.pipeline.data}` (sha256 `{result.record.manifest.lineage.data_sha256[:16]}`)",
+             f"- new version {result.record.ref}, aliases: {', '.join(result.record.aliases) or '-'}",
+             f"- champion before {result.champion_before}, after {result.champion_after}", "",
+             "## Metrics vs gates", "", pipe.gate.to_markdown(), ""]
+    if result.rollout is not None:
+        tally = result.rollout.tally()
+        lines += ["## Rollout", "", f"- rollout `{result.rollout.id}` {result.rollout.status}: {result.rollout.reason}",
+                  f"- {len(result.rollout.devices)} devices in {result.rollout.waves} waves: {tally['succeeded']} "
+                  f"succeeded, {tally.failures} failed, {tally['offline']} offline"]
+    return "\n".join(lines)
