@@ -1,7 +1,9 @@
 """``edgeops release``, ``fleet`` and ``rollout`` commands against a real Mosquitto, a real registry, and
 simulated devices. Each command group is tested through its own Typer app."""
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +146,22 @@ def test_fleet_ls_shows_devices_and_filters_by_labels(project: Project) -> None:
         assert bad.exit_code == 1 and "key=value" in bad.output
 
 
+async def prefect_records(rollout_id: str) -> tuple[dict[str, object], list[str]]:
+    """The rollout's artifacts (key → data) and event names, as the Prefect API holds them."""
+    from prefect.client.orchestration import get_client  # imported late: the CLI sets Prefect's log level first
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.rollout import artifact_key
+
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=artifact_key(rollout_id))))
+        response = await client.request("POST", "/events/filter", json={  # type: ignore[arg-type]
+            "filter": {"resource": {"id": [f"edgeops.rollout.{rollout_id}"]}, "any_resource": None}, "limit": 50})
+    data = {a.key: json.loads(a.data) if isinstance(a.data, str) else a.data for a in found if a.key}
+    return data, [e["event"] for e in response.json()["events"]]
+
+
 def test_cli_rollout_completes_then_a_rejected_canary_exits_3(project: Project) -> None:
     key = load_public_key(project.config.parent / ".edgeops" / "keys" / "release.pub")
     sims = [SimDevice(f"d{i}", {"site": "berlin"}, "churn", 1, state="serving", public_keys=(key,)) for i in range(5)]
@@ -155,6 +173,16 @@ def test_cli_rollout_completes_then_a_rejected_canary_exits_3(project: Project) 
         status = runner.invoke(rollout_app, ["status", "--json", "--config", str(project.config)])
         (done,) = json.loads(status.stdout)
         assert done["status"] == "completed" and done["counts"]["succeeded"] == 5 and done["waves"] == 4
+        expected = ["edgeops.rollout.completed", "edgeops.rollout.started"] + ["edgeops.rollout.wave.completed"] * 4
+        for _attempt in range(50):  # events are sent and stored asynchronously
+            artifacts, events = asyncio.run(prefect_records(done["id"]))
+            if sorted(events) == expected:
+                break
+            time.sleep(0.2)
+        key = "rollout-" + done["id"].lower()
+        assert artifacts[key] == 100.0  # the progress artifact ends at 100 %
+        assert len(artifacts[key + "-devices"]) == 5  # one table row per device
+        assert sorted(events) == expected
         fleet.devices["d0"].reject = "golden samples differ"  # the canary of the next rollout refuses
         back = runner.invoke(rollout_app, project.args("start", "churn@1", "--target", "site=berlin"))
         assert back.exit_code == 3, back.output
