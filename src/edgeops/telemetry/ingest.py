@@ -1,0 +1,345 @@
+"""The ingest service: MQTT → telemetry store, in batches, acknowledging each message only after it is stored.
+
+Delivery: QoS 1 with a *persistent* MQTT 5 session (fixed client id per instance, ``clean_start=False``, a
+session expiry), so while an instance restarts the broker queues its messages. Telemetry and agent events come
+through a *shared subscription* (``$share/{group}/...``): instances in one group split the load and each
+message goes to one of them. Status and reported state are retained and small, so every instance subscribes to
+them directly (retained messages are never sent to shared subscriptions) and the store's conditional update
+makes sure only one instance raises each presence event.
+
+At least once, and nothing lost: paho runs with ``manual_ack=True``; the callback thread only queues messages;
+the writer thread parses a batch, commits it, and only then sends the PUBACKs (in arrival order, as MQTT
+requires). A crash before the commit loses nothing (the broker redelivers unacked messages to the session); a
+crash after the commit but before the PUBACK causes a redelivery that the store ignores (idempotent on
+(device, seq)). PUBACKs are only sent on the connection that received the message — after a reconnect the
+packet ids belong to the new connection, so acking an old id could acknowledge an unstored message.
+Malformed messages are logged, counted, acknowledged and skipped: redelivering them would not fix them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from edge_agent.protocol import (
+    DEFAULT_PREFIX,
+    AgentEvent,
+    ProtocolError,
+    Reported,
+    Status,
+    TelemetryWindow,
+    Topics,
+)
+from edgeops.drift import parse_ts
+from edgeops.errors import BrokerError
+from edgeops.mqtt import BrokerAddress
+from edgeops.telemetry.events import Emitter, discard
+from edgeops.telemetry.store import DEFAULT_DB_URL, Message, TelemetryStore, WriteResult
+
+log = logging.getLogger("edgeops.telemetry")
+
+PARSERS: dict[str, Any] = {"telemetry": TelemetryWindow, "status": Status, "reported": Reported,
+                           "events": AgentEvent}
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    db_url: str = DEFAULT_DB_URL
+    prefix: str = DEFAULT_PREFIX
+    group: str = "edgeops-ingest"
+    instance: str = "0"                 # part of the fixed client id: give each instance of a group its own
+    client_id: str | None = None        # overrides the derived id
+    batch_size: int = 500               # flush after this many messages ...
+    flush_ms: int = 200                 # ... or this long after the first message of a batch
+    session_expiry_s: int = 7 * 24 * 3600   # how long the broker keeps our queue while we are away
+    keepalive_s: int = 30
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.client_id or f"{self.group}-{socket.gethostname()}-{self.instance}"[:128]
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    stored: int = 0          # new windows
+    duplicates: int = 0      # redelivered windows / agent events (ignored)
+    other: int = 0           # status, reported, agent events stored
+    malformed: int = 0
+    batches: int = 0
+    acked: int = 0
+    db_errors: int = 0
+    subscribed: int = 0      # successful (re)subscriptions: one per connection
+
+
+@dataclass(frozen=True)
+class _Raw:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    epoch: int
+
+
+def parse_message(topics: Topics, topic: str, payload: bytes) -> Message | None:
+    """A device message from its topic and payload; None for an empty payload (a cleared retained topic).
+    ProtocolError (naming the problem) for anything malformed, including a payload that names another device
+    than its topic (a device may only speak for itself)."""
+    device, channel = topics.parse_device_topic(topic)
+    if channel not in PARSERS:
+        raise ProtocolError(f"channel {channel!r} is not ingested", field="topic")
+    if not payload:
+        return None
+    message = PARSERS[channel].parse(payload)
+    if message.device != device:
+        raise ProtocolError(f"payload is from {message.device!r} but the topic is {device!r}", field="device")
+    if isinstance(message, TelemetryWindow):
+        for name in ("start", "end"):
+            try:
+                parse_ts(getattr(message, name))
+            except ValueError as exc:
+                raise ProtocolError("is not an ISO-8601 timestamp", field=name) from exc
+    return message
+
+
+class IngestService:
+    """Run with ``start()`` / ``stop()`` (or as a context manager)."""
+
+    def __init__(self, config: IngestConfig, store: TelemetryStore | None = None, emit: Emitter = discard) -> None:
+        self.config = config
+        self.topics = Topics(config.prefix)
+        self.store = store if store is not None else TelemetryStore(config.db_url)
+        self._own_store = store is None
+        self.emit = emit
+        self._stats = IngestStats()
+        self._stats_lock = threading.Lock()
+        self._queue: queue.Queue[_Raw] = queue.Queue()
+        self._ack_lock = threading.Lock()
+        self._epoch = 0
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="edgeops-ingest-writer", daemon=True)
+        self._client = self._make_client()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def start(self, wait_s: float | None = 10.0) -> IngestService:
+        """Connect (reconnecting for ever in the background) and start writing. With ``wait_s``, raise
+        BrokerError if the first connection does not succeed in time."""
+        address = BrokerAddress.parse(self.config.broker_url)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = min(65535, max(20, 2 * self.config.batch_size))   # let a whole batch be in flight
+        self._writer.start()
+        self._client.connect_async(address.host, address.port, self.config.keepalive_s, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        if wait_s is not None and not self._connected.wait(wait_s):
+            self.stop()
+            raise BrokerError(f"ingest cannot connect to {self.config.broker_url} within {wait_s:g}s")
+        return self
+
+    def stop(self) -> None:
+        """Disconnect (the session and its subscriptions stay on the broker), then store what is queued. Those
+        last messages are not acknowledged, so the broker redelivers them next time and the store ignores them."""
+        self._stopping.set()
+        with self._ack_lock:
+            self._epoch += 1
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._writer.is_alive():
+            self._writer.join()
+        if self._own_store:
+            self.store.close()
+
+    def __enter__(self) -> IngestService:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def stats(self) -> IngestStats:
+        with self._stats_lock:
+            return replace(self._stats)
+
+    @property
+    def connected(self) -> bool:
+        """Connected and subscribed."""
+        return self._connected.is_set()
+
+    def wait_until(self, predicate: Callable[[IngestStats], bool], timeout: float) -> bool:
+        """Poll ``predicate(stats)`` until true or ``timeout`` (for tests, benchmarks and the CLI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.stats):
+                return True
+            time.sleep(0.02)
+        return predicate(self.stats)
+
+    # --- MQTT (paho's network thread: queue and return) --------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.mqtt_client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        if BrokerAddress.parse(self.config.broker_url).tls:
+            ca = str(self.config.ca_file) if self.config.ca_file else None
+            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(1, 10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
+        shared = SubscribeOptions(qos=1)
+        direct = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE)
+        return [(self.topics.shared(self.config.group, self.topics.all_devices("telemetry")), shared),
+                (self.topics.shared(self.config.group, self.topics.all_devices("events")), shared),
+                (self.topics.all_devices("status"), direct), (self.topics.all_devices("reported"), direct)]
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("ingest: broker %s refused the connection: %s", self.config.broker_url, reason)
+            return
+        with self._ack_lock:
+            self._epoch += 1
+        client.subscribe(self.subscriptions())
+        log.info("ingest %s connected (session present: %s)", self.config.mqtt_client_id, flags.session_present)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+        failed = [str(code) for code in codes if code.is_failure]
+        if failed:
+            log.error("ingest: broker refused subscriptions: %s", ", ".join(failed))
+        with self._stats_lock:
+            self._stats.subscribed += 1
+        self._connected.set()   # ready: connected *and* subscribed (a restarted broker may have lost the session)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._ack_lock:
+            self._epoch += 1
+        self._connected.clear()
+        if not self._stopping.is_set():
+            log.warning("ingest disconnected from %s (%s); reconnecting", self.config.broker_url, reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(_Raw(msg.topic, msg.payload, msg.mid, msg.qos, self._epoch))
+        with self._stats_lock:
+            self._stats.received += 1
+
+    # --- writer thread -----------------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch:
+                self._process(batch)
+            elif self._stopping.is_set():
+                return
+
+    def _collect(self) -> list[_Raw]:
+        try:
+            batch = [self._queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.config.flush_ms / 1000
+        while len(batch) < self.config.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[_Raw]) -> None:
+        messages: list[Message] = []
+        malformed = 0
+        for raw in batch:
+            try:
+                message = parse_message(self.topics, raw.topic, raw.payload)
+            except (ProtocolError, UnicodeDecodeError) as exc:
+                malformed += 1
+                log.warning("ingest: skipping malformed message on %s: %s", raw.topic, exc)
+                continue
+            if message is not None:
+                messages.append(message)
+        result = self._store(messages)
+        if result is None:
+            return   # stopping with the database down: nothing acked, the broker redelivers
+        self._ack(batch)
+        with self._stats_lock:
+            s = self._stats
+            s.stored += result.windows
+            s.duplicates += result.duplicates
+            s.other += sum(1 for m in messages if not isinstance(m, TelemetryWindow))
+            s.malformed += malformed
+            s.batches += 1
+        for spec in result.events:
+            try:
+                self.emit(spec)
+            except Exception as exc:   # an events backend outage must not stop ingestion
+                log.warning("ingest: could not emit %s: %s", spec.event, exc)
+
+    def _store(self, messages: list[Message]) -> WriteResult | None:
+        """Write the batch, retrying while the database is unreachable. A batch the database rejects for its
+        content is written message by message so one bad row cannot block the rest."""
+        delay = 0.2
+        while True:
+            try:
+                return self.store.write(messages)
+            except OperationalError as exc:
+                with self._stats_lock:
+                    self._stats.db_errors += 1
+                log.error("ingest: telemetry store unavailable (%s); retrying in %.1fs", str(exc).splitlines()[0],
+                          delay)
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, 5.0)
+            except SQLAlchemyError:
+                return self._store_one_by_one(messages)
+
+    def _store_one_by_one(self, messages: list[Message]) -> WriteResult:
+        total = WriteResult()
+        for message in messages:
+            try:
+                result = self.store.write([message])
+            except SQLAlchemyError as exc:
+                log.warning("ingest: store rejected a message from %s: %s", message.device,
+                            str(exc).splitlines()[0])
+                with self._stats_lock:
+                    self._stats.malformed += 1
+                continue
+            total.windows += result.windows
+            total.duplicates += result.duplicates
+            total.events.extend(result.events)
+        return total
+
+    def _ack(self, batch: list[_Raw]) -> None:
+        acked = 0
+        with self._ack_lock:
+            for raw in batch:
+                if raw.qos > 0 and raw.epoch == self._epoch:
+                    self._client.ack(raw.mid, raw.qos)
+                    acked += 1
+        with self._stats_lock:
+            self._stats.acked += acked
+

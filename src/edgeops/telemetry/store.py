@@ -1,0 +1,310 @@
+"""The telemetry store: windows, device presence, agent events (SQLAlchemy 2; SQLite or PostgreSQL).
+
+Why it looks like this:
+* QoS 1 delivers at least once, so every insert is idempotent: a unique key per fact ((device, seq) for a
+  window; (device, event, model, version, ts) for an agent event) and ``INSERT ... ON CONFLICT DO NOTHING``,
+  which both SQLite (3.24+) and PostgreSQL speak. ``RETURNING`` tells which rows were new, so events are
+  raised for new facts only.
+* One transaction per batch (the ingest service hands us hundreds of messages at once) — commit cost is what
+  limits ingest rate, not parsing.
+* Presence changes use a conditional ``UPDATE ... WHERE status IS DISTINCT`` so that when several ingest
+  instances see the same status message, exactly one of them wins the row and raises the event.
+* Windows keep the whole message as JSON (``body``): counts stay in the protocol's own format, and a window is
+  read back as a ``TelemetryWindow`` with the protocol's parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow
+from edgeops.drift import parse_ts
+from edgeops.errors import EdgeopsError
+from edgeops.telemetry.events import EventSpec, model_event, presence_event
+
+DEFAULT_DB_URL = "sqlite:///.edgeops/telemetry.db"
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements INTEGER PRIMARY KEY only
+
+
+class StoreError(EdgeopsError):
+    """The telemetry database cannot be opened or written."""
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime()}
+
+
+class WindowRow(Base):
+    __tablename__ = "telemetry_windows"
+    __table_args__ = (UniqueConstraint("device", "seq", name="uq_telemetry_window_device_seq"),
+                      Index("ix_telemetry_window_model_end", "model", "version", "window_end"))
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    count: Mapped[int]
+    errors: Mapped[int]
+    dropped: Mapped[int]
+    body: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+
+
+class DeviceRow(Base):
+    __tablename__ = "telemetry_devices"
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str | None] = mapped_column(String(16))
+    status_ts: Mapped[str | None] = mapped_column(String(40))
+    status_at: Mapped[datetime | None]
+    state: Mapped[str | None] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int | None]
+    reported: Mapped[dict[str, Any] | None]
+    reported_at: Mapped[datetime | None]
+
+
+class EventRow(Base):
+    __tablename__ = "telemetry_agent_events"
+    __table_args__ = (UniqueConstraint("device", "event", "model", "version", "ts", name="uq_telemetry_event"),)
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    reason: Mapped[str | None] = mapped_column(String(2000))
+    rollout_id: Mapped[str | None] = mapped_column(String(128))
+    ts: Mapped[str] = mapped_column(String(40))
+    received_at: Mapped[datetime]
+
+
+Message = TelemetryWindow | Status | Reported | AgentEvent
+
+
+@dataclass
+class WriteResult:
+    windows: int = 0         # new windows stored
+    duplicates: int = 0      # windows (and agent events) already stored: redeliveries
+    events: list[EventSpec] = field(default_factory=list)   # to emit after the commit
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive_utc(ts: str) -> datetime:
+    return parse_ts(ts).replace(tzinfo=None)
+
+
+class TelemetryStore:
+    """Open (and create) the store at ``url``. ``schema`` puts the tables in a PostgreSQL schema (tests use a
+    throw-away one); it is created when missing."""
+
+    def __init__(self, url: str = DEFAULT_DB_URL, *, schema: str | None = None) -> None:
+        self.url = url
+        self.schema = schema
+        try:
+            self.engine = _engine(url, schema)
+            if schema:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open telemetry store {make_url(url).render_as_string()}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        self.dialect = self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def drop_schema(self) -> None:
+        """Remove the tables (and the schema, if one was given). For tests and ``--reset``."""
+        Base.metadata.drop_all(self.engine)
+        if self.schema:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+
+    # --- writing -----------------------------------------------------------------------------------------
+    def write(self, messages: Sequence[Message]) -> WriteResult:
+        """Store a batch in one transaction; returns what was new and the events to raise after commit."""
+        result = WriteResult()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            windows = [m for m in messages if isinstance(m, TelemetryWindow)]
+            if windows:
+                self._write_windows(conn, windows, now, result)
+            agent_events = [m for m in messages if isinstance(m, AgentEvent)]
+            if agent_events:
+                self._write_agent_events(conn, agent_events, now, result)
+            for message in messages:
+                if isinstance(message, Status):
+                    self._write_status(conn, message, now, result)
+            reported = {m.device: m for m in messages if isinstance(m, Reported)}   # last one per device wins
+            if reported:
+                self._write_reported(conn, list(reported.values()), now)
+        return result
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _write_windows(self, conn: Connection, windows: list[TelemetryWindow], now: datetime,
+                       result: WriteResult) -> None:
+        rows = {(w.device, w.seq): _window_row(w, now) for w in windows}
+        table = WindowRow.__table__
+        stmt = self._insert(table).on_conflict_do_nothing(index_elements=["device", "seq"])
+        inserted = conn.execute(stmt.returning(table.c.device), list(rows.values())).all()
+        result.windows += len(inserted)
+        result.duplicates += len(windows) - len(inserted)
+
+    def _write_agent_events(self, conn: Connection, events: list[AgentEvent], now: datetime,
+                            result: WriteResult) -> None:
+        rows = {(e.device, e.event, e.model, e.version, e.ts): e for e in events}
+        table = EventRow.__table__
+        stmt = self._insert(table).on_conflict_do_nothing(
+            index_elements=["device", "event", "model", "version", "ts"])
+        params = [{"device": e.device, "event": e.event, "model": e.model, "version": e.version,
+                   "reason": (e.reason or "")[:2000] or None, "rollout_id": e.rollout_id, "ts": e.ts,
+                   "received_at": now} for e in rows.values()]
+        inserted = conn.execute(stmt.returning(table.c.device, table.c.event, table.c.model, table.c.version,
+                                               table.c.ts), params).all()
+        result.duplicates += len(events) - len(inserted)
+        for key in inserted:
+            event = rows[tuple(key)]   # type: ignore[index]
+            result.events.append(model_event(event, _occurred(event.ts)))
+
+    def _write_status(self, conn: Connection, status: Status, now: datetime, result: WriteResult) -> None:
+        table = DeviceRow.__table__
+        conn.execute(self._insert(table).on_conflict_do_nothing(index_elements=["device"]), {"device": status.device})
+        changed = conn.execute(
+            update(table).where(table.c.device == status.device,
+                                or_(table.c.status.is_(None), table.c.status != status.status))
+            .values(status=status.status, status_ts=status.ts, status_at=now))
+        if changed.rowcount == 1:
+            result.events.append(presence_event(status.device, status.status, status.ts, _occurred(status.ts)))
+        else:   # same presence again (retained redelivery, another instance won): keep the newest timestamp
+            conn.execute(update(table).where(table.c.device == status.device).values(status_ts=status.ts))
+
+    def _write_reported(self, conn: Connection, reports: list[Reported], now: datetime) -> None:
+        table = DeviceRow.__table__
+        rows = [{"device": r.device, "state": r.state, "model": r.model, "version": r.version,
+                 "reported": r.to_json(), "reported_at": now} for r in reports]
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=["device"], set_={
+            k: stmt.excluded[k] for k in ("state", "model", "version", "reported", "reported_at")})
+        conn.execute(stmt, rows)
+
+    # --- reading -----------------------------------------------------------------------------------------
+    def windows(self, *, model: str | None = None, version: int | None = None, device: str | None = None,
+                since: datetime | None = None) -> list[TelemetryWindow]:
+        """Stored windows (oldest first), filtered; ``since`` compares with each window's end."""
+        table = WindowRow.__table__
+        query = select(table.c.body).order_by(table.c.window_end, table.c.id)
+        if model is not None:
+            query = query.where(table.c.model == model)
+        if version is not None:
+            query = query.where(table.c.version == version)
+        if device is not None:
+            query = query.where(table.c.device == device)
+        if since is not None:
+            query = query.where(table.c.window_end >= since.astimezone(UTC).replace(tzinfo=None))
+        with self.engine.connect() as conn:
+            return [TelemetryWindow.from_json(body) for (body,) in conn.execute(query)]
+
+    def window_keys(self) -> list[tuple[str, int]]:
+        table = WindowRow.__table__
+        with self.engine.connect() as conn:
+            return [(d, s) for d, s in conn.execute(select(table.c.device, table.c.seq))]
+
+    def count_windows(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(WindowRow.__table__)).scalar_one())
+
+    def devices(self) -> list[dict[str, Any]]:
+        table = DeviceRow.__table__
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(select(table).order_by(table.c.device))]
+
+    def agent_events(self, device: str | None = None) -> list[dict[str, Any]]:
+        table = EventRow.__table__
+        query = select(table).order_by(table.c.id)
+        if device is not None:
+            query = query.where(table.c.device == device)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def models(self) -> list[tuple[str, int]]:
+        """(model, version) pairs that have windows."""
+        table = WindowRow.__table__
+        with self.engine.connect() as conn:
+            query = select(table.c.model, table.c.version).distinct().order_by(table.c.model, table.c.version)
+            return [(m, v) for m, v in conn.execute(query)]
+
+
+def _window_row(w: TelemetryWindow, now: datetime) -> dict[str, Any]:
+    return {"device": w.device, "seq": w.seq, "model": w.model, "version": w.version,
+            "window_start": _ts_or(w.start, now), "window_end": _ts_or(w.end, now), "count": w.count,
+            "errors": sum(w.errors.values()), "dropped": w.dropped, "body": w.to_json(), "received_at": now}
+
+
+def _ts_or(ts: str, default: datetime) -> datetime:
+    """Window bounds are parsed when the message is validated (see ingest); this only guards odd clocks."""
+    try:
+        return naive_utc(ts)
+    except ValueError:
+        return default
+
+
+def _occurred(ts: str) -> datetime | None:
+    try:
+        return parse_ts(ts)
+    except ValueError:
+        return None
+
+
+def _engine(url: str, schema: str | None) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    engine = create_engine(url, pool_pre_ping=True)
+    return engine.execution_options(schema_translate_map={None: schema}) if schema else engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers (the monitor) run while the ingest writes; busy timeout lets two writers take turns."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
