@@ -1,0 +1,104 @@
+"""The telemetry store on the real PostgreSQL (fails, never skips, when it is unreachable). Each test works in a
+schema of its own that is dropped afterwards."""
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from services import POSTGRES_URL
+
+from edge_agent.protocol import AgentEvent, Counts, Reported, Status, TelemetryWindow, Topics
+from edgeops.telemetry.events import EventSpec
+from edgeops.telemetry.ingest import IngestConfig, IngestService
+from edgeops.telemetry.store import TelemetryStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_store() -> Iterator[TelemetryStore]:
+    store = TelemetryStore(POSTGRES_URL, schema=f"edgeops_test_{uuid.uuid4().hex[:12]}")
+    yield store
+    store.drop_schema()
+    store.close()
+
+
+def window(device: str, seq: int, end: str = "2026-01-01T00:01:00Z") -> TelemetryWindow:
+    return TelemetryWindow(device=device, seq=seq, model="churn", version=3, start="2026-01-01T00:00:00Z", end=end,
+                           count=5, errors={"input": 1}, latency_ms={"p95": 2.5},
+                           features={"x": Counts((1, 2, 2), missing=1)}, predictions=Counts((3, 2)),
+                           feedback={"labelled": 2.0, "correct": 1.0}, ts="2026-01-01T00:01:00Z")
+
+
+def test_windows_are_idempotent_and_read_back_exactly(pg_store: TelemetryStore) -> None:
+    first = pg_store.write([window("a", 1), window("a", 1), window("b", 1)])
+    again = pg_store.write([window("a", 1), window("a", 2, end="2026-01-02T00:00:00Z")])
+    assert (first.windows, first.duplicates, again.windows, again.duplicates) == (2, 1, 1, 1)
+    assert sorted(pg_store.window_keys()) == [("a", 1), ("a", 2), ("b", 1)]
+    assert pg_store.windows(device="a")[0] == window("a", 1)
+    assert pg_store.windows(since=datetime(2026, 1, 1, 12, tzinfo=UTC)) == [window("a", 2, end="2026-01-02T00:00:00Z")]
+    assert pg_store.models() == [("churn", 3)]
+
+
+def test_a_presence_change_seen_by_two_writers_at_once_raises_one_event(pg_store: TelemetryStore) -> None:
+    other = TelemetryStore(pg_store.url, schema=pg_store.schema)   # a second ingest instance's connection
+    try:
+        for round_no in range(10):
+            status = Status(device="a", status="online" if round_no % 2 == 0 else "offline",
+                            ts=f"2026-01-01T00:00:{round_no:02d}Z")
+            barrier = threading.Barrier(2)
+            results: list[list[EventSpec]] = []
+
+            def write(store: TelemetryStore, status: Status = status, barrier: threading.Barrier = barrier,
+                      results: list[list[EventSpec]] = results) -> None:
+                barrier.wait()
+                results.append(store.write([status]).events)
+
+            threads = [threading.Thread(target=write, args=(s,)) for s in (pg_store, other)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(len(r) for r in results) == [0, 1], round_no
+            assert [e.event for r in results for e in r] == [f"edgeops.device.{status.status}"]
+    finally:
+        other.close()
+    assert pg_store.devices()[0]["status"] == "offline"
+
+
+def test_agent_events_and_reported_state(pg_store: TelemetryStore) -> None:
+    rejected = AgentEvent(device="a", event="rejected", model="churn", version=4, reason="bad signature",
+                          ts="2026-01-01T00:00:00Z")
+    result = pg_store.write([rejected, rejected, Reported(device="a", state="serving", model="churn", version=3,
+                                                          labels={"site": "x"})])
+    assert [e.event for e in result.events] == ["edgeops.model.rejected"]
+    assert pg_store.write([rejected]).events == []
+    device = pg_store.devices()[0]
+    assert (device["state"], device["model"], device["version"]) == ("serving", "churn", 3)
+    assert device["reported"]["labels"] == {"site": "x"}
+
+
+def test_ingest_into_postgresql(session_broker: str, topic_prefix: str, pg_store: TelemetryStore) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edgeops.mqtt import BrokerAddress
+
+    topics = Topics(topic_prefix)
+    address = BrokerAddress.parse(session_broker)
+    cfg = IngestConfig(broker_url=session_broker, prefix=topic_prefix, client_id=f"pg-{uuid.uuid4().hex[:8]}",
+                       batch_size=50, flush_ms=50)
+    with IngestService(cfg, pg_store) as ingest:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+        pub.connect(address.host, address.port)
+        pub.loop_start()
+        infos = [pub.publish(topics.device("a", "telemetry"), window("a", seq % 40).to_bytes(), qos=1)
+                 for seq in range(80)]
+        for info in infos:
+            info.wait_for_publish(10)
+        pub.disconnect()
+        pub.loop_stop()
+        assert ingest.wait_until(lambda s: s.stored + s.duplicates == 80, 30), ingest.stats
+    assert pg_store.count_windows() == 40
