@@ -151,18 +151,15 @@ class ControlClient:
         """Publish at QoS 1 and return only after the broker's PUBACK."""
         self.publish_many([(topic, payload, retain)])
 
-    def publish_many(self, messages: Iterable[tuple[str, bytes, bool]]) -> int:
-        """Publish all messages (QoS 1) in order, then wait for every PUBACK; returns the count."""
+    def publish_many(self, messages: Iterable[tuple[str, bytes, bool]], *, wait: bool = True) -> "Publication":
+        """Publish all messages (QoS 1) in order; with ``wait`` return only after every PUBACK, else return
+        a ``Publication`` to wait on later (a controller keeps watching devices meanwhile)."""
         infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in messages]
         self.published += len(infos)
-        deadline = time.monotonic() + self.timeout_s + 0.01 * len(infos)
-        for info in infos:
-            with contextlib.suppress(RuntimeError, ValueError):  # not connected yet: paho keeps it queued
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not info.is_published():
-                raise BrokerError(f"the MQTT broker at {self.url} did not acknowledge a publish within "
-                                  f"{self.timeout_s:g}s (is it still up?)")
-        return len(infos)
+        publication = Publication(infos, self.url, time.monotonic() + self.timeout_s + 0.01 * len(infos))
+        if wait:
+            publication.wait()
+        return publication
 
     # subscribing ------------------------------------------------------------------------------------
     def subscribe(self, *filters: str) -> None:
@@ -263,6 +260,31 @@ class ControlClient:
             self.unsubscribe(*owned)
         self._stash.extend(others)
         return found
+
+
+@dataclass
+class Publication:
+    """QoS 1 messages handed to paho. While the broker is away paho keeps them and sends them again after
+    reconnecting, so waiting means: until every PUBACK arrived or the deadline passed."""
+
+    infos: list[mqtt.MQTTMessageInfo]
+    url: str
+    deadline: float
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def wait(self) -> None:
+        for info in self.infos:
+            while not info.is_published():
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerError(f"the MQTT broker at {self.url} did not acknowledge a publish in time "
+                                      "(is it still up?)")
+                try:
+                    info.wait_for_publish(min(remaining, 0.5))
+                except (RuntimeError, ValueError):  # not connected right now: paho resends after reconnecting
+                    time.sleep(0.05)
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from edge_agent.protocol import AgentEvent, Desired, ProtocolError, Reported, Status, Topics
 from edgeops.errors import BrokerError, RolloutError
 from edgeops.fleet import FleetSnapshot, build_fleet
-from edgeops.mqtt import ControlClient, Received
+from edgeops.mqtt import ControlClient, Publication, Received
 from edgeops.rollout.plan import (
     TERMINAL,
     GateContext,
@@ -132,6 +132,7 @@ class RolloutController:
         self._dirty: dict[str, DeviceRecord] = {}
         self._gate_passed = -1
         self._hold_since: float | None = None
+        self._sending: list[Publication] = []  # desired states handed to the client, PUBACK not yet checked
 
     def run(self, rollout_id: str) -> RolloutRecord:
         rec = self.store.claim(rollout_id, self.identity)
@@ -243,6 +244,8 @@ class RolloutController:
             return
         if not wave_settled([d.outcome for d in wave], [d.offline for d in wave]):
             return
+        while self._sending:  # the broker must hold this wave's desired states before the next wave starts
+            self._sending.pop().wait()
         if self._gate_passed < rec.wave and not self._ask_gate(rec, wave, now):
             return
         if rec.wave + 1 < rec.waves:
@@ -302,7 +305,7 @@ class RolloutController:
         if not messages:
             return
         self._persist(rec, now)  # recorded as changed *before* the publish: an abort then restores them
-        self.client.publish_many(messages)
+        self._sending.append(self.client.publish_many(messages, wait=False))
         for dev in devices:
             report = self._latest.get(dev.device)
             if report is not None and dev.outcome == "updating":
