@@ -1,0 +1,70 @@
+"""``edgeops telemetry``: run the ingest service, and look at what it stored."""
+
+import logging
+import os
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from ..telemetry.events import discard, emit_to_prefect
+from ..telemetry.ingest import IngestConfig, IngestService
+from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
+from .common import ConfigOption, JsonOption, broker_url, load_project_config, print_json, user_errors
+
+app = typer.Typer(help="Telemetry ingest: MQTT → telemetry store, with Prefect events.", no_args_is_help=True)
+
+DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...).")]
+
+
+@app.command()
+def serve(
+    db: DbOption = DEFAULT_DB_URL,
+    broker: Annotated[str | None, typer.Option(help="Broker URL (default: $EDGEOPS_MQTT_URL, then config).")] = None,
+    group: Annotated[str, typer.Option(help="Shared-subscription group: instances in one group split the load.")]
+    = "edgeops-ingest",
+    instance: Annotated[str, typer.Option(help="Instance name, part of the fixed MQTT client id.")] = "0",
+    prefix: Annotated[str | None, typer.Option(help="Topic prefix (default: config mqtt.prefix).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Commit after this many messages...")] = 500,
+    flush_ms: Annotated[int, typer.Option(min=1, help="...or this many ms after a batch's first message.")] = 200,
+    events: Annotated[bool | None, typer.Option(
+        "--events/--no-events", help="Emit Prefect events (default: when PREFECT_API_URL is set).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the ingest until SIGINT/SIGTERM. Messages are acknowledged only after they are committed."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_project_config(config)
+    emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
+    ingest_cfg = IngestConfig(broker_url=broker_url(broker, cfg), db_url=db, prefix=prefix or cfg.mqtt.prefix,
+                              group=group, instance=instance, batch_size=batch_size, flush_ms=flush_ms,
+                              username=cfg.mqtt.username, password=cfg.mqtt.password, ca_file=cfg.mqtt.ca_file)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with user_errors():
+        service = IngestService(ingest_cfg, emit=emit_to_prefect if emit_events else discard).start(wait_s=None)
+    typer.echo(f"ingest {ingest_cfg.mqtt_client_id}: {ingest_cfg.broker_url} → {db} "
+               f"(group {group}, events {'on' if emit_events else 'off'}); Ctrl-C to stop", err=True)
+    while not stop.wait(30):
+        logging.getLogger("edgeops.telemetry").info("%s", service.stats)
+    service.stop()
+    typer.echo(f"stopped: {service.stats}", err=True)
+
+
+@app.command()
+def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
+    """What the store holds: windows per model version, and each device's presence and state."""
+    with user_errors():
+        store = TelemetryStore(db)
+        summary = {"windows": store.count_windows(), "models": [f"{m}@{v}" for m, v in store.models()],
+                   "devices": [{k: d[k] for k in ("device", "status", "state", "model", "version")}
+                               for d in store.devices()]}
+        store.close()
+    if json_out:
+        print_json(summary)
+        return
+    typer.echo(f"{summary['windows']} windows; models: {', '.join(summary['models']) or '-'}")
+    for d in summary["devices"]:
+        release = f"{d['model']}@{d['version']}" if d["model"] else "-"
+        typer.echo(f"  {d['device']}: {d['status'] or '?'} {d['state'] or '-'} {release}")
