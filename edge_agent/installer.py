@@ -224,7 +224,8 @@ class Installer:
         agent.swap_runner(job.runner)
         agent.latencies.values.clear()
         job.extra["baseline"] = baseline
-        phase = "probation" if self._probation_applies(old) else "serving"
+        # Stays "activating" until the probation step has its watcher in place (so no prediction escapes it).
+        phase = "activating" if self._probation_applies(old) else "serving"
         agent.transition(phase=phase, current=job.ref, previous=old, target=None)
         agent.emit("installed", job.ref)
         agent.store.prune({r for r in (job.ref, old) if r is not None})
@@ -237,9 +238,10 @@ class Installer:
 
     def _start_probation(self, job: Job) -> bool:
         agent = self.agent
-        if agent.state.phase == "probation":
+        if agent.state.phase == "activating":  # _activate decided that probation applies
             with agent._lock:
                 agent.probation = self.new_probation(job.ref, job.extra.get("baseline"))
+            agent.transition(phase="probation")
         return True
 
     def new_probation(self, ref: ModelRef, baseline_p95_ms: float | None) -> Probation:

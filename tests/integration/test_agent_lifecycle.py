@@ -159,6 +159,8 @@ def test_a_rejected_version_is_not_retried_until_desired_changes(
     control.set_desired(DEVICE, "churn", 2, rollout_id="b")  # same version again: stays refused
     control.wait_for(is_reported("rejected", 1, rollout_id="b"))
     assert sum(1 for p in control.messages("events") if json.loads(p)["event"] == "rejected") == 1
+    states_for_b = [r["state"] for r in map(json.loads, control.messages("reported")) if r["rollout_id"] == "b"]
+    assert "fetching" not in states_for_b  # it did not even start fetching the refused version again
     control.set_desired(DEVICE, "churn", 1)  # back to what runs: plain serving again
     control.wait_for(is_reported("serving", 1, last_error=None))
     assert agent.state.refused is None
