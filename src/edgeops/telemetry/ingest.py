@@ -272,6 +272,7 @@ class IngestService:
 
     def _process(self, batch: list[_Raw]) -> None:
         messages: list[Message] = []
+        payloads: list[bytes | None] = []
         malformed = 0
         for raw in batch:
             try:
@@ -282,7 +283,8 @@ class IngestService:
                 continue
             if message is not None:
                 messages.append(message)
-        result = self._store(messages)
+                payloads.append(raw.payload)
+        result = self._store(messages, payloads)
         if result is None:
             return   # stopping with the database down: nothing acked, the broker redelivers
         self._ack(batch)
@@ -299,13 +301,13 @@ class IngestService:
             except Exception as exc:   # an events backend outage must not stop ingestion
                 log.warning("ingest: could not emit %s: %s", spec.event, exc)
 
-    def _store(self, messages: list[Message]) -> WriteResult | None:
+    def _store(self, messages: list[Message], payloads: list[bytes | None]) -> WriteResult | None:
         """Write the batch, retrying while the database is unreachable. A batch the database rejects for its
         content is written message by message so one bad row cannot block the rest."""
         delay = 0.2
         while True:
             try:
-                return self.store.write(messages)
+                return self.store.write(messages, payloads)
             except OperationalError as exc:
                 with self._stats_lock:
                     self._stats.db_errors += 1
@@ -315,13 +317,13 @@ class IngestService:
                     return None
                 delay = min(delay * 2, 5.0)
             except SQLAlchemyError:
-                return self._store_one_by_one(messages)
+                return self._store_one_by_one(messages, payloads)
 
-    def _store_one_by_one(self, messages: list[Message]) -> WriteResult:
+    def _store_one_by_one(self, messages: list[Message], payloads: list[bytes | None]) -> WriteResult:
         total = WriteResult()
-        for message in messages:
+        for message, payload in zip(messages, payloads, strict=True):
             try:
-                result = self.store.write([message])
+                result = self.store.write([message], [payload])
             except SQLAlchemyError as exc:
                 log.warning("ingest: store rejected a message from %s: %s", message.device,
                             str(exc).splitlines()[0])

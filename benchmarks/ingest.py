@@ -1,0 +1,197 @@
+"""Ingest throughput and drift cost, as ratios against baselines measured in the same run.
+
+    .venv/bin/python benchmarks/ingest.py [--windows 20000] [--db sqlite|postgres]
+
+1. windows/s drained by one ingest instance vs a raw paho QoS 1 subscriber (same broker, same backlog, same
+   receive maximum) — target ≥ 0.5×;
+2. two ingest instances (separate processes, one share group, one database) vs one — target ≥ 1.7× (on a
+   2-core machine the broker, the database and the instances share two cores, so expect less);
+3. drift computation (sum windows + statistics) as the number of windows grows — linear or better.
+
+Method for 1 and 2: each consumer first connects once (so the broker holds its persistent session), goes
+offline, the backlog is published, then the clock runs from "go" until every window is received / stored.
+Publisher speed and process start-up are thus outside the measurement. A Mosquitto of our own on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from services import POSTGRES_URL, running_mosquitto
+
+from edge_agent.protocol import Counts, NumericBins, Reference, TelemetryWindow, Topics
+from edgeops.drift import assess_scope, sum_windows
+from edgeops.telemetry.ingest import IngestConfig, IngestService
+from edgeops.telemetry.store import TelemetryStore
+
+PREFIX = "bench"
+FEATURES, BINS, DEVICES = 8, 10, 50
+BATCH = 500
+
+
+def make_window(seq: int, rng: np.random.Generator, end: datetime | None = None) -> TelemetryWindow:
+    device = f"dev-{seq % DEVICES}"
+    ts = (end or datetime(2026, 1, 1, tzinfo=UTC)).isoformat()
+    features = {f"f{i}": Counts(tuple(int(v) for v in rng.multinomial(200, np.full(BINS, 1 / BINS))))
+                for i in range(FEATURES)}
+    return TelemetryWindow(device=device, seq=seq, model="bench", version=1, start=ts, end=ts, count=200,
+                           errors={"input": 1}, latency_ms={"p50": 1.0, "p95": 3.0}, features=features,
+                           predictions=Counts((120, 80)), feedback={"labelled": 10, "correct": 8})
+
+
+def publish_backlog(host: str, port: int, n: int) -> None:
+    rng = np.random.default_rng(0)
+    topics = Topics(PREFIX)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect(host, port)
+    client.loop_start()
+    infos = [client.publish(topics.device(f"dev-{s % DEVICES}", "telemetry"), make_window(s, rng).to_bytes(), qos=1)
+             for s in range(n)]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def raw_subscriber(host: str, port: int, n: int, client_id: str) -> float:
+    """Seconds for a plain paho QoS 1 subscriber (auto-ack) to drain ``n`` queued messages."""
+    received = 0
+    done = mp.Event()
+
+    def on_message(_c: object, _u: object, _m: object) -> None:
+        nonlocal received
+        received += 1
+        if received >= n:
+            done.set()
+
+    def connect() -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client.on_message = on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval, props.ReceiveMaximum = 3600, 2 * BATCH
+        client.connect(host, port, clean_start=False, properties=props)
+        client.loop_start()
+        client.subscribe(Topics(PREFIX).shared("raw", Topics(PREFIX).all_devices("telemetry")), qos=1)
+        return client
+
+    client = connect()
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+    publish_backlog(host, port, n)
+    start = time.perf_counter()
+    client = connect()
+    done.wait(300)
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def ingest_worker(url: str, db: str, schema: str | None, instance: str, group: str, ready: object, go: object,
+                  finished: object) -> None:
+    """One ingest instance in its own process: register the session, wait for "go", then run."""
+    store = TelemetryStore(db, schema=schema)
+    cfg = IngestConfig(broker_url=url, db_url=db, prefix=PREFIX, group=group, instance=instance,
+                       client_id=f"{group}-{instance}", batch_size=BATCH, flush_ms=100)
+    IngestService(cfg, store).start().stop()
+    ready.set()  # type: ignore[attr-defined]
+    go.wait()  # type: ignore[attr-defined]
+    service = IngestService(cfg, store).start()
+    finished.wait()  # type: ignore[attr-defined]
+    service.stop()
+
+
+def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, schema: str | None) -> float:
+    """Seconds for ``instances`` ingest processes to store ``n`` queued windows."""
+    ctx = mp.get_context("spawn")
+    group = f"ingest{uuid.uuid4().hex[:6]}"
+    store = TelemetryStore(db, schema=schema)
+    base = store.count_windows()
+    go, finished = ctx.Event(), ctx.Event()
+    readies = [ctx.Event() for _ in range(instances)]
+    procs = [ctx.Process(target=ingest_worker, args=(url, db, schema, str(i), group, readies[i], go, finished))
+             for i in range(instances)]
+    for p in procs:
+        p.start()
+    for r in readies:
+        r.wait(120)
+    publish_backlog(host, port, n)
+    start = time.perf_counter()
+    go.set()
+    while store.count_windows() - base < n:
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    finished.set()
+    for p in procs:
+        p.join(60)
+    store.close()
+    return elapsed
+
+
+def drift_cost(sizes: list[int]) -> list[tuple[int, float]]:
+    rng = np.random.default_rng(1)
+    ref = {f"f{i}": Reference(NumericBins(tuple(float(e) for e in range(BINS + 1))), Counts((1000,) * BINS))
+           for i in range(FEATURES)}
+    pred = Reference(NumericBins((0.0, 1.0, 2.0)), Counts((600, 400)))
+    pool = [make_window(s, rng) for s in range(max(sizes))]
+    out = []
+    for size in sizes:
+        start = time.perf_counter()
+        for (_m, _v, device), totals in sum_windows(pool[:size]).items():
+            assess_scope(totals, ref, pred, device)
+        out.append((size, time.perf_counter() - start))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=20_000)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args()
+    n = args.windows
+    with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp) / "mosquitto") as broker:
+        if args.db == "postgres":
+            make_db = lambda tag: (POSTGRES_URL, f"bench_{tag}_{uuid.uuid4().hex[:8]}")  # noqa: E731
+        else:
+            make_db = lambda tag: (f"sqlite:///{tmp}/{tag}.db", None)  # noqa: E731
+        print(f"backlog of {n} windows ({FEATURES} features x {BINS} bins, "
+              f"~{len(make_window(0, np.random.default_rng(0)).to_bytes())} bytes each), store: {args.db}")
+        raw = raw_subscriber(broker.host, broker.port, n, "raw-bench")
+        print(f"raw paho QoS 1 subscriber : {n / raw:9.0f} windows/s")
+        results = {}
+        for instances in (1, 2):
+            db, schema = make_db(f"i{instances}")
+            results[instances] = ingest_run(broker.url, broker.host, broker.port, n, instances, db, schema)
+            print(f"ingest x{instances}                 : {n / results[instances]:9.0f} windows/s")
+            if schema:
+                TelemetryStore(db, schema=schema).drop_schema()
+        print(f"ratio ingest x1 / raw     : {raw / results[1]:.2f}  (target >= 0.5)")
+        print(f"ratio ingest x2 / x1      : {results[1] / results[2]:.2f}  "
+              f"(target >= 1.7; cores here: {mp.cpu_count()})")
+    sizes = [1_000, 4_000, 16_000]
+    costs = drift_cost(sizes)
+    for size, secs in costs:
+        print(f"drift over {size:6d} windows: {secs * 1000:8.1f} ms  ({secs / size * 1e6:.1f} us/window)")
+    per_window = [secs / size for size, secs in costs]
+    print(f"drift cost per window, {sizes[-1]} vs {sizes[0]} windows: {per_window[-1] / per_window[0]:.2f}x "
+          "(<= ~1 means linear or better)")
+
+
+if __name__ == "__main__":
+    main()
