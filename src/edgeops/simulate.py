@@ -72,6 +72,7 @@ class SimDevice:
     state: str = "idle"
     online: bool = False
     installs: int = 0
+    _wanted: bool = True  # reconnect after a lost connection (like an agent), unless sent offline on purpose
     _target: Desired | None = None
     _pieces: dict[int | None, bytes] = field(default_factory=dict)
     _manifest_bytes: bytes | None = None
@@ -135,10 +136,13 @@ class SimFleet:
             time.sleep(0.02)
 
     def go_offline(self, device: str) -> None:
-        """Drop the device's connection without a DISCONNECT, so the broker publishes its Last Will."""
+        """Drop the device's connection without a DISCONNECT, so the broker publishes its Last Will; it stays
+        offline until ``come_online``."""
+        self.devices[device]._wanted = False
         self.call(lambda: self._drop(device))
 
     def come_online(self, device: str) -> None:
+        self.devices[device]._wanted = True
         self.call(lambda: self._connect(self.devices[device]))
 
     def fetch_release(self, model: str, version: int) -> None:
@@ -181,6 +185,7 @@ class SimFleet:
                 for name, client in self._clients.items():
                     client.loop_misc()
                     self._flush(name)
+                self._reconnect_lost()
 
     def _flush(self, name: str) -> None:
         """Write what the client queued; notice a connection it lost (its socket changed)."""
@@ -231,6 +236,15 @@ class SimFleet:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socks[dev.device] = sock
         self._sel.register(sock, selectors.EVENT_READ, dev.device)
+
+    def _reconnect_lost(self) -> None:
+        """Devices whose connection broke (a broker restart) try again about once a second."""
+        for dev in self.devices.values():
+            if dev._wanted and not dev.online and dev.device not in self._socks and self._run:
+                try:
+                    self._connect(dev)
+                except OSError:
+                    return  # the broker is still away; try again at the next round
 
     def _drop(self, device: str) -> None:
         sock = self._socks.get(device)

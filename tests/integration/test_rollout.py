@@ -1,5 +1,6 @@
 """Staged rollouts against a real Mosquitto and simulated devices (real protocol, real MQTT sessions)."""
 
+import getpass
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from releases import Release, build_release, new_key
+from services import Mosquitto, running_mosquitto
 
 from edge_agent.protocol import Desired, Topics
 from edgeops.errors import RolloutError
@@ -18,7 +20,7 @@ from edgeops.mqtt import ControlClient
 from edgeops.publish import publish_release
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.plan import GateContext, GateVerdict, RolloutPolicy
-from edgeops.rollout.state import RolloutStore
+from edgeops.rollout.state import RolloutRecord, RolloutStore
 from edgeops.simulate import SimDevice, SimFleet
 
 pytestmark = pytest.mark.integration
@@ -237,3 +239,34 @@ def test_health_gate_can_abort_after_a_wave(control: ControlClient, topics: Topi
         assert [c.wave for c in seen] == [0, 1]
         assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
         assert not desired_now(control, topics)  # nobody had a desired state before: cleared again
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """Our own Mosquitto that keeps retained messages over a restart. ``user`` = the current user: started as
+    root, Mosquitto otherwise drops to the ``mosquitto`` user, cannot write its persistence file in our
+    temporary directory, and silently loses every retained message on restart."""
+    with running_mosquitto(tmp_path / "mosquitto", f"user {getpass.getuser()}\n") as broker:
+        yield broker
+
+
+def test_rollout_survives_a_broker_restart(restartable_broker: Mosquitto, topic_prefix: str, release: Release,
+                                           tmp_path: Path) -> None:
+    own_broker = restartable_broker
+    topics = Topics(topic_prefix)
+    store = RolloutStore(tmp_path / "rollouts.db")
+    with ControlClient(own_broker.url) as client, SimFleet(own_broker.url, topics, devices(6, install_s=0.5)) as fleet:
+        publish_release(client, topics, release.manifest, release.data)
+        rec = start_rollout(store, client, topics, model="churn", version=4, selector={}, policy=POLICY)
+        result: list[RolloutRecord] = []
+        runner = threading.Thread(target=lambda: result.append(RolloutController(store, client, topics).run(rec.id)))
+        runner.start()
+        deadline = time.monotonic() + 30
+        while store.get(rec.id).wave < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.get(rec.id).status == "running"  # the restart happens mid-rollout
+        own_broker.restart(down_for=1.0, kill=False)  # retained state is persisted across a clean restart
+        runner.join(60)
+        assert result and result[0].status == "completed", result and (result[0].reason, result[0].to_json()["devices"])
+        assert result[0].tally()["succeeded"] == 6
+        assert all(d.version == 4 for d in fleet.devices.values())
