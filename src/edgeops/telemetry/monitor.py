@@ -18,6 +18,7 @@ from typing import Any
 from edge_agent.protocol import ReleaseManifest, parse_manifest
 from edgeops.drift import DriftThresholds, HealthThresholds, ScopeReport, assess_scope, sum_windows
 from edgeops.errors import EdgeopsError
+from edgeops.telemetry.events import EventSpec, drift_event, health_event
 from edgeops.telemetry.store import TelemetryStore
 
 ReferenceSource = Callable[[str, int], ReleaseManifest | None]
@@ -88,3 +89,28 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
         scopes.append(assess_scope(total, manifest.reference, manifest.prediction_reference, device,
                                    thresholds, health))
     return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced))
+
+
+def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSpec]:
+    """``edgeops.drift.detected`` / ``edgeops.health.degraded`` once per episode: an event when a condition
+    starts; none while it lasts; the episode closes when a verdict is ``ok`` again (``insufficient_data``
+    leaves it as it is). Fleet-wide events are about ``edgeops.model.{name}`` — what the retrain trigger
+    matches; per-device ones about the device."""
+    events: list[EventSpec] = []
+    for scope in report.scopes:
+        where = scope.device or "*"
+        base = {"scope": scope.device or "fleet", "windows": scope.windows, "devices": scope.devices}
+        if scope.verdict != "insufficient_data":
+            results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
+            detail = {**base, "drifted": scope.drifted,
+                      "psi": {r.name: round(r.psi, 4) for r in results if r.verdict == "drift" and r.psi is not None},
+                      "js": {r.name: round(r.js, 4) for r in results if r.verdict == "drift" and r.js is not None}}
+            if store.set_episode("drift", scope.model, scope.version, where, scope.verdict == "drift", detail):
+                events.append(drift_event(scope.model, scope.version, scope.device, detail))
+        health = scope.health
+        if health.verdict != "insufficient_data":
+            detail = {**base, "reason": health.reason, "error_rate": health.error_rate,
+                      "latency_p95_ms": health.latency_p95_ms, "accuracy": health.accuracy, "mae": health.mae}
+            if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
+                events.append(health_event(scope.model, scope.version, scope.device, detail))
+    return events

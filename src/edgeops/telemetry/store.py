@@ -107,6 +107,22 @@ class EventRow(Base):
     received_at: Mapped[datetime]
 
 
+class EpisodeRow(Base):
+    """An open or closed episode of a condition (``drift``, ``health``) of a model version in a scope (a device,
+    or ``*`` for the fleet), so the monitor raises one event per episode rather than one per run. A new version
+    that drifts again is a new episode."""
+
+    __tablename__ = "telemetry_episodes"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active: Mapped[bool] = mapped_column(default=False)
+    started_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    detail: Mapped[dict[str, Any] | None]
+
+
 Message = TelemetryWindow | Status | Reported | AgentEvent
 
 
@@ -223,6 +239,35 @@ class TelemetryStore:
         stmt = stmt.on_conflict_do_update(index_elements=["device"], set_={
             k: stmt.excluded[k] for k in ("state", "model", "version", "reported", "reported_at")})
         conn.execute(stmt, rows)
+
+    def set_episode(self, kind: str, model: str, version: int, scope: str, active: bool,
+                    detail: dict[str, Any] | None = None) -> bool:
+        """Record whether the condition holds now; True only for the call that *opens* an episode (the same
+        conditional-update trick as presence, so concurrent monitor runs open it once)."""
+        table = EpisodeRow.__table__
+        key = ((table.c.kind == kind) & (table.c.model == model) & (table.c.version == version)
+               & (table.c.scope == scope))
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(table).on_conflict_do_nothing(
+                index_elements=["kind", "model", "version", "scope"]),
+                {"kind": kind, "model": model, "version": version, "scope": scope, "active": False})
+            if not active:
+                conn.execute(update(table).where(key).values(active=False, updated_at=now))
+                return False
+            opened = conn.execute(update(table).where(key, table.c.active.is_(False)).values(
+                active=True, started_at=now, updated_at=now, detail=detail)).rowcount == 1
+            if not opened:
+                conn.execute(update(table).where(key).values(updated_at=now, detail=detail))
+            return opened
+
+    def episodes(self, active_only: bool = True) -> list[dict[str, Any]]:
+        table = EpisodeRow.__table__
+        query = select(table).order_by(table.c.kind, table.c.model, table.c.scope)
+        if active_only:
+            query = query.where(table.c.active.is_(True))
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
 
     # --- reading -----------------------------------------------------------------------------------------
     def windows(self, *, model: str | None = None, version: int | None = None, device: str | None = None,

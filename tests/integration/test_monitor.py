@@ -1,0 +1,107 @@
+"""Monitoring end to end on a real release manifest and a real SQLite store: drift per device and fleet,
+one event per episode, the CLI, the report artifacts, and the Prefect flow."""
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from releases import build_release
+from typer.testing import CliRunner
+
+from edge_agent.protocol import Counts, Reference, ReleaseManifest, TelemetryWindow, now_iso
+from edgeops.telemetry.monitor import episode_events, manifest_references, run_monitor
+from edgeops.telemetry.report import drift_markdown, fleet_rows
+from edgeops.telemetry.store import TelemetryStore
+
+pytestmark = pytest.mark.integration
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # flows/
+
+
+@pytest.fixture(scope="module")
+def manifest_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("manifest") / "churn-3.json"
+    path.write_bytes(build_release("churn", 3, Ed25519PrivateKey.generate()).manifest.to_bytes())
+    return path
+
+
+def sample(ref: Reference, n: int, rng: np.random.Generator, shift: int = 0) -> Counts:
+    vec = np.asarray(ref.counts.vector(), dtype=float)
+    drawn = rng.multinomial(n, np.roll(vec / vec.sum(), shift)).tolist()
+    k = len(ref.counts.counts)
+    return Counts(tuple(drawn[:k]), *drawn[k:])
+
+
+def windows(manifest: ReleaseManifest, device: str, shifted: str | None, seed: int) -> list[TelemetryWindow]:
+    rng = np.random.default_rng(seed)
+    return [TelemetryWindow(
+        device=device, seq=seq, model=manifest.name, version=manifest.version, start=now_iso(), end=now_iso(),
+        count=300, errors={"input": 3}, latency_ms={"p95": 4.0},
+        features={col: sample(ref, 300, rng, 2 if col == shifted else 0) for col, ref in manifest.reference.items()},
+        predictions=sample(manifest.prediction_reference, 300, rng), feedback={"labelled": 10, "correct": 9})
+        for seq in range(10)]
+
+
+@pytest.fixture
+def store(tmp_path: Path, manifest_path: Path) -> Iterator[TelemetryStore]:
+    manifest = ReleaseManifest.from_json(json.loads(manifest_path.read_bytes()))
+    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    s.write([*windows(manifest, "steady", None, 1), *windows(manifest, "shifted", "income", 2)])
+    yield s
+    s.close()
+
+
+def test_drift_is_found_on_the_shifted_device_only(store: TelemetryStore, manifest_path: Path) -> None:
+    report = run_monitor(store, manifest_references([manifest_path]))
+    by_scope = {s.device: s for s in report.scopes}
+    assert by_scope["shifted"].verdict == "drift" and by_scope["shifted"].drifted == ["income"]
+    assert by_scope["steady"].verdict == "ok"
+    assert by_scope[None].devices == 2 and by_scope[None].windows == 20
+    assert by_scope[None].drifted == ["income"]      # half the fleet shifted: the model drifts too
+    assert by_scope["steady"].health.error_rate == pytest.approx(0.01)
+    assert by_scope["steady"].health.accuracy == pytest.approx(0.9)
+
+
+def test_one_event_per_drift_episode(store: TelemetryStore, manifest_path: Path) -> None:
+    report = run_monitor(store, manifest_references([manifest_path]))
+    first = episode_events(store, report)
+    assert "edgeops.drift.detected" in [e.event for e in first]
+    assert {e.resource["prefect.resource.id"] for e in first} == {"edgeops.device.shifted", "edgeops.model.churn"}
+    assert episode_events(store, report) == []                     # the episode goes on: no new event
+    store.set_episode("drift", "churn", 3, "shifted", False)       # it ended ...
+    again = episode_events(store, report)                          # ... and a new one starts
+    assert [e.resource["prefect.resource.id"] for e in again] == ["edgeops.device.shifted"]
+
+
+def test_report_artifacts_embed_a_png_chart(store: TelemetryStore, manifest_path: Path) -> None:
+    report = run_monitor(store, manifest_references([manifest_path]))
+    markdown = drift_markdown(report)
+    assert "](data:image/png;base64,iVBOR" in markdown and "<svg" not in markdown
+    assert "| income |" in markdown
+    assert fleet_rows(report) == []          # no presence messages stored: the table lists known devices only
+
+
+def test_monitor_cli_prints_json(store: TelemetryStore, manifest_path: Path) -> None:
+    from edgeops.cli.monitor import app
+
+    result = CliRunner().invoke(app, ["run", "--manifest", str(manifest_path), "--db", store.url, "--json"])
+    assert result.exit_code == 0, result.output
+    scopes = json.loads(result.output)["scopes"]
+    assert {s["device"]: s["verdict"] for s in scopes}["shifted"] == "drift"
+    text = CliRunner().invoke(app, ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only"])
+    assert text.exit_code == 0 and text.output.startswith("churn@3 fleet (2 devices, 20 windows)")
+
+
+def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.monitor import monitor_flow
+
+    with prefect_test_harness():
+        summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
+        again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
+    assert "edgeops.drift.detected" in summary["events"]
+    assert again["events"] == []
