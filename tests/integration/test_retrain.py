@@ -7,6 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 
 from edge_agent.protocol import Topics
 from edgeops.errors import ConfigError, DataError
@@ -17,6 +20,7 @@ from edgeops.retrain import make_retrain_request, model_name, newest_data, run_r
 from edgeops.samples import make_sample
 from edgeops.signing import generate_keys, key_paths, load_public_key
 from edgeops.simulate import SimDevice, SimFleet
+from flows.retrain import retrain_flow
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +114,20 @@ def test_aborted_canary_restores_devices_and_keeps_the_champion(project: Path, s
     registry = Registry(project / ".edgeops/registry")
     assert registry.champion("churn").version == 1  # type: ignore[union-attr]
     assert registry.aliases("churn") == {"champion": 1, "candidate": 2}
+
+
+def test_flow_on_gate_failure_completes_with_the_reason_and_an_artifact(
+        project: Path, prefect_harness: None) -> None:  # noqa: F811
+    state = retrain_flow(model="edgeops.model.churn", data=str(project / "data"),
+                         config_path=str(project / "edgeops.yaml"), overrides={"gates.absolute": {"roc_auc": 0.999}},
+                         drift=DRIFT, event_id="e-1", return_state=True)
+    assert state.is_completed() and "rejected by gates" in (state.message or "")
+    assert state.result()["outcome"] == "rejected"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    summary = next(str(a.data) for a in artifacts if a.key == "churn-retrain")
+    assert "rejected" in summary and "monthly charges" in summary and "e-1" in summary
 
 
 def test_no_device_runs_the_model(project: Path) -> None:
