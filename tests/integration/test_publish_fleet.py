@@ -204,6 +204,8 @@ def test_cli_abort_without_a_live_controller_rolls_back_itself(project: Project)
                             policy=RolloutPolicy(canary=0.3, waves=1))
         rec.devices["d0"].desired_at = 1.0  # as if a controller had set d0's desired state and then died
         store.save(rec, [rec.devices["d0"]])
+        listed = runner.invoke(rollout_app, ["status", "--config", str(project.config)])
+        assert f"(no controller: `edgeops rollout resume {rec.id}`)" in listed.output
         result = runner.invoke(rollout_app, project.args("abort", rec.id, "--reason", "bad canary"))
         assert result.exit_code == 3, result.output
         done = store.get(rec.id)

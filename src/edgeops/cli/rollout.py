@@ -112,6 +112,14 @@ def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, 
     return store.get(rollout_id)
 
 
+def warn_interrupted(store: RolloutStore) -> None:
+    """Start-up detection: say which rollouts lost their controller (they still hold their devices)."""
+    for rec in store.records(active_only=True):
+        if not rec.controller_alive():
+            typer.echo(f"edgeops: warning: rollout {rec.id} ({rec.release}, {rec.status}) has no running "
+                       f"controller; continue it with `edgeops rollout resume {rec.id}` or abort it", err=True)
+
+
 def _finish(rec: RolloutRecord, json_out: bool) -> None:
     if json_out:
         print_json(rec.to_json())
@@ -149,6 +157,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
         if not result.skipped:
             typer.echo(f"published {result.ref} on {url}", err=True)
         store = rollout_store(cfg)
+        warn_interrupted(store)
         client = control_client(url, cfg)
         try:
             rec = start_rollout(store, client, Topics(cfg.mqtt.prefix), model=record.model, version=record.version,
