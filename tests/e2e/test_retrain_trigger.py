@@ -46,8 +46,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = Path(sys.executable).with_name("prefect")
 DEADLINE_S = 120.0
-DRIFT = {"model": "churn", "version": 1, "verdict": "drift", "drifted": ["monthly charges", "tenure months"],
-         "psi": {"monthly charges": 0.62, "tenure months": 0.35}, "windows": 12}
+DRIFT = {"model": "churn", "version": 1, "scope": "fleet", "windows": 12, "devices": 3,
+         "drifted": ["monthly charges", "tenure months"], "js": {"monthly charges": 0.21, "tenure months": 0.12},
+         "psi": {"monthly charges": 0.62, "tenure months": 0.35}}
 SERVE = """
 import json, sys
 from prefect import serve

@@ -24,8 +24,8 @@ from flows.retrain import retrain_flow
 
 pytestmark = pytest.mark.integration
 
-DRIFT = {"model": "churn", "version": 1, "verdict": "drift", "drifted": ["monthly charges"],
-         "psi": {"monthly charges": 0.41}}
+DRIFT = {"model": "churn", "version": 1, "scope": "fleet", "windows": 48, "devices": 4,
+         "drifted": ["monthly charges"], "psi": {"monthly charges": 0.41}, "js": {"monthly charges": 0.17}}
 POLICY = {"canary": "25%", "waves": 1, "device_timeout_s": 20}
 
 
