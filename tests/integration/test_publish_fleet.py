@@ -10,7 +10,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from releases import build_release
+from releases import build_release, new_key, public_pem
 from services import free_port
 from typer.testing import CliRunner
 
@@ -106,6 +106,14 @@ def test_rejected_or_unknown_releases_are_not_published(project: Project) -> Non
     result = runner.invoke(release_app, project.args("publish", "churn@9"))
     assert result.exit_code == 1 and "no version 9" in result.output
     assert release_topics(project, 3) == {}
+
+
+def test_a_release_not_signed_by_the_project_key_is_not_published(project: Project) -> None:
+    keys = project.config.parent / ".edgeops" / "keys"
+    (keys / "release.pub").write_bytes(public_pem(new_key()))  # the project now trusts another key
+    result = runner.invoke(release_app, project.args("publish", "churn@2"))
+    assert result.exit_code == 1 and "does not verify with the project's public key" in result.output
+    assert release_topics(project, 2) == {}
 
 
 def test_unreachable_broker_is_one_clear_line(project: Project) -> None:

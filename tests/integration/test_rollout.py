@@ -270,3 +270,14 @@ def test_rollout_survives_a_broker_restart(restartable_broker: Mosquitto, topic_
         assert result and result[0].status == "completed", result and (result[0].reason, result[0].to_json()["devices"])
         assert result[0].tally()["succeeded"] == 6
         assert all(d.version == 4 for d in fleet.devices.values())
+
+
+def test_unpublished_release_or_empty_target_is_refused(control: ControlClient, topics: Topics, store: RolloutStore,
+                                                        session_broker: str) -> None:
+    with SimFleet(session_broker, topics, devices(2)):
+        with pytest.raises(RolloutError, match="churn@5 is not published"):
+            start_rollout(store, control, topics, model="churn", version=5, selector={}, policy=POLICY)
+        with pytest.raises(RolloutError, match="no device matches target site=paris among 2 known devices"):
+            start_rollout(store, control, topics, model="churn", version=4, selector={"site": "paris"},
+                          policy=POLICY)
+        assert store.records() == []
