@@ -291,3 +291,33 @@ def test_events_reach_prefect(session_broker: str, topic_prefix: str, store: Tel
     assert received.event == "edgeops.model.rolled_back"
     assert received.payload["reason"] == "probation"
     assert [r.id for r in received.related] == ["edgeops.model.churn"]
+
+
+def test_serve_command_runs_until_sigterm(session_broker: str, topic_prefix: str, tmp_path: Path,
+                                          publisher: Publisher) -> None:
+    """``edgeops telemetry serve`` as a process: stores what arrives, stops cleanly on SIGTERM."""
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    code = "from edgeops.cli.telemetry import app; app()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--db", db, "--broker", session_broker, "--prefix", topic_prefix,
+         "--group", "g" + topic_prefix.rsplit("/", 1)[-1], "--flush-ms", "50", "--no-events"],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert child.stderr is not None
+        assert "Ctrl-C to stop" in child.stderr.readline() or "Ctrl-C to stop" in child.stderr.readline()
+        store = TelemetryStore(db)
+        topics = Topics(topic_prefix)
+        deadline = time.monotonic() + WAIT_S
+        while store.count_windows() == 0 and time.monotonic() < deadline:   # until its subscription is live
+            publisher.publish(topics.device("dev-a", "telemetry"), window("dev-a", 0).to_bytes())
+            time.sleep(0.2)
+        for seq in range(1, 20):
+            publisher.publish(topics.device("dev-a", "telemetry"), window("dev-a", seq).to_bytes())
+        assert publisher.wait_acked()
+        assert wait_for(lambda: store.count_windows() == 20)
+        store.close()
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert "stopped:" in err
