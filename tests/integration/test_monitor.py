@@ -105,3 +105,21 @@ def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, mani
         again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
     assert "edgeops.drift.detected" in summary["events"]
     assert again["events"] == []
+
+
+def test_references_come_from_the_registry(tmp_path: Path) -> None:
+    """Windows name (model, version); the registry gives that version's manifest, unknown versions are listed."""
+    from edgeops.registry import Registry
+    from edgeops.telemetry.monitor import registry_references
+
+    key = Ed25519PrivateKey.generate()
+    registry = Registry(tmp_path / "registry")
+    record = registry.register("churn", lambda v: (lambda r: (r.manifest, r.data))(build_release("churn", v, key)))
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    unknown = [TelemetryWindow.from_json({**w.to_json(), "version": 9}) for w in windows(record.manifest, "x", None, 4)]
+    store.write([*windows(record.manifest, "steady", None, 3), *[
+        TelemetryWindow.from_json({**w.to_json(), "seq": w.seq + 100}) for w in unknown]])
+    report = run_monitor(store, registry_references(tmp_path / "registry"), per_device=False)
+    store.close()
+    assert [(s.model, s.version, s.verdict) for s in report.scopes] == [("churn", 1, "ok")]
+    assert report.unreferenced == ["churn@9"]
