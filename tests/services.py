@@ -71,6 +71,9 @@ class Mosquitto:
             f"log_dest file {self.workdir}/mosquitto.log\n"
             "max_queued_messages 100000\n"
             + ("" if "allow_anonymous" in self.extra_config else "allow_anonymous true\n")
+            # Started as root, Mosquitto drops to user `mosquitto`, which cannot write its persistence file in
+            # a root-owned temp dir: sessions would then silently vanish across a restart.
+            + ("user root\n" if os.geteuid() == 0 and "\nuser " not in "\n" + self.extra_config else "")
             + self.extra_config
         )
         return conf
