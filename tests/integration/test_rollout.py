@@ -281,3 +281,12 @@ def test_unpublished_release_or_empty_target_is_refused(control: ControlClient, 
             start_rollout(store, control, topics, model="churn", version=4, selector={"site": "paris"},
                           policy=POLICY)
         assert store.records() == []
+
+
+def test_running_only_targets_devices_that_run_the_model(control: ControlClient, topics: Topics,
+                                                         store: RolloutStore, session_broker: str) -> None:
+    sims = [*devices(3), SimDevice("fresh", labels={"site": "berlin"})]  # "fresh" runs nothing yet
+    with SimFleet(session_broker, topics, sims):
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
+                            policy=POLICY, running_only=True)
+        assert sorted(rec.devices) == ["d00", "d01", "d02"]
