@@ -314,3 +314,20 @@ def test_quickstart_from_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     numeric = [c for c in sample.columns if pd.api.types.is_numeric_dtype(sample[c])]
     assert 0 < len(numeric) < len(sample.columns)  # numbers and text
     assert Registry(tmp_path / ".edgeops/registry").resolve("churn@champion").version == 1
+
+
+def test_an_unreachable_prefect_server_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    generate_keys(tmp_path / ".edgeops/keys")
+    make_sample("binary", 100, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    proc = subprocess.run([str(EDGEOPS), "pipeline", "run", "--data", "train.csv", "--target", "churned",
+                           "--model", "churn"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("edgeops: the Prefect API at") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / ".edgeops/registry").exists()

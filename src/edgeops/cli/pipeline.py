@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import DataError
+from ..errors import DataError, EdgeopsError
 from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, user_errors
 
 if TYPE_CHECKING:  # edgeops.pipeline imports scikit-learn and skl2onnx: only when a command needs them
@@ -54,9 +54,22 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
     if not PREFECT_API_URL.value():
         typer.echo("starting a temporary Prefect server for this run (set PREFECT_API_URL to use a running one)",
                    err=True)
+    else:
+        check_prefect_api(PREFECT_API_URL.value())
 
     return pipeline_flow(data=str(request.data), model=request.model, target=request.target,
                          config_path=None if config is None else str(config), overrides=overrides)
+
+
+def check_prefect_api(url: str) -> None:
+    """A configured but unreachable Prefect server is a one-line error, not a retry loop and a traceback."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise EdgeopsError(f"the Prefect API at {url} is not reachable ({problem}); start it with "
+                           "`prefect server start` or unset PREFECT_API_URL")
 
 
 def report(result: "PipelineResult", json_out: bool) -> None:
