@@ -198,6 +198,7 @@ def test_drift_event_triggers_one_retrain_that_rolls_out_and_promotes(
             first, repeat = drift_event(), drift_event()
             emitted = time.time()
             asyncio.run(emit(prefect_server, [first, repeat]))
+            sent = time.time()
 
             runs_filter = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
 
@@ -228,9 +229,9 @@ def test_drift_event_triggers_one_retrain_that_rolls_out_and_promotes(
 
             created, started, ended = run.created, run.start_time, run.end_time
             assert created is not None and started is not None and ended is not None
-            print(f"\nevent emitted → run created {created.timestamp() - emitted:.2f}s (seen by polling after "
-                  f"{seen - emitted:.2f}s), created → started {(started - created).total_seconds():.2f}s, "
-                  f"started → completed {(ended - started).total_seconds():.2f}s, event → completed "
-                  f"{ended.timestamp() - emitted:.2f}s")
+            print(f"\nemit call {sent - emitted:.2f}s; emitted → run created {created.timestamp() - emitted:.2f}s "
+                  f"(seen by polling after {seen - emitted:.2f}s), created → started "
+                  f"{(started - created).total_seconds():.2f}s, started → completed "
+                  f"{(ended - started).total_seconds():.2f}s, event → completed {ended.timestamp() - emitted:.2f}s")
     finally:
         stop(runner)
