@@ -13,13 +13,12 @@ import math
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
 from .config import AgentConfig
-from .errors import FeedbackError, InputError, ModelError, NoModelError
+from .errors import AgentError, FeedbackError, ModelError, NoModelError
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
 from .installer import Installer, boot
@@ -60,7 +59,7 @@ class Agent:
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
         self._lock = threading.Lock()
-        self._recent: OrderedDict[str, Any] = OrderedDict()
+        self._recent: dict[str, tuple[bool, Any]] = {}  # prediction id → (regression?, label or value)
         self._thread: threading.Thread | None = None
         self._http: HttpApi | None = None
 
@@ -120,19 +119,42 @@ class Agent:
         self.outbox.close()
 
     def predict(self, record: Mapping[str, Any]) -> Prediction:
-        return self._predict(record, None)
+        """One row through the serving model (the hot path: nothing here allocates beyond the answer)."""
+        runner = self._runner
+        if runner is None:
+            raise NoModelError("no model is installed yet")
+        start = time.perf_counter()
+        try:
+            prediction = runner.predict(record)
+        except AgentError as exc:
+            self._failed(runner, exc, (time.perf_counter() - start) * 1e3)
+            raise
+        self._after(runner, record, prediction, (time.perf_counter() - start) * 1e3)
+        return prediction
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
-        return self._predict(None, records)  # type: ignore[return-value]
+        """A batch in one onnxruntime call; telemetry counts each row with the batch's mean latency."""
+        runner = self._runner
+        if runner is None:
+            raise NoModelError("no model is installed yet")
+        start = time.perf_counter()
+        try:
+            predictions = runner.predict_many(records)
+        except AgentError as exc:
+            self._failed(runner, exc, (time.perf_counter() - start) * 1e3)
+            raise
+        per_row = (time.perf_counter() - start) * 1e3 / max(len(predictions), 1)
+        for record, prediction in zip(records, predictions, strict=True):
+            self._after(runner, record, prediction, per_row)
+        return predictions
 
     def feedback(self, prediction_id: str, truth: Any) -> None:
         """Ground truth for an earlier prediction: its label (classifier) or value (regressor)."""
-        with self._lock:
-            predicted = self._recent.get(prediction_id) if isinstance(prediction_id, str) else None
+        predicted = self._recent.get(prediction_id) if isinstance(prediction_id, str) else None
         if predicted is None:
             raise FeedbackError(f"prediction_id: unknown or expired prediction {prediction_id!r}")
-        task, value = predicted
-        if task == "regression":
+        regression, value = predicted
+        if regression:
             if isinstance(truth, bool) or not isinstance(truth, int | float) or not math.isfinite(truth):
                 raise FeedbackError("value: must be a finite number for a regression model")
             self.pump.record_feedback(abs_error=abs(float(value) - float(truth)))
@@ -141,46 +163,35 @@ class Agent:
                 raise FeedbackError("label: must be a class label")
             self.pump.record_feedback(correct=str(truth) == str(value))
 
-    # hot path -------------------------------------------------------------------------------------
-    def _predict(self, record: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]] | None) -> Any:
-        runner = self._runner
-        if runner is None:
-            raise NoModelError("no model is installed yet")
-        start = time.perf_counter()
-        try:
-            result = runner.predict(record) if records is None else runner.predict_many(records)  # type: ignore[arg-type]
-        except InputError:
-            # Counted as an "input" error; the record is not binned (its values are what was wrong).
-            self.pump.record(None, None, (time.perf_counter() - start) * 1e3, "input")
-            raise
-        except ModelError:
-            self._after(runner, None, None, (time.perf_counter() - start) * 1e3)
-            raise
-        latency = (time.perf_counter() - start) * 1e3
-        if records is None:
-            self._after(runner, record, result, latency)
-        else:
-            per_row = latency / max(len(result), 1)
-            for rec, pred in zip(records, result, strict=True):
-                self._after(runner, rec, pred, per_row)
-        return result
+    # bookkeeping per prediction ---------------------------------------------------------------------
+    def _after(self, runner: ModelRunner, record: Any, prediction: Prediction, latency_ms: float) -> None:
+        self.pump.record(record, prediction, latency_ms, None)
+        probation = self.probation
+        if probation is None:
+            self.latencies.add(latency_ms)  # deque append: atomic, no lock needed
+        elif probation.ref.model == runner.manifest.name and probation.ref.version == runner.manifest.version:
+            with self._lock:
+                probation.record(latency_ms, False)
+        # Remembered for feedback; a plain dict insert is atomic, the owner thread trims the oldest.
+        self._recent[prediction.id] = (runner.regression, prediction.value if runner.regression else prediction.label)
 
-    def _after(self, runner: ModelRunner, record: Any, prediction: Prediction | None, latency_ms: float) -> None:
-        """Bookkeeping for one prediction (or model failure when ``prediction`` is None)."""
-        error = None if prediction is not None else "model"
-        self.pump.record(record, prediction, latency_ms, error)
-        task = runner.manifest.outputs.task
-        with self._lock:
+    def _failed(self, runner: ModelRunner, exc: AgentError, latency_ms: float) -> None:
+        """An InputError is the caller's ("input", the bad record is not binned); a ModelError the model's."""
+        if isinstance(exc, ModelError):
+            self.pump.record(None, None, latency_ms, "model")
             probation = self.probation
-            if probation is not None and runner.manifest.name == probation.ref.model \
-                    and runner.manifest.version == probation.ref.version:
-                probation.record(latency_ms, error is not None)
-            elif prediction is not None:
-                self.latencies.add(latency_ms)
-            if prediction is not None:
-                self._recent[prediction.id] = (task, prediction.value if task == "regression" else prediction.label)
-                if len(self._recent) > FEEDBACK_MEMORY:
-                    self._recent.popitem(last=False)
+            if probation is not None and probation.ref.model == runner.manifest.name \
+                    and probation.ref.version == runner.manifest.version:
+                with self._lock:
+                    probation.record(None, True)
+        else:
+            self.pump.record(None, None, latency_ms, "input")
+
+    def _trim_recent(self) -> None:
+        excess = len(self._recent) - FEEDBACK_MEMORY
+        if excess > 0:
+            for key in list(self._recent)[:excess]:  # list(dict) runs in C under the GIL: a consistent snapshot
+                self._recent.pop(key, None)
 
     # owner thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -238,6 +249,7 @@ class Agent:
         now = time.monotonic() if now is None else now
         self.installer.tick(now)
         self.pump.tick()
+        self._trim_recent()
 
     # state, reporting -----------------------------------------------------------------------------
     def transition(self, **changes: Any) -> AgentState:

@@ -91,11 +91,16 @@ class ModelRunner:
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad model
             raise ModelError(f"onnxruntime cannot load the model: {_one_line(exc)}") from exc
         self._check_signature()
+        # The public ``run`` re-validates input names and ownership and handles GPU fallbacks on every call
+        # (~2 µs, as long as a whole small model); our feeds are built from the checked layout as plain numpy
+        # arrays on the CPU provider, so single rows go straight to the C++ session when it is exposed.
+        inner = getattr(self.session, "_sess", None)
+        self._session_run = inner.run if callable(getattr(inner, "run", None)) else self.session.run
         # (column, onnx name, is_numeric, nullable, missing token): computed once, walked per call.
         self._layout = tuple((s.column, s.name, s.dtype == "float32", s.nullable, s.missing_token)
                              for s in manifest.inputs)
         out = manifest.outputs
-        self._regression = out.task == "regression"
+        self._regression = self.regression = out.task == "regression"
         self._outputs = [out.value] if self._regression else [out.label, out.probabilities]
         self._classes = tuple(out.classes or ())
         self._class_of = {_key(c): c for c in self._classes}
@@ -167,7 +172,7 @@ class ModelRunner:
                 raw = _check_string(raw, column, nullable, token)
             feeds[name][0, 0] = raw
         try:
-            outputs = self.session.run(self._outputs, feeds)
+            outputs = self._session_run(self._outputs, feeds, None)
         except Exception as exc:
             raise ModelError(f"model failed to run: {_one_line(exc)}") from exc
         if self._regression:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError
 from .fetch import ReleaseCollector
 from .inference import ModelRunner
-from .lifecycle import AgentState, Probation, Step, plan, resume, self_test, with_desired
+from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, self_test, with_desired
 from .protocol import ReleaseManifest
 from .store import ModelRef, ModelStore, Pointer
 from .verify import KeyRing, verify_artifact, verify_manifest
@@ -111,9 +111,14 @@ class Installer:
             self._drop_job()
             agent.transition(phase="serving" if agent.state.current else "idle", target=None)
         if not steps:
-            if agent.state.phase in ("rejected", "rolled_back") and agent.state.refused is None:
-                # the refused release is no longer wanted: back to plain serving
-                agent.transition(phase="serving" if agent.state.current else "idle", target=None, last_error=None)
+            state = agent.state
+            want = desired_ref(agent.desired)
+            settled = state.refused is None and want in (None, state.current)
+            if settled and (state.phase in ("rejected", "rolled_back") or state.last_error is not None):
+                # what runs is what is wanted: earlier failures are history, not the present state
+                phase = ("serving" if state.current else "idle") if state.phase in ("rejected", "rolled_back") \
+                    else state.phase
+                agent.transition(phase=phase, target=None, last_error=None)
             else:
                 agent.report()  # e.g. a new rollout id for the version already running
             return

@@ -289,11 +289,14 @@ def reported(topic: str, payload: bytes) -> dict[str, Any] | None:
     return json.loads(payload)
 
 
-def is_reported(state: str, version: int | None = None, **fields: Any) -> Callable[[str, bytes], bool]:
+def is_reported(state: str | None, version: int | None = None, *, since: str = "",
+                **fields: Any) -> Callable[[str, bytes], bool]:
+    """Matches a reported message in ``state`` (None: any) running ``version``, sent at or after ``since``
+    (an ISO timestamp; reports of an earlier, killed process may still be in flight)."""
     def check(topic: str, payload: bytes) -> bool:
         obj = reported(topic, payload)
-        return obj is not None and obj["state"] == state and (version is None or obj["version"] == version) \
-            and all(obj.get(k) == v for k, v in fields.items())
+        return obj is not None and (state is None or obj["state"] == state) and obj["ts"] >= since \
+            and (version is None or obj["version"] == version) and all(obj.get(k) == v for k, v in fields.items())
     return check
 
 

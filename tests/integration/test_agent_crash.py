@@ -23,7 +23,7 @@ from services import free_port
 import edge_agent.store as store_module
 from edge_agent.agent import Agent
 from edge_agent.installer import load_verified
-from edge_agent.protocol import Desired
+from edge_agent.protocol import Desired, now_iso
 from edge_agent.store import ModelRef, ModelStore
 from edge_agent.verify import KeyRing
 
@@ -175,13 +175,14 @@ def test_sigkill_during_install_loops_always_restarts_into_a_verified_model(
             state = json.loads((tmp_path / "data" / "state.json").read_text())
             killed_in.append(state["phase"])
             serving = assert_complete_and_verified(tmp_path / "data", key)
-            control.received.clear()
+            restarted_at = now_iso()  # reports of the killed process may still be in flight: skip them
             proc = spawn(config, log)
-            _, first = control.wait_for(lambda t, p: t.endswith("/reported"), timeout=60)
+            _, first = control.wait_for(is_reported(None, since=restarted_at), timeout=60)
             first_report = json.loads(first)
             assert first_report["version"] == serving.version, (killed_in, first_report)
             assert first_report["state"] in ("serving", "fetching"), (killed_in, first_report)
-            control.wait_for(is_reported("serving", target), timeout=60)  # then it finishes the desired install
+            # then the new process finishes the desired install
+            control.wait_for(is_reported("serving", target, since=restarted_at), timeout=60)
             assert_complete_and_verified(tmp_path / "data", key)
     finally:
         if proc.poll() is None:

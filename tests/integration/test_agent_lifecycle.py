@@ -161,6 +161,7 @@ def test_a_rejected_version_is_not_retried_until_desired_changes(
     assert sum(1 for p in control.messages("events") if json.loads(p)["event"] == "rejected") == 1
     states_for_b = [r["state"] for r in map(json.loads, control.messages("reported")) if r["rollout_id"] == "b"]
     assert "fetching" not in states_for_b  # it did not even start fetching the refused version again
+    control.received.clear()  # only what follows counts (an early "serving 1" report would match too)
     control.set_desired(DEVICE, "churn", 1)  # back to what runs: plain serving again
     control.wait_for(is_reported("serving", 1, last_error=None))
     assert agent.state.refused is None
@@ -289,7 +290,8 @@ def test_garbage_on_every_subscribed_topic_keeps_it_serving(control: Control, st
         else:
             payload = b'{"schema": {"name": "edgeops.manifest", "version": "1.0"}, "name": "x"' * rng.randrange(1, 4)
         control.publish(topic, payload, retain=False)
+    control.received.clear()
     control.set_desired(DEVICE, "churn", 1)
-    control.wait_for(is_reported("serving", 1, last_error=None))
+    control.wait_for(is_reported("serving", 1, last_error=None, desired_version=1))
     assert agent.current == ("churn", 1) and agent.predict(ROW).label in (0, 1)
     assert agent._thread is not None and agent._thread.is_alive()
