@@ -1,7 +1,9 @@
 """The training pipeline as a Prefect flow: thin tasks around edgeops.pipeline, plus artifacts for the UI.
 
 Run it with ``edgeops pipeline run`` (in-process), or as the ``pipeline`` deployment of
-deployments/prefect.yaml on the ``edgeops-process`` work pool. Parameters are plain JSON values so the
+deployments/prefect.yaml on the ``edgeops-process`` work pool. Each run leaves a markdown artifact
+(``<model>-pipeline``), a table artifact (``<model>-metrics``) and an ``edgeops.release.registered`` or
+``edgeops.release.rejected`` event about the resource ``edgeops.model.<model>``. Parameters are plain JSON values so the
 deployment form in the Prefect UI can fill them in.
 
 Tasks use ``NO_CACHE``: their inputs are DataFrames and fitted models, and hashing those for a cache key
@@ -16,6 +18,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from edgeops import pipeline as steps
 from edgeops.errors import ValidationFailed
@@ -91,5 +94,16 @@ def pipeline_flow(data: str, model: str | None = None, target: str | None = None
                              description=result.headline())
     create_table_artifact(table=steps.metrics_table(trained.metrics, gate), key=artifact_key(request.model, "metrics"),
                           description=f"{record.ref} metrics vs gates")
+    emit_release_event(record)
     logger.info(result.headline())
     return result
+
+
+def emit_release_event(record: ReleaseRecord) -> None:
+    """``edgeops.release.registered|rejected`` about ``edgeops.model.<name>``, for automations (e.g. a
+    deployment trigger that rolls out every registered release to a test fleet)."""
+    summary = record.summary()
+    emit_event(event=f"edgeops.release.{record.status}",
+               resource={"prefect.resource.id": f"edgeops.model.{record.model}", "prefect.resource.name": record.model},
+               payload={key: summary[key] for key in ("ref", "version", "status", "aliases", "sha256", "metrics",
+                                                      "reasons", "task", "key_id")})

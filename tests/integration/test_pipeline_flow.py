@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -56,6 +58,23 @@ def flow_artifacts(flow_run_id: object) -> dict[str, object]:
     return {a.key: a for a in found if a.key}
 
 
+def release_events(model: str, flow_run_id: object) -> list[dict[str, Any]]:
+    """edgeops.release.* events about ``model`` from one flow run, as the server stored them (they arrive async)."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()
+    query = {"filter": {"event": {"prefix": ["edgeops.release."]}, "any_resource": {"id": [f"edgeops.model.{model}"]}}}
+    run = f"prefect.flow-run.{flow_run_id}"
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            events = [e for e in client.request("POST", "/events/filter", json=query).json()["events"]
+                      if any(r["prefect.resource.id"] == run for r in e["related"])]
+            if events or time.monotonic() > deadline:
+                return events
+            time.sleep(0.3)
+
+
 def test_flow_registers_a_release_with_artifacts(project: Path, prefect_harness: None) -> None:  # noqa: F811
     make_sample("binary", 400, seed=3).to_csv("train.csv", index=False)
     state = pipeline_flow(data="train.csv", model="churn", target="churned", return_state=True)
@@ -68,6 +87,8 @@ def test_flow_registers_a_release_with_artifacts(project: Path, prefect_harness:
     assert {"churn-pipeline", "churn-metrics"} <= set(artifacts)
     assert "Metrics vs gates" in str(artifacts["churn-pipeline"].data)
     assert "roc_auc" in str(artifacts["churn-metrics"].data)
+    [event] = release_events("churn", state.state_details.flow_run_id)
+    assert event["event"] == "edgeops.release.registered" and event["payload"]["ref"] == "churn@1"
 
     # The next run gates against the champion and checks drift against its stored sample.
     second = pipeline_flow(data="train.csv", model="churn", target="churned", overrides={"seed": 5})
