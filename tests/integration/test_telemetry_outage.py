@@ -152,7 +152,7 @@ def durable_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def agent_config(url: str, data_dir: Path, **extra: Any) -> AgentConfig:
-    return AgentConfig(device_id=DEVICE, data_dir=data_dir, broker_url=url, telemetry_interval_s=0.1, **extra)
+    return AgentConfig(device_id=DEVICE, data_dir=data_dir, broker_url=url, **{"telemetry_interval_s": 0.1, **extra})
 
 
 def wait_for_autosave(broker: Mosquitto) -> None:
@@ -234,3 +234,48 @@ def test_a_full_outbox_reports_the_windows_it_dropped(own_broker: Mosquitto, tmp
     assert sum(w.dropped for w in windows.values()) == 4  # ... and the windows that arrived say so
     agent.stop()
     receiver.close()
+
+
+def test_the_real_agent_reports_its_predictions_after_an_offline_restart(own_broker: Mosquitto, tmp_path: Path) -> None:
+    """The whole agent: predictions and feedback while the broker is down, a restart, then delivery."""
+    from releases import public_pem
+
+    from edge_agent.agent import Agent
+    from edge_agent.store import ModelStore, Pointer
+
+    key = new_key()
+    release = build_release("churn", 2, key)
+    (tmp_path / "release.pub").write_bytes(public_pem(key))
+    store = ModelStore(tmp_path / "agent")
+    store.write_pointer(Pointer(store.install(release.manifest, release.data), None))
+    config = agent_config(own_broker.url, tmp_path / "agent", public_keys=(tmp_path / "release.pub",),
+                          telemetry_interval_s=3600.0, telemetry_max_predictions=10)
+    own_broker.stop()
+    agent = Agent(config).start()
+    rows = [{"age in years": 30.0 + i, "income": 4.0 + i % 3, "plan": "basic"} for i in range(25)]
+    predictions = []
+    for row in rows:
+        predictions.append(agent.predict(row))
+        time.sleep(0.02)  # the owner thread closes a window of 10 at its next tick (every 0.1 s)
+    for p in predictions[:4]:
+        agent.feedback(p.id, p.label)
+    agent.stop()  # closes the open window into the outbox too
+    pending = Outbox(agent.outbox.path, 100)
+    stored = [seq for seq, _ in pending.pending()]
+    pending.close()
+    assert len(stored) >= 3 and stored == list(range(len(stored)))
+
+    own_broker.start()
+    receiver = Receiver(own_broker.url, f"edgeops/devices/{DEVICE}/telemetry")
+    agent = Agent(config).start()
+    try:
+        windows = receiver.wait_for_seqs(set(stored))
+    finally:
+        agent.stop()
+        receiver.close()
+    assert sum(w.count for w in windows.values()) == 25
+    assert all((w.model, w.version) == ("churn", 2) for w in windows.values())
+    assert sum(w.features["plan"].counts[0] for w in windows.values()) == 25  # all "basic"
+    assert sum(w.predictions.total for w in windows.values() if w.predictions) == 25
+    assert sum(w.feedback.get("labelled", 0) for w in windows.values()) == 4
+    assert all(w.feedback["accuracy"] == 1.0 for w in windows.values() if w.feedback)
