@@ -206,7 +206,8 @@ def test_drift_event_triggers_one_retrain_that_rolls_out_and_promotes(
                 return client.read_flow_runs(deployment_filter=runs_filter, flow_run_filter=FlowRunFilter())
 
             deadline = time.monotonic() + DEADLINE_S
-            (run,) = wait_for("a flow run of the retrain deployment", runs, deadline, runner_log)
+            found = wait_for("a flow run of the retrain deployment", runs, deadline, runner_log)
+            assert len(found) == 1, f"one drift episode started {len(found)} runs"
             seen = time.time()
             run = wait_for("the retrain run to finish", lambda: next(
                 (r for r in runs() if r.state and r.state.is_final()), None), deadline, runner_log)
