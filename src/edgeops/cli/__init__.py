@@ -22,6 +22,11 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("pipeline", "edgeops.cli.pipeline"),
     ("models", "edgeops.cli.models"),
     ("quickstart", "edgeops.cli.quickstart:quickstart"),
+    ("release", "edgeops.cli.release"),
+    ("fleet", "edgeops.cli.fleet"),
+    ("rollout", "edgeops.cli.rollout"),
+    ("telemetry", "edgeops.cli.telemetry"),
+    ("monitor", "edgeops.cli.monitor"),
 ]
 
 
