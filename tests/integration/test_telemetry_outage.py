@@ -105,7 +105,8 @@ class Receiver:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"receiver-{os.getpid()}",
                                   protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]
-        self.client.on_connect = lambda c, _u, _f, _r, _p: (c.subscribe(topic, qos=1), self.connected.set())
+        self.client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda _c, _u, _m, _r, _p: self.connected.set()  # SUBACK: now it receives
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
