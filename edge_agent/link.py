@@ -209,7 +209,12 @@ class MqttLink:
         self.inbox.put(Connected(session_present=bool(flags.session_present)))
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        attempt = self._attempt
         self._schedule_next_attempt()
+        if attempt % 20 == 0:  # the first failure, then every 20th: an operator sees it without log floods
+            broker = self.config.broker
+            log.warning("cannot reach the broker at %s:%d (attempt %d); retrying with backoff up to %.0f s",
+                        broker.host, broker.port, attempt + 1, self.config.reconnect_max_s)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode,
                        _props: Any) -> None:
