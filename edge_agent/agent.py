@@ -22,7 +22,7 @@ from .errors import AgentError, FeedbackError, ModelError, NoModelError
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
 from .installer import Installer, boot
-from .lifecycle import AgentState, LatencyWindow, Probation
+from .lifecycle import AgentState, LatencyWindow, Probation, with_desired
 from .link import Connected, Disconnected, LinkEvent, Message, MqttLink, Published
 from .outbox import Outbox
 from .protocol import AgentEvent, Desired, ProtocolError, ReleaseManifest, Reported
@@ -58,7 +58,7 @@ class Agent:
         self.desired: Desired | None = None
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the probation watcher and the runner swap (callers vs owner)
         self._recent: dict[str, tuple[bool, Any]] = {}  # prediction id → (regression?, label or value)
         self._thread: threading.Thread | None = None
         self._http: HttpApi | None = None
@@ -170,7 +170,7 @@ class Agent:
         if probation is None:
             self.latencies.add(latency_ms)  # deque append: atomic, no lock needed
         elif probation.ref.model == runner.manifest.name and probation.ref.version == runner.manifest.version:
-            with self._lock:
+            with self.lock:
                 probation.record(latency_ms, False)
         # Remembered for feedback; a plain dict insert is atomic, the owner thread trims the oldest.
         self._recent[prediction.id] = (runner.regression, prediction.value if runner.regression else prediction.label)
@@ -182,7 +182,7 @@ class Agent:
             probation = self.probation
             if probation is not None and probation.ref.model == runner.manifest.name \
                     and probation.ref.version == runner.manifest.version:
-                with self._lock:
+                with self.lock:
                     probation.record(None, True)
         else:
             self.pump.record(None, None, latency_ms, "input")
@@ -260,9 +260,14 @@ class Agent:
         self.report()
         return state
 
+    def forget_refusal_if_retargeted(self) -> None:
+        """A desired state naming another release than the refused one lifts the refusal (not persisted on
+        its own: the next transition writes it)."""
+        self._state = with_desired(self._state, self.desired)
+
     def swap_runner(self, runner: ModelRunner | None) -> None:
         """Serve ``runner`` from the next call on; its telemetry starts a fresh window."""
-        with self._lock:
+        with self.lock:
             self._runner = runner
         self.pump.on_model_changed(None if runner is None else runner.manifest)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError
 from .fetch import ReleaseCollector
 from .inference import ModelRunner
-from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, self_test, with_desired
+from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, self_test
 from .protocol import ReleaseManifest
 from .store import ModelRef, ModelStore, Pointer
 from .verify import KeyRing, verify_artifact, verify_manifest
@@ -91,6 +91,8 @@ class Job:
 
 
 class Installer:
+    """Runs the planned steps for one release at a time on the agent's owner thread (never on callers')."""
+
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self.job: Job | None = None
@@ -101,7 +103,7 @@ class Installer:
     # driving --------------------------------------------------------------------------------------
     def reconcile(self) -> None:
         agent = self.agent
-        agent._state = with_desired(agent.state, agent.desired)
+        agent.forget_refusal_if_retargeted()
         steps = plan(agent.state, agent.desired)
         job = self.job
         if job is not None and steps and steps[0].ref == job.ref:
@@ -123,7 +125,7 @@ class Installer:
                 agent.report()  # e.g. a new rollout id for the version already running
             return
         if agent.probation is not None:  # a newer release supersedes the one on probation: stop judging it
-            with agent._lock:
+            with agent.lock:
                 agent.probation = None
         self.job = Job(steps[0].ref, steps[0].rollout_id, deque(steps))
         self._run()
@@ -244,7 +246,7 @@ class Installer:
     def _start_probation(self, job: Job) -> bool:
         agent = self.agent
         if agent.state.phase == "activating":  # _activate decided that probation applies
-            with agent._lock:
+            with agent.lock:
                 agent.probation = self.new_probation(job.ref, job.extra.get("baseline"))
             agent.transition(phase="probation")
         return True
@@ -263,7 +265,7 @@ class Installer:
         verdict = probation.verdict(now)
         if verdict == "wait":
             return
-        with agent._lock:
+        with agent.lock:
             agent.probation = None
         if verdict == "pass":
             agent.transition(phase="serving")

@@ -93,6 +93,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class ModelStore:
+    """Everything the agent keeps on disk, confined to ``data_dir`` (see the module docstring)."""
+
     def __init__(self, data_dir: Path) -> None:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         self.root = Path(data_dir).resolve()
