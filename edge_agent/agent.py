@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__
 from .config import AgentConfig
-from .errors import AgentError, FeedbackError, ModelError, NoModelError
+from .errors import AgentError, FeedbackError, ModelError, NoModelError, short_reason
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
 from .installer import Installer, boot
@@ -238,7 +238,7 @@ class Agent:
             if desired.device != self.device:
                 raise ProtocolError(f"names device {desired.device!r}, this is {self.device!r}", field="device")
         except ProtocolError as exc:
-            reason = f"desired state rejected: {exc}"
+            reason = short_reason(f"desired state rejected: {exc}")
             log.error(reason)
             self.transition(phase="rejected", target=None, last_error=reason)
             return
@@ -254,6 +254,8 @@ class Agent:
     # state, reporting -----------------------------------------------------------------------------
     def transition(self, **changes: Any) -> AgentState:
         """Persist the new state (atomically, before anything acts on it), then report it."""
+        if changes.get("last_error"):
+            changes["last_error"] = short_reason(changes["last_error"])
         state = dataclasses.replace(self._state, **changes)
         self.store.write_state(state.to_json())
         self._state = state
@@ -282,6 +284,7 @@ class Agent:
         self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=1, retain=True)
 
     def emit(self, event: str, ref: ModelRef, reason: str | None = None) -> None:
-        message = AgentEvent(device=self.device, event=event, model=ref.model, version=ref.version, reason=reason,
+        message = AgentEvent(device=self.device, event=event, model=ref.model, version=ref.version,
+                             reason=None if reason is None else short_reason(reason),
                              rollout_id=None if self.desired is None else self.desired.rollout_id)
         self.link.publish(self.topics.device(self.device, "events"), message.to_bytes(), qos=1)

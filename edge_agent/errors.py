@@ -4,6 +4,15 @@ The lifecycle sorts failures into two kinds, as mender does: *fatal* ones reject
 (``VerificationError``, ``ModelError``), *transient* ones are retried with backoff (``FetchError``).
 """
 
+MAX_REASON_CHARS = 500
+
+
+def short_reason(text: str) -> str:
+    """One line of at most MAX_REASON_CHARS: reasons may quote hostile input (a 1 MiB "model name"), and they
+    end up in retained reports, events and logs, which must stay small."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
+
 
 class AgentError(Exception):
     """Base of every error the agent raises on purpose; ``str(exc)`` is a one-line reason."""

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError
+from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError, short_reason
 from .fetch import ReleaseCollector
 from .inference import ModelRunner
 from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, self_test
@@ -292,6 +292,7 @@ class Installer:
         agent.emit("rolled_back", failed, reason)
 
     def _reject(self, job: Job, reason: str) -> None:
+        reason = short_reason(reason)
         log.error("rejected %s: %s", job.ref, reason)
         self._drop_job()
         self.agent.transition(phase="rejected", target=job.ref, refused=job.ref, last_error=reason)

@@ -295,3 +295,14 @@ def test_garbage_on_every_subscribed_topic_keeps_it_serving(control: Control, st
     control.wait_for(is_reported("serving", 1, last_error=None, desired_version=1))
     assert agent.current == ("churn", 1) and agent.predict(ROW).label in (0, 1)
     assert agent._thread is not None and agent._thread.is_alive()
+
+
+def test_a_huge_hostile_desired_message_gives_a_short_report(control: Control, start_agent: StartAgent, v1: Release,
+                                                             tmp_path: Path) -> None:
+    preinstall(tmp_path / "data", v1)
+    start_agent()
+    desired = {"schema": {"name": "edgeops.desired", "version": "1.0"}, "device": DEVICE, "ts": "t",
+               "model": "../" * 100_000, "version": 1}
+    control.publish(control.topics.device(DEVICE, "desired"), json.dumps(desired).encode())
+    _, payload = control.wait_for(is_reported("rejected", 1))
+    assert len(payload) < 1500 and json.loads(payload)["last_error"].endswith("…")
