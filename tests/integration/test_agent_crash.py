@@ -189,3 +189,28 @@ def test_sigkill_during_install_loops_always_restarts_into_a_verified_model(
             proc.terminate()
             proc.wait(timeout=15)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_a_restart_during_probation_keeps_watching_and_can_still_roll_back(
+        tmp_path: Path, key: Ed25519PrivateKey, versions: list[Release]) -> None:
+    from releases import with_runtime_trap
+
+    from edge_agent.lifecycle import AgentState
+
+    v1, trapped = versions[0], with_runtime_trap(versions[1], key)
+    preinstall(tmp_path / "data", trapped, previous=v1)
+    ModelStore(tmp_path / "data").write_state(
+        AgentState("probation", current=ModelRef("churn", 2), previous=ModelRef("churn", 1)).to_json())
+    config = agent_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}", "c", key, DEVICE,
+                          probation_s=600.0, probation_min_predictions=3, probation_max_error_rate=0.5)
+    agent = Agent(config).load()
+    try:
+        assert agent.state.phase == "probation" and agent.probation is not None
+        for _ in range(3):
+            with pytest.raises(Exception, match="model failed to run"):
+                agent.predict({**ROW, "income": 999.0})
+        agent.tick()
+        assert agent.current == ("churn", 1) and agent.state.phase == "rolled_back"
+        assert ModelStore(tmp_path / "data").read_pointer().current == ModelRef("churn", 1)
+    finally:
+        agent.stop()
