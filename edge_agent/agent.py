@@ -44,6 +44,8 @@ class Agent:
         self.topics = config.topics
         self.device = config.device_id
         self.keyring = KeyRing.from_paths(config.public_keys)
+        if not self.keyring.keys:
+            log.warning("no public_keys configured: every release will be rejected as signed by an unknown key")
         self.store = ModelStore(config.data_dir)
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.link = MqttLink(config, self.inbox)

@@ -16,7 +16,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from .errors import FeedbackError, InputError, ModelError, NoModelError
+from .errors import AgentError, FeedbackError, InputError, ModelError, NoModelError
 from .protocol import ProtocolError, parse_json
 
 if TYPE_CHECKING:
@@ -157,7 +157,10 @@ class HttpApi:
 
     def __init__(self, agent: "Agent", host: str = "127.0.0.1", port: int = 8765) -> None:
         handler = type("AgentHandler", (_Handler,), {"agent": agent})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise AgentError(f"http: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="agent-http", daemon=True)
 

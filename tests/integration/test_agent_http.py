@@ -131,3 +131,16 @@ def test_no_model_yet_is_503(tmp_path: Path, session_broker: str, topic_prefix: 
         assert call(agent, "GET", "/v1/model")[0] == 503
     finally:
         agent.stop()
+
+
+def test_a_busy_port_is_a_one_line_agent_error(agent: Agent, tmp_path: Path, session_broker: str,
+                                               topic_prefix: str, key: Ed25519PrivateKey) -> None:
+    from edge_agent.errors import AgentError
+
+    host, port = agent.http_address  # type: ignore[misc]
+    other = Agent(agent_config(tmp_path / "other", session_broker, topic_prefix, key, http=f"{host}:{port}"))
+    try:
+        with pytest.raises(AgentError, match=f"http: cannot listen on 127.0.0.1:{port}"):
+            other.start()
+    finally:
+        other.stop()
