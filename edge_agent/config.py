@@ -13,37 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .protocol import ProtocolError, Topics, check_labels, check_name
+from .protocol import BrokerAddress, ProtocolError, Topics, check_labels, check_name
 
 MiB = 1024 * 1024
-SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883)}
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """``mqtt://host:port`` or ``mqtts://host:port`` taken apart (TLS is on for mqtts)."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> "BrokerAddress":
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"broker_url: {url!r} is not a URL ({exc})") from exc
-        if parts.scheme not in SCHEMES:
-            raise ConfigError(f"broker_url: {url!r} must start with mqtt:// or mqtts://")
-        if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.username:
-            raise ConfigError(f"broker_url: {url!r} must look like mqtt://host:port (credentials go in "
-                              "username/password)")
-        tls, default_port = SCHEMES[parts.scheme]
-        return cls(host=parts.hostname, port=port or default_port, tls=tls)
 
 
 def parse_http_bind(value: str) -> tuple[str, int]:
@@ -124,7 +98,10 @@ class AgentConfig:
 
     @property
     def broker(self) -> BrokerAddress:
-        return BrokerAddress.parse(self.broker_url)
+        try:
+            return BrokerAddress.parse(self.broker_url)
+        except ProtocolError as exc:
+            raise ConfigError(str(exc)) from exc
 
     @property
     def http_bind(self) -> tuple[str, int] | None:

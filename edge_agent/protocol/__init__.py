@@ -5,6 +5,7 @@ the contract described in docs/protocol.md.
 """
 
 from .bins import MISSING, OVERFLOW, UNDERFLOW, UNSEEN, categorical_bin, numeric_bin
+from .broker import BrokerAddress
 from .canonical import MAX_MESSAGE_BYTES, canonical_json, key_id, parse_json, sha256_hex
 from .errors import ProtocolError
 from .histogram import Bins, CategoricalBins, CountAccumulator, Counts, NumericBins, Reference
@@ -39,7 +40,8 @@ from .topics import DEFAULT_PREFIX, Topics
 __all__ = [
     "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MISSING",
     "OVERFLOW", "SCHEMA_VERSIONS", "SIGNATURE_ALGORITHM", "TASKS", "UNDERFLOW", "UNSEEN", "AgentEvent",
-    "ArtifactInfo", "Bins", "CategoricalBins", "CountAccumulator", "Counts", "Desired", "GoldenSamples",
+    "ArtifactInfo", "Bins", "BrokerAddress", "CategoricalBins", "CountAccumulator", "Counts", "Desired",
+    "GoldenSamples",
     "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
     "Reported", "Signature", "Status", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
     "check_labels", "check_name", "check_schema", "check_version", "key_id", "now_iso", "numeric_bin",

@@ -19,35 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.protocol import BrokerAddress, ProtocolError
 from edgeops.errors import BrokerError
 
 DEFAULT_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    """``mqtt://host:port`` (plain) or ``mqtts://host:port`` (TLS); the port defaults to 1883 / 8883."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> "BrokerAddress":
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise BrokerError(f"{url!r} is not a broker URL (expected mqtt://host:port or mqtts://host:port)")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise BrokerError(f"{url!r} has a bad port: {exc}") from exc
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
+def broker_address(url: str) -> BrokerAddress:
+    """Parse a broker URL with the protocol's parser; a bad one is a BrokerError naming it."""
+    try:
+        return BrokerAddress.parse(url)
+    except ProtocolError as exc:
+        raise BrokerError(f"{exc.reason} (expected mqtt://host:port or mqtts://host:port)") from exc
 
 
 @dataclass(frozen=True)
@@ -68,7 +55,7 @@ class ControlClient:
                  ca_file: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  client_id: str | None = None) -> None:
         self.url = url
-        self.address = BrokerAddress.parse(url)
+        self.address = broker_address(url)
         self.timeout_s = timeout_s
         self._inbox: queue.Queue[Received] = queue.Queue()
         self._stash: deque[Received] = deque()

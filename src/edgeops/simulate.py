@@ -41,7 +41,7 @@ from edge_agent.protocol import (
     parse_manifest,
 )
 from edge_agent.verify import KeyRing, public_key_id, verify_artifact, verify_manifest
-from edgeops.mqtt import BrokerAddress
+from edgeops.mqtt import broker_address
 
 log = logging.getLogger(__name__)
 MAX_ARTIFACT_BYTES = 64 << 20
@@ -82,7 +82,7 @@ class SimFleet:
     """Hosts many ``SimDevice`` on one thread. Use as a context manager; ``call`` runs a function on it."""
 
     def __init__(self, url: str, topics: Topics, devices: Iterable[SimDevice], *, keepalive: int = 60) -> None:
-        self.address = BrokerAddress.parse(url)
+        self.address = broker_address(url)
         self.topics = topics
         self.devices = {d.device: d for d in devices}
         self.keepalive = keepalive

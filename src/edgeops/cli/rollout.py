@@ -24,7 +24,7 @@ from edge_agent.protocol import Topics
 from ..config import ProjectConfig
 from ..errors import RolloutError
 from ..fleet import parse_selector
-from ..mqtt import BrokerAddress
+from ..mqtt import broker_address
 from ..registry import Registry
 from ..rollout.controller import RolloutController, start_rollout
 from ..rollout.plan import RolloutPolicy, parse_fraction
@@ -186,7 +186,7 @@ def _rollout_scope(rec: RolloutRecord, flag: str | None) -> tuple[str, str]:
     """The broker and prefix a rollout runs on are part of it; a different --broker would address another
     fleet, so it is refused rather than obeyed."""
     url, _, prefix = rec.scope.rpartition("|")
-    if flag and BrokerAddress.parse(flag) != BrokerAddress.parse(url):
+    if flag and broker_address(flag) != broker_address(url):
         fail(f"rollout {rec.id} runs on {url}, not on {flag}")
     return url, prefix
 

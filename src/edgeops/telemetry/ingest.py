@@ -47,7 +47,7 @@ from edge_agent.protocol import (
 )
 from edgeops.drift import parse_ts
 from edgeops.errors import BrokerError
-from edgeops.mqtt import BrokerAddress
+from edgeops.mqtt import broker_address
 from edgeops.telemetry.events import Emitter, discard
 from edgeops.telemetry.store import DEFAULT_DB_URL, Message, TelemetryStore, WriteResult
 
@@ -144,7 +144,7 @@ class IngestService:
     def start(self, wait_s: float | None = 10.0) -> IngestService:
         """Connect (reconnecting for ever in the background) and start writing. With ``wait_s``, raise
         BrokerError if the first connection does not succeed in time."""
-        address = BrokerAddress.parse(self.config.broker_url)
+        address = broker_address(self.config.broker_url)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = min(65535, max(20, 2 * self.config.batch_size))   # let a whole batch be in flight
@@ -201,7 +201,7 @@ class IngestService:
                              protocol=mqtt.MQTTv5, manual_ack=True)
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
-        if BrokerAddress.parse(self.config.broker_url).tls:
+        if broker_address(self.config.broker_url).tls:
             ca = str(self.config.ca_file) if self.config.ca_file else None
             client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(1, 10)
