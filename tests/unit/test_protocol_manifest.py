@@ -2,57 +2,31 @@ import math
 import random
 
 import pytest
+from manifests import fake_manifest
 
 from edge_agent.protocol import (
     MISSING,
     OVERFLOW,
     UNDERFLOW,
     UNSEEN,
-    ArtifactInfo,
     CategoricalBins,
     CountAccumulator,
     Counts,
     GoldenSamples,
-    InputSpec,
-    Lineage,
-    NumericBins,
-    OutputSpec,
     ProtocolError,
-    Reference,
     ReleaseManifest,
     Signature,
     categorical_bin,
     numeric_bin,
     parse_manifest,
-    sha256_hex,
 )
 
 pytestmark = pytest.mark.unit
 
 
 def make_manifest(**changes: object) -> ReleaseManifest:
-    data = b"onnx-bytes" * 10
-    fields: dict[str, object] = {
-        "name": "churn",
-        "version": 3,
-        "created": "2026-11-27T12:00:00Z",
-        "artifact": ArtifactInfo(sha256=sha256_hex(data), size=len(data), opset=17, chunk_size=64,
-                                 chunk_sha256=(sha256_hex(data[:64]), sha256_hex(data[64:]))),
-        "inputs": (InputSpec(column="monthly charges", name="monthly_charges", dtype="float32"),
-                   InputSpec(column="plan/type", name="plan_type", dtype="string", categories=("a", "b"))),
-        "outputs": OutputSpec(task="binary", label="label", probabilities="probabilities", classes=(0, 1)),
-        "reference": {
-            "monthly charges": Reference(NumericBins((0.0, 1.5, 3.0)), Counts((4, 6), missing=1)),
-            "plan/type": Reference(CategoricalBins(("a", "b")), Counts((7, 3))),
-        },
-        "prediction_reference": Reference(CategoricalBins(("0", "1")), Counts((8, 2))),
-        "golden": GoldenSamples(inputs={"monthly charges": [1.0, None], "plan/type": ["a", None]},
-                                tolerance=1e-5, labels=[0, 1], probabilities=[[0.9, 0.1], [0.2, 0.8]]),
-        "lineage": Lineage(data_sha256="d" * 64, config_sha256="c" * 64, code_revision=None, parent_version=2),
-        "metrics": {"accuracy": 0.91},
-    }
-    fields.update(changes)
-    return ReleaseManifest(**fields)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"name": "churn", "version": 3, **changes}
+    return fake_manifest(onnx=b"onnx-bytes" * 10, chunk_size=64, **fields)  # type: ignore[arg-type]
 
 
 def test_manifest_round_trips_and_signature_covers_everything_else() -> None:

@@ -3,18 +3,10 @@ import os
 from pathlib import Path
 
 import pytest
+from manifests import fake_manifest
 
 from edge_agent.protocol import (
-    ArtifactInfo,
-    CategoricalBins,
-    Counts,
-    GoldenSamples,
-    InputSpec,
-    Lineage,
-    OutputSpec,
-    Reference,
     ReleaseManifest,
-    sha256_hex,
 )
 from edgeops.errors import RegistryError
 from edgeops.registry import Registry, parse_ref
@@ -27,15 +19,7 @@ def builder(model: str, key_path: Path | None, onnx: bytes = b"model-bytes" * 9)
     """A ``build`` callback as the pipeline passes it: bakes the allocated version in and signs."""
 
     def build(version: int) -> tuple[ReleaseManifest, bytes]:
-        manifest = ReleaseManifest(
-            name=model, version=version, created="2026-11-27T12:00:00+00:00",
-            artifact=ArtifactInfo(sha256=sha256_hex(onnx), size=len(onnx), opset=17, chunk_size=len(onnx),
-                                  chunk_sha256=(sha256_hex(onnx),)),
-            inputs=(InputSpec(column="x", name="x", dtype="float32"),),
-            outputs=OutputSpec(task="binary", label="label", probabilities="probabilities", classes=(0, 1)),
-            reference={}, prediction_reference=Reference(CategoricalBins(("0", "1")), Counts((1, 1))),
-            golden=GoldenSamples(inputs={"x": [1.0]}, tolerance=1e-4, labels=[1], probabilities=[[0.2, 0.8]]),
-            lineage=Lineage(data_sha256="d" * 64, config_sha256="c" * 64), metrics={"accuracy": 0.9})
+        manifest = fake_manifest(model, version, onnx)
         return (manifest if key_path is None else sign_manifest(manifest, load_private_key(key_path))), onnx
 
     return build

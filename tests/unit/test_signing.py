@@ -6,16 +6,12 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from manifests import fake_manifest
 
 from edge_agent.protocol import (
     ArtifactInfo,
     CategoricalBins,
     Counts,
-    GoldenSamples,
-    InputSpec,
-    Lineage,
-    NumericBins,
-    OutputSpec,
     Reference,
     ReleaseManifest,
     key_id,
@@ -36,21 +32,7 @@ pytestmark = pytest.mark.unit
 
 
 def release(name: str = "churn", version: int = 1, onnx: bytes = b"onnx" * 30) -> ReleaseManifest:
-    """A small but complete manifest built from protocol types only (no training needed)."""
-    return ReleaseManifest(
-        name=name, version=version, created="2026-11-27T12:00:00+00:00",
-        artifact=ArtifactInfo(sha256=sha256_hex(onnx), size=len(onnx), opset=17, chunk_size=len(onnx),
-                              chunk_sha256=(sha256_hex(onnx),)),
-        inputs=(InputSpec(column="monthly charges", name="monthly_charges", dtype="float32"),
-                InputSpec(column="plan", name="plan", dtype="string", categories=("a", "b"))),
-        outputs=OutputSpec(task="binary", label="label", probabilities="probabilities", classes=(0, 1)),
-        reference={"monthly charges": Reference(NumericBins((0.0, 1.0, 2.0)), Counts((3, 4)))},
-        prediction_reference=Reference(CategoricalBins(("0", "1")), Counts((5, 2))),
-        golden=GoldenSamples(inputs={"monthly charges": [1.0], "plan": ["a"]}, tolerance=1e-4, labels=[1],
-                             probabilities=[[0.3, 0.7]]),
-        lineage=Lineage(data_sha256="d" * 64, config_sha256="c" * 64, code_revision=None, parent_version=None),
-        metrics={"accuracy": 0.9},
-    )
+    return fake_manifest(name, version, onnx)
 
 
 def test_keys_are_written_private_and_never_silently_replaced(tmp_path: Path) -> None:
