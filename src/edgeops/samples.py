@@ -59,6 +59,15 @@ def make_sample(kind: Kind = "binary", rows: int = 2000, seed: int = 0) -> pd.Da
     return df
 
 
+def make_shifted_sample(kind: Kind = "binary", rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The same customers a year later: higher charges, longer tenure. The inputs drift, the signal does not,
+    so a retrain on this data should pass its gates (retrain tests and the demo rely on that)."""
+    df = make_sample(kind, rows, seed)
+    df["monthly charges"] = df["monthly charges"] + 25
+    df["tenure months"] = df["tenure months"] + 12
+    return df
+
+
 def write_sample(path: Path, kind: Kind = "binary", rows: int = 2000, seed: int = 0) -> Path:
     """Write ``make_sample(...)`` as CSV (or parquet by suffix) and return the path."""
     df = make_sample(kind, rows, seed)

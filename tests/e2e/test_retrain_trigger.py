@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-import pandas as pd
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -38,7 +37,7 @@ from edge_agent.protocol import Topics
 from edgeops.mqtt import ControlClient
 from edgeops.pipeline import make_request, run_pipeline
 from edgeops.registry import Registry
-from edgeops.samples import make_sample
+from edgeops.samples import make_sample, make_shifted_sample
 from edgeops.signing import generate_keys, key_paths, load_public_key
 from edgeops.simulate import SimDevice, SimFleet
 
@@ -110,14 +109,6 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
         stop(proc)
 
 
-def shifted_sample(rows: int, seed: int) -> pd.DataFrame:
-    """Drifted inputs (higher charges, longer tenure), the same signal."""
-    df = make_sample("binary", rows, seed=seed)
-    df["monthly charges"] = df["monthly charges"] + 25
-    df["tenure months"] = df["tenure months"] + 12
-    return df
-
-
 @pytest.fixture
 def project(tmp_path: Path, session_broker: str, topic_prefix: str) -> Iterator[Path]:
     """Keys, edgeops.yaml (test broker and prefix), champion churn@1, and a data dir holding shifted data."""
@@ -128,7 +119,7 @@ def project(tmp_path: Path, session_broker: str, topic_prefix: str) -> Iterator[
     make_sample("binary", 400, seed=4).to_csv(work / "initial.csv", index=False)
     run_pipeline(make_request(work / "initial.csv", config_path=work / "edgeops.yaml"))
     (work / "data").mkdir()
-    shifted_sample(400, seed=3).to_csv(work / "data" / "extract-2026-11.csv", index=False)
+    make_shifted_sample("binary", 400, seed=3).to_csv(work / "data" / "extract-2026-11.csv", index=False)
     yield work
     with ControlClient(session_broker) as client:
         client.publish_many((t, b"", True) for t in client.collect_retained(f"{topic_prefix}/#"))

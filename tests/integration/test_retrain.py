@@ -4,7 +4,6 @@ canary rollout to simulated devices on a real Mosquitto, champion only after a c
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -17,7 +16,7 @@ from edgeops.mqtt import ControlClient
 from edgeops.pipeline import make_request, run_pipeline
 from edgeops.registry import Registry
 from edgeops.retrain import make_retrain_request, model_name, newest_data, run_retrain, summary_markdown
-from edgeops.samples import make_sample
+from edgeops.samples import make_sample, make_shifted_sample
 from edgeops.signing import generate_keys, key_paths, load_public_key
 from edgeops.simulate import SimDevice, SimFleet
 from flows.retrain import retrain_flow
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.integration
 DRIFT = {"model": "churn", "version": 1, "scope": "fleet", "windows": 48, "devices": 4,
          "drifted": ["monthly charges"], "psi": {"monthly charges": 0.41}, "js": {"monthly charges": 0.17}}
 POLICY = {"canary": "25%", "waves": 1, "device_timeout_s": 20}
-
-
-def shifted_sample(rows: int, seed: int) -> pd.DataFrame:
-    """The same customers a year later: higher charges, longer tenure (drift in the inputs, the same signal)."""
-    df = make_sample("binary", rows, seed=seed)
-    df["monthly charges"] = df["monthly charges"] + 25
-    df["tenure months"] = df["tenure months"] + 12
-    return df
 
 
 @pytest.fixture
@@ -48,7 +39,7 @@ def project(tmp_path: Path, session_broker: str, topic_prefix: str) -> Iterator[
     first = run_pipeline(make_request(tmp_path / "initial.csv", config_path=tmp_path / "edgeops.yaml"))
     assert first.record.aliases == ("candidate", "champion")
     (tmp_path / "data").mkdir()
-    shifted_sample(400, seed=3).to_csv(tmp_path / "data" / "2026-11.csv", index=False)
+    make_shifted_sample("binary", 400, seed=3).to_csv(tmp_path / "data" / "2026-11.csv", index=False)
     yield tmp_path
     with ControlClient(session_broker) as client:
         retained = client.collect_retained(f"{topic_prefix}/#")
