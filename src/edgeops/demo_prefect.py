@@ -1,0 +1,189 @@
+"""The Prefect side of ``edgeops demo``: a local ``prefect server``, the served deployments, and what the demo
+reads back through the API (monitor runs and their drift report, the drift event, the retrain run).
+
+Everything here talks to the Prefect API over HTTP like any client would; the flows themselves run in the
+serving process (flows/serve_demo.py), never in the demo's own process.
+"""
+
+import json
+import re
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from .supervisor import Child, ServiceError, Supervisor, free_port
+
+MODEL_RESOURCE = "edgeops.model."
+DRIFT_REPORT_KEY = "edgeops-drift-report"
+_SCOPE_HEADER = re.compile(r"^## (?P<model>[^@\s]+)@(?P<version>\d+): \*\*(?P<verdict>\w+)\*\*")
+_FEATURE_ROW = re.compile(r"^\| (?P<name>[^|]+?) \| (?P<n>\d+) \| (?P<psi>[^|]*) \| [^|]* \| [^|]* \| "
+                          r"(?P<verdict>\w+) \|$")
+
+
+def api_healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def server_env(base: Mapping[str, str], home: Path, api_url: str) -> dict[str, str]:
+    """Environment of our own server and of every process that uses it: its own PREFECT_HOME (so its own
+    SQLite database and no profile of the user's), no analytics, the UI pointed at this API."""
+    env = {k: v for k, v in base.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, PREFECT_UI_API_URL=api_url,
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def spawn_server(supervisor: Supervisor, home: Path, base_env: Mapping[str, str]) -> tuple[Child, str]:
+    """``prefect server start`` on a free port (not waited for: the caller does other work meanwhile)."""
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    home.mkdir(parents=True, exist_ok=True)
+    env = server_env(base_env, home, api_url)
+    env.pop("PREFECT_API_URL")  # the server itself must not think it is a client of another server
+    prefect = Path(sys.executable).with_name("prefect")
+    argv = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
+    child = supervisor.spawn("prefect-server", [*argv, "server", "start", "--host", "127.0.0.1", "--port",
+                                                str(port)], env=env)
+    return child, api_url
+
+
+def ui_url(api_url: str) -> str:
+    return api_url.removesuffix("/api")
+
+
+def serve_deployments(supervisor: Supervisor, env: Mapping[str, str], spec: Mapping[str, Any], cwd: Path) -> Child:
+    """The serving process (flows/serve_demo.py); it polls for scheduled runs every second."""
+    env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    return supervisor.spawn("prefect-serve", [sys.executable, "-m", "flows.serve_demo", json.dumps(spec)],
+                            env=env, cwd=cwd)
+
+
+@dataclass
+class ScopeVerdict:
+    """One model version's fleet-wide verdict, as the monitor's drift report artifact states it."""
+
+    release: str
+    verdict: str
+    drifted: list[str] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)
+
+
+def parse_drift_report(markdown: str) -> list[ScopeVerdict]:
+    """The fleet sections of ``edgeops-drift-report`` (telemetry/report.py): verdict and drifted rows."""
+    scopes: list[ScopeVerdict] = []
+    for line in markdown.splitlines():
+        header = _SCOPE_HEADER.match(line)
+        if header:
+            scopes.append(ScopeVerdict(f"{header['model']}@{header['version']}", header["verdict"]))
+            continue
+        row = _FEATURE_ROW.match(line)
+        if row and scopes and row["name"] != "feature":
+            scopes[-1].rows.append(line)
+            if row["verdict"] == "drift":
+                scopes[-1].drifted.append(row["name"])
+    return scopes
+
+
+class PrefectView:
+    """The few API calls the demo makes (sync client); use inside ``temporary_settings`` for ``api_url``."""
+
+    def __init__(self, api_url: str) -> None:
+        from prefect.client.orchestration import get_client
+
+        self.api_url = api_url
+        self.client = get_client(sync_client=True)
+        self.client.__enter__()
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+
+    def deployment_id(self, name: str) -> UUID | None:
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            return self.client.read_deployment_by_name(name).id
+        except ObjectNotFound:
+            return None
+
+    def has_trigger_for(self, deployment_id: UUID) -> bool:
+        return any(getattr(action, "deployment_id", None) == deployment_id
+                   for automation in self.client.read_automations() for action in automation.actions)
+
+    def start_run(self, deployment_id: UUID) -> UUID:
+        return self.client.create_flow_run_from_deployment(deployment_id).id
+
+    def run_state(self, run_id: UUID) -> tuple[str, str, bool]:
+        """(state name, message, final?) of a flow run."""
+        run = self.client.read_flow_run(run_id)
+        state = run.state
+        if state is None:
+            return "Pending", "", False
+        return state.name, state.message or "", state.is_final()
+
+    def run_name(self, run_id: UUID) -> str:
+        return self.client.read_flow_run(run_id).name
+
+    def runs_of(self, deployment_id: UUID) -> list[Any]:
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+        return self.client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+    def artifact_markdown(self, run_id: UUID, key: str) -> str | None:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        artifacts = self.client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        return next((str(a.data) for a in artifacts if a.key == key), None)
+
+    def drift_events(self, model: str, since: datetime) -> list[dict[str, Any]]:
+        """Stored ``edgeops.drift.detected`` events about the model (fleet-wide), oldest first."""
+        body = {"filter": {"event": {"name": ["edgeops.drift.detected"]},
+                           "resource": {"id": [f"{MODEL_RESOURCE}{model}"]},
+                           "occurred": {"since": since.astimezone(UTC).isoformat()}}, "limit": 50}
+        try:
+            response = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"Prefect events API: {exc}") from exc
+        return sorted(response.json()["events"], key=lambda e: e["occurred"])
+
+
+def wait_served(view: PrefectView, serving: Child, supervisor: Supervisor, names: list[str],
+                timeout_s: float) -> dict[str, UUID]:
+    """Wait until every deployment exists (and the retrain trigger's automation); their ids by name."""
+    found: dict[str, UUID] = {}
+
+    def ready() -> bool:
+        for name in names:
+            if name not in found:
+                deployment = view.deployment_id(name)
+                if deployment is not None:
+                    found[name] = deployment
+        return len(found) == len(names) and any(view.has_trigger_for(d) for d in found.values())
+
+    supervisor.wait_until(serving, ready, timeout_s, "served deployments")
+    return found
+
+
+def wait_final(view: PrefectView, run_id: UUID, deadline: float, poll_s: float = 0.5) -> tuple[str, str]:
+    """Poll until the run is final or the monotonic ``deadline`` passes; (state name, message)."""
+    while True:
+        name, message, final = view.run_state(run_id)
+        if final or time.monotonic() > deadline:
+            return name, message
+        time.sleep(poll_s)
+
+
+__all__ = ["DRIFT_REPORT_KEY", "PrefectView", "ScopeVerdict", "api_healthy", "parse_drift_report",
+           "serve_deployments", "server_env", "spawn_server", "ui_url", "wait_final", "wait_served"]
