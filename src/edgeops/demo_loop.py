@@ -190,6 +190,8 @@ class DemoLoop:
         self.clock.mark("baseline_checked")
         self.log(f"monitor on unshifted traffic: {MODEL}@1 fleet verdict "
                  f"{verdict.verdict if verdict else 'missing'}")
+        if verdict is not None and verdict.verdict == "drift":  # the trigger's cooldown would swallow the real one
+            raise EdgeopsError(f"the monitor saw drift before the shift ({', '.join(verdict.drifted)}); run again")
 
     def monitor_once(self, monitor: UUID) -> list[pf.ScopeVerdict]:
         assert self.view is not None
@@ -271,6 +273,8 @@ class DemoLoop:
             self.log(f"retrain run '{run.name}': {message}")
             champion = Registry(load_config(self.config).registry.root).champion(MODEL)
             self.result.champion = None if champion is None else champion.version
+            if champion is None or champion.version == self.result.version_before:
+                raise EdgeopsError(f"retrain run '{run.name}' made no new champion: {message}")
             self.result.version_after = self.result.champion
 
             def all_on_champion() -> bool:
