@@ -141,12 +141,22 @@ class ControlClient:
     def publish_many(self, messages: Iterable[tuple[str, bytes, bool]], *, wait: bool = True) -> "Publication":
         """Publish all messages (QoS 1) in order; with ``wait`` return only after every PUBACK, else return
         a ``Publication`` to wait on later (a controller keeps watching devices meanwhile)."""
-        infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in messages]
+        batch = list(messages)
+        infos = [self._send(message) for message in batch]
         self.published += len(infos)
-        publication = Publication(infos, self.url, time.monotonic() + self.timeout_s + 0.01 * len(infos))
+        publication = Publication(self, batch, infos, time.monotonic() + self.timeout_s + 0.01 * len(infos))
         if wait:
             publication.wait()
         return publication
+
+    def _send(self, message: tuple[str, bytes, bool]) -> mqtt.MQTTMessageInfo:
+        topic, payload, retain = message
+        return self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def wait_connected(self, deadline: float) -> bool:
+        """Block until the client is connected again (paho reconnects by itself) or ``deadline`` passes."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._connected, max(0.0, deadline - time.monotonic()))
 
     # subscribing ------------------------------------------------------------------------------------
     def subscribe(self, *filters: str) -> None:
@@ -251,27 +261,40 @@ class ControlClient:
 
 @dataclass
 class Publication:
-    """QoS 1 messages handed to paho. While the broker is away paho keeps them and sends them again after
-    reconnecting, so waiting means: until every PUBACK arrived or the deadline passed."""
+    """QoS 1 messages handed to paho; waiting means: until every PUBACK arrived or the deadline passed.
 
+    A message published while the broker was away carries paho's MQTT_ERR_NO_CONN for good: paho queues and
+    resends it after reconnecting, but its ``is_published()`` raises forever after. So such a message is sent
+    again once the client is connected, and that copy is the one waited on (QoS 1 is at-least-once anyway,
+    and every message we publish is idempotent: retained state or a deduplicated sequence number).
+    """
+
+    client: "ControlClient"
+    messages: list[tuple[str, bytes, bool]]
     infos: list[mqtt.MQTTMessageInfo]
-    url: str
     deadline: float
 
     def __len__(self) -> int:
         return len(self.infos)
 
     def wait(self) -> None:
-        for info in self.infos:
-            while not info.is_published():
-                remaining = self.deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BrokerError(f"the MQTT broker at {self.url} did not acknowledge a publish in time "
-                                      "(is it still up?)")
-                try:
-                    info.wait_for_publish(min(remaining, 0.5))
-                except (RuntimeError, ValueError):  # not connected right now: paho resends after reconnecting
-                    time.sleep(0.05)
+        for i, message in enumerate(self.messages):
+            while not self._acknowledged(i, message):
+                if time.monotonic() >= self.deadline:
+                    raise BrokerError(f"the MQTT broker at {self.client.url} did not acknowledge a publish in "
+                                      "time (is it still up?)")
+
+    def _acknowledged(self, i: int, message: tuple[str, bytes, bool]) -> bool:
+        info = self.infos[i]
+        try:
+            if info.is_published():
+                return True
+            info.wait_for_publish(max(0.0, min(self.deadline - time.monotonic(), 0.5)))
+            return info.is_published()
+        except (RuntimeError, ValueError):  # never sent (not connected, or paho's queue was full)
+            if self.client.wait_connected(self.deadline):
+                self.infos[i] = self.client._send(message)
+            return False
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
