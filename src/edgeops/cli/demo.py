@@ -71,6 +71,8 @@ def demo(agents: Annotated[int, typer.Option("--agents", min=1, max=20, help="Ed
                 say("stopping ...")
 
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C must stop the demo even when it was started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with user_errors():
             result = run_demo(DemoOptions(work_dir=work_dir, agents=agents, timeout_s=timeout), say,
