@@ -151,15 +151,27 @@ class Supervisor:
 
 
 def group_alive(pid: int) -> bool:
-    """Whether any process of the process group ``pid`` still exists (children started by ``spawn`` lead
-    their own group, so this covers what they started too)."""
+    """Whether a process of the process group ``pid`` still runs (children started by ``spawn`` lead their
+    own group, so this covers what they started too). Zombies do not count: an orphan that already exited
+    waits for PID 1 to reap it, and in a container PID 1 may never do so."""
     try:
         os.killpg(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pid and fields[0] != "Z":
+                return True
+    return False
 
 
 def mosquitto_binary() -> str | None:
