@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import paho.mqtt.client as mqtt
 import pytest
-from releases import build_release, new_key, public_pem
+from releases import Control, build_release, is_event, is_reported, new_key, public_pem, with_runtime_trap
 from services import free_port, port_open
 
 from edge_agent.store import ModelStore, Pointer
@@ -153,3 +155,77 @@ def clear_retained(url: str, topics: list[str]) -> None:
         client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
     client.disconnect()
     client.loop_stop()
+
+
+def http_predict(port: int, row: dict[str, object]) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", method="POST",
+                                     data=json.dumps({"record": row}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def serving_version(port: int) -> object:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10) as response:
+        return json.loads(response.read())["version"]
+
+
+def onnxruntime_answer(release: object, row: dict[str, object]) -> tuple[object, list[float]]:
+    """What bare onnxruntime says on the release's bytes: the reference the agent must match."""
+    manifest = release.manifest  # type: ignore[attr-defined]
+    session = ort.InferenceSession(release.data, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    feeds = {spec.name: np.array([[row[spec.column]]], dtype=np.float32 if spec.dtype == "float32" else object)
+             for spec in manifest.inputs}
+    label, probabilities = session.run([manifest.outputs.label, manifest.outputs.probabilities], feeds)
+    return np.asarray(label).ravel()[0].item(), [float(p) for p in np.asarray(probabilities)[0]]
+
+
+def test_the_clean_install_follows_desired_state_through_install_rejection_and_rollback(
+        install: Install, session_broker: str, topic_prefix: str, tmp_path: Path) -> None:
+    """The issue's bar for the device: base dependencies only, driven over MQTT, answers equal to onnxruntime's."""
+    device, port, trusted = "clean-1", free_port(), new_key()
+    (tmp_path / "release.pub").write_bytes(public_pem(trusted))
+    (tmp_path / "agent.toml").write_text(
+        f'device_id = "{device}"\ndata_dir = "{tmp_path / "data"}"\npublic_keys = ["{tmp_path / "release.pub"}"]\n'
+        f'topic_prefix = "{topic_prefix}"\nbroker_url = "{session_broker}"\nhttp = "127.0.0.1:{port}"\n'
+        "probation_s = 6.0\nprobation_min_predictions = 0\nprobation_max_error_rate = 0.2\n")
+    v1 = build_release("churn", 1, trusted)
+    v2_foreign = build_release("churn", 2, new_key(), seed=1)  # signed by a key the device does not trust
+    v3_trap = with_runtime_trap(build_release("churn", 3, trusted, seed=2), trusted)
+    control = Control(session_broker, topic_prefix)
+    control.watch(device)
+    agent = subprocess.Popen([str(install.bin / "edgeops-agent"), "run", "--config", str(tmp_path / "agent.toml")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        control.publish_release(v1)
+        control.set_desired(device, "churn", 1)
+        control.wait_for(is_reported("serving", 1), timeout=90)
+        row = {"age in years": 51.0, "income": 4.2, "plan": "pro"}
+        status, served = http_predict(port, row)
+        label, probabilities = onnxruntime_answer(v1, row)
+        assert status == 200 and served["prediction"]["label"] == label  # type: ignore[index]
+        assert list(served["prediction"]["probabilities"].values()) == pytest.approx(probabilities, abs=1e-6)  # type: ignore[index]
+
+        control.publish_release(v2_foreign)
+        control.set_desired(device, "churn", 2)
+        _, event = control.wait_for(is_event("rejected", 2))
+        assert "signing key" in json.loads(event)["reason"]
+        assert http_predict(port, row)[0] == 200 and serving_version(port) == 1  # still serving v1
+
+        control.publish_release(v3_trap)
+        control.set_desired(device, "churn", 3)
+        control.wait_for(is_reported("probation", 3))
+        failures = [http_predict(port, {**row, "income": 1000.0})[0] for _ in range(4)]
+        assert all(code >= 500 for code in failures), failures  # the model itself fails: not the caller's fault
+        _, payload = control.wait_for(is_reported("rolled_back", 1))
+        assert "probation failed: error rate" in json.loads(payload)["last_error"]
+        assert http_predict(port, {**row, "income": 1000.0})[0] == 200 and serving_version(port) == 1
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _out, err = agent.communicate(timeout=30)
+        control.close()
+        clear_retained(session_broker, [f"{topic_prefix}/devices/{device}/{c}" for c in ("status", "reported")])
+    assert agent.returncode == 0, err[-2000:]
