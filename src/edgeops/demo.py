@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from .errors import EdgeopsError
-from .supervisor import ServiceError, Supervisor, free_port, group_alive, start_mosquitto
+from .supervisor import Supervisor, group_alive, start_mosquitto
 
 MODEL, TARGET = "churn", "churned"
 MARKER = ".edgeops-demo"
@@ -235,6 +235,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["DemoOptions", "DemoResult", "DemoTimeout", "ServiceError", "agent_argv", "agent_config",
-           "edgeops_argv", "flows_root", "free_port", "new_prefix", "prepare_work_dir", "run_demo", "samples_stored",
-           "shifted", "start_broker", "utc_now", "write_project"]
+__all__ = ["DemoOptions", "DemoResult", "DemoTimeout", "agent_argv", "agent_config", "edgeops_argv", "flows_root",
+           "new_prefix", "prepare_work_dir", "run_demo", "samples_stored", "shifted", "start_broker", "utc_now",
+           "write_project"]
