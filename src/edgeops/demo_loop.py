@@ -65,12 +65,19 @@ class DemoLoop:
         o, log = self.o, self.log
         broker, self.external_broker = start_broker(self.sup, self.work)
         self.result.broker_url = broker
+        if self.external_broker:
+            from .mqtt import ControlClient
+
+            ControlClient(broker).connect().close()  # an unreachable EDGEOPS_MQTT_URL fails here, in one line
         self.prefix = new_prefix(self.external_broker)
         log(f"broker: {broker} ({'EDGEOPS_MQTT_URL' if self.external_broker else 'own Mosquitto'}), "
             f"topic prefix {self.prefix}")
         api_url = os.environ.get("PREFECT_API_URL")
         server: Child | None = None
         if api_url:
+            if not pf.api_healthy(api_url):
+                raise ServiceError(f"PREFECT_API_URL {api_url} does not answer (unset it to let the demo start "
+                                   "its own Prefect server)")
             env = dict(os.environ)
         else:
             server, api_url = pf.spawn_server(self.sup, self.work / "prefect", os.environ)
