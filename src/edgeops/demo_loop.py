@@ -50,6 +50,7 @@ class DemoLoop:
         self.view: pf.PrefectView | None = None
         self.settings: Any = None
         self.external_broker = False
+        self.shift_at = utc_now()
         self.prefix = "edgeops"
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ class DemoLoop:
 
         assert self.view is not None
         feature, factor = self.o.shift_feature, self.o.shift_factor
-        since = utc_now()
+        since = self.shift_at = utc_now()
         newest = self.work / "data" / "extract-shifted.csv"
         newest.parent.mkdir(parents=True, exist_ok=True)
         shifted(make_sample("binary", self.o.rows, seed=1), feature, factor).to_csv(newest, index=False)
@@ -254,8 +255,8 @@ class DemoLoop:
 
         assert self.view is not None
         view = self.view
-        run = self.clock.wait("the trigger to start a retrain run", lambda: next(iter(view.runs_of(deployment)),
-                                                                                 None), poll_s=0.5)
+        run = self.clock.wait("the trigger to start a retrain run",
+                              lambda: next(iter(view.runs_of(deployment, self.shift_at)), None), poll_s=0.5)
         self.result.retrain_run = run.name
         self.clock.mark("retrain_started")
         self.log(f"trigger fired: retrain run '{run.name}' (event {event.get('id')})")

@@ -133,11 +133,14 @@ class PrefectView:
     def run_name(self, run_id: UUID) -> str:
         return self.client.read_flow_run(run_id).name
 
-    def runs_of(self, deployment_id: UUID) -> list[Any]:
+    def runs_of(self, deployment_id: UUID, since: datetime) -> list[Any]:
+        """Runs of the deployment created since ``since``: on a server of the user's, the deployment (same
+        flow, same name) may carry the runs of an earlier demo."""
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-        return self.client.read_flow_runs(
+        runs = self.client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        return [r for r in runs if r.created is not None and r.created >= since]
 
     def artifact_markdown(self, run_id: UUID, key: str) -> str | None:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
