@@ -52,6 +52,8 @@ class DemoLoop:
         self.external_broker = False
         self.shift_at = utc_now()
         self.prefix = "edgeops"
+        self.api_url = ""
+        self.config = work / "edgeops.yaml"
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -63,7 +65,25 @@ class DemoLoop:
         self.retrain(deployments["demo-retrain"], event)
 
     def start_services(self) -> dict[str, str]:
-        o, log = self.o, self.log
+        """Broker first (seconds), then the Prefect server is spawned and, while it boots, v1 is trained and the
+        agents start; the ingest needs the server (it emits events)."""
+        self.start_broker()
+        server, env = self.spawn_prefect()
+        self.config = write_project(self.work, self.result.broker_url, self.prefix)
+        self.train_v1()
+        self.spawn_agents(env)
+        if server is not None:
+            self.log("starting Prefect server ...")
+            self.sup.wait_until(server, lambda: pf.api_healthy(self.api_url), min(SERVER_START_S, self._left()),
+                                "healthy Prefect API")
+            self.log(f"Prefect server up: UI {self.result.prefect_ui}")
+        else:
+            self.log(f"Prefect: PREFECT_API_URL {self.api_url}")
+        self.clock.mark("services_up")
+        self.start_ingest(env)
+        return env
+
+    def start_broker(self) -> None:
         broker, self.external_broker = start_broker(self.sup, self.work)
         self.result.broker_url = broker
         if self.external_broker:
@@ -71,8 +91,12 @@ class DemoLoop:
 
             ControlClient(broker).connect().close()  # an unreachable EDGEOPS_MQTT_URL fails here, in one line
         self.prefix = new_prefix(self.external_broker)
-        log(f"broker: {broker} ({'EDGEOPS_MQTT_URL' if self.external_broker else 'own Mosquitto'}), "
-            f"topic prefix {self.prefix}")
+        self.log(f"broker: {broker} ({'EDGEOPS_MQTT_URL' if self.external_broker else 'own Mosquitto'}), "
+                 f"topic prefix {self.prefix}")
+
+    def spawn_prefect(self) -> tuple[Child | None, dict[str, str]]:
+        """$PREFECT_API_URL when set (checked now), else our own server (spawned, not yet waited for); and the
+        environment of every child: that API, the broker, and the ``flows`` package importable."""
         api_url = os.environ.get("PREFECT_API_URL")
         server: Child | None = None
         if api_url:
@@ -83,37 +107,31 @@ class DemoLoop:
         else:
             server, api_url = pf.spawn_server(self.sup, self.work / "prefect", os.environ)
             env = pf.server_env(os.environ, self.work / "prefect", api_url)
-        env.update(EDGEOPS_MQTT_URL=broker, PYTHONPATH=os.pathsep.join(
+        env.update(EDGEOPS_MQTT_URL=self.result.broker_url, PYTHONPATH=os.pathsep.join(
             p for p in (str(flows_root()), os.environ.get("PYTHONPATH", "")) if p))
         self.result.prefect_ui = pf.ui_url(api_url)
         self.api_url = api_url
+        return server, env
 
-        self.config = write_project(self.work, broker, self.prefix)
-        self.train_v1()
+    def spawn_agents(self, env: dict[str, str]) -> None:
+        o = self.o
         public_key = self.work / ".edgeops" / "keys" / "release.pub"
         for i in range(1, o.agents + 1):
             device, port = f"demo-edge-{i}", free_port()
-            config = agent_config(self.work / "agents" / device, device, broker, self.prefix, public_key, port,
-                                  o.telemetry_interval_s)
+            config = agent_config(self.work / "agents" / device, device, self.result.broker_url, self.prefix,
+                                  public_key, port, o.telemetry_interval_s)
             self.agents.append(self.sup.spawn(f"agent-{device}", agent_argv(config), env=env))
             self.ports[device] = port
-        log(f"started {o.agents} edge agents (edgeops-agent run; HTTP on ports "
-            f"{', '.join(map(str, self.ports.values()))}; telemetry every {o.telemetry_interval_s:g} s)")
-        if server is not None:
-            log("starting Prefect server ...")
-            self.sup.wait_until(server, lambda: pf.api_healthy(api_url), min(SERVER_START_S, self._left()),
-                                "healthy Prefect API")
-            log(f"Prefect server up: UI {self.result.prefect_ui}")
-        else:
-            log(f"Prefect: PREFECT_API_URL {api_url}")
-        self.clock.mark("services_up")
+        self.log(f"started {o.agents} edge agents (edgeops-agent run; HTTP on ports "
+                 f"{', '.join(map(str, self.ports.values()))}; telemetry every {o.telemetry_interval_s:g} s)")
+
+    def start_ingest(self, env: dict[str, str]) -> None:
         ingest = self.sup.spawn("ingest", [*edgeops_argv(), "telemetry", "serve", "--db", self.db_url, "--broker",
-                                           broker, "--prefix", self.prefix, "--events", "--config", str(self.config),
-                                           "--flush-ms", "100"], env=env)
+                                           self.result.broker_url, "--prefix", self.prefix, "--events", "--config",
+                                           str(self.config), "--flush-ms", "100"], env=env)
         self.sup.wait_until(ingest, lambda: "ingest " in ingest.log.read_text(errors="replace"),
                             self._left(), "ingest start-up line")
-        log(f"telemetry ingest running (edgeops telemetry serve → {self.work / 'telemetry.db'})")
-        return env
+        self.log(f"telemetry ingest running (edgeops telemetry serve → {self.work / 'telemetry.db'})")
 
     def train_v1(self) -> None:
         from .pipeline import make_request, run_pipeline
@@ -191,8 +209,7 @@ class DemoLoop:
 
     def baseline(self, monitor: UUID) -> None:
         need = self.o.baseline_samples
-        self.clock.wait(f"{need} predictions of v1 in the telemetry store",
-                        lambda: (self._check_alive(), samples_stored(self.db_url, 1) >= need)[1])
+        self.clock.wait(f"{need} predictions of v1 in the telemetry store", lambda: self._stored(need))
         scopes = self.monitor_once(monitor)
         verdict = next((s for s in scopes if s.release == f"{MODEL}@1"), None)
         self.clock.mark("baseline_checked")
@@ -226,8 +243,7 @@ class DemoLoop:
         self.clock.mark("shifted")
         self.log(f"SHIFT: traffic now has '{feature}' × {factor:g}; the newest training extract ({newest.name}) "
                  "has it too")
-        self.clock.wait("shifted predictions in the telemetry store",
-                        lambda: samples_stored(self.db_url, 1) >= before + 600)
+        self.clock.wait("shifted predictions in the telemetry store", lambda: self._stored(before + 600))
         while True:
             scopes = self.monitor_once(monitor)
             verdict = next((s for s in scopes if s.release == f"{MODEL}@1"), None)
@@ -298,6 +314,11 @@ class DemoLoop:
     # -- helpers and teardown -----------------------------------------------------------------------------
     def _left(self) -> float:
         return max(1.0, self.clock.deadline - time.monotonic())
+
+    def _stored(self, predictions: int) -> bool:
+        """Whether the store holds that many predictions of v1 (and every child still runs)."""
+        self._check_alive()
+        return samples_stored(self.db_url, 1) >= predictions
 
     def _check_alive(self) -> None:
         dead = self.sup.dead()
