@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,20 @@ def test_malformed_bodies_are_400(agent: Agent, raw: bytes, status: int, message
     assert got_status == status and message in got["error"]
 
 
+def oversized_post(agent: Agent, length: int) -> tuple[int, dict[str, Any]]:
+    """Declare a body over the limit and send only its first bytes: the server must answer 413 from the header
+    alone (http.client would keep writing the whole body and race the server's close: a broken pipe)."""
+    host, port = agent.http_address  # type: ignore[misc]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {length}\r\n\r\n{{".encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
 def test_limits_unknown_paths_and_methods(agent: Agent) -> None:
-    status, body = call(agent, "POST", "/v1/predict", raw=b"{" + b" " * (1 << 20) + b"}")
+    status, body = oversized_post(agent, (1 << 20) + 2)
     assert status == 413 and "exceeds the limit" in body["error"]
     assert call(agent, "GET", "/v2/nothing")[0] == 404
     assert call(agent, "GET", "/v1/predict")[0] == 405
