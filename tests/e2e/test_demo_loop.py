@@ -54,7 +54,7 @@ def test_retrain_trigger_of_the_demo_is_the_deployed_one() -> None:
 def test_demo_closes_the_loop_and_leaves_nothing_running(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     proc = subprocess.run([str(EDGEOPS), "demo", "--agents", "3", "--timeout", "240", "--json", "--work-dir",
-                           str(work)], env=demo_env(), cwd=tmp_path, capture_output=True, text=True, timeout=330)
+                           str(work)], env=demo_env(), cwd=tmp_path, capture_output=True, text=True, timeout=290)
     print(proc.stderr[-6000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
