@@ -16,7 +16,7 @@ events); tests call ``run_retrain`` directly.
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.protocol import ProtocolError, Topics, check_name
 
 from .config import ProjectConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, RolloutError
 from .fleet import read_fleet
 from .mqtt import ControlClient
 from .pipeline import PipelineRequest, PipelineResult, make_request, run_pipeline
 from .publish import PublishResult, publish_release
 from .registry import CHAMPION, Registry, ReleaseRecord
 from .rollout.controller import RolloutController, start_rollout
-from .rollout.plan import RolloutPolicy, parse_fraction
+from .rollout.plan import RolloutPolicy
 from .rollout.state import RolloutRecord, RolloutStore
 from .signing import key_paths, load_public_key
 
@@ -69,15 +69,12 @@ def newest_data(path: Path) -> Path:
 
 
 def policy_from_json(obj: Mapping[str, Any] | None) -> RolloutPolicy:
-    """A rollout policy from deployment parameters; ``canary``/``max_failure`` may be ``"10%"`` or ``0.1``."""
-    raw = dict(obj or {})
-    unknown = set(raw) - set(RolloutPolicy.__dataclass_fields__)
-    if unknown:
-        raise ConfigError("policy", f"unknown rollout policy key(s): {', '.join(sorted(unknown))}")
-    for key in ("canary", "max_failure"):
-        if key in raw:
-            raw[key] = parse_fraction(raw[key], key.replace("_", "-"))
-    return replace(DEFAULT_POLICY, **raw)
+    """A rollout policy from deployment parameters (``RolloutPolicy.from_json``); a bad one is a ConfigError
+    about the ``policy`` parameter."""
+    try:
+        return RolloutPolicy.from_json(obj or {})
+    except RolloutError as exc:
+        raise ConfigError("policy", str(exc)) from exc
 
 
 @dataclass(frozen=True)

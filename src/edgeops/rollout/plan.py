@@ -62,7 +62,16 @@ class RolloutPolicy:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "RolloutPolicy":
-        return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        """From stored JSON or deployment parameters: ``canary``/``max_failure`` may be ``"10%"`` or ``0.1``;
+        missing keys take the defaults; an unknown key is a RolloutError naming it (a typo must not pass)."""
+        unknown = set(obj) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise RolloutError(f"unknown rollout policy key(s): {', '.join(sorted(unknown))}")
+        raw = dict(obj)
+        for key in ("canary", "max_failure"):
+            if key in raw:
+                raw[key] = parse_fraction(raw[key], key.replace("_", "-"))
+        return cls(**raw)
 
 
 def plan_waves(devices: Iterable[str], canary: float, waves: int,
