@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -91,8 +91,9 @@ class IngestStats:
     subscribed: int = 0      # successful (re)subscriptions: one per connection
 
 
-@dataclass(frozen=True)
-class _Raw:
+class _Raw(NamedTuple):
+    """A received message waiting for the writer (a tuple: one is made per message on paho's thread)."""
+
     topic: str
     payload: bytes
     mid: int
@@ -132,7 +133,7 @@ class IngestService:
         self.emit = emit
         self._stats = IngestStats()
         self._stats_lock = threading.Lock()
-        self._queue: queue.Queue[_Raw] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Raw] = queue.SimpleQueue()   # C-level put/get: two per message
         self._ack_lock = threading.Lock()
         self._epoch = 0
         self._connected = threading.Event()
@@ -262,12 +263,19 @@ class IngestService:
         except queue.Empty:
             return []
         deadline = time.monotonic() + self.config.flush_ms / 1000
-        while len(batch) < self.config.batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+        size, get = self.config.batch_size, self._queue.get
+        while len(batch) < size:
+            try:   # take what is already queued without timers; wait (until the deadline) only when empty
+                while len(batch) < size:
+                    batch.append(get(block=False))
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(get(timeout=remaining))
+                except queue.Empty:
+                    break
         return batch
 
     def _process(self, batch: list[_Raw]) -> None:
