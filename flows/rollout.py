@@ -18,10 +18,13 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.events import emit_event
 
 from edge_agent.protocol import Topics
+from edgeops.drift import parse_ts
 from edgeops.mqtt import ControlClient
 from edgeops.rollout.controller import RolloutController, start_rollout
-from edgeops.rollout.plan import RolloutPolicy
+from edgeops.rollout.health import TelemetryHealthGate
+from edgeops.rollout.plan import RolloutPolicy, always_advance
 from edgeops.rollout.state import RolloutRecord, RolloutStore
+from edgeops.telemetry.store import TelemetryStore
 
 EVENTS = ("started", "wave.completed", "completed", "aborted")
 
@@ -77,9 +80,10 @@ class _Reporter:
 def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout_id: str | None = None,
                  release: str | None = None, target: dict[str, str] | None = None,
                  policy: dict[str, Any] | None = None, username: str | None = None, password: str | None = None,
-                 ca_file: str | None = None) -> dict[str, Any]:
+                 ca_file: str | None = None, health_db: str | None = None) -> dict[str, Any]:
     """Run (or resume) rollout ``rollout_id``; or plan a new one of ``release`` ("churn@4", published) to the
-    devices matching ``target`` first. Returns the final rollout record as JSON."""
+    devices matching ``target`` first. With ``health_db`` (the telemetry store's URL) each wave must also pass
+    the telemetry health gate (edgeops.rollout.health). Returns the final rollout record as JSON."""
     store = RolloutStore(Path(db_path))
     topics = Topics(prefix)
     with ControlClient(broker_url, username=username, password=password,
@@ -94,7 +98,9 @@ def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout
         rec = store.get(rollout_id)
         reporter = _Reporter(rec)
         emit_rollout_event("started", rec, {"resumed": any(d.desired_at for d in rec.devices.values())})
-        final = RolloutController(store, client, topics, on_event=reporter).run(rollout_id)
+        gate = always_advance if health_db is None else \
+            TelemetryHealthGate(TelemetryStore(health_db), since=parse_ts(rec.created))
+        final = RolloutController(store, client, topics, gate=gate, on_event=reporter).run(rollout_id)
     create_table_artifact(table=device_table(final), key=artifact_key(final.id) + "-devices",
                           description=f"Rollout {final.id}: {final.status} ({final.reason})")
     return final.to_json()

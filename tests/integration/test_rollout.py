@@ -8,20 +8,24 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from releases import Release, build_release, new_key
 from services import Mosquitto, running_mosquitto
 
-from edge_agent.protocol import Desired, Topics
+from edge_agent.protocol import Desired, TelemetryWindow, Topics
+from edgeops.drift import parse_ts
 from edgeops.errors import RolloutError
 from edgeops.mqtt import ControlClient
 from edgeops.publish import publish_release
 from edgeops.rollout.controller import RolloutController, start_rollout
+from edgeops.rollout.health import TelemetryHealthGate
 from edgeops.rollout.plan import GateContext, GateVerdict, RolloutPolicy
 from edgeops.rollout.state import RolloutRecord, RolloutStore
 from edgeops.simulate import SimDevice, SimFleet
+from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
 
@@ -239,6 +243,27 @@ def test_health_gate_can_abort_after_a_wave(control: ControlClient, topics: Topi
         assert [c.wave for c in seen] == [0, 1]
         assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
         assert not desired_now(control, topics)  # nobody had a desired state before: cleared again
+
+
+def test_telemetry_gate_aborts_a_canary_that_errs_more_than_the_previous_version(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str, tmp_path: Path) -> None:
+    telemetry = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    soon = (datetime.now(UTC) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+
+    def window(device: str, version: int, seq: int, model_errors: int) -> TelemetryWindow:
+        return TelemetryWindow(device=device, seq=seq, model="churn", version=version, start=soon, end=soon,
+                               count=200, errors={"model": model_errors}, latency_ms={"p95": 1.0})
+
+    # v3 erred 1% across the fleet; v4 errs 20% on every device that runs it (here: the canary, once updated)
+    telemetry.write([window(f"d{i:02d}", 3, 1, 2) for i in range(5)] +
+                    [window(f"d{i:02d}", 4, 2, 40) for i in range(5)])
+    with SimFleet(session_broker, topics, devices(5)):
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
+        gate = TelemetryHealthGate(telemetry, since=parse_ts(rec.created))
+        done = RolloutController(store, control, topics, gate=gate).run(rec.id)
+    assert done.status == "aborted" and "model error rate 20.0% over 200 requests exceeds 3.0%" in done.reason
+    assert sum(d.desired_at is not None for d in done.devices.values()) == 1  # only the canary was touched
+    assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
 
 
 @pytest.fixture

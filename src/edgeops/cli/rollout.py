@@ -90,7 +90,7 @@ def _watch(store: RolloutStore, rollout_id: str, live: bool, stop: threading.Eve
 
 
 def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, rollout_id: str,
-                wait: bool) -> RolloutRecord:
+                wait: bool, health_db: str | None = None) -> RolloutRecord:
     """Run the controller as a Prefect flow run in this process, with progress shown from the database."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -105,7 +105,7 @@ def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, 
     try:
         rollout_flow(broker_url=url, db_path=str(store.path), prefix=prefix, rollout_id=rollout_id,
                      username=cfg.mqtt.username, password=cfg.mqtt.password,
-                     ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file))
+                     ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file), health_db=health_db)
     finally:
         stop.set()
         watcher.join(5)
@@ -143,6 +143,10 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
                                      "(default: the canary size).", min=1)] = None,
           device_timeout: Annotated[float, typer.Option(
               "--device-timeout", help="Seconds a device has to report the new version.")] = 300.0,
+          health_db: Annotated[str | None, typer.Option(
+              "--health-db", help="Telemetry store URL (as for `telemetry serve`): after each wave the new "
+                                  "version's model error rate and p95 must not be worse than the previous "
+                                  "version's, else the rollout aborts.")] = None,
           wait: WaitOption = False, broker: BrokerOption = None, config: ConfigOption = None,
           json_out: JsonOption = False) -> None:
     """Roll RELEASE out to the devices matching --target: canary, then waves; abort and roll back on failures."""
@@ -166,7 +170,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
             client.close()
         typer.echo(f"rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves "
                    f"(canary {len(rec.wave_devices(0))})", err=True)
-        final = run_in_flow(cfg, url, cfg.mqtt.prefix, store, rec.id, wait)
+        final = run_in_flow(cfg, url, cfg.mqtt.prefix, store, rec.id, wait, health_db)
     _finish(final, json_out)
 
 
