@@ -207,6 +207,11 @@ class WindowTotals:
     feedback: dict[str, float] = field(default_factory=dict)
     devices: set[str] = field(default_factory=set)
 
+    @property
+    def p95_estimate(self) -> float | None:
+        """The count-weighted mean of the windows' p95 (see the class docstring), None without latencies."""
+        return self.p95_sum / self.p95_weight if self.p95_weight else None
+
     def add(self, window: TelemetryWindow) -> None:
         self.windows += 1
         self.count += window.count
@@ -296,7 +301,7 @@ def assess_health(totals: WindowTotals, thresholds: HealthThresholds = HealthThr
     accuracy/MAE as described on WindowTotals and normalise_feedback."""
     errors = sum(totals.errors.values())
     rate = errors / totals.count if totals.count else None
-    p95 = totals.p95_sum / totals.p95_weight if totals.p95_weight else None
+    p95 = totals.p95_estimate
     labelled = int(totals.feedback.get("labelled", 0))
     accuracy = totals.feedback["correct"] / labelled if labelled and "correct" in totals.feedback else None
     mae = totals.feedback["abs_error_sum"] / labelled if labelled and "abs_error_sum" in totals.feedback else None

@@ -46,7 +46,7 @@ class TelemetryHealthGate:
         if new_rate > limit:
             return GateVerdict("abort", f"model error rate {new_rate:.1%} over {new.count} requests exceeds "
                                         f"{limit:.1%}")
-        new_p95, old_p95 = _p95(new), None if not has_baseline else _p95(old)  # type: ignore[arg-type]
+        new_p95, old_p95 = new.p95_estimate, old.p95_estimate if has_baseline else None  # type: ignore[union-attr]
         if new_p95 is not None and old_p95 and new_p95 > self.policy.max_latency_factor * old_p95:
             return GateVerdict("abort", f"p95 latency {new_p95:.2f} ms is over {self.policy.max_latency_factor:g}× "
                                         f"v{previous}'s {old_p95:.2f} ms")
@@ -69,8 +69,4 @@ class TelemetryHealthGate:
 
 def _model_error_rate(totals: WindowTotals) -> float:
     return totals.errors.get("model", 0) / totals.count if totals.count else 0.0
-
-
-def _p95(totals: WindowTotals) -> float | None:
-    return totals.p95_sum / totals.p95_weight if totals.p95_weight else None
 
