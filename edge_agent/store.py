@@ -15,12 +15,12 @@ never a torn one. Names are checked by the protocol *and* every path is resolved
 
 import contextlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .durable import atomic_write, fsync_dir
 from .errors import StoreError, VerificationError
 from .protocol import ProtocolError, ReleaseManifest, check_name, check_version, parse_manifest
 from .verify import verify_artifact
@@ -66,30 +66,6 @@ class Pointer:
 
     current: ModelRef | None = None
     previous: ModelRef | None = None
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (POSIX needs the directory itself fsynced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers (and a restart after a crash) see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class ModelStore:

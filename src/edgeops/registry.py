@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from edge_agent.durable import atomic_write, fsync_dir, write_synced
 from edge_agent.protocol import ProtocolError, ReleaseManifest, check_name, sha256_hex
 
 from .errors import RegistryError
@@ -100,21 +101,6 @@ def _check_alias(alias: str) -> str:
     if alias.isdigit() or alias == LATEST:
         raise RegistryError(f"{alias!r} cannot be an alias (it reads as a version)")
     return alias
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 class Registry:
@@ -198,25 +184,22 @@ class Registry:
         blob = self._blob_path(sha256)
         if blob.exists():
             return
-        tmp = self.root / "tmp" / f"blob-{uuid.uuid4().hex}"
-        _write_file(tmp, data)
-        os.replace(tmp, blob)
-        _fsync_dir(blob.parent)
+        atomic_write(blob, data, tmp=self.root / "tmp" / f"blob-{uuid.uuid4().hex}")
 
     def _commit_version(self, model: str, version: int, manifest: ReleaseManifest, record: dict[str, Any],
                         extra: Mapping[str, bytes]) -> None:
         staging = self.root / "tmp" / f"{model}-{version}-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            _write_file(staging / "manifest.json", manifest.to_bytes())
-            _write_file(staging / "record.json", json.dumps(record, indent=2, sort_keys=True).encode())
+            write_synced(staging / "manifest.json", manifest.to_bytes())
+            write_synced(staging / "record.json", json.dumps(record, indent=2, sort_keys=True).encode())
             for name, data in extra.items():
-                _write_file(staging / name, data)
-            _fsync_dir(staging)
+                write_synced(staging / name, data)
+            fsync_dir(staging)
             model_dir = self._model_dir(model)
             model_dir.mkdir(parents=True, exist_ok=True)
             os.rename(staging, model_dir / str(version))
-            _fsync_dir(model_dir)
+            fsync_dir(model_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -241,10 +224,8 @@ class Registry:
 
     def _write_aliases(self, model: str, aliases: dict[str, int]) -> None:
         path = self._model_dir(model) / "aliases.json"
-        tmp = self.root / "tmp" / f"aliases-{uuid.uuid4().hex}"
-        _write_file(tmp, json.dumps(aliases, indent=2, sort_keys=True).encode())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, json.dumps(aliases, indent=2, sort_keys=True).encode(),
+                     tmp=self.root / "tmp" / f"aliases-{uuid.uuid4().hex}")
 
     # -- reading -----------------------------------------------------------------------------------------
     def _version_numbers(self, model: str) -> list[int]:

@@ -6,13 +6,13 @@ PKCS8 PEM readable by its owner only (0600), the public key as SubjectPublicKeyI
 nothing more than the protocol package and ``cryptography``.
 """
 
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_agent.durable import atomic_write
 from edge_agent.protocol import ReleaseManifest, Signature, key_id
 
 from .errors import SigningError
@@ -43,24 +43,11 @@ def generate_keys(keys_dir: Path, force: bool = False) -> tuple[Path, Path]:
                                         serialization.NoEncryption())
         public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-        _write_atomically(private_path, private_pem, mode=0o600)
-        _write_atomically(public_path, public_pem, mode=0o644)
+        atomic_write(private_path, private_pem, mode=0o600)
+        atomic_write(public_path, public_pem, mode=0o644)
     except OSError as exc:
         raise SigningError(f"cannot write keys to {keys_dir}: {exc.strerror or exc}") from exc
     return private_path, public_path
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with ``mode`` from the start, so the key is never world-readable."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
