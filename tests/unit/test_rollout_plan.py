@@ -4,13 +4,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.protocol import AgentEvent, Reported
+from edge_agent.protocol import Reported
 from edgeops.errors import RolloutError
 from edgeops.rollout.plan import (
     RolloutPolicy,
     Tally,
     evaluate_thresholds,
-    judge_event,
     judge_report,
     min_executed_for,
     parse_fraction,
@@ -111,17 +110,9 @@ def test_judge_report() -> None:
     assert judge_report(report(version=4), "churn", 4, "r1", live=False) == ("succeeded", "")
     assert judge_report(report(state="probation", version=4), "churn", 4, "r1", live=True) is None
     rejected = report(state="rejected", desired_version=4, last_error="bad signature")
-    assert judge_report(rejected, "churn", 4, "r1", live=True) == ("failed", "bad signature")
+    assert judge_report(rejected, "churn", 4, "r1", live=True) == ("failed", "rejected: bad signature")
     # a retained rejection from an earlier attempt does not fail this rollout
     assert judge_report(rejected, "churn", 4, "r1", live=False) is None
     assert judge_report(report(state="rejected", desired_version=4, rollout_id="r0"), "churn", 4, "r1", True) is None
     assert judge_report(report(state="rolled_back", desired_version=4, rollout_id="r1"), "churn", 4, "r1",
-                        False) == ("failed", "rolled_back")
-
-
-def test_judge_event() -> None:
-    event = AgentEvent(device="d1", event="rejected", model="churn", version=4, reason="golden mismatch")
-    assert judge_event(event, "churn", 4, "r1") == ("failed", "rejected: golden mismatch")
-    assert judge_event(event, "churn", 5, "r1") is None
-    installed = AgentEvent(device="d1", event="installed", model="churn", version=4, rollout_id="r1")
-    assert judge_event(installed, "churn", 4, "r1") is None
+                        False) == ("failed", "rolled_back: no reason given")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
-from edge_agent.protocol import AgentEvent, Desired, ProtocolError, Reported, Status, Topics
+from edge_agent.protocol import Desired, ProtocolError, Reported, Status, Topics
 from edgeops.errors import BrokerError, RolloutError
 from edgeops.fleet import FleetSnapshot, build_fleet
 from edgeops.mqtt import ControlClient, Publication, Received
@@ -30,7 +30,6 @@ from edgeops.rollout.plan import (
     RolloutPolicy,
     always_advance,
     evaluate_thresholds,
-    judge_event,
     judge_report,
     min_executed_for,
     plan_waves,
@@ -69,7 +68,7 @@ def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *,
     client.subscribe(*fresh)
     try:
         manifest = topics.manifest(model, version)
-        extra = [] if len(fresh) == len(watch) else watch[:2]  # not ours: ask for their retained state again
+        extra = [] if len(fresh) == len(watch) else watch  # not ours: ask for their retained state again
         retained = client.collect_retained(manifest, topics.all_devices("desired"), *extra, sync_root=topics.prefix)
         if manifest not in retained:
             raise RolloutError(f"{model}@{version} is not published on {client.url} "
@@ -86,8 +85,11 @@ def start_rollout(store: RolloutStore, client: ControlClient, topics: Topics, *,
 
 
 def watch_filters(topics: Topics) -> list[str]:
-    """What a controller subscribes to: every device's reported state, status, and events."""
-    return [topics.all_devices(c) for c in ("reported", "status", "events")]
+    """What a controller subscribes to: every device's reported state and status. Not the agents' events:
+    ``reported`` already says everything a verdict needs (state, the version it was asked for, the rollout id,
+    the last error), and every change of it reaches a subscriber — the events would only double the
+    controller's reading (a thousand more messages per thousand devices) to learn nothing new."""
+    return [topics.all_devices(c) for c in ("reported", "status")]
 
 
 def _fleet_state(client: ControlClient, topics: Topics, retained: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -129,7 +131,9 @@ class RolloutController:
         self.gate, self.on_event, self.poll_s, self.heartbeat_s = gate, on_event, poll_s, heartbeat_s
         self.identity = controller_identity()
         self._latest: dict[str, Reported] = {}
-        self._dirty: dict[str, DeviceRecord] = {}
+        self._dirty: dict[str, DeviceRecord] = {}  # changed since the last save
+        self._changed = True  # an outcome or presence changed since thresholds and waves were last looked at
+        self._saved_at = 0.0
         self._gate_passed = -1
         self._hold_since: float | None = None
         self._sending: list[Publication] = []  # desired states handed to the client, PUBACK not yet checked
@@ -152,32 +156,39 @@ class RolloutController:
 
     # the loop ------------------------------------------------------------------------------------------
     def _loop(self, rec: RolloutRecord) -> None:
-        last_beat = last_flag = 0.0
+        """Messages are applied as they come; the decisions that depend on outcomes (thresholds, advancing)
+        run when an outcome changed, and the time-driven checks (abort flag, device timeouts, a held gate)
+        once per ``poll_s``. Saving is batched to once per ``poll_s`` too, except for the steps that must be on
+        disk first (a wave's desired states before they are sent, status changes): outcomes not yet saved
+        are found again on resume, because the retained ``reported`` states are re-read."""
+        last_tick = 0.0
         while rec.status not in FINAL:
             for msg in self.client.drain(self.poll_s):
                 self._apply(rec, msg)
             now = time.time()
-            if rec.status != "aborting" and now - last_flag >= self.poll_s:
-                last_flag = now
-                flag = self.store.abort_requested(rec.id)
+            tick = now - last_tick >= self.poll_s
+            if tick:
+                last_tick = now
+                flag = self.store.abort_requested(rec.id) if rec.status != "aborting" else None
                 if flag:
                     self._begin_abort(rec, flag)
+                self._check_timeouts(rec, now)
             if rec.status == "aborting":
                 self._rollback(rec)
                 break
-            self._check_timeouts(rec, now)
-            verdict = evaluate_thresholds(rec.tally(), rec.policy.max_failure, rec.policy.min_executed or 1)
-            if verdict.abort:
-                self._begin_abort(rec, verdict.reason)
-                continue
-            self._advance(rec, now)
-            if self._dirty or now - last_beat >= self.heartbeat_s:
-                last_beat = now
+            if self._changed or tick:
+                self._changed = False
+                verdict = evaluate_thresholds(rec.tally(), rec.policy.max_failure, rec.policy.min_executed or 1)
+                if verdict.abort:
+                    self._begin_abort(rec, verdict.reason)
+                    continue
+                self._advance(rec, now)
+            if (self._dirty and now - self._saved_at >= self.poll_s) or now - self._saved_at >= self.heartbeat_s:
                 self._persist(rec, now)
 
     def _persist(self, rec: RolloutRecord, now: float | None = None, event: str = "progress",
                  detail: Mapping[str, object] | None = None) -> None:
-        rec.heartbeat = now or time.time()
+        rec.heartbeat = self._saved_at = now or time.time()
         rec.controller = self.identity
         self.store.save(rec, list(self._dirty.values()))
         self._dirty.clear()
@@ -190,6 +201,7 @@ class RolloutController:
         if outcome in TERMINAL:
             dev.finished_at = time.time()
         self._dirty[dev.device] = dev
+        self._changed = True
         log.info("rollout %s: %s %s %s", rec.id, dev.device, outcome, detail)
 
     # observations ----------------------------------------------------------------------------------
@@ -211,10 +223,7 @@ class RolloutController:
                 if offline != dev.offline:
                     dev.offline = offline
                     self._dirty[device] = dev
-            elif channel == "events" and dev.outcome in ("updating", "succeeded"):
-                verdict = judge_event(AgentEvent.parse(msg.payload), rec.model, rec.version, rec.id)
-                if verdict:
-                    self._set(rec, dev, *verdict)
+                    self._changed = True
         except ProtocolError as exc:
             log.warning("rollout %s: ignoring a bad %s message from %s: %s", rec.id, channel, device, exc)
 
@@ -302,6 +311,7 @@ class RolloutController:
                 dev.desired_at = now
             dev.outcome = "updating"
             self._dirty[dev.device] = dev
+            self._changed = True
         if not messages:
             return
         self._persist(rec, now)  # recorded as changed *before* the publish: an abort then restores them

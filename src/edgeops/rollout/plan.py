@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from edge_agent.protocol import AgentEvent, Reported
+from edge_agent.protocol import Reported
 from edgeops.errors import RolloutError
 
 Outcome = Literal["pending", "updating", "succeeded", "failed", "timed_out", "offline"]
@@ -194,14 +194,5 @@ def judge_report(report: Reported, model: str, version: int, rollout_id: str, li
         return "succeeded", ""
     ours = report.rollout_id == rollout_id if report.rollout_id else live
     if report.state in ("rejected", "rolled_back") and report.desired_version == version and ours:
-        return "failed", report.last_error or report.state
-    return None
-
-
-def judge_event(event: AgentEvent, model: str, version: int, rollout_id: str) -> tuple[str, str] | None:
-    """A ``rejected`` or ``rolled_back`` event for the target version is a failure of this rollout."""
-    if event.model != model or event.version != version or event.rollout_id not in (None, rollout_id):
-        return None
-    if event.event in ("rejected", "rolled_back"):
-        return "failed", f"{event.event}: {event.reason or 'no reason given'}"
+        return "failed", f"{report.state}: {report.last_error or 'no reason given'}"
     return None
