@@ -90,7 +90,7 @@ class SimFleet:
         self._socks: dict[str, socket.socket] = {}
         self._sel = selectors.DefaultSelector()
         self._calls: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, str, Callable[[], None]]] = []  # (due, tie-break, device, action)
         self._writing: set[str] = set()
         self._seq = itertools.count()
         self._run = True
@@ -168,9 +168,11 @@ class SimFleet:
                 touched.update(self._clients)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
-                heapq.heappop(self._timers)[2]()
-                touched.update(self._clients)
-            for key, _events in self._sel.select(timeout=0.01) if self._socks else ():
+                _due, _seq, device, action = heapq.heappop(self._timers)
+                action()
+                touched.add(device)  # only that device's client can have something new to write
+            wait = min(0.01, max(0.0, self._timers[0][0] - now)) if self._timers else 0.01
+            for key, _events in self._sel.select(timeout=wait) if self._socks else ():
                 touched.add(key.data)
                 try:
                     self._clients[key.data].loop_read(100)
@@ -208,8 +210,8 @@ class SimFleet:
             self._checked[cache_key] = _checked_manifest(payload, keys)
         return self._checked[cache_key]
 
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
+    def _later(self, delay: float, device: str, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), device, fn))
 
     def _forget(self, name: str) -> None:
         sock = self._socks.pop(name, None)
@@ -328,7 +330,10 @@ class SimFleet:
         except VerificationError as exc:
             self._finish(client, dev, target, str(exc))
             return
-        self._later(dev.install_s, lambda: self._finish(client, dev, target, None))
+        if dev.install_s > 0:
+            self._later(dev.install_s, dev.device, lambda: self._finish(client, dev, target, None))
+        else:
+            self._finish(client, dev, target, None)
 
     def _finish(self, client: mqtt.Client, dev: SimDevice, target: Desired, error: str | None) -> None:
         if dev._target is not target:
