@@ -29,7 +29,10 @@ def optional(obj: dict[str, Any], key: str, kind: type[T], path: str = "", defau
 
 def check_type(value: Any, kind: type[T], field: str) -> T:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:   # an integer beyond any float (JSON has no size limit): not a usable number
+            raise ProtocolError(f"must be {_TYPE_NAMES[float]}", field=field) from None
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if kind is float and ok and not math.isfinite(value):
         ok = False

@@ -90,15 +90,23 @@ class Counts:
                 "unseen": self.unseen, "missing": self.missing}
 
     @classmethod
-    def from_json(cls, obj: Any, path: str, bins: Bins | None = None) -> "Counts":
-        # The ingest validates thousands of these a second: a well-formed object (plain non-negative ints
-        # everywhere) is accepted in a few C-level passes; anything else takes the checked path below, which
-        # gives the same verdict and builds the error (and its field path) only then.
+    def _plain(cls, obj: Any, size: int | None = None) -> "Counts | None":
+        """The Counts of a well-formed object (plain non-negative ints everywhere, ``size`` counts if given)
+        checked in a few C-level passes, else None: the caller then takes the checked path, which gives the
+        verdict and builds the error (and its field path). Never raises, so a caller validating a whole message
+        can try it on every part before deciding (the ingest validates thousands of these a second)."""
         if type(obj) is dict and type(counts := obj.get("counts")) is list and counts \
-                and {*map(type, counts)} == _INT and min(counts) >= 0 and (bins is None or len(counts) == bins.size):
+                and {*map(type, counts)} == _INT and min(counts) >= 0 and (size is None or len(counts) == size):
             extra = (obj.get("underflow", 0), obj.get("overflow", 0), obj.get("unseen", 0), obj.get("missing", 0))
             if {*map(type, extra)} == _INT and min(extra) >= 0:
                 return cls(tuple(counts), *extra)
+        return None
+
+    @classmethod
+    def from_json(cls, obj: Any, path: str, bins: Bins | None = None) -> "Counts":
+        fast = cls._plain(obj, None if bins is None else bins.size)
+        if fast is not None:
+            return fast
         obj = check_type(obj, dict, path)
         counts = count_list(require(obj, "counts", list, path), f"{path}.counts")
         if bins is not None and len(counts) != bins.size:

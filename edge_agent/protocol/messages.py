@@ -2,14 +2,15 @@
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from math import isfinite
 from typing import Any, ClassVar, Literal
 
 from .canonical import canonical_json, parse_json
 from .errors import ProtocolError
 from .fields import check_type, float_list, optional, require
 from .histogram import Counts
-from .names import check_labels, check_name, check_version
-from .schema import DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_schema, tag
+from .names import check_labels, check_name, check_version, is_name, is_version
+from .schema import CURRENT, DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_schema, tag
 
 LIFECYCLE_STATES = ("idle", "serving", "fetching", "verifying", "self_testing", "activating",
                     "probation", "rejected", "rolled_back")
@@ -194,6 +195,9 @@ class TelemetryWindow(_Message):
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "TelemetryWindow":
+        fast = cls._plain(obj)
+        if fast is not None:
+            return fast
         device, ts = _common(obj, TELEMETRY)
         seq = require(obj, "seq", int)
         if seq < 0:
@@ -214,3 +218,66 @@ class TelemetryWindow(_Message):
             feedback={k: check_type(v, float, f"feedback.{k}") for k, v in feedback.items()},
             dropped=optional(obj, "dropped", int, default=0),
         )
+
+    @classmethod
+    def _plain(cls, obj: Any) -> "TelemetryWindow | None":
+        """The window of a well-formed object checked with cheap tests (exact builtin types, C-level passes over
+        the values), else None, and the checked path above decides and names the error. It never raises and
+        accepts only what the checked path accepts, with the same result, so verdicts and messages stay those of
+        the checked path (tests/unit/test_protocol_window_fast.py compares the two). Why: the ingest validates
+        every window it stores, and the checked path cost more than the JSON decoding."""
+        if type(obj) is not dict:
+            return None
+        schema = obj.get("schema")
+        if type(schema) is not dict or type(name := schema.get("name")) is not str or name != TELEMETRY \
+                or type(tag_version := schema.get("version")) is not str or tag_version not in _FAST_TAG_VERSIONS:
+            return None
+        device, ts, seq, model = obj.get("device"), obj.get("ts"), obj.get("seq"), obj.get("model")
+        version, start, end, count = obj.get("version"), obj.get("start"), obj.get("end"), obj.get("count")
+        if type(device) is not str or not is_name(device) or type(ts) is not str or type(seq) is not int \
+                or seq < 0 or type(model) is not str or not is_name(model) or type(version) is not int \
+                or not is_version(version) or type(start) is not str or type(end) is not str or type(count) is not int:
+            return None
+        errors, latency, feedback = obj.get("errors"), obj.get("latency_ms"), obj.get("feedback")
+        if feedback is None:
+            feedback = {}
+        dropped = obj.get("dropped")
+        if dropped is None:
+            dropped = 0
+        if type(errors) is not dict or not {*map(type, errors.values())} <= _INT or type(dropped) is not int:
+            return None
+        latency_values, feedback_values = _plain_floats(latency), _plain_floats(feedback)
+        if latency_values is None or feedback_values is None:
+            return None
+        features = obj.get("features")
+        if type(features) is not dict:
+            return None
+        counts = {}
+        for col, c in features.items():
+            if (parsed := Counts._plain(c)) is None:
+                return None
+            counts[col] = parsed
+        preds = obj.get("predictions")
+        predictions = None if preds is None else Counts._plain(preds)
+        if preds is not None and predictions is None:
+            return None
+        return cls(device=device, ts=ts, seq=seq, model=model, version=version, start=start, end=end, count=count,
+                   errors=dict(errors), latency_ms=dict(zip(latency, latency_values, strict=True)),
+                   features=counts, predictions=predictions,
+                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped)
+
+
+_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY]})   # other minors are fine too, but take the checked path
+_INT = frozenset({int})
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _plain_floats(value: Any) -> list[float] | None:
+    """The values of an object of plain finite numbers as floats (ints converted, as check_type does), else None."""
+    if type(value) is not dict or not {*map(type, value.values())} <= _NUMBER_TYPES:
+        return None
+    try:
+        floats = list(map(float, value.values()))
+    except OverflowError:   # an int beyond any float: the checked path names it
+        return None
+    return floats if all(map(isfinite, floats)) else None

@@ -13,9 +13,14 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_VERSION = 2**31 - 1
 
 
+def is_name(value: object) -> bool:
+    """Whether ``value`` is a safe model name or device id (the test of :func:`check_name`, without raising)."""
+    return isinstance(value, str) and _NAME.match(value) is not None and ".." not in value
+
+
 def check_name(value: object, field: str = "name") -> str:
     """Return ``value`` when it is a safe model name or device id, else raise ProtocolError."""
-    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+    if not is_name(value):
         raise ProtocolError(
             f"{value!r} is not a valid name (1-64 of A-Z a-z 0-9 _ . -, starting alphanumeric, no '..')",
             field=field,
@@ -23,9 +28,14 @@ def check_name(value: object, field: str = "name") -> str:
     return value
 
 
+def is_version(value: object) -> bool:
+    """Whether ``value`` is a valid version (the test of :func:`check_version`, without raising)."""
+    return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_VERSION
+
+
 def check_version(value: object, field: str = "version") -> int:
     """Versions are positive integers, allocated monotonically per model by the registry."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+    if not is_version(value):
         raise ProtocolError(f"{value!r} is not a positive integer version", field=field)
     return value
 
