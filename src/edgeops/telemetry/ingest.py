@@ -14,6 +14,9 @@ crash after the commit but before the PUBACK causes a redelivery that the store 
 (device, seq)). PUBACKs are only sent on the connection that received the message — after a reconnect the
 packet ids belong to the new connection, so acking an old id could acknowledge an unstored message.
 Malformed messages are logged, counted, acknowledged and skipped: redelivering them would not fix them.
+
+Parsing and storing run in a child process by default (see writer.py: they cost more CPU than the receive, and
+in one process the two took turns on the GIL); the child only reports results, acknowledging stays here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,28 +38,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from edge_agent.protocol import (
-    DEFAULT_PREFIX,
-    AgentEvent,
-    ProtocolError,
-    Reported,
-    Status,
-    TelemetryWindow,
-    Topics,
-)
-from edgeops.drift import parse_ts
+from edge_agent.protocol import DEFAULT_PREFIX, Topics
 from edgeops.errors import BrokerError
 from edgeops.mqtt import broker_address
 from edgeops.telemetry.events import Emitter, discard
-from edgeops.telemetry.store import DEFAULT_DB_URL, Message, TelemetryStore, WriteResult
+from edgeops.telemetry.store import DEFAULT_DB_URL, TelemetryStore
+from edgeops.telemetry.writer import BatchResult, BatchWriter, WriterProcess, parse_message
+
+__all__ = ["IngestConfig", "IngestService", "IngestStats", "parse_message"]
 
 log = logging.getLogger("edgeops.telemetry")
-
-PARSERS: dict[str, Any] = {"telemetry": TelemetryWindow, "status": Status, "reported": Reported,
-                           "events": AgentEvent}
-
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -72,6 +65,7 @@ class IngestConfig:
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
+    writer_process: bool = True         # parse and store in a child process (False: on a thread of this one)
 
     @property
     def mqtt_client_id(self) -> str:
@@ -101,27 +95,6 @@ class _Raw(NamedTuple):
     epoch: int
 
 
-def parse_message(topics: Topics, topic: str, payload: bytes) -> Message | None:
-    """A device message from its topic and payload; None for an empty payload (a cleared retained topic).
-    ProtocolError (naming the problem) for anything malformed, including a payload that names another device
-    than its topic (a device may only speak for itself)."""
-    device, channel = topics.parse_device_topic(topic)
-    if channel not in PARSERS:
-        raise ProtocolError(f"channel {channel!r} is not ingested", field="topic")
-    if not payload:
-        return None
-    message = PARSERS[channel].parse(payload)
-    if message.device != device:
-        raise ProtocolError(f"payload is from {message.device!r} but the topic is {device!r}", field="device")
-    if isinstance(message, TelemetryWindow):
-        for name in ("start", "end"):
-            try:
-                parse_ts(getattr(message, name))
-            except ValueError as exc:
-                raise ProtocolError("is not an ISO-8601 timestamp", field=name) from exc
-    return message
-
-
 class IngestService:
     """Run with ``start()`` / ``stop()`` (or as a context manager)."""
 
@@ -139,9 +112,26 @@ class IngestService:
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="edgeops-ingest-writer", daemon=True)
+        self._process: WriterProcess | None = None
+        self._thread_writer: BatchWriter | None = None
+        self._prepared = False
         self._client = self._make_client()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
+    def prepare(self) -> IngestService:
+        """Start the writer (its process, by default) without connecting; ``start()`` does it when needed. For
+        callers that want the process start-up (about a second) done before messages flow, like the benchmark."""
+        if self._prepared:
+            return self
+        if self.config.writer_process:
+            self._process = WriterProcess(self.store.url, self.store.schema, self.config.prefix)
+            self._process.start()
+        else:
+            self._thread_writer = BatchWriter(self.store, self.topics, self._stopping.wait, self._db_error)
+        self._writer.start()
+        self._prepared = True
+        return self
+
     def start(self, wait_s: float | None = 10.0) -> IngestService:
         """Connect (reconnecting for ever in the background) and start writing. With ``wait_s``, raise
         BrokerError if the first connection does not succeed in time."""
@@ -149,7 +139,7 @@ class IngestService:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = min(65535, max(20, 2 * self.config.batch_size))   # let a whole batch be in flight
-        self._writer.start()
+        self.prepare()
         self._client.connect_async(address.host, address.port, self.config.keepalive_s, clean_start=False,
                                    properties=props)
         self._client.loop_start()
@@ -162,12 +152,16 @@ class IngestService:
         """Disconnect (the session and its subscriptions stay on the broker), then store what is queued. Those
         last messages are not acknowledged, so the broker redelivers them next time and the store ignores them."""
         self._stopping.set()
+        if self._process is not None:
+            self._process.request_stop()
         with self._ack_lock:
             self._epoch += 1
         self._client.disconnect()
         self._client.loop_stop()
         if self._writer.is_alive():
             self._writer.join()
+        if self._process is not None:
+            self._process.close()
         if self._own_store:
             self.store.close()
 
@@ -181,6 +175,11 @@ class IngestService:
     def stats(self) -> IngestStats:
         with self._stats_lock:
             return replace(self._stats)
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid (None when writing on a thread, or between a crash and its replacement)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def connected(self) -> bool:
@@ -250,11 +249,19 @@ class IngestService:
 
     # --- writer thread -----------------------------------------------------------------------------------
     def _write_loop(self) -> None:
+        # With a writer process, up to two batches are out: the child works on one while this thread acknowledges
+        # the previous one and collects the next (the receive maximum, two batches, lets the broker send them).
+        depth = 1 if self._process is None else 2
+        in_flight: deque[list[_Raw]] = deque()
         while True:
-            batch = self._collect()
+            batch = self._collect() if len(in_flight) < depth else []
             if batch:
-                self._process(batch)
-            elif self._stopping.is_set():
+                if self._process is not None:
+                    self._process.submit([(r.topic, r.payload) for r in batch])
+                in_flight.append(batch)
+            if in_flight and (not batch or len(in_flight) >= depth):
+                self._finish(in_flight.popleft())
+            elif not batch and self._stopping.is_set():
                 return
 
     def _collect(self) -> list[_Raw]:
@@ -278,30 +285,27 @@ class IngestService:
                     break
         return batch
 
-    def _process(self, batch: list[_Raw]) -> None:
-        messages: list[Message] = []
-        payloads: list[bytes | None] = []
-        malformed = 0
-        for raw in batch:
-            try:
-                message = parse_message(self.topics, raw.topic, raw.payload)
-            except (ProtocolError, UnicodeDecodeError) as exc:
-                malformed += 1
-                log.warning("ingest: skipping malformed message on %s: %s", raw.topic, exc)
-                continue
-            if message is not None:
-                messages.append(message)
-                payloads.append(raw.payload)
-        result = self._store(messages, payloads)
+    def _finish(self, batch: list[_Raw]) -> None:
+        """Wait for (or, on a thread, compute) the batch's result, then acknowledge it."""
+        if self._process is not None:
+            result = self._process.result(self._db_error)
+        else:
+            assert self._thread_writer is not None
+            result = self._thread_writer.write([(r.topic, r.payload) for r in batch])
         if result is None:
             return   # stopping with the database down: nothing acked, the broker redelivers
         self._ack(batch)
+        self._account(result)
+
+    def _account(self, result: BatchResult) -> None:
+        for problem in result.problems:
+            log.warning("ingest: %s", problem)
         with self._stats_lock:
             s = self._stats
             s.stored += result.windows
             s.duplicates += result.duplicates
-            s.other += sum(1 for m in messages if not isinstance(m, TelemetryWindow))
-            s.malformed += malformed
+            s.other += result.other
+            s.malformed += result.malformed
             s.batches += 1
         for spec in result.events:
             try:
@@ -309,39 +313,10 @@ class IngestService:
             except Exception as exc:   # an events backend outage must not stop ingestion
                 log.warning("ingest: could not emit %s: %s", spec.event, exc)
 
-    def _store(self, messages: list[Message], payloads: list[bytes | None]) -> WriteResult | None:
-        """Write the batch, retrying while the database is unreachable. A batch the database rejects for its
-        content is written message by message so one bad row cannot block the rest."""
-        delay = 0.2
-        while True:
-            try:
-                return self.store.write(messages, payloads)
-            except OperationalError as exc:
-                with self._stats_lock:
-                    self._stats.db_errors += 1
-                log.error("ingest: telemetry store unavailable (%s); retrying in %.1fs", str(exc).splitlines()[0],
-                          delay)
-                if self._stopping.wait(delay):
-                    return None
-                delay = min(delay * 2, 5.0)
-            except SQLAlchemyError:
-                return self._store_one_by_one(messages, payloads)
-
-    def _store_one_by_one(self, messages: list[Message], payloads: list[bytes | None]) -> WriteResult:
-        total = WriteResult()
-        for message, payload in zip(messages, payloads, strict=True):
-            try:
-                result = self.store.write([message], [payload])
-            except SQLAlchemyError as exc:
-                log.warning("ingest: store rejected a message from %s: %s", message.device,
-                            str(exc).splitlines()[0])
-                with self._stats_lock:
-                    self._stats.malformed += 1
-                continue
-            total.windows += result.windows
-            total.duplicates += result.duplicates
-            total.events.extend(result.events)
-        return total
+    def _db_error(self, reason: str) -> None:
+        with self._stats_lock:
+            self._stats.db_errors += 1
+        log.error("ingest: %s", reason)
 
     def _ack(self, batch: list[_Raw]) -> None:
         acked = 0
