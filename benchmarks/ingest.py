@@ -10,7 +10,9 @@
 
 Method for 1 and 2: each consumer first connects once (so the broker holds its persistent session), goes
 offline, the backlog is published, then the clock runs from "go" until every window is received / stored.
-Publisher speed and process start-up are thus outside the measurement. A Mosquitto of our own on a free port.
+Publisher speed and process start-up (an ingest instance's writer process included) are thus outside the
+measurement. A Mosquitto of our own on a free port. Each instance reports how many windows it stored (the
+shared subscription must split the load) and the run reports how busy the machine's cores were meanwhile.
 """
 
 from __future__ import annotations
@@ -121,8 +123,21 @@ def ingest_worker(url: str, db: str, schema: str | None, instance: str, group: s
     service.stop()
 
 
-def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, schema: str | None) -> float:
-    """Seconds for ``instances`` ingest processes to store ``n`` queued windows."""
+def busy_cores() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (Linux), to show how saturated the
+    cores are while the clock runs."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + fields[4]   # idle + iowait
+    return (sum(fields) - idle) / 100, sum(fields) / 100
+
+
+def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, schema: str | None
+               ) -> tuple[float, list[int], float]:
+    """Seconds for ``instances`` ingest processes to store ``n`` queued windows, the windows each one stored, and
+    the machine's CPU use meanwhile (busy cores, of ``cpu_count``)."""
     ctx = mp.get_context("spawn")
     group = f"ingest{uuid.uuid4().hex[:6]}"
     store = TelemetryStore(db, schema=schema)
@@ -138,11 +153,14 @@ def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, 
     for r in readies:
         r.wait(120)
     publish_backlog(host, port, n)
+    cpu_start = busy_cores()
     start = time.perf_counter()
     go.set()
     while sum(v.value for v in stored) < n:
         time.sleep(0.01)
     elapsed = time.perf_counter() - start
+    cpu_end = busy_cores()
+    split = [v.value for v in stored]
     finished.set()
     for p in procs:
         p.join(60)
@@ -150,7 +168,8 @@ def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, 
     store.close()
     if windows != n:
         raise SystemExit(f"the instances report {n} windows stored but the database holds {windows}")
-    return elapsed
+    busy = (cpu_end[0] - cpu_start[0]) / (cpu_end[1] - cpu_start[1]) * mp.cpu_count() if cpu_end[1] else 0.0
+    return elapsed, split, busy
 
 
 def drift_cost(sizes: list[int]) -> list[tuple[int, float, float]]:
@@ -189,8 +208,10 @@ def main() -> None:
         results = {}
         for instances in (1, 2):
             db, schema = make_db(f"i{instances}")
-            results[instances] = ingest_run(broker.url, broker.host, broker.port, n, instances, db, schema)
-            print(f"ingest x{instances}                 : {n / results[instances]:9.0f} windows/s")
+            results[instances], split, busy = ingest_run(broker.url, broker.host, broker.port, n, instances, db,
+                                                         schema)
+            print(f"ingest x{instances}                 : {n / results[instances]:9.0f} windows/s  "
+                  f"(stored per instance: {split}; machine busy {busy:.1f} of {mp.cpu_count()} cores)")
             if schema:
                 TelemetryStore(db, schema=schema).drop_schema()
         print(f"ratio ingest x1 / raw     : {raw / results[1]:.2f}  (target >= 0.5)")
