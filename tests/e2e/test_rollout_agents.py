@@ -1,15 +1,10 @@
 """Staged rollouts to real ``edgeops-agent`` processes (onnxruntime, real store, real verification)."""
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_procs import AgentProcess, spawn_agent, stop_all, wait_fleet
 from releases import build_release, new_key, public_pem
 
 from edge_agent.protocol import Desired, Topics
@@ -24,60 +19,28 @@ from edgeops.signing import generate_keys, load_private_key
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = [f"b{i}" for i in range(1, 6)]  # trust the project's key
 ODD = "a0"                             # sorts first, so it is the canary; trusts another key only
 
 
-def spawn_agent(tmp: Path, url: str, prefix: str, device: str, key_file: Path, group: str) -> subprocess.Popen[bytes]:
-    home = tmp / device
-    home.mkdir()
-    config = home / "agent.toml"
-    config.write_text(
-        f'device_id = "{device}"\ndata_dir = "{home / "data"}"\nbroker_url = "{url}"\n'
-        f'public_keys = ["{key_file}"]\ntopic_prefix = "{prefix}"\nprobation_s = 0.3\n'
-        "probation_min_predictions = 0\nfetch_timeout_s = 20.0\nreconnect_max_s = 0.5\n"
-        f'telemetry_interval_s = 3600.0\n[labels]\nsite = "berlin"\ngroup = "{group}"\n')
-    return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--log-level",
-                             "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(home / "log").open("ab"),
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
 @pytest.fixture
-def agents(tmp_path: Path, session_broker: str, topic_prefix: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+def agents(tmp_path: Path, session_broker: str, topic_prefix: str) -> Iterator[list[AgentProcess]]:
     _private, public = generate_keys(tmp_path / "keys")
     other = tmp_path / "other.pub"
     other.write_bytes(public_pem(new_key()))
-    procs = [spawn_agent(tmp_path, session_broker, topic_prefix, d, public, "main") for d in GOOD]
-    procs.append(spawn_agent(tmp_path, session_broker, topic_prefix, ODD, other, "odd"))
+    procs = [spawn_agent(tmp_path, session_broker, topic_prefix, d, public, {"site": "berlin", "group": "main"})
+             for d in GOOD]
+    procs.append(spawn_agent(tmp_path, session_broker, topic_prefix, ODD, other, {"site": "berlin", "group": "odd"}))
     try:
         yield procs
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=15)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         with ControlClient(session_broker) as client:
             client.publish_many((t, b"", True) for t in client.collect_retained(f"{topic_prefix}/#"))
 
 
-def wait_online(client: ControlClient, topics: Topics, count: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        fleet = read_fleet(client, topics)
-        if sum(d.online is True and d.state == "idle" for d in fleet.devices) == count:
-            return
-        assert all(p.poll() is None for p in procs), "an agent exited early"
-        time.sleep(0.2)
-    raise AssertionError(f"agents not online: {[(d.device, d.presence, d.state) for d in fleet.devices]}")
-
-
 def test_rollout_to_real_agents_then_a_rejected_canary_rolls_back(
-        agents: list[subprocess.Popen[bytes]], tmp_path: Path, session_broker: str, topic_prefix: str) -> None:
+        agents: list[AgentProcess], tmp_path: Path, session_broker: str, topic_prefix: str) -> None:
     topics = Topics(topic_prefix)
     key = load_private_key(tmp_path / "keys" / "release.key")
     registry = Registry(tmp_path / "registry")
@@ -90,7 +53,8 @@ def test_rollout_to_real_agents_then_a_rejected_canary_rolls_back(
         for version in (1, 2):
             record = registry.get("churn", version)
             publish_release(client, topics, record.manifest, record.onnx_bytes())
-        wait_online(client, topics, 6, agents)
+        wait_fleet(client, topics, "6 idle agents online",
+                   lambda f: sum(d.online is True and d.state == "idle" for d in f.values()) == 6, agents)
 
         first = start_rollout(store, client, topics, model="churn", version=1, selector={"group": "main"},
                               policy=policy)
