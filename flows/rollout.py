@@ -9,6 +9,7 @@ with the new ``rollout_id``; ``edgeops rollout resume`` runs it with an existing
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -82,8 +83,9 @@ def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout
                  policy: dict[str, Any] | None = None, username: str | None = None, password: str | None = None,
                  ca_file: str | None = None, health_db: str | None = None) -> dict[str, Any]:
     """Run (or resume) rollout ``rollout_id``; or plan a new one of ``release`` ("churn@4", published) to the
-    devices matching ``target`` first. With ``health_db`` (the telemetry store's URL) each wave must also pass
-    the telemetry health gate (edgeops.rollout.health). Returns the final rollout record as JSON."""
+    devices matching ``target`` first. With ``health_db`` (the telemetry store's URL; stored with a new rollout's
+    policy, and taken from the stored policy when resuming) each wave must also pass the telemetry health gate
+    (edgeops.rollout.health). Returns the final rollout record as JSON."""
     store = RolloutStore(Path(db_path))
     topics = Topics(prefix)
     with ControlClient(broker_url, username=username, password=password,
@@ -92,12 +94,16 @@ def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout
             if release is None:
                 raise ValueError("give rollout_id (run or resume) or release (start a new rollout)")
             model, _, version = release.partition("@")
+            rules = RolloutPolicy.from_json(policy or {})
+            if health_db:
+                rules = replace(rules, health_db=health_db)
             rec = start_rollout(store, client, topics, model=model, version=int(version), selector=target or {},
-                                policy=RolloutPolicy.from_json(policy or {}))
+                                policy=rules)
             rollout_id = rec.id
         rec = store.get(rollout_id)
         reporter = _Reporter(rec)
         emit_rollout_event("started", rec, {"resumed": any(d.desired_at for d in rec.devices.values())})
+        health_db = health_db or rec.policy.health_db
         gate = always_advance if health_db is None else \
             TelemetryHealthGate(TelemetryStore(health_db), since=parse_ts(rec.created))
         final = RolloutController(store, client, topics, gate=gate, on_event=reporter).run(rollout_id)

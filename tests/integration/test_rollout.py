@@ -8,10 +8,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 from releases import Release, build_release, new_key
 from services import Mosquitto, running_mosquitto
 
@@ -245,8 +247,8 @@ def test_health_gate_can_abort_after_a_wave(control: ControlClient, topics: Topi
         assert not desired_now(control, topics)  # nobody had a desired state before: cleared again
 
 
-def test_telemetry_gate_aborts_a_canary_that_errs_more_than_the_previous_version(
-        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str, tmp_path: Path) -> None:
+def erring_v4(tmp_path: Path) -> TelemetryStore:
+    """A telemetry store where v3 erred 1% across the fleet and v4 errs 20% on every device that runs it."""
     telemetry = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
     soon = (datetime.now(UTC) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
 
@@ -254,16 +256,43 @@ def test_telemetry_gate_aborts_a_canary_that_errs_more_than_the_previous_version
         return TelemetryWindow(device=device, seq=seq, model="churn", version=version, start=soon, end=soon,
                                count=200, errors={"model": model_errors}, latency_ms={"p95": 1.0})
 
-    # v3 erred 1% across the fleet; v4 errs 20% on every device that runs it (here: the canary, once updated)
     telemetry.write([window(f"d{i:02d}", 3, 1, 2) for i in range(5)] +
                     [window(f"d{i:02d}", 4, 2, 40) for i in range(5)])
+    return telemetry
+
+
+def assert_canary_aborted_by_the_gate(done: RolloutRecord) -> None:
+    assert done.status == "aborted" and "model error rate 20.0% over 200 requests exceeds 3.0%" in done.reason
+    assert sum(d.desired_at is not None for d in done.devices.values()) == 1  # only the canary was touched
+    assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
+
+
+def test_telemetry_gate_aborts_a_canary_that_errs_more_than_the_previous_version(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str, tmp_path: Path) -> None:
+    telemetry = erring_v4(tmp_path)
     with SimFleet(session_broker, topics, devices(5)):
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
         gate = TelemetryHealthGate(telemetry, since=parse_ts(rec.created))
         done = RolloutController(store, control, topics, gate=gate).run(rec.id)
-    assert done.status == "aborted" and "model error rate 20.0% over 200 requests exceeds 3.0%" in done.reason
-    assert sum(d.desired_at is not None for d in done.devices.values()) == 1  # only the canary was touched
-    assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
+    assert_canary_aborted_by_the_gate(done)
+
+
+def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str, tmp_path: Path,
+        prefect_harness: None) -> None:  # noqa: F811
+    """The gate's database is part of the stored policy: the flow run that resumes the rollout (as
+    `edgeops rollout resume` does) is not told about it and must still apply it."""
+    from flows.rollout import rollout_flow
+
+    erring_v4(tmp_path)
+    url = f"sqlite:///{tmp_path / 'telemetry.db'}"
+    with SimFleet(session_broker, topics, devices(5)):
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={},
+                            policy=replace(POLICY, health_db=url))
+        assert store.get(rec.id).policy.health_db == url
+        final = rollout_flow(broker_url=session_broker, db_path=str(store.path), prefix=topics.prefix,
+                             rollout_id=rec.id)
+    assert_canary_aborted_by_the_gate(store.get(final["id"]))
 
 
 @pytest.fixture

@@ -116,3 +116,11 @@ def test_judge_report() -> None:
     assert judge_report(report(state="rejected", desired_version=4, rollout_id="r0"), "churn", 4, "r1", True) is None
     assert judge_report(report(state="rolled_back", desired_version=4, rollout_id="r1"), "churn", 4, "r1",
                         False) == ("failed", "rolled_back: no reason given")
+
+
+def test_policy_keeps_the_health_db_and_masks_its_password_for_display() -> None:
+    policy = RolloutPolicy(health_db="postgresql+psycopg://edge:s3cret@db:5432/telemetry")
+    assert RolloutPolicy.from_json(policy.to_json()) == policy  # stored with the rollout, resumed with it
+    assert policy.to_display()["health_db"] == "postgresql+psycopg://edge:***@db:5432/telemetry"
+    assert RolloutPolicy(health_db="sqlite:///t.db").to_display()["health_db"] == "sqlite:///t.db"
+    assert RolloutPolicy().to_display()["health_db"] is None

@@ -90,8 +90,9 @@ def _watch(store: RolloutStore, rollout_id: str, live: bool, stop: threading.Eve
 
 
 def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, rollout_id: str,
-                wait: bool, health_db: str | None = None) -> RolloutRecord:
-    """Run the controller as a Prefect flow run in this process, with progress shown from the database."""
+                wait: bool) -> RolloutRecord:
+    """Run the controller as a Prefect flow run in this process, with progress shown from the database. The
+    health gate comes from the rollout's stored policy, so ``resume`` applies the gate ``start`` was given."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
@@ -105,7 +106,7 @@ def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, 
     try:
         rollout_flow(broker_url=url, db_path=str(store.path), prefix=prefix, rollout_id=rollout_id,
                      username=cfg.mqtt.username, password=cfg.mqtt.password,
-                     ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file), health_db=health_db)
+                     ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file))
     finally:
         stop.set()
         watcher.join(5)
@@ -155,7 +156,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
         selector = parse_selector(target or [])
         policy = RolloutPolicy(canary=parse_fraction(canary, "canary"), waves=waves,
                                max_failure=parse_fraction(max_failure, "max-failure"), min_executed=min_executed,
-                               device_timeout_s=device_timeout)
+                               device_timeout_s=device_timeout, health_db=health_db)
         record = Registry(cfg.registry.root).resolve(release)
         result, url = publish_record(record, cfg, broker)
         if not result.skipped:
@@ -170,7 +171,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
             client.close()
         typer.echo(f"rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves "
                    f"(canary {len(rec.wave_devices(0))})", err=True)
-        final = run_in_flow(cfg, url, cfg.mqtt.prefix, store, rec.id, wait, health_db)
+        final = run_in_flow(cfg, url, cfg.mqtt.prefix, store, rec.id, wait)
     _finish(final, json_out)
 
 

@@ -36,7 +36,8 @@ def parse_fraction(text: str | float, name: str) -> float:
 class RolloutPolicy:
     """How a rollout proceeds. ``min_executed`` mirrors AWS IoT Jobs' ``minNumberOfExecutedThings``: the
     failure rate is judged only once that many devices finished, so one early failure in a large wave does
-    not abort it; ``None`` means "the size of the canary wave"."""
+    not abort it; ``None`` means "the size of the canary wave". ``health_db`` is the telemetry store the health
+    gate reads (None: no telemetry gate); it is part of the policy so that a resumed rollout keeps its gate."""
 
     canary: float = 0.1
     waves: int = 3
@@ -44,6 +45,7 @@ class RolloutPolicy:
     min_executed: int | None = None
     device_timeout_s: float = 300.0
     gate_timeout_s: float = 600.0
+    health_db: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.canary <= 1.0:
@@ -60,6 +62,13 @@ class RolloutPolicy:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_display(self) -> dict[str, Any]:
+        """As ``to_json`` but with a password in ``health_db`` masked: this one is printed by ``status``."""
+        shown = self.to_json()
+        if self.health_db:
+            shown["health_db"] = mask_password(self.health_db)
+        return shown
+
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "RolloutPolicy":
         """From stored JSON or deployment parameters: ``canary``/``max_failure`` may be ``"10%"`` or ``0.1``;
@@ -72,6 +81,15 @@ class RolloutPolicy:
             if key in raw:
                 raw[key] = parse_fraction(raw[key], key.replace("_", "-"))
         return cls(**raw)
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:***@host/...`` for a URL with a password; anything else unchanged."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def plan_waves(devices: Iterable[str], canary: float, waves: int,

@@ -126,7 +126,7 @@ class RolloutRecord:
         tally = self.tally()
         return {"id": self.id, "release": self.release, "model": self.model, "version": self.version,
                 "status": self.status, "reason": self.reason, "wave": self.wave, "waves": self.waves,
-                "selector": self.selector, "policy": self.policy.to_json(), "created": self.created,
+                "selector": self.selector, "policy": self.policy.to_display(), "created": self.created,
                 "updated": self.updated, "abort_requested": self.abort_requested,
                 "counts": {k: tally[k] for k in ("pending", "updating", "succeeded", "failed", "timed_out",
                                                   "offline")},
