@@ -9,8 +9,9 @@ run and on the same broker:
 * rollout — ``start_rollout`` + the controller (canary 10 %, 3 waves) until every device reported serving:
   planning from the retained fleet, desired state per wave, fetch, signature + hash verification, reports.
 
-Prints both times, their ratio (target <= 3x), and broker PUBLISH messages per device (in: sent by a device
-or the controller; out: delivered to one), counted at the clients.
+Prints both times, their ratio (target <= 3x), the CPU seconds each spent (simulated fleet + controller +
+broker: on a shared 2-core machine the wall-clock ratio tends towards this one), and broker PUBLISH messages per
+device (in: sent by a device or the controller; out: delivered to one), counted at the clients.
 
     .venv/bin/python benchmarks/fleet.py [--devices 1000] [--artifact-kb 0] [--canary 10%] [--waves 3]
 
@@ -27,6 +28,7 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -67,6 +69,8 @@ def run_fleet(url: str, prefix: str, n: int, public_pem: bytes, conn: Connection
                 fleet.fetch_release("churn", command[1])
                 fleet.wait_until(lambda: len(fleet.fetched) == n, 600, "the raw fan-out")
                 conn.send(time.perf_counter() - t0)
+            elif command[0] == "cpu":
+                conn.send(time.process_time())
             elif command[0] == "counts":
                 conn.send((fleet.published, fleet.received))
             elif command[0] == "versions":
@@ -99,6 +103,22 @@ def counts(fleet: FleetProcess, client: ControlClient) -> tuple[int, int]:
     return published + client.published, received + client.received
 
 
+def broker_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the broker process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """CPU seconds spent by the simulated fleet, this process (the controller) and the broker together."""
+
+    def __init__(self, fleet: FleetProcess, broker_pid: int) -> None:
+        self.fleet, self.broker_pid = fleet, broker_pid
+
+    def now(self) -> float:
+        return float(self.fleet.ask("cpu")) + time.process_time() + broker_cpu(self.broker_pid)  # type: ignore[arg-type]
+
+
 def make_release(version: int, key: Ed25519PrivateKey, artifact_kb: int) -> Release:
     release = build_release("churn", version, key, chunk_size=64 * 1024)
     if artifact_kb:
@@ -106,25 +126,36 @@ def make_release(version: int, key: Ed25519PrivateKey, artifact_kb: int) -> Rele
     return release
 
 
+class Round(NamedTuple):
+    fanout_s: float
+    rollout_s: float
+    fanout_cpu: float
+    rollout_cpu: float
+    messages: tuple[int, int]  # rollout PUBLISH messages in / out of the broker
+
+
 def one_round(fleet: FleetProcess, client: ControlClient, store: RolloutStore, topics: Topics, release: Release,
-              policy: RolloutPolicy) -> tuple[float, float, tuple[int, int]]:
-    """(fan-out seconds, rollout seconds, rollout messages in/out) for one release."""
+              policy: RolloutPolicy, cpu: CpuClock) -> Round:
     version = release.manifest.version
     publish_release(client, topics, release.manifest, release.data)
+    c0 = cpu.now()
     fanout_s = float(fleet.ask("fetch", version))  # type: ignore[arg-type]
+    fanout_cpu = cpu.now() - c0
     before = counts(fleet, client)
+    c0 = cpu.now()
     t0 = time.perf_counter()
     rec = start_rollout(store, client, topics, model="churn", version=version, selector={"site": "berlin"},
                         policy=policy)
     done = RolloutController(store, client, topics, poll_s=0.05).run(rec.id)
     rollout_s = time.perf_counter() - t0
+    rollout_cpu = cpu.now() - c0
     time.sleep(0.5)  # let the last events reach the controller's counter
     after = counts(fleet, client)
     if done.status != "completed" or done.tally()["succeeded"] != len(done.devices):
         raise RuntimeError(f"rollout {done.id} did not complete: {done.reason}")
     if fleet.ask("versions") != {version}:
         raise RuntimeError("not every simulated device runs the new version")
-    return fanout_s, rollout_s, (after[0] - before[0], after[1] - before[1])
+    return Round(fanout_s, rollout_s, fanout_cpu, rollout_cpu, (after[0] - before[0], after[1] - before[1]))
 
 
 def main() -> None:
@@ -153,23 +184,28 @@ def main() -> None:
             fleet = FleetProcess(broker.url, topics.prefix, n, public_pem)
             print(f"connected {n} simulated devices in {time.perf_counter() - t0:.1f} s")
             store = RolloutStore(Path(tmp) / "rollouts.db")
+            assert broker.proc is not None
+            cpu = CpuClock(fleet, broker.proc.pid)
             with ControlClient(broker.url, timeout_s=60) as client:
                 for release in releases:
-                    rounds.append(one_round(fleet, client, store, topics, release, policy))
-                    print(f"  round v{release.manifest.version}: fan-out {rounds[-1][0]:.2f} s, "
-                          f"rollout {rounds[-1][1]:.2f} s")
+                    r = one_round(fleet, client, store, topics, release, policy, cpu)
+                    rounds.append(r)
+                    print(f"  round v{release.manifest.version}: fan-out {r.fanout_s:.2f} s "
+                          f"({r.fanout_cpu:.2f} s CPU), rollout {r.rollout_s:.2f} s ({r.rollout_cpu:.2f} s CPU)")
             fleet.stop()
         finally:
             broker.stop()
 
-    fanout_s = statistics.median(r[0] for r in rounds)
-    rollout_s = statistics.median(r[1] for r in rounds)
-    msgs_in, msgs_out = rounds[-1][2]
+    fanout_s = statistics.median(r.fanout_s for r in rounds)
+    rollout_s = statistics.median(r.rollout_s for r in rounds)
+    msgs_in, msgs_out = rounds[-1].messages
     print(f"raw retained fan-out to {n} subscribers: median {fanout_s:6.2f} s "
           f"(manifest + {info.chunks} artifact message(s) out per device)")
     print(f"rollout to {n} devices (canary {args.canary} + {args.waves} waves): median {rollout_s:6.2f} s")
     print(f"broker PUBLISH messages per device per rollout: {msgs_in / n:.2f} in + {msgs_out / n:.2f} out "
           f"= {(msgs_in + msgs_out) / n:.1f}")
+    cpu_ratio = statistics.median(r.rollout_cpu for r in rounds) / statistics.median(r.fanout_cpu for r in rounds)
+    print(f"CPU seconds (fleet + controller + broker), rollout / fan-out: {cpu_ratio:.2f}x")
     ratio = rollout_s / fanout_s
     print(f"ratio rollout / fan-out: {ratio:.2f}x (target <= 3x) -> {'OK' if ratio <= 3 else 'OVER TARGET'}")
 
