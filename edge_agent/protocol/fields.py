@@ -28,6 +28,8 @@ def optional(obj: dict[str, Any], key: str, kind: type[T], path: str = "", defau
 
 
 def check_type(value: Any, kind: type[T], field: str) -> T:
+    if type(value) is kind and kind is not float:  # the common case, decided by one test (a bool is not an int)
+        return value  # type: ignore[no-any-return]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)

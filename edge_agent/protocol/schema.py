@@ -49,6 +49,9 @@ def check_schema(obj: dict[str, Any], expected: str) -> SchemaTag:
     schema = require(obj, "schema", dict)
     name = require(schema, "name", str, "schema")
     version = require(schema, "version", str, "schema")
+    accepted = _ACCEPTED.get((expected, name, version))
+    if accepted is not None:
+        return accepted
     if name != expected:
         raise ProtocolError(f"expected schema {expected!r}, got {name!r}", field="schema.name")
     major, _, minor = version.partition(".")
@@ -60,4 +63,11 @@ def check_schema(obj: dict[str, Any], expected: str) -> SchemaTag:
             f"{sorted(SUPPORTED_MAJORS[name])})",
             field="schema.version",
         )
-    return SchemaTag(name, version)
+    accepted = SchemaTag(name, version)
+    if len(_ACCEPTED) < 256:  # bounded: every 1.x minor is accepted, and a sender chooses the string
+        _ACCEPTED[(expected, name, version)] = accepted
+    return accepted
+
+
+_ACCEPTED: dict[tuple[str, str, str], SchemaTag] = {}
+"""(expected, name, version) tags already checked: every message repeats the same one or two."""

@@ -8,6 +8,7 @@ messages from a broker. A malformed message never hides the rest of the fleet: i
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from edge_agent.protocol import ProtocolError, Reported, Status, Topics, parse_label
@@ -98,9 +99,9 @@ def build_fleet(retained: Mapping[str, bytes], topics: Topics) -> FleetSnapshot:
         try:
             device, channel = topics.parse_device_topic(topic)
             if channel == "reported":
-                reported[device] = _checked(Reported.parse(payload), device)
+                reported[device] = parse_state(Reported, device, payload)
             elif channel == "status":
-                status[device] = _checked(Status.parse(payload), device)
+                status[device] = parse_state(Status, device, payload)
         except ProtocolError as exc:
             problems.append(f"{topic}: {exc}")
     rows = []
@@ -116,10 +117,22 @@ def build_fleet(retained: Mapping[str, bytes], topics: Topics) -> FleetSnapshot:
     return FleetSnapshot(rows, problems)
 
 
-def _checked(message: _M, device: str) -> _M:
+def parse_state(kind: type[_M], device: str, payload: bytes) -> _M:
+    """A device's retained ``reported`` or ``status`` payload, parsed; ProtocolError when malformed or when it
+    names another device than its topic does (a device may only speak for itself).
+
+    Parsed once per distinct payload: a rollout reads the fleet's retained state to plan, and its controller
+    then reads the same messages again (the control client hands them on); the bytes are immutable and
+    parsing is pure, so the second reading costs a lookup instead of thousands of parses."""
+    message = _parse(kind, payload)
     if message.device != device:
         raise ProtocolError(f"message names device {message.device!r} on the topic of {device!r}", field="device")
     return message
+
+
+@lru_cache(maxsize=16384)  # about one entry per device; ~1 KB each
+def _parse(kind: type[_M], payload: bytes) -> _M:
+    return kind.parse(payload)  # type: ignore[no-any-return]
 
 
 def read_fleet(client: ControlClient, topics: Topics) -> FleetSnapshot:

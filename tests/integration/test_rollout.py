@@ -17,7 +17,7 @@ from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 from releases import Release, build_release, new_key
 from services import Mosquitto, running_mosquitto
 
-from edge_agent.protocol import Desired, TelemetryWindow, Topics
+from edge_agent.protocol import Desired, Reported, TelemetryWindow, Topics
 from edgeops.drift import parse_ts
 from edgeops.errors import RolloutError
 from edgeops.mqtt import ControlClient
@@ -189,6 +189,20 @@ def test_offline_device_that_never_returns_times_out_as_offline(control: Control
         assert done.status == "completed"
         assert done.devices["d02"].outcome == "offline" and done.tally()["succeeded"] == 2
         assert "1 offline" in done.reason
+
+
+def test_a_report_that_names_another_device_than_its_topic_does_not_count(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str) -> None:
+    with SimFleet(session_broker, topics, devices(3)) as fleet:
+        fleet.go_offline("d02")
+        fleet.wait_until(lambda: not fleet.devices["d02"].online, 10, "d02 offline")
+        policy = RolloutPolicy(canary=0.3, waves=1, device_timeout_s=2)
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=policy)
+        forged = Reported(device="d01", state="serving", model="churn", version=4, desired_version=4,
+                          rollout_id=rec.id)  # d01 speaking for the offline d02, on d02's topic
+        control.publish(topics.device("d02", "reported"), forged.to_bytes(), retain=True)
+        done = RolloutController(store, control, topics).run(rec.id)
+    assert done.devices["d02"].outcome == "offline" and done.tally()["succeeded"] == 2
 
 
 def test_killed_controller_is_resumed(control: ControlClient, topics: Topics, store: RolloutStore,

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from edge_agent.protocol import Desired, ProtocolError, Reported, Status, Topics
 from edgeops.errors import BrokerError, RolloutError
-from edgeops.fleet import FleetSnapshot, build_fleet
+from edgeops.fleet import FleetSnapshot, build_fleet, parse_state
 from edgeops.mqtt import ControlClient, Publication, Received
 from edgeops.rollout.plan import (
     TERMINAL,
@@ -215,11 +215,11 @@ class RolloutController:
             return
         try:
             if channel == "reported":
-                report = Reported.parse(msg.payload)
+                report = parse_state(Reported, device, msg.payload)
                 self._latest[device] = report
                 self._judge(rec, dev, report, live=not msg.retained)
             elif channel == "status":
-                offline = Status.parse(msg.payload).status == "offline"
+                offline = parse_state(Status, device, msg.payload).status == "offline"
                 if offline != dev.offline:
                     dev.offline = offline
                     self._dirty[device] = dev
