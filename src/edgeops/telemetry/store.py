@@ -16,10 +16,11 @@ Why it looks like this:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
@@ -53,8 +54,10 @@ from edgeops.telemetry.events import EventSpec, model_event, presence_event
 
 DEFAULT_DB_URL = "sqlite:///.edgeops/telemetry.db"
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements INTEGER PRIMARY KEY only
-_SQLITE_WINDOW_COLUMNS = ("device", "seq", "model", "version", "window_start", "window_end", "count", "errors",
-                          "dropped", "body", "received_at")
+_WINDOW_COLUMNS = ("device", "seq", "model", "version", "window_start", "window_end", "count", "errors", "dropped",
+                   "body", "received_at")   # every column but id, in the order of ``_window_row``
+_PG_STAGING = "edgeops_window_staging"   # a temporary table: one per connection, emptied at every commit
+_PG_STAGING_TYPES: dict[type, str] = {int: "bigint", str: "text", datetime: "timestamp"}
 
 
 class StoreError(EdgeopsError):
@@ -157,10 +160,18 @@ class TelemetryStore:
                 with self.engine.begin() as conn:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             Base.metadata.create_all(self.engine)
+            self.dialect = self.engine.dialect.name
+            # Windows go through a temporary staging table (_copy_windows). PostgreSQL grants TEMPORARY to every
+            # role by default; a database that revoked it gets the prepared single-row INSERT instead.
+            self.pg_copy = self.dialect == "postgresql" and self._may_create_temp_tables()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open telemetry store {make_url(url).render_as_string()}: "
                              f"{str(exc).splitlines()[0]}") from exc
-        self.dialect = self.engine.dialect.name
+
+    def _may_create_temp_tables(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.exec_driver_sql(
+                "SELECT has_database_privilege(current_database(), 'TEMPORARY')").scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -200,12 +211,13 @@ class TelemetryStore:
     def _write_windows(self, conn: Connection, windows: list[tuple[TelemetryWindow, bytes | None]], now: datetime,
                        result: WriteResult) -> None:
         rows = {(w.device, w.seq): _window_row(w, p, now) for w, p in windows}
-        # One statement run by executemany, whose summed row count tells how many windows were new. On
-        # PostgreSQL, psycopg re-parsed a multi-row VALUES statement of thousands of placeholders on every batch
-        # (~90 µs a window); a prepared statement is parsed once and pipelined. On SQLite, sqlite3's executemany
-        # runs in C, where SQLAlchemy's insertmanyvalues with RETURNING cost ~10 µs a window in Python.
-        if self.dialect == "postgresql":
-            count = conn.exec_driver_sql(self._pg_window_insert(), list(rows.values())).rowcount
+        # The row count of the insert tells how many windows were new. On SQLite, one statement run by
+        # executemany: sqlite3's loop runs in C, where SQLAlchemy's insertmanyvalues with RETURNING cost ~10 µs a
+        # window in Python. On PostgreSQL, see _copy_windows.
+        if self.pg_copy:
+            count = self._copy_windows(conn, rows.values())
+        elif self.dialect == "postgresql":   # prepared once, pipelined by psycopg's executemany
+            count = conn.exec_driver_sql(self._pg_window_insert_values, list(rows.values())).rowcount
         else:
             received = sqlite_datetime(now)
             params = [(r["device"], r["seq"], r["model"], r["version"], sqlite_datetime(r["window_start"]),
@@ -217,15 +229,69 @@ class TelemetryStore:
 
     @cached_property
     def _sqlite_window_insert(self) -> str:
-        marks = ", ".join("?" * len(_SQLITE_WINDOW_COLUMNS))
-        return (f"INSERT INTO {WindowRow.__tablename__} ({', '.join(_SQLITE_WINDOW_COLUMNS)}) VALUES ({marks}) "
+        marks = ", ".join("?" * len(_WINDOW_COLUMNS))
+        return (f"INSERT INTO {WindowRow.__tablename__} ({', '.join(_WINDOW_COLUMNS)}) VALUES ({marks}) "
                 "ON CONFLICT (device, seq) DO NOTHING")
 
+    def _copy_windows(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
+        """PostgreSQL: COPY the batch (binary) into a temporary staging table, then one ``INSERT ... SELECT ...
+        ON CONFLICT DO NOTHING`` into the windows; its row count is the number of new windows. Measured against
+        the prepared single-row INSERT that psycopg pipelines (executemany, still used when the role may not
+        create temporary tables): about a third of the client CPU per window and less server time (one
+        statement instead of one per row).
+
+        * The staging table is ``ON COMMIT DELETE ROWS``, so it holds only this transaction's batch; ``IF NOT
+          EXISTS`` (one short statement a batch) keeps no state here that a rolled-back transaction or a new
+          connection could make stale. Keys are unique in ``rows`` (the caller deduplicates).
+        * Its columns are ``bigint``, ``text`` and ``timestamp`` only, so every check (``integer`` range,
+          ``varchar(128)`` length) is the windows table's own, made by the server when the insert casts: binary
+          COPY into an ``integer`` column would silently truncate a larger Python int.
+        * Anything the COPY raises is raised as SQLAlchemy would have (OperationalError while the server is down,
+          so the writer retries; any other error makes it store the batch message by message)."""
+        conn.exec_driver_sql(self._pg_staging_ddl)
+        dbapi_conn = conn.connection.dbapi_connection
+        cursor = dbapi_conn.cursor()   # type: ignore[union-attr]
+        statement = f"COPY {_PG_STAGING} ({', '.join(_WINDOW_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        values = itemgetter(*_WINDOW_COLUMNS)
+        try:
+            with cursor.copy(statement) as copy:
+                copy.set_types([_PG_STAGING_TYPES[t] for t in self._window_python_types])
+                for row in rows:
+                    copy.write_row(values(row))
+        except Exception as exc:   # wrapped as SQLAlchemy wraps whatever a cursor raises
+            dbapi_error = conn.dialect.loaded_dbapi.Error
+            invalidated = isinstance(exc, dbapi_error) and conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+            if invalidated:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(statement, None, exc, dbapi_error, connection_invalidated=invalidated,
+                                      dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
+        return int(conn.exec_driver_sql(self._pg_window_insert).rowcount)
+
+    @cached_property
+    def _window_python_types(self) -> list[type]:
+        columns = WindowRow.__table__.columns
+        return [columns[name].type.python_type for name in _WINDOW_COLUMNS]
+
+    @cached_property
+    def _pg_staging_ddl(self) -> str:
+        types = ", ".join(f"{name} {_PG_STAGING_TYPES[t]}" for name, t in zip(_WINDOW_COLUMNS,
+                                                                             self._window_python_types, strict=True))
+        return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGING} ({types}) ON COMMIT DELETE ROWS"
+
+    @cached_property
     def _pg_window_insert(self) -> str:
-        columns = [c.name for c in WindowRow.__table__.columns if c.name != "id"]
         name = f'"{self.schema}".{WindowRow.__tablename__}' if self.schema else WindowRow.__tablename__
-        return (f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join(f'%({c})s' for c in columns)}) "
+        columns = ", ".join(_WINDOW_COLUMNS)
+        return (f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {_PG_STAGING} "
                 "ON CONFLICT (device, seq) DO NOTHING")
+
+    @cached_property
+    def _pg_window_insert_values(self) -> str:
+        name = f'"{self.schema}".{WindowRow.__tablename__}' if self.schema else WindowRow.__tablename__
+        return (f"INSERT INTO {name} ({', '.join(_WINDOW_COLUMNS)}) "
+                f"VALUES ({', '.join(f'%({c})s' for c in _WINDOW_COLUMNS)}) ON CONFLICT (device, seq) DO NOTHING")
 
     def _write_agent_events(self, conn: Connection, events: list[AgentEvent], now: datetime,
                             result: WriteResult) -> None:
