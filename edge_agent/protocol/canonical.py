@@ -7,6 +7,7 @@ bytes depend on the encoder).
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from .errors import ProtocolError
@@ -19,17 +20,30 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
 
 
+def _finite(text: str) -> float:
+    """A JSON number like ``1e999`` is valid JSON but becomes infinity: refused like the Infinity literal, or a
+    signed manifest carrying one would fail only later, when its canonical bytes are rebuilt for verification
+    (found by tests/unit/test_protocol_fuzz.py: one flipped byte in a real manifest)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 # One decoder for every call: json.loads with a hook builds a new JSONDecoder (and its scanner) each time, which
 # the ingest paid per message. A decoder holds no per-call state, so sharing it across threads is safe.
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
+
+
+# One encoder too: json.dumps with options builds a JSONEncoder per call (a third of the cost of encoding a
+# report); ``encode`` keeps no state between calls.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def canonical_json(obj: Any) -> bytes:
     """Encode ``obj`` canonically; raise ProtocolError for values JSON cannot carry exactly."""
     try:
-        return json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        return _ENCODER.encode(obj).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"not encodable as canonical JSON: {exc}") from exc
 

@@ -51,7 +51,8 @@ def test_unsafe_model_names_never_make_topics(name: str) -> None:
         Topics().manifest(name, 1)
 
 
-@pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"[]", b"{", b'{"a": NaN}', b"1" * (2 << 20)])
+@pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"[]", b"{", b'{"a": NaN}', b"1" * (2 << 20),
+                                     b'{"a": 1e999}', b'{"a": [-2.5E400]}'])
 def test_parse_json_rejects_garbage(payload: bytes) -> None:
     with pytest.raises(ProtocolError):
         parse_json(payload)
