@@ -53,7 +53,10 @@ class ReleaseCollector:
             raise VerificationError(f"malformed manifest: {exc}") from exc
         if (manifest.name, manifest.version) != (self.ref.model, self.ref.version):
             raise VerificationError(f"manifest names {manifest.name}@{manifest.version}, expected {self.ref}")
-        verify_manifest(manifest, self.keyring, payload)
+        try:
+            verify_manifest(manifest, self.keyring, payload)
+        except ProtocolError as exc:  # a manifest whose content cannot be re-encoded is as bad as a forged one
+            raise VerificationError(f"manifest cannot be verified: {exc}") from exc
         check_size(manifest, self.max_bytes)
         self.manifest, self.manifest_bytes = manifest, payload
         for index, data in self.chunks.items():

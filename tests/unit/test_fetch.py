@@ -99,3 +99,13 @@ def test_artifact_data_beyond_the_limit_is_refused_while_collecting(key: Ed25519
     c.add(TOPICS.artifact("churn", 5, 1), bytes(900))
     with pytest.raises(VerificationError, match="exceeds the limit"):
         c.add(TOPICS.artifact("churn", 5, 2), bytes(900))
+
+
+def test_a_manifest_that_cannot_be_re_encoded_is_refused_not_raised(key: Ed25519PrivateKey,
+                                                                    chunked: Release) -> None:
+    """A lone surrogate escape is valid JSON that parses, but no UTF-8 encoding of it exists, so the signing
+    bytes cannot be rebuilt: the collector must refuse the release like any unverifiable one."""
+    payload = chunked.manifest.to_bytes().replace(b'"code_revision":null', b'"code_revision":"\\ud800"')
+    assert payload != chunked.manifest.to_bytes()
+    with pytest.raises(VerificationError, match="cannot be verified"):
+        collector(key).add(TOPICS.manifest("churn", 5), payload)
