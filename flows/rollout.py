@@ -16,7 +16,10 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.client.orchestration import get_client
 from prefect.events import emit_event
+from prefect.runtime import flow_run as flow_run_ctx
+from prefect.states import Crashed
 
 from edge_agent.protocol import Topics
 from edgeops.drift import parse_ts
@@ -24,7 +27,7 @@ from edgeops.mqtt import ControlClient
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.health import TelemetryHealthGate
 from edgeops.rollout.plan import RolloutPolicy, always_advance
-from edgeops.rollout.state import RolloutRecord, RolloutStore
+from edgeops.rollout.state import RolloutRecord, RolloutStore, controller_identity
 from edgeops.telemetry.store import TelemetryStore
 
 EVENTS = ("started", "wave.completed", "completed", "aborted")
@@ -77,6 +80,26 @@ class _Reporter:
                                                  f"{tally['offline']} offline, {tally['updating']} updating")
 
 
+def _take_over_flow_run(store: RolloutStore, rollout_id: str) -> None:
+    """Record this flow run as the rollout's; a run recorded before that is still not final belonged to a
+    controller that died (a ``kill -9`` reports nothing to Prefect, so it would show as Running for ever): mark
+    it Crashed, naming its successor. Best effort — the old run may live on another Prefect server."""
+    current = str(flow_run_ctx.id)
+    previous = store.swap_flow_run(rollout_id, current)
+    if not previous or previous == current:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            old = client.read_flow_run(UUID(previous))
+            if old.state is not None and not old.state.is_final():
+                client.set_flow_run_state(old.id, Crashed(
+                    message=f"its rollout controller died; rollout {rollout_id} resumed by flow run {current}"),
+                    force=True)
+    except Exception as exc:
+        get_run_logger().warning("could not mark the earlier flow run %s of rollout %s crashed: %s", previous,
+                                 rollout_id, exc)
+
+
 @flow(name="edgeops-rollout", log_prints=True)
 def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout_id: str | None = None,
                  release: str | None = None, target: dict[str, str] | None = None,
@@ -100,7 +123,8 @@ def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout
             rec = start_rollout(store, client, topics, model=model, version=int(version), selector=target or {},
                                 policy=rules)
             rollout_id = rec.id
-        rec = store.get(rollout_id)
+        rec = store.claim(rollout_id, controller_identity())  # the controller's own identity: it claims again
+        _take_over_flow_run(store, rollout_id)
         reporter = _Reporter(rec)
         emit_rollout_event("started", rec, {"resumed": any(d.desired_at for d in rec.devices.values())})
         health_db = health_db or rec.policy.health_db

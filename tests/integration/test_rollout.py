@@ -309,6 +309,31 @@ def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
     assert_canary_aborted_by_the_gate(store.get(final["id"]))
 
 
+def test_a_resumed_rollout_marks_the_dead_controllers_flow_run_crashed(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str,
+        prefect_harness: None) -> None:  # noqa: F811
+    """A SIGKILLed controller tells Prefect nothing: its flow run would stay Running for ever. The flow run that
+    resumes the rollout marks it Crashed and becomes the rollout's run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Running
+
+    from flows.rollout import rollout_flow
+
+    with SimFleet(session_broker, topics, devices(3)):
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
+        with get_client(sync_client=True) as client:
+            orphan = client.create_flow_run(rollout_flow, state=Running())  # what the dead controller left
+        assert store.swap_flow_run(rec.id, str(orphan.id)) is None
+        final = rollout_flow(broker_url=session_broker, db_path=str(store.path), prefix=topics.prefix,
+                             rollout_id=rec.id)
+    assert final["status"] == "completed"
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(orphan.id).state
+    assert state is not None and state.type == StateType.CRASHED and rec.id in (state.message or "")
+    assert store.swap_flow_run(rec.id, "x") not in (None, str(orphan.id))  # the resuming run recorded itself
+
+
 @pytest.fixture
 def restartable_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Our own Mosquitto that keeps retained messages over a restart. ``user`` = the current user: started as

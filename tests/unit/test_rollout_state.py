@@ -90,3 +90,18 @@ def test_status_commands_read_without_creating_a_database(tmp_path: Path) -> Non
     result = runner.invoke(rollout_app, ["abort", "churn-v4-x", "--config", str(config)])
     assert result.exit_code == 1 and "no rollout 'churn-v4-x'" in result.output
     assert not (tmp_path / ".edgeops" / "rollouts.db").exists()
+
+
+def test_flow_run_is_recorded_and_a_database_from_before_the_column_gains_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "rollouts.db"
+    rid = create(RolloutStore(path), ["d1", "d2"])
+    with sqlite3.connect(path) as db:  # as a database written before the flow_run column existed
+        db.execute("ALTER TABLE rollouts DROP COLUMN flow_run")
+    store = RolloutStore(path)
+    assert store.swap_flow_run(rid, "run-1") is None
+    assert store.swap_flow_run(rid, "run-2") == "run-1"
+    assert store.get(rid).status == "running"
+    with pytest.raises(RolloutError, match="no rollout"):
+        store.swap_flow_run("nope", "run-3")

@@ -5,6 +5,7 @@ Creation runs in one ``BEGIN IMMEDIATE`` transaction that checks for active roll
 devices, so two concurrent rollouts on overlapping targets cannot both start: the second gets RolloutError.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL, scope TEXT NOT NULL,
     selector TEXT NOT NULL, policy TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
     wave INTEGER NOT NULL DEFAULT 0, waves INTEGER NOT NULL, abort_requested TEXT,
-    controller TEXT, heartbeat REAL, created TEXT NOT NULL, updated TEXT NOT NULL);
+    controller TEXT, heartbeat REAL, created TEXT NOT NULL, updated TEXT NOT NULL, flow_run TEXT);
 CREATE TABLE IF NOT EXISTS rollout_devices (
     rollout_id TEXT NOT NULL REFERENCES rollouts(id), device TEXT NOT NULL, wave INTEGER NOT NULL,
     previous BLOB, outcome TEXT NOT NULL DEFAULT 'pending', detail TEXT NOT NULL DEFAULT '',
@@ -147,6 +148,13 @@ class RolloutStore:
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._add_column("rollouts", "flow_run TEXT")  # databases made before the column existed
+
+    def _add_column(self, table: str, column: str) -> None:
+        if column.split()[0] in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+            return
+        with contextlib.suppress(sqlite3.OperationalError):  # another process added it just now
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def close(self) -> None:
         self._db.close()
@@ -256,6 +264,15 @@ class RolloutStore:
         with self._connect() as db:
             db.execute("UPDATE rollouts SET controller = NULL, heartbeat = NULL WHERE id = ? AND controller = ?",
                        (rollout_id, controller))
+
+    def swap_flow_run(self, rollout_id: str, flow_run: str) -> str | None:
+        """Record the Prefect flow run now driving the rollout; returns the one recorded before (None at first)."""
+        with self._connect(immediate=True) as db:
+            row = db.execute("SELECT flow_run FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+            if row is None:
+                raise RolloutError(f"no rollout {rollout_id!r} in {self.path}")
+            db.execute("UPDATE rollouts SET flow_run = ? WHERE id = ?", (flow_run, rollout_id))
+        return row[0]  # type: ignore[no-any-return]
 
     def request_abort(self, rollout_id: str, reason: str = "aborted by operator") -> RolloutRecord:
         """Set the abort flag the controller polls; RolloutError when the rollout already finished."""
