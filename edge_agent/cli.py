@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +23,7 @@ from . import __version__
 from .config import AgentConfig, load_agent_config
 from .errors import AgentError, ConfigError
 from .protocol import ProtocolError, parse_label
+from .shutdown import StopSignals
 
 PROG = "edgeops-agent"
 PASSWORD_ENV = "EDGEOPS_AGENT_PASSWORD"
@@ -89,20 +89,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .agent import Agent  # imported here so `--help` and `predict` stay quick
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    agent = Agent(config)
-    agent.start()
-    address = agent.http_address
-    log.info("agent %s %s started: broker %s%s", config.device_id, __version__, config.broker_url,
-             f", HTTP on {address[0]}:{address[1]}" if address else "")
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        log.info("stopping: publishing offline status")
-        agent.stop(clean=True)
+    # Caught from before the start (a SIGTERM during start-up is kept) until after the clean stop (a second
+    # one cannot cut it short). No Event.set() in a handler: see shutdown.py for the hang that caused.
+    with StopSignals() as signals:
+        agent = Agent(config)
+        agent.start()
+        address = agent.http_address
+        log.info("agent %s %s started: broker %s%s", config.device_id, __version__, config.broker_url,
+                 f", HTTP on {address[0]}:{address[1]}" if address else "")
+        try:
+            signum = signals.wait()
+            log.info("stopping on %s: publishing offline status", signal.Signals(signum).name)
+        finally:
+            agent.stop(clean=True)
     return 0
 
 
