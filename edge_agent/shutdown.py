@@ -17,7 +17,9 @@ which cost up to a second).
 """
 
 import os
+import select
 import signal
+import time
 from types import FrameType, TracebackType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -48,10 +50,16 @@ class StopSignals:
             self.close()
             raise
 
-    def wait(self) -> int:
-        """Block until one of ``signals`` arrives (or has arrived since construction); return its number.
-        Other signals with a Python handler also write to the pipe; they are skipped."""
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until one of ``signals`` arrives (or has arrived since construction) and return its number, or
+        return None after ``timeout`` seconds (for a caller with periodic work). Other signals with a Python
+        handler also write to the pipe; they are skipped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._read], [], [], left)[0]:
+                    return None
             for signum in os.read(self._read, 64):
                 if signum in self.signals:
                     return signum

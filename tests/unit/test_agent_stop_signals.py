@@ -62,3 +62,15 @@ def test_wait_returns_for_signals_sent_at_random_moments_while_other_threads_fig
         print(got)
     """)
     assert out.strip() == "300"
+
+
+def test_wait_with_a_timeout_returns_none_then_the_signal() -> None:
+    """``edgeops telemetry serve`` logs its counters between waits: a timed wait with no signal returns None,
+    and a signal sent later still ends the next wait."""
+    out = run_script("""
+        with StopSignals() as stops:
+            print(stops.wait(0.05))
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            print(signal.Signals(stops.wait(30)).name)
+    """)
+    assert out.split() == ["None", "SIGTERM"]

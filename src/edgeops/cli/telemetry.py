@@ -2,11 +2,11 @@
 
 import logging
 import os
-import signal
-import threading
 from typing import Annotated
 
 import typer
+
+from edge_agent.shutdown import StopSignals
 
 from ..telemetry.events import discard, emit_to_prefect
 from ..telemetry.ingest import IngestConfig, IngestService
@@ -39,16 +39,16 @@ def serve(
     ingest_cfg = IngestConfig(broker_url=broker_url(broker, cfg), db_url=db, prefix=prefix or cfg.mqtt.prefix,
                               group=group, instance=instance, batch_size=batch_size, flush_ms=flush_ms,
                               username=cfg.mqtt.username, password=cfg.mqtt.password, ca_file=cfg.mqtt.ca_file)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with user_errors():
-        service = IngestService(ingest_cfg, emit=emit_to_prefect if emit_events else discard).start(wait_s=None)
-    typer.echo(f"ingest {ingest_cfg.mqtt_client_id}: {ingest_cfg.broker_url} → {db} "
-               f"(group {group}, events {'on' if emit_events else 'off'}); Ctrl-C to stop", err=True)
-    while not stop.wait(30):
-        logging.getLogger("edgeops.telemetry").info("%s", service.stats)
-    service.stop()
+    # Not Event.set() from a signal handler: it can deadlock against the main thread's own Event.wait (see
+    # edge_agent/shutdown.py, where an agent hung that way). Signals are caught from here on, start-up included.
+    with StopSignals() as signals:
+        with user_errors():
+            service = IngestService(ingest_cfg, emit=emit_to_prefect if emit_events else discard).start(wait_s=None)
+        typer.echo(f"ingest {ingest_cfg.mqtt_client_id}: {ingest_cfg.broker_url} → {db} "
+                   f"(group {group}, events {'on' if emit_events else 'off'}); Ctrl-C to stop", err=True)
+        while signals.wait(30) is None:
+            logging.getLogger("edgeops.telemetry").info("%s", service.stats)
+        service.stop()
     typer.echo(f"stopped: {service.stats}", err=True)
 
 
