@@ -146,7 +146,7 @@ def one_round(fleet: FleetProcess, client: ControlClient, store: RolloutStore, t
     t0 = time.perf_counter()
     rec = start_rollout(store, client, topics, model="churn", version=version, selector={"site": "berlin"},
                         policy=policy)
-    done = RolloutController(store, client, topics, poll_s=0.05).run(rec.id)
+    done = RolloutController(store, client, topics).run(rec.id)  # the CLI default poll
     rollout_s = time.perf_counter() - t0
     rollout_cpu = cpu.now() - c0
     time.sleep(0.5)  # let the last events reach the controller's counter
