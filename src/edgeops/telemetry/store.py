@@ -3,8 +3,8 @@
 Why it looks like this:
 * QoS 1 delivers at least once, so every insert is idempotent: a unique key per fact ((device, seq) for a
   window; (device, event, model, version, ts) for an agent event) and ``INSERT ... ON CONFLICT DO NOTHING``,
-  which both SQLite (3.24+) and PostgreSQL speak. ``RETURNING`` tells which rows were new, so events are
-  raised for new facts only.
+  which both SQLite (3.24+) and PostgreSQL speak. The row count tells how many windows were new; for agent
+  events ``RETURNING`` tells which, so events are raised for new facts only.
 * One transaction per batch (the ingest service hands us hundreds of messages at once) — commit cost is what
   limits ingest rate, not parsing.
 * Presence changes use a conditional ``UPDATE ... WHERE status IS DISTINCT`` so that when several ingest
@@ -22,18 +22,10 @@ from datetime import UTC, datetime
 from functools import cached_property
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
     Engine,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -45,15 +37,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
+from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
 
 DEFAULT_DB_URL = "sqlite:///.edgeops/telemetry.db"
-BIG_ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements INTEGER PRIMARY KEY only
 _WINDOW_COLUMNS = ("device", "seq", "model", "version", "window_start", "window_end", "count", "errors", "dropped",
                    "body", "received_at")   # every column but id, in the order of ``_window_row``
 _PG_STAGING = "edgeops_window_staging"   # a temporary table: one per connection, emptied at every commit
@@ -62,71 +53,6 @@ _PG_STAGING_TYPES: dict[type, str] = {int: "bigint", str: "text", datetime: "tim
 
 class StoreError(EdgeopsError):
     """The telemetry database cannot be opened or written."""
-
-
-class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime()}
-
-
-class WindowRow(Base):
-    __tablename__ = "telemetry_windows"
-    __table_args__ = (UniqueConstraint("device", "seq", name="uq_telemetry_window_device_seq"),
-                      Index("ix_telemetry_window_model_end", "model", "version", "window_end"))
-    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
-    device: Mapped[str] = mapped_column(String(128))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    model: Mapped[str] = mapped_column(String(128))
-    version: Mapped[int]
-    window_start: Mapped[datetime]
-    window_end: Mapped[datetime]
-    count: Mapped[int]
-    errors: Mapped[int]
-    dropped: Mapped[int]
-    body: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime]
-
-
-class DeviceRow(Base):
-    __tablename__ = "telemetry_devices"
-    device: Mapped[str] = mapped_column(String(128), primary_key=True)
-    status: Mapped[str | None] = mapped_column(String(16))
-    status_ts: Mapped[str | None] = mapped_column(String(40))
-    status_at: Mapped[datetime | None]
-    state: Mapped[str | None] = mapped_column(String(32))
-    model: Mapped[str | None] = mapped_column(String(128))
-    version: Mapped[int | None]
-    reported: Mapped[dict[str, Any] | None]
-    reported_at: Mapped[datetime | None]
-
-
-class EventRow(Base):
-    __tablename__ = "telemetry_agent_events"
-    __table_args__ = (UniqueConstraint("device", "event", "model", "version", "ts", name="uq_telemetry_event"),)
-    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
-    device: Mapped[str] = mapped_column(String(128))
-    event: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    version: Mapped[int]
-    reason: Mapped[str | None] = mapped_column(String(2000))
-    rollout_id: Mapped[str | None] = mapped_column(String(128))
-    ts: Mapped[str] = mapped_column(String(40))
-    received_at: Mapped[datetime]
-
-
-class EpisodeRow(Base):
-    """An open or closed episode of a condition (``drift``, ``health``) of a model version in a scope (a device,
-    or ``*`` for the fleet), so the monitor raises one event per episode rather than one per run. A new version
-    that drifts again is a new episode."""
-
-    __tablename__ = "telemetry_episodes"
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    version: Mapped[int] = mapped_column(primary_key=True)
-    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
-    active: Mapped[bool] = mapped_column(default=False)
-    started_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime | None]
-    detail: Mapped[dict[str, Any] | None]
 
 
 Message = TelemetryWindow | Status | Reported | AgentEvent
