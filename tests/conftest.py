@@ -1,14 +1,19 @@
 """Shared fixtures. Service helpers live in tests/services.py; fixtures that start them are here."""
 
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from services import Mosquitto, machine_broker_url, running_mosquitto, unique_prefix
+from services import POSTGRES_URL, Mosquitto, machine_broker_url, running_mosquitto, unique_prefix
+
+if TYPE_CHECKING:
+    from edgeops.telemetry.store import TelemetryStore
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +37,14 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 def topic_prefix() -> str:
     return unique_prefix()
+
+
+@pytest.fixture
+def pg_store() -> Iterator["TelemetryStore"]:
+    """A telemetry store on the machine's PostgreSQL, in a schema of its own that is dropped afterwards."""
+    from edgeops.telemetry.store import TelemetryStore  # only the tests that use it pay for the import
+
+    store = TelemetryStore(POSTGRES_URL, schema=f"edgeops_test_{uuid.uuid4().hex[:12]}")
+    yield store
+    store.drop_schema()
+    store.close()

@@ -140,3 +140,17 @@ def unique_prefix() -> str:
 
 
 POSTGRES_URL = os.environ.get("EDGEOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def clear_retained(url: str, topics: list[str]) -> None:
+    """Clear retained topics a test left on a shared broker (an empty retained payload deletes them)."""
+    import paho.mqtt.client as mqtt
+
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect(host, int(port))
+    client.loop_start()
+    for topic in topics:
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from agent_procs import AgentProcess, spawn_agent
 from releases import build_release, kid, new_key, preinstall, public_pem
-from services import Mosquitto, free_port
+from services import Mosquitto, clear_retained, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +45,6 @@ def retained_status(url: str, topic: str, want: str, timeout: float = 30.0) -> b
     finally:
         client.loop_stop()
         client.disconnect()
-
-
-def clear_retained(url: str, topics: list[str]) -> None:
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(host, int(port))
-    client.loop_start()
-    for topic in topics:
-        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
 
 
 def sigterm_and_wait(agent: AgentProcess) -> int:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import paho.mqtt.client as mqtt
 import pytest
 from releases import Control, build_release, is_event, is_reported, new_key, public_pem, with_runtime_trap
-from services import free_port, port_open
+from services import clear_retained, free_port, port_open
 
 from edge_agent.store import ModelStore, Pointer
 
@@ -143,18 +142,6 @@ def test_offline_predict_and_the_running_agent_serve_the_installed_model(
     assert agent.returncode == 0, err[-2000:]
     assert "stopping" in err
     clear_retained(session_broker, [f"{topic_prefix}/devices/press-17/{c}" for c in ("status", "reported")])
-
-
-def clear_retained(url: str, topics: list[str]) -> None:
-    """Leave the shared broker as we found it."""
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(host, int(port))
-    client.loop_start()
-    for topic in topics:
-        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
-    client.disconnect()
-    client.loop_stop()
 
 
 def http_predict(port: int, row: dict[str, object]) -> tuple[int, dict[str, object]]:

@@ -3,11 +3,9 @@ schema of its own that is dropped afterwards."""
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from services import POSTGRES_URL
 
 from edge_agent.protocol import AgentEvent, Counts, Reported, Status, TelemetryWindow, Topics
 from edgeops.telemetry.events import EventSpec
@@ -15,14 +13,6 @@ from edgeops.telemetry.ingest import IngestConfig, IngestService
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pg_store() -> Iterator[TelemetryStore]:
-    store = TelemetryStore(POSTGRES_URL, schema=f"edgeops_test_{uuid.uuid4().hex[:12]}")
-    yield store
-    store.drop_schema()
-    store.close()
 
 
 def window(device: str, seq: int, end: str = "2026-01-01T00:01:00Z") -> TelemetryWindow:

@@ -5,7 +5,6 @@ values a binary COPY could otherwise truncate, and recovery when the connection 
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -24,14 +23,6 @@ from edgeops.telemetry.store import TelemetryStore, WindowRow
 from edgeops.telemetry.writer import BatchWriter
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pg_store() -> Iterator[TelemetryStore]:
-    store = TelemetryStore(POSTGRES_URL, schema=f"edgeops_test_{uuid.uuid4().hex[:12]}")
-    yield store
-    store.drop_schema()
-    store.close()
 
 
 def window(device: str, seq: int, count: int = 5, feature: str = "x") -> TelemetryWindow:
