@@ -200,9 +200,13 @@ class RolloutController:
         dev.outcome, dev.detail = outcome, detail
         if outcome in TERMINAL:
             dev.finished_at = time.time()
+        self._touch(dev)
+        log.info("rollout %s: %s %s %s", rec.id, dev.device, outcome, detail)
+
+    def _touch(self, dev: DeviceRecord) -> None:
+        """A device's record changed: save it with the next save, and look at thresholds and waves again."""
         self._dirty[dev.device] = dev
         self._changed = True
-        log.info("rollout %s: %s %s %s", rec.id, dev.device, outcome, detail)
 
     # observations ----------------------------------------------------------------------------------
     def _apply(self, rec: RolloutRecord, msg: Received) -> None:
@@ -222,8 +226,7 @@ class RolloutController:
                 offline = parse_state(Status, device, msg.payload).status == "offline"
                 if offline != dev.offline:
                     dev.offline = offline
-                    self._dirty[device] = dev
-                    self._changed = True
+                    self._touch(dev)
         except ProtocolError as exc:
             log.warning("rollout %s: ignoring a bad %s message from %s: %s", rec.id, channel, device, exc)
 
@@ -310,8 +313,7 @@ class RolloutController:
             if dev.desired_at is None:
                 dev.desired_at = now
             dev.outcome = "updating"
-            self._dirty[dev.device] = dev
-            self._changed = True
+            self._touch(dev)
         if not messages:
             return
         self._persist(rec, now)  # recorded as changed *before* the publish: an abort then restores them
@@ -332,7 +334,7 @@ class RolloutController:
                                   for d in changed])
         for dev in changed:
             dev.restored = True
-            self._dirty[dev.device] = dev
+            self._touch(dev)
         rec.status = "aborted"
         self._persist(rec, event="aborted")
 
