@@ -156,7 +156,7 @@ class TelemetryStore:
     @cached_property
     def _sqlite_window_insert(self) -> str:
         marks = ", ".join("?" * len(_WINDOW_COLUMNS))
-        return (f"INSERT INTO {WindowRow.__tablename__} ({', '.join(_WINDOW_COLUMNS)}) VALUES ({marks}) "
+        return (f"INSERT INTO {self._windows_table} ({', '.join(_WINDOW_COLUMNS)}) VALUES ({marks}) "
                 "ON CONFLICT (device, seq) DO NOTHING")
 
     def _copy_windows(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
@@ -207,16 +207,19 @@ class TelemetryStore:
         return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGING} ({types}) ON COMMIT DELETE ROWS"
 
     @cached_property
+    def _windows_table(self) -> str:
+        """The windows table's name for hand-written SQL, qualified by the schema when there is one."""
+        return f'"{self.schema}".{WindowRow.__tablename__}' if self.schema else WindowRow.__tablename__
+
+    @cached_property
     def _pg_window_insert(self) -> str:
-        name = f'"{self.schema}".{WindowRow.__tablename__}' if self.schema else WindowRow.__tablename__
         columns = ", ".join(_WINDOW_COLUMNS)
-        return (f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {_PG_STAGING} "
+        return (f"INSERT INTO {self._windows_table} ({columns}) SELECT {columns} FROM {_PG_STAGING} "
                 "ON CONFLICT (device, seq) DO NOTHING")
 
     @cached_property
     def _pg_window_insert_values(self) -> str:
-        name = f'"{self.schema}".{WindowRow.__tablename__}' if self.schema else WindowRow.__tablename__
-        return (f"INSERT INTO {name} ({', '.join(_WINDOW_COLUMNS)}) "
+        return (f"INSERT INTO {self._windows_table} ({', '.join(_WINDOW_COLUMNS)}) "
                 f"VALUES ({', '.join(f'%({c})s' for c in _WINDOW_COLUMNS)}) ON CONFLICT (device, seq) DO NOTHING")
 
     def _write_agent_events(self, conn: Connection, events: list[AgentEvent], now: datetime,
