@@ -1,7 +1,7 @@
 """Device-channel messages. Each carries ``schema``, ``device`` and ``ts`` (UTC ISO-8601)."""
 
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from math import isfinite
 from typing import Any, ClassVar, Literal
 
@@ -17,8 +17,23 @@ LIFECYCLE_STATES = ("idle", "serving", "fetching", "verifying", "self_testing", 
 EVENT_KINDS = ("installed", "rejected", "rolled_back")
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_ms(time.time())
+
+
+def iso_ms(unix_s: float) -> str:
+    """``unix_s`` as UTC ``2026-11-27T18:01:54.123Z`` (milliseconds truncated, as ``isoformat`` does). Every
+    message carries one, so the date and time of day are formatted once per second and only the milliseconds
+    per call: ``datetime.now(UTC).isoformat`` costs ~4 µs, a fifth of building and encoding a whole report."""
+    global _second
+    second, micros = divmod(round(unix_s * 1_000_000), 1_000_000)
+    cached = _second
+    if cached[0] != second:  # threads racing here both format the same second: harmless
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
 def _envelope(schema: str, device: str, ts: str) -> dict[str, Any]:
