@@ -287,7 +287,7 @@ class ControlClient:
                     return
             return
         assert self._sync is not None
-        arrived, seen = self._sync[2], -1
+        arrived, seen = self._sync[2], self.received
         try:
             while not arrived.wait(max(quiet_s, 2.0)) and time.monotonic() < deadline:
                 if self.received == seen:

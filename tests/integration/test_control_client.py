@@ -1,6 +1,7 @@
 """The control plane's MQTT client through a broker outage (its own Mosquitto, stopped and started)."""
 
 import time
+from pathlib import Path
 
 import pytest
 from services import Mosquitto
@@ -22,3 +23,36 @@ def test_a_publish_made_while_the_broker_is_away_is_acknowledged_after_it_return
         publication.wait()  # raised "client is not currently connected" before the fix
     with ControlClient(own_broker.url) as reader:
         assert reader.collect_retained(topic) == {topic: b"while-away"}
+
+
+def test_collect_retained_reads_a_large_state_and_keeps_other_messages(session_broker: str,
+                                                                        topic_prefix: str) -> None:
+    state = {f"{topic_prefix}/devices/d{i:04d}/reported": f"r{i}".encode() for i in range(2000)}
+    other = f"{topic_prefix}/other"
+    with ControlClient(session_broker, timeout_s=30) as client:
+        client.publish_many((t, p, True) for t, p in state.items())
+        client.subscribe(other)
+        client.publish(other, b"live")  # another reader's message, arriving while the state is read
+        try:
+            assert client.collect_retained(f"{topic_prefix}/devices/+/reported", sync_root=topic_prefix) == state
+            kept = client.next_message(5)
+            assert kept is not None and (kept.topic, kept.payload) == (other, b"live")
+        finally:
+            client.publish_many((t, b"", True) for t in state)
+
+
+def test_collect_retained_ends_when_an_acl_drops_its_marker(tmp_path: Path, topic_prefix: str) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {topic_prefix}/control/#\n")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_config=f"acl_file {acl}\n").start()
+    try:
+        state = {f"{topic_prefix}/devices/d{i}/reported": b"x" for i in range(50)}
+        with ControlClient(broker.url, timeout_s=30) as client:
+            client.publish_many((t, p, True) for t, p in state.items())
+            t0 = time.monotonic()
+            got = client.collect_retained(f"{topic_prefix}/devices/+/reported", sync_root=topic_prefix)
+            waited = time.monotonic() - t0
+        assert got == state
+        assert 1.5 < waited < 10  # the marker never came: it gave up after a quiet spell, not at the deadline
+    finally:
+        broker.stop()
