@@ -283,7 +283,10 @@ class Agent:
             desired_version=None if desired is None else desired.version,
             rollout_id=None if desired is None else desired.rollout_id, last_error=state.last_error,
             agent_version=__version__, labels=self.config.labels)
-        self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=1, retain=True)
+        if reported.qos == 0 and not self.link.connected:
+            return  # a transient state is not queued (QoS 0); reconnecting reports the state of the moment
+        self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=reported.qos,
+                          retain=True)
 
     def emit(self, event: str, ref: ModelRef, reason: str | None = None) -> None:
         message = AgentEvent(device=self.device, event=event, model=ref.model, version=ref.version,

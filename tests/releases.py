@@ -200,10 +200,15 @@ class Control:
         self.topics = Topics(prefix)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         self.received: list[tuple[str, bytes]] = []
-        self.client.on_message = lambda _c, _u, msg: self.received.append((msg.topic, msg.payload))
+        self.qos: list[int] = []  # the QoS each of ``received`` was delivered with (subscriptions are QoS 1)
+        self.client.on_message = self._on_message
         self.client.connect(host, int(port))
         self.client.loop_start()
         self._retained: set[str] = set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self.qos.append(msg.qos)
+        self.received.append((msg.topic, msg.payload))
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)

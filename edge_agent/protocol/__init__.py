@@ -25,6 +25,7 @@ from .manifest import (
 from .messages import (
     EVENT_KINDS,
     LIFECYCLE_STATES,
+    TRANSIENT_STATES,
     AgentEvent,
     Desired,
     Reported,
@@ -39,8 +40,8 @@ from .topics import DEFAULT_PREFIX, Topics
 
 __all__ = [
     "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MISSING",
-    "OVERFLOW", "SCHEMA_VERSIONS", "SIGNATURE_ALGORITHM", "TASKS", "UNDERFLOW", "UNSEEN", "AgentEvent",
-    "ArtifactInfo", "Bins", "BrokerAddress", "CategoricalBins", "CountAccumulator", "Counts", "Desired",
+    "OVERFLOW", "SCHEMA_VERSIONS", "SIGNATURE_ALGORITHM", "TASKS", "TRANSIENT_STATES", "UNDERFLOW", "UNSEEN",
+    "AgentEvent", "ArtifactInfo", "Bins", "BrokerAddress", "CategoricalBins", "CountAccumulator", "Counts", "Desired",
     "GoldenSamples",
     "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
     "Reported", "Signature", "Status", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",

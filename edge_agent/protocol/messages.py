@@ -15,6 +15,9 @@ from .schema import CURRENT, DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_
 LIFECYCLE_STATES = ("idle", "serving", "fetching", "verifying", "self_testing", "activating",
                     "probation", "rejected", "rolled_back")
 EVENT_KINDS = ("installed", "rejected", "rolled_back")
+TRANSIENT_STATES = frozenset({"fetching", "verifying", "self_testing", "activating"})
+"""States an update passes through on its way to a settled one (serving, probation, rejected, rolled_back,
+idle). See ``Reported.qos``."""
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
@@ -106,6 +109,14 @@ class Reported(_Message):
     def __post_init__(self) -> None:
         if self.state not in LIFECYCLE_STATES:
             raise ProtocolError(f"unknown state {self.state!r}", field="state")
+
+    @property
+    def qos(self) -> int:
+        """The QoS to publish this report with: 1 for a settled state, 0 for a transient one. A transient report
+        is always followed by the settled report that replaces it as the retained state, and no verdict
+        depends on it, so losing one to a dropped connection costs nothing — while at QoS 1 each would cost
+        the device and the broker a PUBACK (four of an update's five reports are transient)."""
+        return 0 if self.state in TRANSIENT_STATES else 1
 
     def to_json(self) -> dict[str, Any]:
         return {**_envelope(REPORTED, self.device, self.ts), "state": self.state, "model": self.model,

@@ -86,6 +86,13 @@ class SimDevice:
     _target: Desired | None = None
     _pieces: dict[int | None, bytes] = field(default_factory=dict)
     _manifest_bytes: bytes | None = None
+    _key_ids: tuple[tuple[Ed25519PublicKey, ...], tuple[str, ...]] = ((), ())  # public_keys and their ids
+
+    def key_ids(self) -> tuple[str, ...]:
+        """Ids of ``public_keys``, worked out again only when the keys were replaced."""
+        if self._key_ids[0] is not self.public_keys:
+            self._key_ids = (self.public_keys, tuple(public_key_id(k) for k in self.public_keys))
+        return self._key_ids[1]
 
 
 class SimFleet:
@@ -215,13 +222,13 @@ class SimFleet:
         if self._socks.get(name) is not None and client.socket() is not self._socks[name]:
             self._forget(name)
 
-    def _manifest(self, payload: bytes, keys: tuple[Ed25519PublicKey, ...]) -> tuple[ReleaseManifest, str | None]:
+    def _manifest(self, payload: bytes, dev: SimDevice) -> tuple[ReleaseManifest, str | None]:
         """Parse and verify once per (bytes, trusted keys), not once per device: on a real fleet each device
         spends its own CPU on this, here they would all queue on one thread and a benchmark would measure the
         simulator instead of the broker and the controller. Artifact hashes are still checked per device."""
-        cache_key = (payload, tuple(public_key_id(k) for k in keys))
+        cache_key = (payload, dev.key_ids())
         if cache_key not in self._checked:
-            self._checked[cache_key] = _checked_manifest(payload, keys)
+            self._checked[cache_key] = _checked_manifest(payload, dev.public_keys)
         return self._checked[cache_key]
 
     def _later(self, delay: float, device: str, fn: Callable[[], None]) -> None:
@@ -323,7 +330,7 @@ class SimFleet:
             dev._pieces[chunk] = payload
         if dev._manifest_bytes is None:
             return
-        manifest, trust_error = self._manifest(dev._manifest_bytes, dev.public_keys)
+        manifest, trust_error = self._manifest(dev._manifest_bytes, dev)
         info = manifest.artifact
         wanted: list[int | None] = [None] if info.chunks == 1 else list(range(info.chunks))
         if not all(i in dev._pieces for i in wanted):
@@ -369,8 +376,9 @@ class SimFleet:
                           desired_version=None if target is None else target.version,
                           rollout_id=None if target is None else target.rollout_id, last_error=error,
                           agent_version="sim", labels=dev.labels)
-        self._publish(client, self.topics.device(dev.device, "reported"), report.to_bytes(), retain=True)
+        self._publish(client, self.topics.device(dev.device, "reported"), report.to_bytes(), retain=True,
+                      qos=report.qos)
 
-    def _publish(self, client: mqtt.Client, topic: str, payload: bytes, retain: bool = False) -> None:
+    def _publish(self, client: mqtt.Client, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> None:
         self.published += 1
-        client.publish(topic, payload, qos=1, retain=retain)
+        client.publish(topic, payload, qos=qos, retain=retain)

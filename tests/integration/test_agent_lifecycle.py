@@ -26,7 +26,7 @@ from services import free_port
 
 from edge_agent.agent import Agent
 from edge_agent.errors import ModelError
-from edge_agent.protocol import Desired
+from edge_agent.protocol import TRANSIENT_STATES, Desired, Reported
 from edge_agent.store import ModelRef, ModelStore
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,21 @@ def test_install_over_mqtt_then_chunked_upgrade_keeps_the_previous_model(
     assert agent.state.previous is not None and agent.state.previous.version == 1
     store = ModelStore(agent.config.data_dir)
     assert store.has(agent.state.previous) and store.read_pointer().previous == agent.state.previous
+
+
+def test_transient_reports_go_at_qos_0_and_settled_ones_at_qos_1(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release) -> None:
+    start_agent()
+    control.publish_release(v1)
+    control.set_desired(DEVICE, "churn", 1)
+    control.wait_for(is_reported("serving", 1))
+    seen = [(Reported.parse(p).state, q) for (t, p), q in zip(control.received, control.qos, strict=True)
+            if t.endswith("/reported")]
+    states = [state for state, _ in seen]
+    assert {"fetching", "verifying", "self_testing"} <= set(states), seen  # the update's steps, all reported
+    for state, qos in seen:
+        assert qos == (0 if state in TRANSIENT_STATES else 1), seen
+    assert states[-1] == "serving"  # a settled report always follows the transient ones
 
 
 def spoil(kind: str, key: Key, v1: Release):

@@ -1,6 +1,8 @@
 import pytest
 
 from edge_agent.protocol import (
+    LIFECYCLE_STATES,
+    TRANSIENT_STATES,
     AgentEvent,
     Counts,
     Desired,
@@ -65,3 +67,11 @@ def test_release_topic_parsing_round_trips() -> None:
     assert topics.parse_device_topic(topics.device("d-1", "telemetry")) == ("d-1", "telemetry")
     with pytest.raises(ProtocolError):
         topics.parse_release_topic("fleet/a/releases/churn/012/manifest")
+
+
+def test_only_the_steps_of_an_update_are_reported_at_qos_0() -> None:
+    qos = {state: Reported(device="d1", state=state).qos for state in LIFECYCLE_STATES}
+    assert {s for s, q in qos.items() if q == 0} == {"fetching", "verifying", "self_testing", "activating"}
+    assert TRANSIENT_STATES.issubset(LIFECYCLE_STATES)
+    # what a verdict or the fleet view stands on is never sent at QoS 0
+    assert all(qos[s] == 1 for s in ("idle", "serving", "probation", "rejected", "rolled_back"))
