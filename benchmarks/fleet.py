@@ -131,6 +131,7 @@ class Round(NamedTuple):
     rollout_s: float
     fanout_cpu: float
     rollout_cpu: float
+    plan_s: float  # of rollout_s: start_rollout, which reads the fleet's retained state and records the plan
     messages: tuple[int, int]  # rollout PUBLISH messages in / out of the broker
 
 
@@ -146,6 +147,7 @@ def one_round(fleet: FleetProcess, client: ControlClient, store: RolloutStore, t
     t0 = time.perf_counter()
     rec = start_rollout(store, client, topics, model="churn", version=version, selector={"site": "berlin"},
                         policy=policy)
+    plan_s = time.perf_counter() - t0
     done = RolloutController(store, client, topics).run(rec.id)  # the CLI default poll
     rollout_s = time.perf_counter() - t0
     rollout_cpu = cpu.now() - c0
@@ -155,7 +157,7 @@ def one_round(fleet: FleetProcess, client: ControlClient, store: RolloutStore, t
         raise RuntimeError(f"rollout {done.id} did not complete: {done.reason}")
     if fleet.ask("versions") != {version}:
         raise RuntimeError("not every simulated device runs the new version")
-    return Round(fanout_s, rollout_s, fanout_cpu, rollout_cpu, (after[0] - before[0], after[1] - before[1]))
+    return Round(fanout_s, rollout_s, fanout_cpu, rollout_cpu, plan_s, (after[0] - before[0], after[1] - before[1]))
 
 
 def main() -> None:
@@ -164,7 +166,7 @@ def main() -> None:
     parser.add_argument("--artifact-kb", type=int, default=0)
     parser.add_argument("--canary", default="10%")
     parser.add_argument("--waves", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=3, help="Rounds (each a new version); medians are shown.")
+    parser.add_argument("--repeat", type=int, default=5, help="Rounds (each a new version); medians are shown.")
     args = parser.parse_args()
     n = args.devices
     key = new_key()
@@ -191,7 +193,8 @@ def main() -> None:
                     r = one_round(fleet, client, store, topics, release, policy, cpu)
                     rounds.append(r)
                     print(f"  round v{release.manifest.version}: fan-out {r.fanout_s:.2f} s "
-                          f"({r.fanout_cpu:.2f} s CPU), rollout {r.rollout_s:.2f} s ({r.rollout_cpu:.2f} s CPU)")
+                          f"({r.fanout_cpu:.2f} s CPU), rollout {r.rollout_s:.2f} s ({r.rollout_cpu:.2f} s CPU; "
+                          f"planning {r.plan_s:.2f} s)")
             fleet.stop()
         finally:
             broker.stop()
@@ -201,7 +204,8 @@ def main() -> None:
     msgs_in, msgs_out = rounds[-1].messages
     print(f"raw retained fan-out to {n} subscribers: median {fanout_s:6.2f} s "
           f"(manifest + {info.chunks} artifact message(s) out per device)")
-    print(f"rollout to {n} devices (canary {args.canary} + {args.waves} waves): median {rollout_s:6.2f} s")
+    print(f"rollout to {n} devices (canary {args.canary} + {args.waves} waves): median {rollout_s:6.2f} s "
+          f"(planning {statistics.median(r.plan_s for r in rounds):.2f} s)")
     print(f"broker PUBLISH messages per device per rollout: {msgs_in / n:.2f} in + {msgs_out / n:.2f} out "
           f"= {(msgs_in + msgs_out) / n:.1f}")
     cpu_ratio = statistics.median(r.rollout_cpu for r in rounds) / statistics.median(r.fanout_cpu for r in rounds)
