@@ -193,7 +193,7 @@ def test_cli_rollout_completes_then_a_rejected_canary_exits_3(project: Project) 
         assert sorted(events) == expected
         fleet.devices["d0"].reject = "golden samples differ"  # the canary of the next rollout refuses
         back = runner.invoke(rollout_app, project.args("start", "churn@1", "--target", "site=berlin"))
-        assert back.exit_code == 3, back.output
+        assert back.exit_code == 3, (back.exit_code, repr(back.exception), back.output)  # seen once as not 3
         assert "aborted" in back.stdout and "d0: failed" in back.stdout
         assert all(d.version == 2 for d in fleet.devices.values())
 
