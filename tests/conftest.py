@@ -16,6 +16,18 @@ if TYPE_CHECKING:
     from edgeops.telemetry.store import TelemetryStore
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prefect_logs_to_a_lasting_stream() -> None:
+    """Prefect sets up its logging on first use (``import prefect`` alone does not) and binds its console
+    handler to ``sys.stderr`` as it is then. The CLI uses Prefect lazily, so in a run where no test module has
+    used it while collecting, that happens inside a CliRunner invocation, whose stream is closed when the
+    invocation ends: every later Prefect record then fails to print, Prefect's error handling logs again, and
+    the next flow run dies of RecursionError (seen as CLI tests failing when run with only a few others)."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+
+
 @pytest.fixture(scope="session")
 def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker URL shared by the session: the machine's Mosquitto, or one of our own when it is absent."""
