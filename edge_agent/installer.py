@@ -68,8 +68,11 @@ def boot(store: ModelStore, keyring: KeyRing, max_bytes: int) -> tuple[AgentStat
     return resume(persisted, Pointer()), None
 
 
+_JITTER = random.Random()  # our own: an agent embedded in an application must not draw from its global one
+
+
 def backoff(attempt: int) -> float:
-    return min(RETRY_MAX_S, RETRY_MIN_S * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2)
+    return min(RETRY_MAX_S, RETRY_MIN_S * 2 ** min(attempt, 16)) * _JITTER.uniform(0.8, 1.2)
 
 
 @dataclass

@@ -74,10 +74,13 @@ class LinkError(AgentError):
     """The link cannot be set up (bad TLS files, invalid arguments)."""
 
 
+_JITTER = random.Random()  # our own: an agent embedded in an application must not draw from (or reseed) its global one
+
+
 def next_delay(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
     """Reconnect delay before attempt ``attempt`` (0-based): ``low·1.5^attempt`` ±20 %, capped at ``high``."""
     base = min(high, low * BACKOFF_FACTOR ** min(attempt, 64))
-    jitter = (rng or random).uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+    jitter = (rng or _JITTER).uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
     return max(low * (1 - BACKOFF_JITTER), min(high, base * jitter))
 
 
