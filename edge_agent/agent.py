@@ -283,8 +283,7 @@ class Agent:
             desired_version=None if desired is None else desired.version,
             rollout_id=None if desired is None else desired.rollout_id, last_error=state.last_error,
             agent_version=__version__, labels=self.config.labels)
-        if reported.qos == 0 and not self.link.connected:
-            return  # a transient state is not queued (QoS 0); reconnecting reports the state of the moment
+        # a transient state goes at QoS 0 and is dropped while offline; reconnecting reports the state of then
         self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=reported.qos,
                           retain=True)
 

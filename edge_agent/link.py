@@ -179,16 +179,19 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
         """Queue a message; returns its mid (QoS 1 is kept and sent after a reconnect), or -1 when paho
-        refused it (queue full, too large, stopping)."""
+        refused it (queue full, too large, stopping) or when a QoS 0 message found no connection: at most once
+        means it is dropped, which its sender chose (e.g. a transient report, ``Reported.qos``)."""
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except ValueError as exc:
             log.warning("publish to %s refused: %s", topic, exc)
             return -1
-        queued = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0)
-        if queued:
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0):
             return info.mid
-        log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            log.debug("QoS 0 publish to %s dropped: not connected", topic)
+        else:
+            log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
         return -1
 
     # paho callbacks (paho's thread) -----------------------------------------------------------------
