@@ -25,7 +25,7 @@ from .installer import Installer, boot
 from .lifecycle import AgentState, LatencyWindow, Probation, with_desired
 from .link import Connected, Disconnected, LinkEvent, Message, MqttLink, Published
 from .outbox import Outbox
-from .protocol import AgentEvent, Desired, ProtocolError, ReleaseManifest, Reported
+from .protocol import AgentEvent, Desired, ProtocolError, ReleaseManifest, Reported, StepReports
 from .store import ModelRef, ModelStore
 from .telemetry import TelemetryPump
 from .verify import KeyRing
@@ -57,6 +57,7 @@ class Agent:
         self._desired_topic = self.topics.device(self.device, "desired")
         self._runner: ModelRunner | None = None
         self._state = AgentState()
+        self._steps = StepReports(config.report_steps_after_s)
         self.desired: Desired | None = None
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
@@ -250,6 +251,9 @@ class Agent:
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.installer.tick(now)
+        held = self._steps.due(now)
+        if held is not None:
+            self._publish_report(held)
         self.pump.tick()
         self._trim_recent()
 
@@ -276,6 +280,8 @@ class Agent:
         self.pump.on_model_changed(None if runner is None else runner.manifest)
 
     def report(self) -> None:
+        """Report the state of now: a settled state at once, a step of a young update only once the update
+        has lasted ``report_steps_after_s`` (``tick`` sends it then; protocol/steps.py says why)."""
         state, desired = self._state, self.desired
         reported = Reported(
             device=self.device, state=state.phase, model=state.current.model if state.current else None,
@@ -283,6 +289,11 @@ class Agent:
             desired_version=None if desired is None else desired.version,
             rollout_id=None if desired is None else desired.rollout_id, last_error=state.last_error,
             agent_version=__version__, labels=self.config.labels)
+        now_due = self._steps.offer(reported, time.monotonic())
+        if now_due is not None:
+            self._publish_report(now_due)
+
+    def _publish_report(self, reported: Reported) -> None:
         # a transient state goes at QoS 0 and is dropped while offline; reconnecting reports the state of then
         self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=reported.qos,
                           retain=True)

@@ -59,6 +59,7 @@ class AgentConfig:
     probation_max_latency_factor: float = 3.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
+    report_steps_after_s: float = 1.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -86,7 +87,7 @@ class AgentConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name}: must be a positive number, got {value!r}")
-        for name in ("probation_s", "probation_min_predictions"):
+        for name in ("probation_s", "probation_min_predictions", "report_steps_after_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}: must not be negative, got {getattr(self, name)!r}")
         if not 0.0 <= self.probation_max_error_rate <= 1.0:
@@ -121,6 +122,7 @@ _KINDS: dict[str, int] = {
     "telemetry_interval_s": _FLOAT, "telemetry_max_predictions": _INT, "outbox_max_windows": _INT,
     "probation_s": _FLOAT, "probation_min_predictions": _INT, "probation_max_error_rate": _FLOAT,
     "probation_max_latency_factor": _FLOAT, "reconnect_min_s": _FLOAT, "reconnect_max_s": _FLOAT,
+    "report_steps_after_s": _FLOAT,
 }
 assert set(_KINDS) == {f.name for f in fields(AgentConfig)}, "every AgentConfig field needs a kind"
 

@@ -36,6 +36,7 @@ from .messages import (
 from .names import check_labels, check_name, check_version, parse_label, parse_version
 from .schema import CURRENT as SCHEMA_VERSIONS
 from .schema import check_schema
+from .steps import StepReports
 from .topics import DEFAULT_PREFIX, Topics
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
     "AgentEvent", "ArtifactInfo", "Bins", "BrokerAddress", "CategoricalBins", "CountAccumulator", "Counts", "Desired",
     "GoldenSamples",
     "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
-    "Reported", "Signature", "Status", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
+    "Reported", "Signature", "Status", "StepReports", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
     "check_labels", "check_name", "check_schema", "check_version", "key_id", "now_iso", "numeric_bin",
     "parse_json", "parse_label", "parse_manifest", "parse_version", "sha256_hex",
 ]

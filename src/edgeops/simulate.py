@@ -1,10 +1,11 @@
 """Simulated devices for fast tests and fleet benchmarks: each one a real MQTT session (its own paho client,
 Last Will, subscriptions) speaking the real protocol, but with no model runtime behind it.
 
-A simulated device does what the agent's protocol side does — on a ``desired`` it reports ``fetching``,
-fetches the retained release (manifest + artifact or chunks), verifies the signature and the hashes with
-the agent's own ``edge_agent.verify`` code, then reports ``serving`` (or ``rejected``) and emits the event —
-and skips what needs onnxruntime (self-test, inference, telemetry).
+A simulated device does what the agent's protocol side does — on a ``desired`` it enters ``fetching``
+(reported, as by an agent, only if the update lasts ``report_steps_after_s``), fetches the retained release
+(manifest + artifact or chunks), verifies the signature and the hashes with the agent's own
+``edge_agent.verify`` code, then reports ``serving`` (or ``rejected``) and emits the event — and skips what
+needs onnxruntime (self-test, inference, telemetry).
 
 Why all clients on one thread: a thousand paho network threads would measure the Python scheduler, not the
 broker. The loop drives every client through one selector (paho's external-loop API); all device logic
@@ -37,6 +38,7 @@ from edge_agent.protocol import (
     ReleaseManifest,
     Reported,
     Status,
+    StepReports,
     Topics,
     parse_manifest,
 )
@@ -87,6 +89,7 @@ class SimDevice:
     _pieces: dict[int | None, bytes] = field(default_factory=dict)
     _manifest_bytes: bytes | None = None
     _key_ids: tuple[tuple[Ed25519PublicKey, ...], tuple[str, ...]] = ((), ())  # public_keys and their ids
+    _steps: StepReports = field(default_factory=lambda: StepReports(0.0))  # set by the fleet
 
     def key_ids(self) -> tuple[str, ...]:
         """Ids of ``public_keys``, worked out again only when the keys were replaced."""
@@ -96,12 +99,16 @@ class SimDevice:
 
 
 class SimFleet:
-    """Hosts many ``SimDevice`` on one thread. Use as a context manager; ``call`` runs a function on it."""
+    """Hosts many ``SimDevice`` on one thread. Use as a context manager; ``call`` runs a function on it.
+    ``report_steps_after_s`` is the agent setting of that name (the agent's default)."""
 
-    def __init__(self, url: str, topics: Topics, devices: Iterable[SimDevice], *, keepalive: int = 60) -> None:
+    def __init__(self, url: str, topics: Topics, devices: Iterable[SimDevice], *, keepalive: int = 60,
+                 report_steps_after_s: float = 1.0) -> None:
         self.address = broker_address(url)
         self.topics = topics
         self.devices = {d.device: d for d in devices}
+        for dev in self.devices.values():
+            dev._steps = StepReports(report_steps_after_s)
         self.keepalive = keepalive
         self._clients: dict[str, mqtt.Client] = {}
         self._socks: dict[str, socket.socket] = {}
@@ -371,12 +378,26 @@ class SimFleet:
 
     def _report(self, client: mqtt.Client, dev: SimDevice, target: Desired | None = None,
                 error: str | None = None) -> None:
+        """Report like an agent: a step of a young update is held (``StepReports``) and sent by a timer if the
+        update is still on it when that is due."""
         target = target or dev._target
         report = Reported(device=dev.device, state=dev.state, model=dev.model, version=dev.version,
                           desired_version=None if target is None else target.version,
                           rollout_id=None if target is None else target.rollout_id, last_error=error,
                           agent_version="sim", labels=dev.labels)
-        self._publish(client, self.topics.device(dev.device, "reported"), report.to_bytes(), retain=True,
+        now = time.monotonic()
+        if dev._steps.offer(report, now) is not None:
+            self._send_report(client, report)
+        elif dev._steps.next_due is not None:
+            self._later(dev._steps.next_due - now, dev.device, lambda: self._send_due(client, dev))
+
+    def _send_due(self, client: mqtt.Client, dev: SimDevice) -> None:
+        report = dev._steps.due(time.monotonic())
+        if report is not None and dev.online:
+            self._send_report(client, report)
+
+    def _send_report(self, client: mqtt.Client, report: Reported) -> None:
+        self._publish(client, self.topics.device(report.device, "reported"), report.to_bytes(), retain=True,
                       qos=report.qos)
 
     def _publish(self, client: mqtt.Client, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> None:

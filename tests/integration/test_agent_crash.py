@@ -136,7 +136,8 @@ def write_config(tmp_path: Path, url: str, prefix: str, key: Ed25519PrivateKey) 
         f'device_id = "{DEVICE}"\ndata_dir = "{config.data_dir}"\nbroker_url = "{url}"\n'
         f'public_keys = ["{tmp_path / "keys" / (kid(key) + ".pub")}"]\ntopic_prefix = "{prefix}"\n'
         "probation_s = 0.0\nprobation_min_predictions = 0\nfetch_timeout_s = 10.0\nreconnect_max_s = 0.5\n"
-        "telemetry_interval_s = 3600.0\n")
+        "telemetry_interval_s = 3600.0\n"
+        "report_steps_after_s = 0.0\n")  # every step reported at once: the kill loop waits for them
     return path
 
 

@@ -1,6 +1,7 @@
 """The agent against a real Mosquitto: installs, every kind of rejection, rollback, retry, offline start."""
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def test_install_over_mqtt_then_chunked_upgrade_keeps_the_previous_model(
 
 def test_transient_reports_go_at_qos_0_and_settled_ones_at_qos_1(
         control: Control, start_agent: StartAgent, key: Key, v1: Release) -> None:
-    start_agent()
+    start_agent(report_steps_after_s=0.0)  # every step reported at once
     control.publish_release(v1)
     control.set_desired(DEVICE, "churn", 1)
     control.wait_for(is_reported("serving", 1))
@@ -109,6 +110,27 @@ def test_transient_reports_go_at_qos_0_and_settled_ones_at_qos_1(
     for state, qos in seen:
         assert qos == (0 if state in TRANSIENT_STATES else 1), seen
     assert states[-1] == "serving"  # a settled report always follows the transient ones
+
+
+def test_a_quick_update_reports_only_its_outcome_and_a_slow_one_its_step_once_it_lasts(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release) -> None:
+    start_agent(report_steps_after_s=0.5)
+    control.publish_release(v1)
+    control.set_desired(DEVICE, "churn", 1)
+    control.wait_for(is_reported("serving", 1))
+    quick = [Reported.parse(p).state for t, p in control.received if t.endswith("/reported")]
+    assert not TRANSIENT_STATES & set(quick), quick  # settled within 0.5 s: no step was worth a message
+
+    control.received.clear()
+    asked = time.monotonic()
+    control.set_desired(DEVICE, "churn", 2)  # not published yet: the fetch waits for it
+    control.wait_for(is_reported("fetching", 1, desired_version=2))
+    assert time.monotonic() - asked >= 0.5  # held for the update's first 0.5 s, then sent by the owner loop
+    control.publish_release(build_release("churn", 2, key, seed=1))
+    control.wait_for(is_reported("serving", 2))
+    slow = [Reported.parse(p).state for t, p in control.received if t.endswith("/reported")]
+    assert slow[0] == "fetching" and slow[-1] == "serving", slow
+    assert {"verifying", "self_testing", "activating"} <= set(slow), slow  # the update is old: steps go at once
 
 
 def spoil(kind: str, key: Key, v1: Release):

@@ -383,3 +383,21 @@ def test_running_only_targets_devices_that_run_the_model(control: ControlClient,
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                             policy=POLICY, running_only=True)
         assert sorted(rec.devices) == ["d00", "d01", "d02"]
+
+
+def test_simulated_devices_report_a_step_only_when_their_update_lasts(
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str) -> None:
+    sims = [*devices(1), *devices(1, install_s=1.0)]
+    sims[1].device = "slow"
+    with SimFleet(session_broker, topics, sims, report_steps_after_s=0.3), \
+            ControlClient(session_broker) as watcher:
+        watcher.subscribe(topics.all_devices("reported"))
+        rec = start_rollout(store, control, topics, model="churn", version=4, selector={},
+                            policy=replace(POLICY, canary=0.0, waves=1))
+        assert RolloutController(store, control, topics).run(rec.id).status == "completed"
+        states: dict[str, list[str]] = {"d00": [], "slow": []}
+        for msg in watcher.drain(1.0):
+            report = Reported.parse(msg.payload)
+            if report.desired_version == 4:
+                states[report.device].append(report.state)
+    assert states == {"d00": ["serving"], "slow": ["fetching", "serving"]}  # like an agent (StepReports)

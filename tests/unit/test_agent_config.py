@@ -53,6 +53,7 @@ def test_overrides_alone_are_enough(tmp_path: Path) -> None:
     ('device_id = "d"\ndata_dir = "x"\nprobation_max_error_rate = 2.0\n', "probation_max_error_rate"),
     ('device_id = "d"\ndata_dir = "x"\nreconnect_min_s = 5\nreconnect_max_s = 1\n', "reconnect_min_s"),
     ('device_id = "d"\ndata_dir = "x"\npassword = "p"\n', "password"),
+    ('device_id = "d"\ndata_dir = "x"\nreport_steps_after_s = -1.0\n', "report_steps_after_s"),
     ('data_dir = "x"\n', "device_id"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -82,7 +83,7 @@ def test_direct_construction_checks_and_converts(tmp_path: Path) -> None:
 def test_the_shipped_example_config_loads() -> None:
     example = Path(__file__).parents[2] / "deployments" / "agent.example.toml"
     cfg = load_agent_config(example, {})
-    assert cfg.device_id and cfg.telemetry_interval_s > 0
+    assert cfg.device_id and cfg.telemetry_interval_s > 0 and cfg.report_steps_after_s == 1.0
 
 
 def test_cli_flags_override_the_file_and_labels_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
