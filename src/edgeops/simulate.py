@@ -181,7 +181,7 @@ class SimFleet:
 
     # the loop (fleet thread) ---------------------------------------------------------------------------
     def _loop(self) -> None:
-        last_misc = 0.0
+        last_misc = time.monotonic()  # not 0: a first pass at once would connect every device before __enter__ does
         while self._run:
             touched: set[str] = set()  # clients that may have something to write: only those are looked at
             while True:
@@ -282,6 +282,8 @@ class SimFleet:
             sock.shutdown(socket.SHUT_RDWR)
 
     def _disconnect_all(self) -> None:
+        for dev in self.devices.values():
+            dev._wanted = False  # leaving: a lost connection must not be reconnected (the loop would, at its next pass)
         for name, client in self._clients.items():
             if self.devices[name].online:
                 self._publish(client, self.topics.device(name, "status"),

@@ -1,0 +1,42 @@
+"""The fleet simulator itself: each simulated device is one clean MQTT session, connected once."""
+
+import time
+
+import pytest
+
+from edge_agent.protocol import Status, Topics
+from edgeops.mqtt import ControlClient
+from edgeops.simulate import SimDevice, SimFleet
+
+pytestmark = pytest.mark.integration
+
+
+def statuses(client: ControlClient, n: int, quiet_s: float = 1.0) -> list[Status]:
+    """Status messages until ``n`` arrived, then any more that come within ``quiet_s``."""
+    got: list[Status] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msg = client.next_message(quiet_s)
+        if msg is None:
+            if len(got) >= n:
+                break
+            continue
+        got.append(Status.parse(msg.payload))
+    return got
+
+
+def test_each_device_connects_once_and_leaves_cleanly(session_broker: str, topic_prefix: str) -> None:
+    topics = Topics(topic_prefix)
+    sims = [SimDevice(f"s{i:02d}") for i in range(20)]
+    with ControlClient(session_broker) as watcher:
+        watcher.subscribe(topics.all_devices("status"))
+        with SimFleet(session_broker, topics, sims):
+            entered = statuses(watcher, len(sims))
+        left = statuses(watcher, len(sims))
+        retained = watcher.collect_retained(topics.all_devices("status"))
+        watcher.publish_many((t, b"", True) for t in retained)
+    # a second connection with the same client id would take the first one over, and the broker would send
+    # the first one's Last Will ("offline") while the device is coming online
+    assert sorted(s.device for s in entered) == [d.device for d in sims]
+    assert {s.status for s in entered} == {"online"}
+    assert sorted(s.device for s in left) == [d.device for d in sims] and {s.status for s in left} == {"offline"}
