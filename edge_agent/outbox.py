@@ -3,17 +3,23 @@
 A window is written here *before* it is published and deleted only when its PUBACK arrives, so a broker
 outage, a crash or ``kill -9`` loses nothing that was closed. The outbox also owns the device's telemetry
 ``seq``: it is persisted in the same transaction as the window, so it is gapless and monotonic across
-restarts (the control plane dedupes on ``(device, seq)``; a reused seq would be silently discarded there).
+restarts (the control plane dedupes on ``(device, epoch, seq)``; a reused seq would be discarded there).
 
 Durability: WAL journal with ``synchronous=FULL``. NORMAL would survive a process crash but may lose the
 last commits on power loss, which is the usual way an edge device stops; a window is committed about once a
 minute, so an fsync per commit costs nothing that matters.
+
+Epoch: a random id drawn when the outbox file is created, carried by every window. ``seq`` counts within it,
+so a device whose outbox is replaced (a reflash, a new data directory) restarts seq at 0 under a new epoch and
+the control plane, which dedupes on ``(device, epoch, seq)``, stores its windows instead of discarding them as
+redeliveries of the old outbox's. An outbox of schema 1 (before epochs) gets its epoch when first opened.
 
 Bounded: past ``max_windows`` rows the OLDEST window is dropped and counted. The count is carried by the next
 window written (its ``dropped`` field) and stays in the row, so when that window is dropped as well its count
 returns to the counter: loss is always reported, never silent.
 """
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,7 +28,7 @@ from pathlib import Path
 
 from .errors import AgentError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the meta table (epoch); a schema 1 outbox is upgraded in place
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
     seq INTEGER PRIMARY KEY,
@@ -31,6 +37,7 @@ CREATE TABLE IF NOT EXISTS windows (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('next_seq', 0), ('dropped', 0);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -56,10 +63,12 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in range(SCHEMA_VERSION + 1):
                 raise OutboxError(f"outbox {self.path} has schema {version}, this agent knows {SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (secrets.token_hex(8),))
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.epoch: str = self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0]
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
 

@@ -215,8 +215,9 @@ class TelemetryRecorder:
             win = self._window
             return win.count >= self.max_predictions or now - win.start >= self.interval_s
 
-    def close_window(self, seq: int, dropped: int = 0) -> TelemetryWindow | None:
-        """Finish the open window and start the next one. None when nothing happened (no seq is used)."""
+    def close_window(self, seq: int, dropped: int = 0, epoch: str = "") -> TelemetryWindow | None:
+        """Finish the open window and start the next one. None when nothing happened (no seq is used).
+        ``epoch`` is the outbox's, within which ``seq`` counts."""
         now = self.clock()
         with self._lock:
             win, self._window = self._window, _Window(self.manifest, now, self._buffer)
@@ -224,9 +225,9 @@ class TelemetryRecorder:
         win.bin_pending(*pending)
         if win.empty:
             return None
-        return self._summarise(win, seq, now, dropped)
+        return self._summarise(win, seq, now, dropped, epoch)
 
-    def _summarise(self, win: _Window, seq: int, end: float, dropped: int) -> TelemetryWindow:
+    def _summarise(self, win: _Window, seq: int, end: float, dropped: int, epoch: str) -> TelemetryWindow:
         latency: dict[str, float] = {}
         kept = np.asarray(win.latencies, dtype=np.float64)
         if len(kept):
@@ -243,7 +244,7 @@ class TelemetryRecorder:
             device=self.device, seq=seq, model=self.manifest.name, version=self.manifest.version,
             start=_iso(win.start), end=_iso(end), count=win.count, errors=dict(win.errors), latency_ms=latency,
             features={col: acc.freeze() for col, acc in win.features.items()},
-            predictions=win.predictions.freeze(), feedback=feedback, dropped=dropped,
+            predictions=win.predictions.freeze(), feedback=feedback, dropped=dropped, epoch=epoch,
         )
 
 
@@ -297,7 +298,7 @@ class TelemetryPump:
             return
         seq = self.outbox.next_seq()
         dropped = self.outbox.dropped()
-        window = self.recorder.close_window(seq, dropped)
+        window = self.recorder.close_window(seq, dropped, self.outbox.epoch)
         if window is not None:
             self.outbox.put(seq, window.to_bytes(), dropped=dropped)
         self._send()

@@ -186,9 +186,21 @@ class AgentEvent(_Message):
                    reason=optional(obj, "reason", str), rollout_id=optional(obj, "rollout_id", str))
 
 
+EPOCH_CHARS = 32
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_epoch(value: object) -> bool:
+    """An outbox epoch: "" (a 1.0 sender, which had none) or 1-32 lowercase hex digits."""
+    return type(value) is str and len(value) <= EPOCH_CHARS and _HEX.issuperset(value)
+
+
 @dataclass(frozen=True)
 class TelemetryWindow(_Message):
-    """One window summary. ``seq`` is per-device monotonic, so ingestion is idempotent on (device, seq).
+    """One window summary. ``seq`` counts windows within the device's outbox ``epoch`` (a random id drawn when
+    the outbox is created, 1.1), so ingestion is idempotent on (device, epoch, seq): a device whose outbox is
+    replaced (a reflash, a new data directory) starts seq again at 0 under a new epoch, and its windows are
+    new facts, not redeliveries of old ones.
 
     ``features`` maps column → Counts on the manifest's reference bins (same order); ``predictions`` the
     same for the outputs. ``latency_ms`` holds p50/p95/p99/max. ``dropped`` counts windows a full outbox
@@ -209,10 +221,12 @@ class TelemetryWindow(_Message):
     predictions: Counts | None = None
     feedback: dict[str, float] = field(default_factory=dict)
     dropped: int = 0
+    epoch: str = ""
     ts: str = field(default_factory=now_iso)
 
     def to_json(self) -> dict[str, Any]:
-        return {**_envelope(TELEMETRY, self.device, self.ts), "seq": self.seq, "model": self.model,
+        return {**_envelope(TELEMETRY, self.device, self.ts), "epoch": self.epoch, "seq": self.seq,
+                "model": self.model,
                 "version": self.version, "start": self.start, "end": self.end, "count": self.count,
                 "errors": self.errors, "latency_ms": self.latency_ms,
                 "features": {col: c.to_json() for col, c in self.features.items()},
@@ -228,6 +242,9 @@ class TelemetryWindow(_Message):
         seq = require(obj, "seq", int)
         if seq < 0:
             raise ProtocolError("must be non-negative", field="seq")
+        epoch = optional(obj, "epoch", str, default="")
+        if not is_epoch(epoch):
+            raise ProtocolError(f"must be up to {EPOCH_CHARS} lowercase hex digits", field="epoch")
         errors = require(obj, "errors", dict)
         latency = require(obj, "latency_ms", dict)
         feedback = optional(obj, "feedback", dict, default={})
@@ -242,7 +259,7 @@ class TelemetryWindow(_Message):
                       for col, c in require(obj, "features", dict).items()},
             predictions=None if preds is None else Counts.from_json(preds, "predictions"),
             feedback={k: check_type(v, float, f"feedback.{k}") for k, v in feedback.items()},
-            dropped=optional(obj, "dropped", int, default=0),
+            dropped=optional(obj, "dropped", int, default=0), epoch=epoch,
         )
 
     @classmethod
@@ -267,10 +284,13 @@ class TelemetryWindow(_Message):
         errors, latency, feedback = obj.get("errors"), obj.get("latency_ms"), obj.get("feedback")
         if feedback is None:
             feedback = {}
-        dropped = obj.get("dropped")
+        dropped, epoch = obj.get("dropped"), obj.get("epoch")
         if dropped is None:
             dropped = 0
-        if type(errors) is not dict or not {*map(type, errors.values())} <= _INT or type(dropped) is not int:
+        if epoch is None:
+            epoch = ""
+        if not is_epoch(epoch) or type(errors) is not dict or not {*map(type, errors.values())} <= _INT \
+                or type(dropped) is not int:
             return None
         latency_values, feedback_values = _plain_floats(latency), _plain_floats(feedback)
         if latency_values is None or feedback_values is None:
@@ -290,10 +310,10 @@ class TelemetryWindow(_Message):
         return cls(device=device, ts=ts, seq=seq, model=model, version=version, start=start, end=end, count=count,
                    errors=dict(errors), latency_ms=dict(zip(latency, latency_values, strict=True)),
                    features=counts, predictions=predictions,
-                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped)
+                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped, epoch=epoch)
 
 
-_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY]})   # other minors are fine too, but take the checked path
+_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY], "1.0"})   # other minors are fine too: the checked path
 _INT = frozenset({int})
 _NUMBER_TYPES = frozenset({int, float})
 

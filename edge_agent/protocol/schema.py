@@ -24,7 +24,7 @@ CURRENT: dict[str, str] = {
     DESIRED: "1.0",
     REPORTED: "1.0",
     STATUS: "1.0",
-    TELEMETRY: "1.0",
+    TELEMETRY: "1.1",  # 1.1: epoch
     EVENT: "1.0",
 }
 SUPPORTED_MAJORS: dict[str, frozenset[int]] = {name: frozenset({1}) for name in CURRENT}

@@ -352,3 +352,33 @@ def test_serve_command_runs_until_sigterm(session_broker: str, topic_prefix: str
         _, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert "stopped:" in err
+
+
+def test_a_device_whose_outbox_was_replaced_is_not_taken_for_a_redelivery(
+        session_broker: str, topic_prefix: str, store: TelemetryStore, tmp_path: Path) -> None:
+    """The real agent: its outbox wiped (a reflash keeping the device id) restarts seq at 0, under a new epoch."""
+    from releases import agent_config as real_agent_config
+    from releases import build_release, new_key, preinstall
+
+    from edge_agent.agent import Agent
+
+    key = new_key()
+    preinstall(tmp_path / "data", build_release("churn", 1, key))
+    agent_cfg = real_agent_config(tmp_path, session_broker, topic_prefix, key, "dev-w", telemetry_max_predictions=5)
+    row = {"age in years": 40.0, "income": 3.0, "plan": "pro"}
+    epochs = []
+    with IngestService(config(session_broker, topic_prefix, client_id=unique_client_id(topic_prefix)), store):
+        for life in (1, 2):
+            agent = Agent(agent_cfg).start()
+            epochs.append(agent.outbox.epoch)
+            for window_no in (1, 2):  # two windows of 5 predictions: seq 0 and 1
+                for _ in range(5):
+                    agent.predict(row)
+                stored = 2 * (life - 1) + window_no
+                assert wait_for(lambda n=stored: store.count_windows() == n), store.window_keys()
+            agent.stop()
+            for path in (tmp_path / "data").glob("outbox.sqlite*"):
+                path.unlink()  # the reflash: the next life starts a new outbox
+    assert sorted(store.window_keys()) == [("dev-w", 0), ("dev-w", 0), ("dev-w", 1), ("dev-w", 1)]
+    assert epochs[0] != epochs[1] and sorted({w.epoch for w in store.windows(device="dev-w")}) == sorted(epochs)
+    assert sum(w.count for w in store.windows(device="dev-w")) == 20

@@ -3,9 +3,13 @@ schema of its own that is dropped afterwards."""
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from services import POSTGRES_URL
+from sqlalchemy import create_engine
+from store_history import windows_before_epochs
 
 from edge_agent.protocol import AgentEvent, Counts, Reported, Status, TelemetryWindow, Topics
 from edgeops.telemetry.events import EventSpec
@@ -92,3 +96,26 @@ def test_ingest_into_postgresql(session_broker: str, topic_prefix: str, pg_store
         pub.loop_stop()
         assert ingest.wait_until(lambda s: s.stored + s.duplicates == 80, 30), ingest.stats
     assert pg_store.count_windows() == 40
+
+
+def test_windows_of_a_replaced_outbox_are_new_facts(pg_store: TelemetryStore) -> None:
+    assert pg_store.write([window("a", 1)]).windows == 1
+    result = pg_store.write([replace(window("a", 1), epoch="beef"), window("a", 1)])
+    assert (result.windows, result.duplicates) == (1, 1)
+    assert sorted(w.epoch for w in pg_store.windows(device="a")) == ["", "beef"]
+
+
+def test_a_store_from_before_epochs_is_upgraded_and_keeps_its_windows() -> None:
+    schema = f"edgeops_test_{uuid.uuid4().hex[:12]}"
+    windows_before_epochs(create_engine(POSTGRES_URL), schema)
+    store = TelemetryStore(POSTGRES_URL, schema=schema)
+    try:
+        assert store.window_keys() == [("a", 1)]  # kept, under epoch ""
+        assert store.write([window("a", 1)]).duplicates == 1  # a 1.0 redelivery
+        assert store.write([replace(window("a", 1), epoch="beef")]).windows == 1  # COPY path, new key
+        again = TelemetryStore(POSTGRES_URL, schema=schema)  # opening it again changes nothing
+        assert again.window_keys() == [("a", 1), ("a", 1)]
+        again.close()
+    finally:
+        store.drop_schema()
+        store.close()

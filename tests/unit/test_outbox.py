@@ -91,3 +91,32 @@ def test_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(OutboxError, match="schema 99"):
         Outbox(newer, max_windows=5)
+
+
+def test_the_epoch_is_drawn_once_per_outbox_file(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "a.db", max_windows=10)
+    epoch = box.epoch
+    assert len(epoch) == 16 and int(epoch, 16) >= 0
+    box.close()
+    assert Outbox(tmp_path / "a.db", max_windows=10).epoch == epoch  # the same outbox keeps it
+    assert Outbox(tmp_path / "b.db", max_windows=10).epoch != epoch  # a replaced outbox counts seq anew
+
+
+def test_a_schema_1_outbox_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)  # what an agent before epochs wrote
+    db.executescript("""
+        CREATE TABLE windows (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL,
+                              carried_dropped INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO counters (name, value) VALUES ('next_seq', 8), ('dropped', 2);
+        INSERT INTO windows (seq, payload) VALUES (7, x'7b7d');
+        PRAGMA user_version=1;""")
+    db.close()
+    box = Outbox(path, max_windows=10)
+    assert box.pending(10) == [(7, b"{}")] and box.next_seq() == 8 and box.dropped() == 2  # nothing lost
+    assert len(box.epoch) == 16
+    box.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+

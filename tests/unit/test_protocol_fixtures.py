@@ -139,8 +139,8 @@ def write_missing_examples() -> None:
     _write("status-1.0.json", Status(device="press-17", status="offline", ts=ts).to_bytes())
     _write("event-1.0.json", AgentEvent(device="press-17", event="rejected", model="churn", version=8,
                                         reason="artifact sha256 mismatch", rollout_id="r-43", ts=ts).to_bytes())
-    _write("telemetry-1.0.json", TelemetryWindow(
-        device="press-17", seq=12, model="churn", version=7, start=ts, end=ts, count=40,
+    _write("telemetry-1.1.json", TelemetryWindow(  # 1.0 had no epoch
+        device="press-17", epoch="5eed0f1c2a3b4d5e", seq=12, model="churn", version=7, start=ts, end=ts, count=40,
         errors={"invalid_input": 2}, latency_ms={"p50": 0.2, "p95": 0.4, "p99": 0.9, "max": 1.5},
         features={"age in years": Counts((3, 10, 12, 9, 4), underflow=1, missing=1),
                   "plan": Counts((20, 15, 3), unseen=2)},

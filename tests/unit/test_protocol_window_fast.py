@@ -49,7 +49,7 @@ windows = st.builds(
     latency_ms=st.dictionaries(st.sampled_from(["p50", "p95"]), floats, max_size=2),
     features=st.dictionaries(st.text(max_size=3), counts, max_size=3),
     predictions=st.none() | counts, feedback=st.dictionaries(st.sampled_from(["labelled", "correct"]), floats),
-    dropped=st.integers(0, 5), ts=st.text(max_size=3))
+    dropped=st.integers(0, 5), epoch=st.sampled_from(["", "0", "9f3a", "ab" * 16]), ts=st.text(max_size=3))
 
 BOUNDARY: list[Any] = [None, True, False, -1, 0, 1, 2**31 - 1, 2**31, 10**400, -(10**400), 1.0, -0.5,
                         float("inf"), float("-inf"), "", "x", "dev..1", "1.0", "1.7", "2.0", "edgeops.telemetry",
@@ -57,9 +57,9 @@ BOUNDARY: list[Any] = [None, True, False, -1, 0, 1, 2**31 - 1, 2**31, 10**400, -
                         {"counts": [1, 2]}, {"counts": [1, 2], "missing": -1}, {"counts": [1, True]},
                         {"counts": []}, {"counts": [1, -1]}, {"counts": [1], "unseen": 1.0},
                         {"name": "edgeops.telemetry", "version": "1.3"}, {"name": "edgeops.status", "version": "1.0"},
-                        "<delete>"]
+                        "ab12", "AB12", "a" * 33, "0" * 32, "<delete>"]
 TOP = ["schema", "device", "ts", "seq", "model", "version", "start", "end", "count", "errors", "latency_ms",
-       "features", "predictions", "feedback", "dropped"]
+       "features", "predictions", "feedback", "dropped", "epoch"]
 PATHS: list[tuple[str, ...]] = [(k,) for k in TOP] + [
     ("schema", "name"), ("schema", "version"), ("errors", "input"), ("errors", "new"), ("latency_ms", "p95"),
     ("latency_ms", "new"), ("feedback", "labelled"), ("feedback", "new"), ("features", "f0"), ("features", "new"),
@@ -72,7 +72,7 @@ def sample_window() -> TelemetryWindow:
     return TelemetryWindow(device="dev-1", seq=3, model="churn", version=2, start="2026-01-01T00:00:00Z",
                            end="2026-01-01T00:01:00Z", count=10, errors={"input": 1}, latency_ms={"p95": 2.5},
                            features={"f0": Counts((1, 2), missing=1)}, predictions=Counts((4, 6)),
-                           feedback={"labelled": 3.0})
+                           feedback={"labelled": 3.0}, epoch="5eed")
 
 
 def mutate(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -128,6 +128,8 @@ def test_valid_windows_take_the_fast_path_and_round_trip(window: TelemetryWindow
     ("feedback", {"labelled": -(10**400)}, "feedback.labelled: must be a number"),
     ("seq", True, "seq: must be an integer"),
     ("dropped", 1.0, "dropped: must be an integer"),
+    ("epoch", "A1", "epoch: must be up to 32 lowercase hex digits"),
+    ("epoch", 7, "epoch: must be a string"),
     ("errors", {"input": Flag(1)}, None),   # accepted by the checked path (an int); the fast path defers
 ])
 def test_edge_values(key: str, value: Any, message: str | None) -> None:

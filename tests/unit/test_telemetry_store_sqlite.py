@@ -1,6 +1,7 @@
 """The SQLite window insert bypasses SQLAlchemy's per-row processing (executemany in C, datetimes formatted by
 ``sqlite_datetime``): rows must still read back exactly as SQLAlchemy wrote them before."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import DateTime, create_engine, select
+from store_history import windows_before_epochs
 
 from edge_agent.protocol import Counts, TelemetryWindow
 from edgeops.telemetry.store import TelemetryStore, WindowRow, sqlite_datetime
@@ -44,3 +46,24 @@ def test_windows_read_back_with_their_columns_and_duplicates_are_counted(tmp_pat
     assert (row.count, row.errors, row.dropped, row.model, row.version) == (10, 3, 0, "churn", 3)
     assert isinstance(row.received_at, datetime)
     store.close()
+
+
+def test_windows_of_a_replaced_outbox_are_new_facts(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 't.db'}")
+    old, new = window("a", 1, "2026-01-01T00:01:00Z"), replace(window("a", 1, "2026-01-02T00:00:00Z"), epoch="beef")
+    assert store.write([old]).windows == 1
+    result = store.write([new, old, new])  # the same seq in another epoch, and redeliveries of both
+    assert (result.windows, result.duplicates) == (1, 2)
+    assert sorted(w.epoch for w in store.windows(device="a")) == ["", "beef"]
+    store.close()
+
+
+def test_a_store_from_before_epochs_is_upgraded_and_keeps_its_windows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    windows_before_epochs(create_engine(url))
+    store = TelemetryStore(url)
+    assert store.window_keys() == [("a", 1)]  # kept, under epoch ""
+    assert store.write([window("a", 1, "2026-01-01T00:01:00Z")]).duplicates == 1  # a 1.0 redelivery
+    assert store.write([replace(window("a", 1, "2026-01-01T00:01:00Z"), epoch="beef")]).windows == 1
+    store.close()
+    assert TelemetryStore(url).window_keys() == [("a", 1), ("a", 1)]  # opening it again changes nothing

@@ -11,7 +11,7 @@ At least once, and nothing lost: paho runs with ``manual_ack=True``; the callbac
 the writer thread parses a batch, commits it, and only then sends the PUBACKs (in arrival order, as MQTT
 requires). A crash before the commit loses nothing (the broker redelivers unacked messages to the session); a
 crash after the commit but before the PUBACK causes a redelivery that the store ignores (idempotent on
-(device, seq)). PUBACKs are only sent on the connection that received the message — after a reconnect the
+(device, epoch, seq)). PUBACKs are only sent on the connection that received the message — after a reconnect the
 packet ids belong to the new connection, so acking an old id could acknowledge an unstored message.
 Malformed messages are logged, counted, acknowledged and skipped: redelivering them would not fix them.
 

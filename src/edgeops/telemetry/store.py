@@ -1,10 +1,11 @@
 """The telemetry store: windows, device presence, agent events (SQLAlchemy 2; SQLite or PostgreSQL).
 
 Why it looks like this:
-* QoS 1 delivers at least once, so every insert is idempotent: a unique key per fact ((device, seq) for a
-  window; (device, event, model, version, ts) for an agent event) and ``INSERT ... ON CONFLICT DO NOTHING``,
-  which both SQLite (3.24+) and PostgreSQL speak. The row count tells how many windows were new; for agent
-  events ``RETURNING`` tells which, so events are raised for new facts only.
+* QoS 1 delivers at least once, so every insert is idempotent: a unique key per fact ((device, epoch, seq)
+  for a window, seq counting within the device's outbox epoch; (device, event, model, version, ts) for an
+  agent event) and ``INSERT ... ON CONFLICT DO NOTHING``, which both SQLite (3.24+) and PostgreSQL speak. The
+  row count tells how many windows were new; for agent events ``RETURNING`` tells which, so events are raised
+  for new facts only. Tables of an older edgeops are upgraded when the store opens (migrate.py).
 * One transaction per batch (the ingest service hands us hundreds of messages at once) — commit cost is what
   limits ingest rate, not parsing.
 * Presence changes use a conditional ``UPDATE ... WHERE status IS DISTINCT`` so that when several ingest
@@ -42,11 +43,12 @@ from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, c
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
+from edgeops.telemetry.migrate import upgrade
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
 
 DEFAULT_DB_URL = "sqlite:///.edgeops/telemetry.db"
-_WINDOW_COLUMNS = ("device", "seq", "model", "version", "window_start", "window_end", "count", "errors", "dropped",
-                   "body", "received_at")   # every column but id, in the order of ``_window_row``
+_WINDOW_COLUMNS = ("device", "epoch", "seq", "model", "version", "window_start", "window_end", "count", "errors",
+                   "dropped", "body", "received_at")   # every column but id, in the order of ``_window_row``
 _PG_STAGING = "edgeops_window_staging"   # a temporary table: one per connection, emptied at every commit
 _PG_STAGING_TYPES: dict[type, str] = {int: "bigint", str: "text", datetime: "timestamp"}
 
@@ -85,6 +87,7 @@ class TelemetryStore:
             if schema:
                 with self.engine.begin() as conn:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            upgrade(self.engine, schema)   # tables of an older edgeops, before create_all adds what is missing
             Base.metadata.create_all(self.engine)
             self.dialect = self.engine.dialect.name
             # Windows go through a temporary staging table (_copy_windows). PostgreSQL grants TEMPORARY to every
@@ -136,7 +139,7 @@ class TelemetryStore:
 
     def _write_windows(self, conn: Connection, windows: list[tuple[TelemetryWindow, bytes | None]], now: datetime,
                        result: WriteResult) -> None:
-        rows = {(w.device, w.seq): _window_row(w, p, now) for w, p in windows}
+        rows = {(w.device, w.epoch, w.seq): _window_row(w, p, now) for w, p in windows}
         # The row count of the insert tells how many windows were new. On SQLite, one statement run by
         # executemany: sqlite3's loop runs in C, where SQLAlchemy's insertmanyvalues with RETURNING cost ~10 µs a
         # window in Python. On PostgreSQL, see _copy_windows.
@@ -146,9 +149,9 @@ class TelemetryStore:
             count = conn.exec_driver_sql(self._pg_window_insert_values, list(rows.values())).rowcount
         else:
             received = sqlite_datetime(now)
-            params = [(r["device"], r["seq"], r["model"], r["version"], sqlite_datetime(r["window_start"]),
-                       sqlite_datetime(r["window_end"]), r["count"], r["errors"], r["dropped"], r["body"], received)
-                      for r in rows.values()]
+            params = [(r["device"], r["epoch"], r["seq"], r["model"], r["version"],
+                       sqlite_datetime(r["window_start"]), sqlite_datetime(r["window_end"]), r["count"], r["errors"],
+                       r["dropped"], r["body"], received) for r in rows.values()]
             count = conn.exec_driver_sql(self._sqlite_window_insert, params).rowcount
         result.windows += count
         result.duplicates += len(windows) - count
@@ -157,7 +160,7 @@ class TelemetryStore:
     def _sqlite_window_insert(self) -> str:
         marks = ", ".join("?" * len(_WINDOW_COLUMNS))
         return (f"INSERT INTO {self._windows_table} ({', '.join(_WINDOW_COLUMNS)}) VALUES ({marks}) "
-                "ON CONFLICT (device, seq) DO NOTHING")
+                "ON CONFLICT (device, epoch, seq) DO NOTHING")
 
     def _copy_windows(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
         """PostgreSQL: COPY the batch (binary) into a temporary staging table, then one ``INSERT ... SELECT ...
@@ -215,12 +218,13 @@ class TelemetryStore:
     def _pg_window_insert(self) -> str:
         columns = ", ".join(_WINDOW_COLUMNS)
         return (f"INSERT INTO {self._windows_table} ({columns}) SELECT {columns} FROM {_PG_STAGING} "
-                "ON CONFLICT (device, seq) DO NOTHING")
+                "ON CONFLICT (device, epoch, seq) DO NOTHING")
 
     @cached_property
     def _pg_window_insert_values(self) -> str:
         return (f"INSERT INTO {self._windows_table} ({', '.join(_WINDOW_COLUMNS)}) "
-                f"VALUES ({', '.join(f'%({c})s' for c in _WINDOW_COLUMNS)}) ON CONFLICT (device, seq) DO NOTHING")
+                f"VALUES ({', '.join(f'%({c})s' for c in _WINDOW_COLUMNS)}) "
+                "ON CONFLICT (device, epoch, seq) DO NOTHING")
 
     def _write_agent_events(self, conn: Connection, events: list[AgentEvent], now: datetime,
                             result: WriteResult) -> None:
@@ -306,6 +310,8 @@ class TelemetryStore:
             return [TelemetryWindow.parse(body) for (body,) in conn.execute(query)]
 
     def window_keys(self) -> list[tuple[str, int]]:
+        """(device, seq) of every stored window (a device whose outbox was replaced repeats seqs: its epochs
+        differ)."""
         table = WindowRow.__table__
         with self.engine.connect() as conn:
             return [(d, s) for d, s in conn.execute(select(table.c.device, table.c.seq))]
@@ -337,7 +343,7 @@ class TelemetryStore:
 
 def _window_row(w: TelemetryWindow, payload: bytes | None, now: datetime) -> dict[str, Any]:
     body = payload.decode() if payload is not None else canonical_json(w.to_json()).decode()
-    return {"device": w.device, "seq": w.seq, "model": w.model, "version": w.version,
+    return {"device": w.device, "epoch": w.epoch, "seq": w.seq, "model": w.model, "version": w.version,
             "window_start": _ts_or(w.start, now), "window_end": _ts_or(w.end, now), "count": w.count,
             "errors": sum(w.errors.values()), "dropped": w.dropped, "body": body, "received_at": now}
 

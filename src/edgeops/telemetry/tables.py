@@ -18,10 +18,11 @@ class Base(DeclarativeBase):
 
 class WindowRow(Base):
     __tablename__ = "telemetry_windows"
-    __table_args__ = (UniqueConstraint("device", "seq", name="uq_telemetry_window_device_seq"),
+    __table_args__ = (UniqueConstraint("device", "epoch", "seq", name="uq_telemetry_window_device_epoch_seq"),
                       Index("ix_telemetry_window_model_end", "model", "version", "window_end"))
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
     device: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[str] = mapped_column(String(32), server_default="")  # "" for a telemetry 1.0 sender
     seq: Mapped[int] = mapped_column(BigInteger)
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int]

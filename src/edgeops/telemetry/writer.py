@@ -8,7 +8,7 @@ ingest's main process only receives, forwards raw bytes over a pipe and acknowle
 
 The child owns nothing that matters for delivery: the parent acknowledges a message only after the child has
 reported its batch committed, so if the child dies the parent starts a new one and sends the batch again
-(already-committed windows are ignored: the store is idempotent on (device, seq)).
+(already-committed windows are ignored: the store is idempotent on (device, epoch, seq)).
 """
 
 from __future__ import annotations

@@ -1,0 +1,37 @@
+"""Telemetry store tables as older edgeops releases created them, to test that opening the store upgrades them.
+
+Copied from the released definitions, never edited afterwards: they are history, like tests/fixtures/protocol.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import UniqueConstraint as Unique
+
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+def windows_before_epochs(engine: Engine, schema: str | None = None) -> None:
+    """Create telemetry_windows as it was before telemetry 1.1 (unique on device and seq) with one row:
+    device "a", seq 1."""
+    if schema:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    meta = MetaData(schema=schema)
+    table = Table(
+        "telemetry_windows", meta,
+        Column("id", BIG_ID, primary_key=True, autoincrement=True),
+        Column("device", String(128), nullable=False), Column("seq", BigInteger, nullable=False),
+        Column("model", String(128), nullable=False), Column("version", Integer, nullable=False),
+        Column("window_start", DateTime, nullable=False), Column("window_end", DateTime, nullable=False),
+        Column("count", Integer, nullable=False), Column("errors", Integer, nullable=False),
+        Column("dropped", Integer, nullable=False), Column("body", Text, nullable=False),
+        Column("received_at", DateTime, nullable=False),
+        Unique("device", "seq", name="uq_telemetry_window_device_seq"),
+        Index("ix_telemetry_window_model_end", "model", "version", "window_end"))
+    meta.create_all(engine)
+    when = datetime(2026, 1, 1, 0, 1)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(device="a", seq=1, model="churn", version=3, window_start=when,
+                                           window_end=when, count=5, errors=0, dropped=0, body="{}",
+                                           received_at=when))
