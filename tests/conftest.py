@@ -1,5 +1,7 @@
 """Shared fixtures. Service helpers live in tests/services.py; fixtures that start them are here."""
 
+import importlib
+import random
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,6 +16,23 @@ from services import POSTGRES_URL, Mosquitto, machine_broker_url, running_mosqui
 
 if TYPE_CHECKING:
     from edgeops.telemetry.store import TelemetryStore
+
+
+def keep_websockets_off_the_global_random() -> None:
+    """websockets draws each keepalive ping's payload (and its reconnect backoff) from the global ``random``.
+    In this process that happens on the Prefect events client's background thread, every 20 s, once a test has
+    talked to the Prefect harness. Hypothesis checks that the global random state does not change while a
+    strategy draws, and a ping that landed in that window made it warn "Do not use the `random` module inside
+    strategies" about whichever test was drawing (tests/integration/test_hypothesis_threads.py). A Random of
+    websockets' own is just as random and leaves the global state to the tests. (Not websockets.legacy: Prefect
+    does not use it, and importing it warns.)"""
+    for name in ("websockets.asyncio.connection", "websockets.client", "websockets.sync.connection"):
+        module = importlib.import_module(name)
+        if getattr(module, "random", None) is random:
+            module.random = random.Random()  # type: ignore[attr-defined]
+
+
+keep_websockets_off_the_global_random()
 
 
 @pytest.fixture(scope="session", autouse=True)
