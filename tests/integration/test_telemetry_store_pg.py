@@ -119,3 +119,31 @@ def test_a_store_from_before_epochs_is_upgraded_and_keeps_its_windows() -> None:
     finally:
         store.drop_schema()
         store.close()
+
+
+def test_two_stores_opening_an_old_schema_at_once_upgrade_it_once() -> None:
+    schema = f"edgeops_test_{uuid.uuid4().hex[:12]}"
+    windows_before_epochs(create_engine(POSTGRES_URL), schema)
+    barrier, opened, failed = threading.Barrier(2), [], []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            opened.append(TelemetryStore(POSTGRES_URL, schema=schema))
+        except Exception as exc:  # any failure of either opener fails the test below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert not failed and len(opened) == 2
+        assert all(store.window_keys() == [("a", 1)] for store in opened)
+    finally:
+        for store in opened:
+            store.close()
+        cleanup = TelemetryStore(POSTGRES_URL, schema=schema)
+        cleanup.drop_schema()
+        cleanup.close()

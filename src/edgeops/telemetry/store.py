@@ -88,7 +88,7 @@ class TelemetryStore:
                 with self.engine.begin() as conn:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             upgrade(self.engine, schema)   # tables of an older edgeops, before create_all adds what is missing
-            Base.metadata.create_all(self.engine)
+            _create_tables(self.engine)
             self.dialect = self.engine.dialect.name
             # Windows go through a temporary staging table (_copy_windows). PostgreSQL grants TEMPORARY to every
             # role by default; a database that revoked it gets the prepared single-row INSERT instead.
@@ -367,6 +367,19 @@ def _occurred(ts: str) -> datetime | None:
         return parse_ts(ts)
     except ValueError:
         return None
+
+
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """``create_all`` looks before it creates, so two ingest instances opening a new store together can both
+    see a table missing and the slower one fails with "already exists". Looking again settles it; an error that
+    another look does not cure (permissions, say) is raised after the last attempt."""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
 
 
 def _engine(url: str, schema: str | None) -> Engine:
