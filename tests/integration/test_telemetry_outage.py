@@ -119,9 +119,11 @@ class Receiver:
             self.windows.append(TelemetryWindow.parse(msg.payload))
 
     def unique(self) -> dict[int, TelemetryWindow]:
-        """Dedupe on (device, seq), as the ingest service does; a duplicate must be identical."""
+        """Dedupe on seq, as the ingest service does on (device, epoch, seq): one device, one outbox here, so
+        one epoch (asserted); a duplicate must be identical."""
         seen: dict[int, TelemetryWindow] = {}
         with self.lock:
+            assert len({w.epoch for w in self.windows}) <= 1, "one outbox, one epoch"
             for window in self.windows:
                 assert seen.setdefault(window.seq, window) == window, f"seq {window.seq} reused for other data"
         return seen
