@@ -3,12 +3,16 @@
 Copied from the released definitions, never edited afterwards: they are history, like tests/fixtures/protocol.
 """
 
+import threading
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, Integer, MetaData, String, Table, Text, text
 from sqlalchemy import UniqueConstraint as Unique
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+T = TypeVar("T")
 
 
 def windows_before_epochs(engine: Engine, schema: str | None = None) -> None:
@@ -35,3 +39,26 @@ def windows_before_epochs(engine: Engine, schema: str | None = None) -> None:
         conn.execute(table.insert().values(device="a", seq=1, model="churn", version=3, window_start=when,
                                            window_end=when, count=5, errors=0, dropped=0, body="{}",
                                            received_at=when))
+
+
+def open_at_once(open_store: Callable[[], T], n: int = 2) -> list[T]:
+    """Call ``open_store`` from ``n`` threads released together (ingest instances starting at once); raises
+    the first failure of any of them."""
+    barrier, opened, failed = threading.Barrier(n), [], []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            opened.append(open_store())
+        except Exception as exc:  # re-raised below, on the test's thread
+            failed.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if failed:
+        raise failed[0]
+    assert len(opened) == n, "an opener did not finish within 60 s"
+    return opened

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from services import POSTGRES_URL
 from sqlalchemy import create_engine
-from store_history import windows_before_epochs
+from store_history import open_at_once, windows_before_epochs
 
 from edge_agent.protocol import AgentEvent, Counts, Reported, Status, TelemetryWindow, Topics
 from edgeops.telemetry.events import EventSpec
@@ -124,22 +124,9 @@ def test_a_store_from_before_epochs_is_upgraded_and_keeps_its_windows() -> None:
 def test_two_stores_opening_an_old_schema_at_once_upgrade_it_once() -> None:
     schema = f"edgeops_test_{uuid.uuid4().hex[:12]}"
     windows_before_epochs(create_engine(POSTGRES_URL), schema)
-    barrier, opened, failed = threading.Barrier(2), [], []
-
-    def open_store() -> None:
-        barrier.wait()
-        try:
-            opened.append(TelemetryStore(POSTGRES_URL, schema=schema))
-        except Exception as exc:  # any failure of either opener fails the test below
-            failed.append(exc)
-
-    threads = [threading.Thread(target=open_store) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    opened: list[TelemetryStore] = []
     try:
-        assert not failed and len(opened) == 2
+        opened = open_at_once(lambda: TelemetryStore(POSTGRES_URL, schema=schema))
         assert all(store.window_keys() == [("a", 1)] for store in opened)
     finally:
         for store in opened:

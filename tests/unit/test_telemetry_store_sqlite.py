@@ -1,7 +1,6 @@
 """The SQLite window insert bypasses SQLAlchemy's per-row processing (executemany in C, datetimes formatted by
 ``sqlite_datetime``): rows must still read back exactly as SQLAlchemy wrote them before."""
 
-import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import DateTime, create_engine, select
-from store_history import windows_before_epochs
+from store_history import open_at_once, windows_before_epochs
 
 from edge_agent.protocol import Counts, TelemetryWindow
 from edgeops.telemetry.store import TelemetryStore, WindowRow, sqlite_datetime
@@ -73,21 +72,7 @@ def test_a_store_from_before_epochs_is_upgraded_and_keeps_its_windows(tmp_path: 
 def test_two_stores_opening_an_old_file_at_once_upgrade_it_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     windows_before_epochs(create_engine(url))
-    barrier, opened, failed = threading.Barrier(2), [], []
-
-    def open_store() -> None:
-        barrier.wait()
-        try:
-            opened.append(TelemetryStore(url))
-        except Exception as exc:  # any failure of either opener fails the test below
-            failed.append(exc)
-
-    threads = [threading.Thread(target=open_store) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not failed and len(opened) == 2
+    opened = open_at_once(lambda: TelemetryStore(url))
     assert all(store.window_keys() == [("a", 1)] for store in opened)
     for store in opened:
         store.close()
