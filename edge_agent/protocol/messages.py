@@ -226,8 +226,7 @@ class TelemetryWindow(_Message):
 
     def to_json(self) -> dict[str, Any]:
         return {**_envelope(TELEMETRY, self.device, self.ts), "epoch": self.epoch, "seq": self.seq,
-                "model": self.model,
-                "version": self.version, "start": self.start, "end": self.end, "count": self.count,
+                "model": self.model, "version": self.version, "start": self.start, "end": self.end, "count": self.count,
                 "errors": self.errors, "latency_ms": self.latency_ms,
                 "features": {col: c.to_json() for col, c in self.features.items()},
                 "predictions": None if self.predictions is None else self.predictions.to_json(),
