@@ -1,6 +1,8 @@
 """The SQLite window insert bypasses SQLAlchemy's per-row processing (executemany in C, datetimes formatted by
 ``sqlite_datetime``): rows must still read back exactly as SQLAlchemy wrote them before."""
 
+import sqlite3
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,3 +78,24 @@ def test_two_stores_opening_an_old_file_at_once_upgrade_it_once(tmp_path: Path) 
     assert all(store.window_keys() == [("a", 1)] for store in opened)
     for store in opened:
         store.close()
+
+
+def test_opening_an_old_file_waits_while_another_connection_writes_to_it(tmp_path: Path) -> None:
+    """A file in rollback-journal mode cannot switch to WAL while another connection holds a write lock, and
+    SQLite says "locked" at once rather than after the busy timeout; the store must wait for the writer (CI saw
+    two ingests opening one old store fail so, one of them upgrading it)."""
+    path = tmp_path / "old.db"
+    windows_before_epochs(create_engine(f"sqlite:///{path}"))
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    done = threading.Timer(0.5, writer.execute, ("COMMIT",))
+    done.start()
+    try:
+        store = TelemetryStore(f"sqlite:///{path}")
+    finally:
+        done.join()
+        writer.close()
+    assert store.window_keys() == [("a", 1)]
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    store.close()

@@ -22,6 +22,7 @@ from typing import Any
 
 from edgeops.errors import RolloutError
 from edgeops.rollout.plan import RolloutPolicy, Tally
+from edgeops.sqlite_wal import use_wal
 
 ACTIVE = ("running", "paused", "aborting")
 FINAL = ("completed", "aborted")
@@ -143,7 +144,7 @@ class RolloutStore:
         # one connection per store, shared under a lock: opening one per step costs a WAL checkpoint each time
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._db, 30.0)
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
