@@ -90,6 +90,13 @@ class SimDevice:
     _manifest_bytes: bytes | None = None
     _key_ids: tuple[tuple[Ed25519PublicKey, ...], tuple[str, ...]] = ((), ())  # public_keys and their ids
     _steps: StepReports = field(default_factory=lambda: StepReports(0.0))  # set by the fleet
+    _hello: mqtt.MQTTMessageInfo | None = None  # the first report of the current connection
+
+    @property
+    def announced(self) -> bool:
+        """Online, and the broker has acknowledged the report it sent on connecting, so a controller or
+        fleet view that reads the retained state now sees this device (``online`` alone comes earlier)."""
+        return self.online and self._hello is not None and self._hello.is_published()
 
     def key_ids(self) -> tuple[str, ...]:
         """Ids of ``public_keys``, worked out again only when the keys were replaced."""
@@ -131,7 +138,8 @@ class SimFleet:
     def __enter__(self) -> "SimFleet":
         self._thread.start()
         self.call(lambda: [self._connect(d) for d in self.devices.values()])
-        self.wait_until(lambda: all(d.online for d in self.devices.values()), 60.0, "all simulated devices online")
+        self.wait_until(lambda: all(d.announced for d in self.devices.values()), 60.0,
+                        "all simulated devices online and reported")
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -299,11 +307,12 @@ class SimFleet:
         dev.online = True
         self._publish(client, self.topics.device(dev.device, "status"),
                       Status(device=dev.device, status="online").to_bytes(), retain=True)
-        self._report(client, dev)
+        dev._hello = self._report(client, dev)
         client.subscribe(self.topics.device(dev.device, "desired"), qos=1)
 
     def _on_disconnect(self, _c: mqtt.Client, dev: SimDevice, _f: Any, _r: Any, _p: Any) -> None:
         dev.online = False
+        dev._hello = None
 
     def _on_message(self, client: mqtt.Client, dev: SimDevice, msg: mqtt.MQTTMessage) -> None:
         self.received += 1
@@ -379,9 +388,9 @@ class SimFleet:
         self._publish(client, self.topics.device(dev.device, "events"), event.to_bytes())
 
     def _report(self, client: mqtt.Client, dev: SimDevice, target: Desired | None = None,
-                error: str | None = None) -> None:
+                error: str | None = None) -> mqtt.MQTTMessageInfo | None:
         """Report like an agent: a step of a young update is held (``StepReports``) and sent by a timer if the
-        update is still on it when that is due."""
+        update is still on it when that is due. Returns the publish, if one was made now."""
         target = target or dev._target
         report = Reported(device=dev.device, state=dev.state, model=dev.model, version=dev.version,
                           desired_version=None if target is None else target.version,
@@ -389,19 +398,21 @@ class SimFleet:
                           agent_version="sim", labels=dev.labels)
         now = time.monotonic()
         if dev._steps.offer(report, now) is not None:
-            self._send_report(client, report)
-        elif dev._steps.next_due is not None:
+            return self._send_report(client, report)
+        if dev._steps.next_due is not None:
             self._later(dev._steps.next_due - now, dev.device, lambda: self._send_due(client, dev))
+        return None
 
     def _send_due(self, client: mqtt.Client, dev: SimDevice) -> None:
         report = dev._steps.due(time.monotonic())
         if report is not None and dev.online:
             self._send_report(client, report)
 
-    def _send_report(self, client: mqtt.Client, report: Reported) -> None:
-        self._publish(client, self.topics.device(report.device, "reported"), report.to_bytes(), retain=True,
-                      qos=report.qos)
+    def _send_report(self, client: mqtt.Client, report: Reported) -> mqtt.MQTTMessageInfo:
+        return self._publish(client, self.topics.device(report.device, "reported"), report.to_bytes(),
+                             retain=True, qos=report.qos)
 
-    def _publish(self, client: mqtt.Client, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> None:
+    def _publish(self, client: mqtt.Client, topic: str, payload: bytes, retain: bool = False,
+                 qos: int = 1) -> mqtt.MQTTMessageInfo:
         self.published += 1
-        client.publish(topic, payload, qos=qos, retain=retain)
+        return client.publish(topic, payload, qos=qos, retain=retain)

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from edge_agent.protocol import Status, Topics
+from edgeops.fleet import read_fleet
 from edgeops.mqtt import ControlClient
 from edgeops.simulate import SimDevice, SimFleet
 
@@ -40,3 +41,18 @@ def test_each_device_connects_once_and_leaves_cleanly(session_broker: str, topic
     assert sorted(s.device for s in entered) == [d.device for d in sims]
     assert {s.status for s in entered} == {"online"}
     assert sorted(s.device for s in left) == [d.device for d in sims] and {s.status for s in left} == {"offline"}
+
+
+def test_entered_fleet_is_in_the_retained_state(session_broker: str, topic_prefix: str) -> None:
+    """Once ``with SimFleet`` is in, a controller planning at once must see every device: entering waits for
+    the broker's acknowledgement of each device's first report, not just for the connection (a rollout test
+    once planned over 0 devices)."""
+    topics = Topics(topic_prefix)
+    sims = [SimDevice(f"r{i:03d}") for i in range(200)]
+    with ControlClient(session_broker) as client:
+        with SimFleet(session_broker, topics, sims):
+            seen = read_fleet(client, topics)
+            assert all(d.announced for d in sims)
+        client.publish_many((t, b"", True) for t in client.collect_retained(f"{topics.prefix}/devices/#"))
+    assert [d.device for d in seen.devices] == [d.device for d in sims]
+    assert {d.state for d in seen.devices} == {"idle"}
