@@ -48,6 +48,17 @@ def prefect_logs_to_a_lasting_stream() -> None:
 
 
 @pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test server for the whole session, for the few tests that need real flow runs. It must be
+    defined here, once: a session fixture imported into several test modules is a separate fixture in each,
+    and each of them kept a server of its own (with its background services) running to the end of the run."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker URL shared by the session: the machine's Mosquitto, or one of our own when it is absent."""
     url = machine_broker_url()

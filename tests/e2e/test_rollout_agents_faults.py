@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from agent_procs import AgentProcess, spawn_agent, stop_all, wait_fleet
 from prefect.settings import PREFECT_API_URL
-from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 from releases import build_release
 from services import unique_prefix
 
@@ -147,7 +146,7 @@ def cli_env(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, session_broker: str,
-            prefect_harness: None) -> Iterator[Project]:  # noqa: F811
+            prefect_harness: None) -> Iterator[Project]:
     """Project dir (keys, edgeops.yaml, churn@1..5 registered), six agents, and churn@1 rolled out to all."""
     root = tmp_path_factory.mktemp("faults")
     prefix = unique_prefix()

@@ -16,7 +16,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 from typer.testing import CliRunner
 
 from edge_agent.protocol import ReleaseManifest
@@ -75,7 +74,7 @@ def release_events(model: str, flow_run_id: object) -> list[dict[str, Any]]:
             time.sleep(0.3)
 
 
-def test_flow_registers_a_release_with_artifacts(project: Path, prefect_harness: None) -> None:  # noqa: F811
+def test_flow_registers_a_release_with_artifacts(project: Path, prefect_harness: None) -> None:
     make_sample("binary", 400, seed=3).to_csv("train.csv", index=False)
     state = pipeline_flow(data="train.csv", model="churn", target="churned", return_state=True)
     assert state.is_completed()
@@ -98,7 +97,7 @@ def test_flow_registers_a_release_with_artifacts(project: Path, prefect_harness:
 
 
 def test_failed_validation_fails_the_flow_run_and_registers_nothing(project: Path,
-                                                                    prefect_harness: None) -> None:  # noqa: F811
+                                                                    prefect_harness: None) -> None:
     df = make_sample("binary", 200, seed=4)
     df["churned"] = 1
     df.to_csv("one_class.csv", index=False)
@@ -134,7 +133,7 @@ def _bad_inputs(project: Path) -> dict[str, tuple[list[str], str]]:
 
 
 def test_cli_bad_input_is_one_line_and_leaves_the_registry_alone(project: Path,
-                                                                  prefect_harness: None) -> None:  # noqa: F811
+                                                                  prefect_harness: None) -> None:
     runner = CliRunner()
     app = build_app()
     cases = _bad_inputs(project)
@@ -322,7 +321,7 @@ def test_plain_pipeline_rejects_on_gates_and_stops_on_a_missing_key(tmp_path: Pa
 
 
 def test_quickstart_from_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 prefect_harness: None) -> None:  # noqa: F811
+                                 prefect_harness: None) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

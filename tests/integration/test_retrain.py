@@ -8,7 +8,6 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 
 from edge_agent.protocol import Topics
 from edgeops.errors import ConfigError, DataError
@@ -108,7 +107,7 @@ def test_aborted_canary_restores_devices_and_keeps_the_champion(project: Path, s
 
 
 def test_flow_on_gate_failure_completes_with_the_reason_and_an_artifact(
-        project: Path, prefect_harness: None) -> None:  # noqa: F811
+        project: Path, prefect_harness: None) -> None:
     state = retrain_flow(model="edgeops.model.churn", data=str(project / "data"),
                          config_path=str(project / "edgeops.yaml"), overrides={"gates.absolute": {"roc_auc": 0.999}},
                          drift=DRIFT, event_id="e-1", return_state=True)

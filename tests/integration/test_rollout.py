@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prefect_harness import prefect_harness  # noqa: F401 - session fixture
 from releases import Release, build_release, new_key
 from services import Mosquitto, running_mosquitto
 
@@ -293,7 +292,7 @@ def test_telemetry_gate_aborts_a_canary_that_errs_more_than_the_previous_version
 
 def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
         control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str, tmp_path: Path,
-        prefect_harness: None) -> None:  # noqa: F811
+        prefect_harness: None) -> None:
     """The gate's database is part of the stored policy: the flow run that resumes the rollout (as
     `edgeops rollout resume` does) is not told about it and must still apply it."""
     from flows.rollout import rollout_flow
@@ -311,7 +310,7 @@ def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
 
 def test_a_resumed_rollout_marks_the_dead_controllers_flow_run_crashed(
         control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str,
-        prefect_harness: None) -> None:  # noqa: F811
+        prefect_harness: None) -> None:
     """A SIGKILLed controller tells Prefect nothing: its flow run would stay Running for ever. The flow run that
     resumes the rollout marks it Crashed and becomes the rollout's run."""
     from prefect.client.orchestration import get_client
