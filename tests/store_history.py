@@ -3,9 +3,12 @@
 Copied from the released definitions, never edited afterwards: they are history, like tests/fixtures/protocol.
 """
 
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, Integer, MetaData, String, Table, Text, text
@@ -62,3 +65,20 @@ def open_at_once(open_store: Callable[[], T], n: int = 2) -> list[T]:
         raise failed[0]
     assert len(opened) == n, "an opener did not finish within 60 s"
     return opened
+
+
+@contextmanager
+def write_lock_held(path: Path, commit_after_s: float | None = None) -> Iterator[None]:
+    """Another connection holds a write lock on the SQLite file ``path`` (``BEGIN IMMEDIATE``), and commits
+    after ``commit_after_s`` (None: it never does, and leaving rolls it back)."""
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    commit = None if commit_after_s is None else threading.Timer(commit_after_s, writer.execute, ("COMMIT",))
+    if commit is not None:
+        commit.start()
+    try:
+        yield
+    finally:
+        if commit is not None:
+            commit.join()
+        writer.close()

@@ -1,8 +1,6 @@
 """The SQLite window insert bypasses SQLAlchemy's per-row processing (executemany in C, datetimes formatted by
 ``sqlite_datetime``): rows must still read back exactly as SQLAlchemy wrote them before."""
 
-import sqlite3
-import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import DateTime, create_engine, select
-from store_history import open_at_once, windows_before_epochs
+from store_history import open_at_once, windows_before_epochs, write_lock_held
 
 from edge_agent.protocol import Counts, TelemetryWindow
 from edgeops.telemetry.store import TelemetryStore, WindowRow, sqlite_datetime
@@ -86,15 +84,8 @@ def test_opening_an_old_file_waits_while_another_connection_writes_to_it(tmp_pat
     two ingests opening one old store fail so, one of them upgrading it)."""
     path = tmp_path / "old.db"
     windows_before_epochs(create_engine(f"sqlite:///{path}"))
-    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN IMMEDIATE")
-    done = threading.Timer(0.5, writer.execute, ("COMMIT",))
-    done.start()
-    try:
+    with write_lock_held(path, commit_after_s=0.5):
         store = TelemetryStore(f"sqlite:///{path}")
-    finally:
-        done.join()
-        writer.close()
     assert store.window_keys() == [("a", 1)]
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"

@@ -403,5 +403,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     use_wal(cursor, SQLITE_BUSY_S)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
