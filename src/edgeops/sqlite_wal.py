@@ -10,12 +10,14 @@ import sqlite3
 import time
 from typing import Protocol
 
+BUSY_S = 30.0  # how long a connection waits for another's write lock: SQLite's busy timeout, and use_wal's wait
+
 
 class _Executes(Protocol):
     def execute(self, sql: str, /) -> object: ...
 
 
-def use_wal(db: _Executes, wait_s: float) -> None:
+def use_wal(db: _Executes, wait_s: float = BUSY_S) -> None:
     """Put the file in WAL mode, waiting up to ``wait_s`` for other connections' write locks."""
     deadline = time.monotonic() + wait_s
     while True:

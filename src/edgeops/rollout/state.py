@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeops.errors import RolloutError
 from edgeops.rollout.plan import RolloutPolicy, Tally
-from edgeops.sqlite_wal import use_wal
+from edgeops.sqlite_wal import BUSY_S, use_wal
 
 ACTIVE = ("running", "paused", "aborting")
 FINAL = ("completed", "aborted")
@@ -142,11 +142,10 @@ class RolloutStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # one connection per store, shared under a lock: opening one per step costs a WAL checkpoint each time
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        use_wal(self._db, 30.0)
+        use_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
-        self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._add_column("rollouts", "flow_run TEXT")  # databases made before the column existed

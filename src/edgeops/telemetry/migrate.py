@@ -17,6 +17,7 @@ import logging
 from sqlalchemy import Connection, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from edge_agent.protocol.messages import EPOCH_CHARS
 from edgeops.telemetry.tables import WindowRow
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _windows_epoch_pg(engine: Engine, schema: str | None) -> list[str]:
     with engine.begin() as conn:
         if not _pg_lacks_epoch(conn, qualified, lock=True):
             return []
-        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN epoch VARCHAR(32) NOT NULL DEFAULT ''")
+        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN epoch VARCHAR({EPOCH_CHARS}) NOT NULL DEFAULT ''")
         conn.exec_driver_sql(f"ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {OLD_KEY}")
         conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD CONSTRAINT {NEW_KEY} UNIQUE (device, epoch, seq)")
     return [f"{qualified}: added epoch; windows are unique on (device, epoch, seq)"]

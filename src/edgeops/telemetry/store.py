@@ -42,13 +42,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
-from edgeops.sqlite_wal import use_wal
+from edgeops.sqlite_wal import BUSY_S, use_wal
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
 
 DEFAULT_DB_URL = "sqlite:///.edgeops/telemetry.db"
-SQLITE_BUSY_S = 30.0   # how long a SQLite connection waits for another writer before it gives up
 _WINDOW_COLUMNS = ("device", "epoch", "seq", "model", "version", "window_start", "window_end", "count", "errors",
                    "dropped", "body", "received_at")   # every column but id, in the order of ``_window_row``
 _PG_STAGING = "edgeops_window_staging"   # a temporary table: one per connection, emptied at every commit
@@ -389,7 +388,7 @@ def _engine(url: str, schema: str | None) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_S})
+        engine = create_engine(url, connect_args={"timeout": BUSY_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_engine(url, pool_pre_ping=True)
@@ -397,9 +396,9 @@ def _engine(url: str, schema: str | None) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers (the monitor) run while the ingest writes; busy timeout lets two writers take turns."""
+    """WAL lets readers (the monitor) run while the ingest writes; the connection's busy timeout (``timeout``
+    above) lets two writers take turns."""
     cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_S * 1000)}")
-    use_wal(cursor, SQLITE_BUSY_S)
+    use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

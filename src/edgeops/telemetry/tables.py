@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from edge_agent.protocol.messages import EPOCH_CHARS
+
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements INTEGER PRIMARY KEY only
 
 
@@ -22,7 +24,7 @@ class WindowRow(Base):
                       Index("ix_telemetry_window_model_end", "model", "version", "window_end"))
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
     device: Mapped[str] = mapped_column(String(128))
-    epoch: Mapped[str] = mapped_column(String(32), server_default="")  # "" for a telemetry 1.0 sender
+    epoch: Mapped[str] = mapped_column(String(EPOCH_CHARS), server_default="")  # "" for a 1.0 sender
     seq: Mapped[int] = mapped_column(BigInteger)
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int]
