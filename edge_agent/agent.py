@@ -88,10 +88,13 @@ class Agent:
     def load(self) -> "Agent":
         """Serve the persisted current model (verified again) — no broker needed. ``start`` calls it."""
         state, runner = boot(self.store, self.keyring, self.config.max_artifact_bytes)
+        if state.phase == "probation" and state.current is not None:
+            if self.installer.probation_applies(state.previous):
+                self.probation = self.installer.new_probation(state.current, baseline_ms=None)
+            else:
+                state = dataclasses.replace(state, phase="serving")
         self._state, self._runner = state, runner
         self.store.write_state(state.to_json())
-        if state.phase == "probation" and state.current is not None:
-            self.probation = self.installer.new_probation(state.current, baseline_p95_ms=None)
         self.pump.on_model_changed(None if runner is None else runner.manifest)
         return self
 
@@ -126,29 +129,37 @@ class Agent:
         runner = self._runner
         if runner is None:
             raise NoModelError("no model is installed yet")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             prediction = runner.predict(record)
         except AgentError as exc:
             self._failed(runner, exc, (time.perf_counter() - start) * 1e3)
             raise
-        self._after(runner, record, prediction, (time.perf_counter() - start) * 1e3)
+        wall_ms, cost_ms = (time.perf_counter() - start) * 1e3, (time.thread_time() - cpu) * 1e3
+        self.pump.record(record, prediction, wall_ms, None)
+        self._judge(runner, cost_ms)
+        self._remember(runner, prediction)
         return prediction
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
-        """A batch in one onnxruntime call; telemetry counts each row with the batch's mean latency."""
+        """A batch in one onnxruntime call; telemetry counts each row with the batch's mean latency, probation
+        judges the batch as one request by its CPU time per row."""
         runner = self._runner
         if runner is None:
             raise NoModelError("no model is installed yet")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             predictions = runner.predict_many(records)
         except AgentError as exc:
             self._failed(runner, exc, (time.perf_counter() - start) * 1e3)
             raise
-        per_row = (time.perf_counter() - start) * 1e3 / max(len(predictions), 1)
+        rows = max(len(predictions), 1)
+        per_row, cost_ms = (time.perf_counter() - start) * 1e3 / rows, (time.thread_time() - cpu) * 1e3 / rows
         for record, prediction in zip(records, predictions, strict=True):
-            self._after(runner, record, prediction, per_row)
+            self.pump.record(record, prediction, per_row, None)
+            self._remember(runner, prediction)
+        if predictions:
+            self._judge(runner, cost_ms)
         return predictions
 
     def feedback(self, prediction_id: str, truth: Any) -> None:
@@ -167,14 +178,16 @@ class Agent:
             self.pump.record_feedback(correct=str(truth) == str(value))
 
     # bookkeeping per prediction ---------------------------------------------------------------------
-    def _after(self, runner: ModelRunner, record: Any, prediction: Prediction, latency_ms: float) -> None:
-        self.pump.record(record, prediction, latency_ms, None)
+    def _judge(self, runner: ModelRunner, cost_ms: float) -> None:
+        """One request's CPU time per row: a sample for the model on probation, else for the baseline."""
         probation = self.probation
         if probation is None:
-            self.latencies.add(latency_ms)  # deque append: atomic, no lock needed
+            self.latencies.add(cost_ms)  # deque append: atomic, no lock needed
         elif probation.ref.model == runner.manifest.name and probation.ref.version == runner.manifest.version:
             with self.lock:
-                probation.record(latency_ms, False)
+                probation.record(cost_ms, False)
+
+    def _remember(self, runner: ModelRunner, prediction: Prediction) -> None:
         # Remembered for feedback; a plain dict insert is atomic, the owner thread trims the oldest.
         self._recent[prediction.id] = (runner.regression, prediction.value if runner.regression else prediction.label)
 
@@ -267,6 +280,11 @@ class Agent:
         self._state = state
         self.report()
         return state
+
+    def persist(self, **changes: Any) -> None:
+        """Write an intent to disk without adopting or reporting it: after a crash, start-up (``boot``) acts on
+        it; without one, the next ``transition`` replaces it."""
+        self.store.write_state(dataclasses.replace(self._state, **changes).to_json())
 
     def forget_refusal_if_retargeted(self) -> None:
         """A desired state naming another release than the refused one lifts the refusal (not persisted on

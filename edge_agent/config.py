@@ -57,6 +57,7 @@ class AgentConfig:
     probation_min_predictions: int = 20
     probation_max_error_rate: float = 0.05
     probation_max_latency_factor: float = 3.0
+    probation_latency_floor_ms: float = 1.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
     report_steps_after_s: float = 1.0
@@ -87,7 +88,8 @@ class AgentConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name}: must be a positive number, got {value!r}")
-        for name in ("probation_s", "probation_min_predictions", "report_steps_after_s"):
+        for name in ("probation_s", "probation_min_predictions", "probation_latency_floor_ms",
+                     "report_steps_after_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}: must not be negative, got {getattr(self, name)!r}")
         if not 0.0 <= self.probation_max_error_rate <= 1.0:
@@ -121,8 +123,8 @@ _KINDS: dict[str, int] = {
     "tls_insecure": _BOOL, "keepalive_s": _INT, "max_artifact_bytes": _INT, "fetch_timeout_s": _FLOAT,
     "telemetry_interval_s": _FLOAT, "telemetry_max_predictions": _INT, "outbox_max_windows": _INT,
     "probation_s": _FLOAT, "probation_min_predictions": _INT, "probation_max_error_rate": _FLOAT,
-    "probation_max_latency_factor": _FLOAT, "reconnect_min_s": _FLOAT, "reconnect_max_s": _FLOAT,
-    "report_steps_after_s": _FLOAT,
+    "probation_max_latency_factor": _FLOAT, "probation_latency_floor_ms": _FLOAT, "reconnect_min_s": _FLOAT,
+    "reconnect_max_s": _FLOAT, "report_steps_after_s": _FLOAT,
 }
 assert set(_KINDS) == {f.name for f in fields(AgentConfig)}, "every AgentConfig field needs a kind"
 

@@ -10,13 +10,13 @@ import logging
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError, short_reason
 from .fetch import ReleaseCollector
 from .inference import ModelRunner
-from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, self_test
+from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, rollback_pointer, self_test
 from .protocol import ReleaseManifest
 from .store import ModelRef, ModelStore, Pointer
 from .verify import KeyRing, verify_artifact, verify_manifest
@@ -30,42 +30,75 @@ RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
 
 
+class UntrustedModel(StoreError):
+    """A stored release is intact but its signature does not verify with the keys configured now."""
+
+
 def load_verified(store: ModelStore, keyring: KeyRing, ref: ModelRef, max_bytes: int) -> tuple[ReleaseManifest, bytes]:
-    """A stored release whose signature and bytes check out again (the disk is not trusted blindly)."""
+    """A stored release whose signature and bytes check out again (the disk is not trusted blindly).
+    StoreError when it is incomplete or corrupt, its subclass UntrustedModel when only the signature fails."""
     manifest, data, manifest_bytes = store.load_raw(ref, max_bytes)
     try:
         verify_manifest(manifest, keyring, manifest_bytes)
     except VerificationError as exc:
-        raise StoreError(f"{ref} on disk fails verification: {exc}") from exc
+        raise UntrustedModel(f"{ref} on disk fails verification: {exc}") from exc
     return manifest, data
 
 
 def boot(store: ModelStore, keyring: KeyRing, max_bytes: int) -> tuple[AgentState, ModelRunner | None]:
-    """Start-up: load the current pointer's model (verified), else the previous one, and map the persisted
-    lifecycle phase through the resume table. Never raises for a bad store: it serves what it can."""
+    """Start-up: finish a rollback a crash interrupted, load the current pointer's model (verified), else the
+    previous one, and map the persisted lifecycle phase through the resume table. Never raises for a bad
+    store: it serves what it can.
+
+    The pointer on disk is rewritten only when its model is *broken* (incomplete or corrupt: it can never
+    serve again). A model that only fails to verify with the keys configured now (a wrong or missing public
+    key) stays named: the agent serves the fallback, or nothing, until it is started with a key that
+    verifies it, and then serves it again."""
     persisted = AgentState.from_json(store.read_state() or {})
     try:
         pointer = store.read_pointer()
     except StoreError as exc:
         log.error("%s; starting without a model", exc)
         pointer = Pointer()
-    candidates = [(pointer.current, pointer.previous), (pointer.previous, None)]
-    for ref, fallback in candidates:
+    repaired = rollback_pointer(persisted, pointer)
+    if repaired is not None and repaired.current is not None:
+        try:
+            runner = _verified_runner(store, keyring, repaired.current, max_bytes)
+        except UntrustedModel as exc:  # no key for it now: leave the disk alone, a trusted key finishes it later
+            log.error("cannot finish the interrupted rollback to %s yet: %s", repaired.current, exc)
+        except (AgentError, OSError) as exc:  # the previous model is broken: keep serving what the pointer names
+            log.error("cannot finish the interrupted rollback to %s: %s", repaired.current, exc)
+            persisted = replace(persisted, phase="serving", last_error=short_reason(
+                f"{persisted.last_error or 'probation failed'}; rollback impossible: {exc}"))
+        else:
+            log.warning("finishing the rollback a crash interrupted: serving %s again", repaired.current)
+            store.write_pointer(repaired)
+            return resume(persisted, repaired), runner
+    untrusted: list[str] = []
+    for ref, fallback in [(pointer.current, pointer.previous), (pointer.previous, None)]:
         if ref is None:
             continue
         try:
-            manifest, data = load_verified(store, keyring, ref, max_bytes)
-            runner = ModelRunner(manifest, data)
+            runner = _verified_runner(store, keyring, ref, max_bytes)
+        except UntrustedModel as exc:
+            log.error("cannot serve %s: %s (kept on disk: a trusted key will verify it again)", ref, exc)
+            untrusted.append(f"{ref}: {exc}")
+            continue
         except (AgentError, OSError) as exc:
             log.error("cannot serve %s: %s", ref, exc)
             continue
         loaded = Pointer(ref, fallback)
-        if loaded != pointer:
-            store.write_pointer(loaded)  # fell back: make the fallback the truth on disk
+        if loaded != pointer and not untrusted:
+            store.write_pointer(loaded)  # the current model is broken for good: make the fallback the truth
         return resume(persisted, loaded), runner
-    if pointer.current is not None:
-        store.write_pointer(Pointer())
-    return resume(persisted, Pointer()), None
+    state = resume(persisted, Pointer())
+    if untrusted:
+        state = replace(state, last_error=short_reason("stored model fails verification: " + "; ".join(untrusted)))
+    return state, None
+
+
+def _verified_runner(store: ModelStore, keyring: KeyRing, ref: ModelRef, max_bytes: int) -> ModelRunner:
+    return ModelRunner(*load_verified(store, keyring, ref, max_bytes))
 
 
 _JITTER = random.Random()  # our own: an agent embedded in an application must not draw from its global one
@@ -230,18 +263,18 @@ class Installer:
         agent.store.install(job.manifest, job.data, job.manifest_bytes)
         # ---- POINT OF NO RETURN: once the pointer names the new model, a restart serves it. ---------------
         agent.store.write_pointer(Pointer(job.ref, old))
-        baseline = agent.latencies.p95(agent.config.probation_min_predictions)
+        baseline = agent.latencies.baseline(agent.config.probation_min_predictions)
         agent.swap_runner(job.runner)
         agent.latencies.values.clear()
         job.extra["baseline"] = baseline
         # Stays "activating" until the probation step has its watcher in place (so no prediction escapes it).
-        phase = "activating" if self._probation_applies(old) else "serving"
+        phase = "activating" if self.probation_applies(old) else "serving"
         agent.transition(phase=phase, current=job.ref, previous=old, target=None)
         agent.emit("installed", job.ref)
         agent.store.prune({r for r in (job.ref, old) if r is not None})
         return True
 
-    def _probation_applies(self, previous: ModelRef | None) -> bool:
+    def probation_applies(self, previous: ModelRef | None) -> bool:
         """No probation without a model to roll back to, or when it is switched off."""
         cfg = self.agent.config
         return previous is not None and (cfg.probation_s > 0 or cfg.probation_min_predictions > 0)
@@ -254,10 +287,11 @@ class Installer:
             agent.transition(phase="probation")
         return True
 
-    def new_probation(self, ref: ModelRef, baseline_p95_ms: float | None) -> Probation:
+    def new_probation(self, ref: ModelRef, baseline_ms: float | None) -> Probation:
         cfg = self.agent.config
         return Probation(ref, self.clock(), cfg.probation_s, cfg.probation_min_predictions,
-                         cfg.probation_max_error_rate, cfg.probation_max_latency_factor, baseline_p95_ms)
+                         cfg.probation_max_error_rate, cfg.probation_max_latency_factor, baseline_ms,
+                         latency_floor_ms=cfg.probation_latency_floor_ms)
 
     # outcomes -------------------------------------------------------------------------------------
     def _judge_probation(self, now: float) -> None:
@@ -288,10 +322,14 @@ class Installer:
             agent.transition(phase="serving", last_error=f"{reason}; rollback impossible: {exc}")
             return
         log.warning("rolling %s back to %s: %s", failed, previous, reason)
-        agent.transition(phase="rolled_back", target=failed, refused=failed, last_error=reason)
+        # The intent goes to disk first, unreported: a crash from here on is finished by ``boot`` (a report of
+        # rolled_back before the pointer moved would be a lie after a crash: the failed model would serve).
+        agent.persist(phase="rolling_back", target=failed, refused=failed, last_error=reason)
+        # ---- POINT OF NO RETURN of the rollback: once the pointer names the previous model, a restart serves it.
         agent.store.write_pointer(Pointer(previous, None))
         agent.swap_runner(runner)
-        agent.transition(current=previous, previous=None)
+        agent.transition(phase="rolled_back", current=previous, previous=None, target=failed, refused=failed,
+                         last_error=reason)
         agent.emit("rolled_back", failed, reason)
 
     def _reject(self, job: Job, reason: str) -> None:

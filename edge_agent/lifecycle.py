@@ -7,18 +7,21 @@ transition, so ``resume`` can map any interrupted phase to a safe one after a cr
 ============================  ===========================================================================
 persisted phase               on restart
 ============================  ===========================================================================
-idle / serving / rejected /   unchanged: serve the current pointer's model
-rolled_back
+idle / serving / rejected     unchanged: serve the current pointer's model
 fetching / verifying /        serving: the new release was never activated; the desired state is retried
 self_testing                  when the (retained) desired message comes back
-activating                    serving whatever the current pointer names, *after* verifying that model's
-                              bytes against its signed manifest; if that fails, fall back to previous
+activating                    whatever the current pointer names, *after* verifying that model's bytes
+                              against its signed manifest (if that fails, fall back to previous); when it
+                              names the release being activated, that release goes on probation
 probation                     probation restarts with an empty window (the old samples died with the process)
+rolling_back (on disk only)   the rollback is finished: the pointer is moved back to the previous model if
+                              the crash came before it moved, then rolled_back (``repair_rollback``)
+rolled_back                   unchanged; a pointer still naming the refused release (a crash of an older
+                              agent between its report and its pointer write) is repaired the same way
 ============================  ===========================================================================
 """
 
 import math
-import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -29,7 +32,7 @@ from .protocol import Desired, ReleaseManifest
 from .store import ModelRef, Pointer
 
 Phase = Literal["idle", "serving", "fetching", "verifying", "self_testing", "activating", "probation",
-                "rejected", "rolled_back"]
+                "rejected", "rolling_back", "rolled_back"]
 StepKind = Literal["fetch", "verify", "self_test", "activate", "probation"]
 INSTALL_STEPS: tuple[StepKind, ...] = ("fetch", "verify", "self_test", "activate", "probation")
 
@@ -84,8 +87,9 @@ PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 RESUME: dict[str, str] = {
     "idle": "idle", "serving": "serving", "rejected": "rejected", "rolled_back": "rolled_back",
     "fetching": "serving", "verifying": "serving", "self_testing": "serving",
-    "activating": "serving", "probation": "probation",
+    "activating": "serving", "probation": "probation", "rolling_back": "rolled_back",
 }
+"""``rolling_back`` is written to disk as the intent of a rollback and never reported: a restart finishes it."""
 
 
 def resume(persisted: AgentState, loaded: Pointer) -> AgentState:
@@ -97,9 +101,27 @@ def resume(persisted: AgentState, loaded: Pointer) -> AgentState:
         phase = "idle" if phase in ("serving", "probation") else phase
     elif phase == "idle" or (phase == "probation" and serving != persisted.current):
         phase = "serving"  # the pointer names another model than the one on probation (fallback, crash)
+    elif persisted.phase == "activating" and loaded.previous is not None and serving == (
+            persisted.target if persisted.target is not None else persisted.current):
+        phase = "probation"  # the crash came after the pointer switch: the new model must not skip probation
     interrupted = persisted.phase in ("fetching", "verifying", "self_testing", "activating")
     return replace(persisted, phase=phase, current=serving, previous=loaded.previous,  # type: ignore[arg-type]
                    target=None if interrupted else persisted.target)
+
+
+def rollback_pointer(persisted: AgentState, pointer: Pointer) -> Pointer | None:
+    """The pointer that finishes a rollback a crash interrupted, or None when there is nothing to finish.
+
+    A rollback persists its intent (``rolling_back``, naming the failed release as ``refused``) before it moves
+    the pointer back; a pointer that still names the refused release after a restart means the crash came in
+    between. An agent of an older version reported ``rolled_back`` before moving the pointer: the same repair.
+    """
+    failed = persisted.refused
+    if persisted.phase not in ("rolling_back", "rolled_back") or failed is None or pointer.current != failed:
+        return None
+    if persisted.previous is None or persisted.previous == failed:
+        return None
+    return Pointer(persisted.previous, None)
 
 
 def desired_ref(desired: Desired | None) -> ModelRef | None:
@@ -164,60 +186,92 @@ def _compare(want: list[float] | None, got: list[Any], tol: float, what: str) ->
 
 
 # probation ----------------------------------------------------------------------------------------------
+LATENCY_MIN_SAMPLES = 20
+"""A latency verdict (and a baseline) needs at least this many requests, whatever ``min_requests`` says: the
+median of fewer is decided by a cold first call or one page fault."""
+
+
 @dataclass
 class Probation:
-    """Watches a freshly activated model. It passes after ``duration_s`` (or ``max_predictions`` judged
-    predictions); it fails once at least ``min_predictions`` were seen and the model-error rate exceeds
-    ``max_error_rate`` or its p95 latency exceeds ``baseline_p95_ms × max_latency_factor``."""
+    """Watches a freshly activated model: one sample per request, so a batch of a thousand rows counts once
+    (its cost per row) instead of outvoting every request around it.
+
+    Latency is judged on the CPU time a request spent on its own thread (``time.thread_time``), not on the
+    wall clock. On a device whose cores are busy with other work, wall time grows with the scheduler's queue,
+    not with the model, and a verdict that reads it rolls healthy models back on a busy afternoon;
+    onnxruntime runs a one-thread session on the caller's thread, so the thread's CPU time is the model's own
+    cost. The *median* is compared, not a tail quantile: the tail of a few dozen samples is one or two
+    samples, which a page fault decides. Below ``latency_floor_ms`` nothing is a breach: microseconds of
+    difference matter to nobody, and a factor of a tiny baseline is mostly noise.
+
+    It fails once at least ``min_requests`` requests were seen and the model-error rate exceeds
+    ``max_error_rate``, or (with a baseline, over at least LATENCY_MIN_SAMPLES requests) the median cost per
+    row exceeds ``max(baseline_ms × max_latency_factor, latency_floor_ms)``. It passes after ``duration_s``
+    or ``max_requests`` requests.
+    """
 
     ref: ModelRef
     started: float
     duration_s: float
-    min_predictions: int
+    min_requests: int
     max_error_rate: float
     max_latency_factor: float
-    baseline_p95_ms: float | None
-    max_predictions: int = 1000
-    latencies: list[float] = field(default_factory=list)
+    baseline_ms: float | None
+    latency_floor_ms: float = 1.0
+    max_requests: int = 1000
+    costs: list[float] = field(default_factory=list)
     errors: int = 0
 
-    def record(self, latency_ms: float | None, error: bool) -> None:
+    def record(self, cost_ms: float | None, error: bool) -> None:
+        """One request: its CPU time per row in ms, or ``error`` when the model failed it."""
         if error:
             self.errors += 1
-        elif latency_ms is not None:
-            self.latencies.append(latency_ms)
+        elif cost_ms is not None:
+            self.costs.append(cost_ms)
 
     @property
     def count(self) -> int:
-        return len(self.latencies) + self.errors
+        return len(self.costs) + self.errors
+
+    def limit_ms(self) -> float | None:
+        """The median cost per row above which the model fails, or None without a baseline."""
+        if self.baseline_ms is None:
+            return None
+        return max(self.baseline_ms * self.max_latency_factor, self.latency_floor_ms)
 
     def verdict(self, now: float) -> Literal["pass", "fail", "wait"] | str:
         """"pass", "wait", or the reason of a breach."""
         n = self.count
-        if n >= max(self.min_predictions, 1):
+        if n >= max(self.min_requests, 1):
             rate = self.errors / n
             if rate > self.max_error_rate:
-                return f"error rate {rate:.1%} over {n} predictions exceeds {self.max_error_rate:.1%}"
-            p95 = percentile(self.latencies, 95)
-            limit = None if self.baseline_p95_ms is None else self.baseline_p95_ms * self.max_latency_factor
-            if limit is not None and p95 is not None and p95 > limit:
-                return f"p95 latency {p95:.3f} ms exceeds {limit:.3f} ms (previous model's p95 × factor)"
-        if now - self.started >= self.duration_s or n >= self.max_predictions:
+                return f"error rate {rate:.1%} over {n} requests exceeds {self.max_error_rate:.1%}"
+            limit = self.limit_ms()
+            if limit is not None and len(self.costs) >= max(self.min_requests, LATENCY_MIN_SAMPLES):
+                median = percentile(self.costs, 50)
+                if median is not None and median > limit:
+                    return (f"median CPU time per row {median:.3f} ms over {len(self.costs)} requests exceeds "
+                            f"{limit:.3f} ms (the previous model's {self.baseline_ms:.3f} ms × "
+                            f"{self.max_latency_factor:g}, at least {self.latency_floor_ms:g} ms)")
+        if now - self.started >= self.duration_s or n >= self.max_requests:
             return "pass"
         return "wait"
 
 
 class LatencyWindow:
-    """Recent latencies of the serving model: the baseline a successor's probation is judged against."""
+    """CPU time per row of the serving model's recent requests: the baseline a successor is judged against."""
 
     def __init__(self, size: int = 1000) -> None:
         self.values: deque[float] = deque(maxlen=size)
 
-    def add(self, latency_ms: float) -> None:
-        self.values.append(latency_ms)
+    def add(self, cost_ms: float) -> None:
+        self.values.append(cost_ms)
 
-    def p95(self, min_count: int) -> float | None:
-        return percentile(list(self.values), 95) if len(self.values) >= max(min_count, 1) else None
+    def baseline(self, min_count: int) -> float | None:
+        """The median, once enough requests were seen to make it more than noise."""
+        if len(self.values) < max(min_count, LATENCY_MIN_SAMPLES):
+            return None
+        return percentile(list(self.values), 50)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -225,7 +279,3 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -27,6 +27,7 @@ from services import free_port
 
 from edge_agent.agent import Agent
 from edge_agent.errors import ModelError
+from edge_agent.lifecycle import LATENCY_MIN_SAMPLES
 from edge_agent.protocol import TRANSIENT_STATES, Desired, Reported
 from edge_agent.store import ModelRef, ModelStore
 
@@ -207,17 +208,18 @@ def test_a_rejected_version_is_not_retried_until_desired_changes(
 def test_probation_breach_rolls_back_locally(
         control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path) -> None:
     preinstall(tmp_path / "data", v1)
-    # Any latency above a vanishing fraction of the old model's breaches: a deterministic breach.
-    agent = start_agent(probation_s=600.0, probation_min_predictions=5, probation_max_latency_factor=1e-9)
-    for _ in range(10):
+    # Any latency above a vanishing fraction of the old model's breaches (no floor): a deterministic breach.
+    agent = start_agent(probation_s=600.0, probation_min_predictions=5, probation_max_latency_factor=1e-9,
+                        probation_latency_floor_ms=0.0)
+    for _ in range(LATENCY_MIN_SAMPLES):
         agent.predict(ROW)  # the baseline latency of v1
     control.publish_release(build_release("churn", 2, key, seed=1))
     control.set_desired(DEVICE, "churn", 2)
     control.wait_for(is_reported("probation", 2))
-    for _ in range(5):
+    for _ in range(LATENCY_MIN_SAMPLES):
         agent.predict(ROW)
     _, payload = control.wait_for(is_reported("rolled_back", 1))
-    assert "probation failed: p95 latency" in json.loads(payload)["last_error"]
+    assert "probation failed: median CPU time per row" in json.loads(payload)["last_error"]
     control.wait_for(is_event("rolled_back", 2))
     assert agent.current == ("churn", 1)
     assert ModelStore(tmp_path / "data").read_pointer().current == agent.state.current
@@ -236,7 +238,7 @@ def test_model_errors_on_probation_roll_back(control: Control, start_agent: Star
         with pytest.raises(ModelError, match="model failed to run"):
             agent.predict({**ROW, "income": 1000.0})
     _, payload = control.wait_for(is_reported("rolled_back", 1))
-    assert "probation failed: error rate 80.0% over 5 predictions" in json.loads(payload)["last_error"]
+    assert "probation failed: error rate 80.0% over 5 requests" in json.loads(payload)["last_error"]
     assert agent.current == ("churn", 1) and agent.predict({**ROW, "income": 1000.0}).label in (0, 1)
 
 
