@@ -28,7 +28,7 @@ def with_extra_work(release: Release, key: Ed25519PrivateKey, rounds: int, width
     model = onnx.load_from_string(release.data)
     graph = model.graph
     for node in graph.node:
-        node.output[:] = ["probabilities_raw" if o == "probabilities" else o for o in node.output]
+        node.output[:] = ["work_probabilities" if o == "probabilities" else o for o in node.output]
     weights = np.random.default_rng(rounds).normal(0, 1 / width, (width, width)).astype(np.float32)
     graph.initializer.extend([
         numpy_helper.from_array(weights, "work_w"),
@@ -41,7 +41,7 @@ def with_extra_work(release: Release, key: Ed25519PrivateKey, rounds: int, width
     nodes += [
         helper.make_node("ReduceSum", [f"work_{rounds}"], ["work_sum"], keepdims=1),  # [1, 1]
         helper.make_node("Mul", ["work_sum", "work_zero"], ["work_nothing"]),
-        helper.make_node("Add", ["probabilities_raw", "work_nothing"], ["probabilities"]),
+        helper.make_node("Add", ["work_probabilities", "work_nothing"], ["probabilities"]),
     ]
     graph.node.extend(nodes)
     return with_bytes(release, model.SerializeToString(), key)
