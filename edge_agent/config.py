@@ -42,6 +42,9 @@ class AgentConfig:
     public_keys: tuple[Path, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     http: str | None = None
+    http_request_timeout_s: float = 30.0
+    http_idle_timeout_s: float = 60.0
+    http_backlog: int = 1024
     topic_prefix: str = "edgeops"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -81,9 +84,9 @@ class AgentConfig:
         self._check_ranges()
 
     def _check_ranges(self) -> None:
-        positive = ("keepalive_s", "max_artifact_bytes", "fetch_timeout_s", "telemetry_interval_s",
-                    "telemetry_max_predictions", "outbox_max_windows", "probation_max_latency_factor",
-                    "reconnect_min_s", "reconnect_max_s")
+        positive = ("http_request_timeout_s", "http_idle_timeout_s", "http_backlog", "keepalive_s",
+                    "max_artifact_bytes", "fetch_timeout_s", "telemetry_interval_s", "telemetry_max_predictions",
+                    "outbox_max_windows", "probation_max_latency_factor", "reconnect_min_s", "reconnect_max_s")
         for name in positive:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -119,7 +122,8 @@ class AgentConfig:
 _PATH, _PATHS, _STR, _OPT_STR, _BOOL, _INT, _FLOAT, _LABELS = range(8)
 _KINDS: dict[str, int] = {
     "device_id": _STR, "data_dir": _PATH, "broker_url": _STR, "public_keys": _PATHS, "labels": _LABELS,
-    "http": _OPT_STR, "topic_prefix": _STR, "username": _OPT_STR, "password": _OPT_STR, "ca_file": _PATH,
+    "http": _OPT_STR, "http_request_timeout_s": _FLOAT, "http_idle_timeout_s": _FLOAT, "http_backlog": _INT,
+    "topic_prefix": _STR, "username": _OPT_STR, "password": _OPT_STR, "ca_file": _PATH,
     "tls_insecure": _BOOL, "keepalive_s": _INT, "max_artifact_bytes": _INT, "fetch_timeout_s": _FLOAT,
     "telemetry_interval_s": _FLOAT, "telemetry_max_predictions": _INT, "outbox_max_windows": _INT,
     "probation_s": _FLOAT, "probation_min_predictions": _INT, "probation_max_error_rate": _FLOAT,

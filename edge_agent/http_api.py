@@ -1,24 +1,26 @@
-"""The local HTTP JSON endpoint (stdlib ``http.server``), bound to 127.0.0.1 unless configured otherwise.
+"""The local HTTP JSON endpoint, bound to 127.0.0.1 unless configured otherwise.
 
     POST /v1/predict   {"record": {...}} or {"records": [{...}, ...]}
     POST /v1/feedback  {"prediction_id": "...", "label": ...} or {"prediction_id": "...", "value": ...}
     GET  /v1/health    {"status": "ok"|"no_model", "state": ..., "model": ..., "version": ...}
     GET  /v1/model     the serving model's name, version, task, inputs and classes
 
-Every user mistake is a 4xx with ``{"error": "<one line naming the field>"}``; an unexpected failure is logged
-and answered 500 without details, and the server keeps serving either way.
+Every caller mistake is a 4xx with ``{"error": "<one line naming the field>"}`` and counts as an ``input``
+error, never against the model; only a failure of the model itself is a 500 that counts as ``model``. An
+unexpected failure is logged and answered 500 without details. The server keeps serving either way.
+Deadlines, backlog and JSON for the stdlib's own refusals live in http_server.py.
 """
 
 import json
 import logging
-import socket
+import sys
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from .errors import AgentError, FeedbackError, InputError, ModelError, NoModelError
-from .protocol import ProtocolError, parse_json
+from .http_server import JsonHandler, JsonServer
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -26,46 +28,72 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+"""Largest request body (1 MiB); a batch must also fit in it."""
 MAX_BATCH = 10_000
+"""Most records in one batch. Both limits apply: a full batch fits in MAX_BODY_BYTES only while its records
+average under ~104 bytes of JSON; wider records reach the byte limit first."""
+_MAX_LENGTH_DIGITS = 16  # a Content-Length with more significant digits is over any limit
 
 
 class _ApiError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    def __init__(self, status: HTTPStatus, message: str, *, close: bool = False) -> None:
         self.status = status
+        self.close = close
         super().__init__(message)
 
 
-class _Handler(BaseHTTPRequestHandler):
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _integer(text: str) -> int | float:
+    """An integer beyond int()'s digit limit becomes a float (infinity) instead of failing the whole body, so
+    the field that holds it is named by its own check ("income: must be a finite number ...")."""
+    return int(text) if len(text) <= sys.get_int_max_str_digits() else float(text)
+
+
+# A number too large for a float (1e400) is valid JSON: it decodes to infinity and the field's check refuses
+# it by name. NaN and Infinity literals are not JSON at all: refused here. One decoder, shared (no state).
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=float, parse_int=_integer)
+
+
+def parse_body(data: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; every problem is a 400 ``_ApiError`` naming ``body``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: not UTF-8 (byte {exc.start})") from exc
+    try:
+        obj = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: malformed JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise _ApiError(HTTPStatus.BAD_REQUEST, "body: must be a JSON object")
+    return obj
+
+
+class _Handler(JsonHandler):
     server_version = "edgeops-agent"
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # a client that sends less than its Content-Length must not hold a thread forever
     agent: "Agent"  # set on the subclass made per server
+    routes: dict[str, dict[str, Callable[["_Handler"], tuple[HTTPStatus, dict[str, Any]]]]]  # set below
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in two writes; with Nagle on, a kept-alive client's delayed ACK then stalls
-        # every response by ~40 ms. Small JSON answers should go out at once.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-    def do_GET(self) -> None:
-        self._dispatch({"/v1/health": self._health, "/v1/model": self._model})
-
-    def do_POST(self) -> None:
-        self._dispatch({"/v1/predict": self._predict, "/v1/feedback": self._feedback})
-
-    def _dispatch(self, routes: dict[str, Any]) -> None:
+    def route(self) -> None:
         path = self.path.split("?", 1)[0]
+        headers: dict[str, str] = {}
         try:
-            route = routes.get(path)
-            if route is None:
-                known = path in ("/v1/health", "/v1/model", "/v1/predict", "/v1/feedback")
-                raise _ApiError(HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND,
-                                f"{self.command} {path} is not an endpoint")
-            status, body = route()
+            methods = self.routes.get(path)
+            if methods is None:
+                raise _ApiError(HTTPStatus.NOT_FOUND, f"{path[:200]} is not an endpoint")
+            endpoint = methods.get("GET" if self.command == "HEAD" else self.command)
+            if endpoint is None:
+                allowed = sorted(methods) + (["HEAD"] if "GET" in methods else [])
+                headers["Allow"] = ", ".join(allowed)
+                raise _ApiError(HTTPStatus.METHOD_NOT_ALLOWED,
+                                f"{self.command[:20]} {path}: not allowed; use {' or '.join(allowed)}")
+            status, body = endpoint(self)
         except _ApiError as exc:
+            if exc.close:
+                self.close_connection = True
             status, body = exc.status, {"error": str(exc)}
         except (InputError, FeedbackError) as exc:
             status, body = HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
@@ -76,41 +104,39 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("http: unexpected error on %s %s", self.command, path)
             status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (see the agent log)"}
-        self._send(status, body)
-
-    def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        try:
-            data = json.dumps(body, allow_nan=False, default=str).encode()
-        except ValueError:  # a NaN/Infinity output is not JSON: say so rather than send invalid JSON
-            status, data = HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "the model produced a non-finite number"}'
-
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, body, headers)
 
     def _body(self) -> dict[str, Any]:
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
-            self.close_connection = True
-            raise _ApiError(HTTPStatus.LENGTH_REQUIRED, "Content-Length: a JSON body with a length is required")
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True  # do not read (or leave unread) a huge body on a kept-alive socket
+        """Read and parse the body: its Content-Length must be one plain decimal number of bytes within the
+        limit (RFC 9112 §6.3: anything else makes the framing unknowable, so the connection closes)."""
+        if "Transfer-Encoding" in self.headers:
+            raise _ApiError(HTTPStatus.LENGTH_REQUIRED, "Transfer-Encoding: not supported; send a Content-Length",
+                            close=True)
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            raise _ApiError(HTTPStatus.LENGTH_REQUIRED, "Content-Length: a JSON body with a length is required",
+                            close=True)
+        text = values[0].strip()
+        if not (text.isascii() and text.isdigit()) or any(v.strip() != text for v in values):
+            raise _ApiError(HTTPStatus.BAD_REQUEST, "Content-Length: must be one decimal number of bytes, got "
+                            + ascii(", ".join(values))[1:-1][:60], close=True)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > _MAX_LENGTH_DIGITS:  # int() would refuse thousands of digits; no need to try
+            raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body: a Content-Length of {len(digits)} digits "
+                            f"exceeds the limit of {MAX_BODY_BYTES} bytes", close=True)
+        length = int(digits)
+        if length > MAX_BODY_BYTES:  # do not read (or leave unread) a huge body on a kept-alive socket
             raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                            f"body: {length} bytes exceeds the limit of {MAX_BODY_BYTES}")
+                            f"body: {length} bytes exceeds the limit of {MAX_BODY_BYTES}", close=True)
         try:
             body = self.rfile.read(length)
-        except OSError as exc:  # includes the socket timeout
-            self.close_connection = True
-            raise _ApiError(HTTPStatus.REQUEST_TIMEOUT, f"body: not received ({exc})") from exc
-        try:
-            return parse_json(body, limit=MAX_BODY_BYTES)
-        except ProtocolError as exc:
-            raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: {exc}") from exc
+        except OSError as exc:  # includes the request deadline
+            raise _ApiError(HTTPStatus.REQUEST_TIMEOUT, f"body: not received ({exc})", close=True) from exc
+        if len(body) < length:
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: {len(body)} of {length} bytes before the connection "
+                            "closed", close=True)
+        self.body_read = True
+        return parse_body(body)
 
     # endpoints ------------------------------------------------------------------------------------
     def _predict(self) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -125,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(records, list):
             raise _ApiError(HTTPStatus.BAD_REQUEST, "records: must be a list of objects")
         if len(records) > MAX_BATCH:
-            raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"records: at most {MAX_BATCH} per request")
+            raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"records: {len(records)} exceeds the limit of {MAX_BATCH} records per request")
         return HTTPStatus.OK, {"predictions": [p.to_json() for p in self.agent.predict_many(records)]}
 
     def _feedback(self) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -159,16 +186,26 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
 
+_Handler.routes = {
+    "/v1/predict": {"POST": _Handler._predict}, "/v1/feedback": {"POST": _Handler._feedback},
+    "/v1/health": {"GET": _Handler._health}, "/v1/model": {"GET": _Handler._model},
+}
+
+
 class HttpApi:
-    """A ThreadingHTTPServer in a daemon thread; ``address`` is the bound (host, port) (port 0 = any)."""
+    """The server in a daemon thread; ``address`` is the bound (host, port) (port 0 = any). Backlog and
+    timeouts come from the agent's config (``http_backlog``, ``http_request_timeout_s``,
+    ``http_idle_timeout_s``)."""
 
     def __init__(self, agent: "Agent", host: str = "127.0.0.1", port: int = 8765) -> None:
         handler = type("AgentHandler", (_Handler,), {"agent": agent})
+        config = agent.config
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
+            self.server = JsonServer((host, port), handler, backlog=config.http_backlog,
+                                     request_timeout_s=config.http_request_timeout_s,
+                                     idle_timeout_s=config.http_idle_timeout_s)
         except OSError as exc:
             raise AgentError(f"http: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-        self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="agent-http", daemon=True)
 
     @property

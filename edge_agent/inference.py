@@ -4,8 +4,11 @@ Input rules (docs/agent.md repeats them for users):
 
 * every input column must be present in a record; JSON null means *missing*;
 * numeric columns take numbers (not strings, not booleans); missing → NaN, which the model's imputer
-  handles, unless the column is not ``nullable`` (then NaN and null are refused); infinities are refused;
-* string columns take strings (not numbers); missing → the manifest's ``missing_token``;
+  handles, unless the column is not ``nullable`` (then NaN and null are refused); infinities and numbers
+  beyond float32 range (an integer of 400 digits included) are refused;
+* string columns take strings (not numbers); missing → the manifest's ``missing_token``; a string that is
+  not valid Unicode (a lone surrogate such as JSON's ``"\\ud800"``) is refused: onnxruntime must encode it
+  as UTF-8, and its failure would otherwise look like the model's;
 * a category not seen in training is accepted: the exported one-hot encoder ignores unknown categories, and
   the telemetry window counts the value as *unseen* so drift shows up on the control plane;
 * fields that are not inputs are ignored (applications send whole records; a typo in an input name still
@@ -57,7 +60,10 @@ def _check_number(value: Any, field: str, nullable: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "a string" if isinstance(value, str) else type(value).__name__
         raise InputError(field, f"expected a number, got {kind}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float64 (JSON has no limit on digits)
+        raise InputError(field, "must be a finite number within float32 range") from None
     if math.isnan(value):
         if not nullable:
             raise InputError(field, "is NaN but the model does not accept missing values")
@@ -74,6 +80,11 @@ def _check_string(value: Any, field: str, nullable: bool, missing_token: str) ->
     if not isinstance(value, str):
         kind = "a number" if isinstance(value, int | float) else type(value).__name__
         raise InputError(field, f"expected a string, got {kind}")
+    if not value.isascii():  # O(1) in CPython: only non-ASCII text pays for the encode below
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(field, f"is not valid Unicode (a lone surrogate at character {exc.start})") from None
     return value
 
 
@@ -168,8 +179,8 @@ class ModelRunner:
             if numeric:
                 if kind is not float or raw != raw or not -FLOAT32_MAX <= raw <= FLOAT32_MAX:
                     raw = _check_number(raw, column, nullable)  # the slow path names the problem
-            elif kind is not str:
-                raw = _check_string(raw, column, nullable, token)
+            elif kind is not str or not raw.isascii():
+                raw = _check_string(raw, column, nullable, token)  # also the UTF-8 check of non-ASCII text
             feeds[name][0, 0] = raw
         try:
             outputs = self._session_run(self._outputs, feeds, None)

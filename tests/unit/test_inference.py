@@ -85,6 +85,34 @@ def test_bad_values_name_the_field_and_problem(classifier: ModelRunner, change: 
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"plan": "\ud800"}, "plan: is not valid Unicode (a lone surrogate at character 0)"),
+        ({"plan": "café \udfff"}, "plan: is not valid Unicode (a lone surrogate at character 5)"),
+        ({"income": 10 ** 400}, "income: must be a finite number within float32 range"),
+        ({"age in years": -(10 ** 400)}, "age in years: must be a finite number within float32 range"),
+        ({"age in years": 10 ** 39}, "age in years: must be a finite number within float32 range"),
+    ],
+)
+def test_values_onnxruntime_cannot_take_are_the_callers_error_in_both_paths(
+        classifier: ModelRunner, change: dict, message: str) -> None:
+    """A lone surrogate failed inside onnxruntime's UTF-8 encode (a ModelError, counted against the model), a
+    400-digit integer in float() (an OverflowError nobody counted); both are the caller's."""
+    with pytest.raises(InputError) as info:
+        classifier.predict({**ROW, **change})
+    assert str(info.value) == message
+    with pytest.raises(InputError) as info:
+        classifier.predict_many([ROW, {**ROW, **change}])
+    assert str(info.value) == f"records[1].{message}"
+
+
+def test_valid_non_ascii_text_and_big_integers_within_range_are_accepted(classifier: ModelRunner) -> None:
+    assert classifier.predict({**ROW, "plan": "pro ☃ 𝄞"}).label in (0, 1)
+    assert classifier.predict({**ROW, "income": 10 ** 30}).label in (0, 1)
+    assert len(classifier.predict_many([{**ROW, "plan": "ünï"}, {**ROW, "income": 7}])) == 2
+
+
 def test_missing_field_is_named(classifier: ModelRunner) -> None:
     record = {k: v for k, v in ROW.items() if k != "plan"}
     with pytest.raises(InputError, match=r"^plan: is missing$"):

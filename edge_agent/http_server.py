@@ -1,0 +1,170 @@
+"""The transport under the local HTTP API: stdlib ``http.server`` with the limits a long-running device needs.
+
+The stdlib defaults do not hold up on a device that runs for months next to other local programs:
+
+* ``listen(5)``: a burst of clients overflows the accept queue and the kernel resets connections (half of
+  1,000 requests from 200 concurrent clients, measured). ``JsonServer`` listens with a real backlog.
+* a socket timeout restarts at every received byte, so a client that trickles one header byte per second
+  holds a thread for ever. ``DeadlineReader`` bounds every receive by what is left of one deadline per
+  request, from its first byte to the end of its body; an idle kept-alive connection is closed after its
+  own timeout.
+* refusals the stdlib makes itself (an unknown method, a malformed request line, headers too long) are HTML;
+  ``JsonHandler.send_error`` answers them as JSON like every other error.
+
+``JsonHandler`` reads one request under those deadlines and calls ``route`` (the API subclass's); the
+subclass answers with ``send_json``.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import socket
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 30.0
+"""Default time from a request's first byte to the end of its body (and to write its answer)."""
+IDLE_TIMEOUT_S = 60.0
+"""Default time a connection may wait, idle, for its next request before the server closes it."""
+BACKLOG = 1024
+"""Default listen backlog: connections the kernel queues until the server accepts them (capped by the
+kernel at net.core.somaxconn)."""
+MAX_REQUEST_LINE = 65536  # the stdlib's own limit, kept
+
+
+class DeadlineReader(io.RawIOBase):
+    """The raw side of a handler's ``rfile``: every receive waits at most until ``deadline`` (a
+    ``time.monotonic`` value). A buffered reader may call this many times for one ``readline``; each call is
+    bounded by what is left, so no splitting of the bytes can stretch a request past its deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline = time.monotonic()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
+class JsonServer(ThreadingHTTPServer):
+    """A thread per connection, a real listen backlog, and the handler's timeouts in one place."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type["JsonHandler"], *, backlog: int = BACKLOG,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        self.request_queue_size = backlog  # read by server_activate (listen) inside the base __init__
+        self.request_timeout_s = request_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """The stdlib prints a traceback to stderr; the agent logs it (a handler bug, never a client's)."""
+        log.exception("http: unexpected error serving %s", client_address)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Reads requests under the server's deadlines and answers in JSON; subclasses implement ``route``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave in two writes: without it a kept-alive client's
+    # delayed ACK stalls every answer by ~40 ms
+    server: JsonServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the stdlib's reader, replaced by one under deadlines
+        self._reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+        self.body_read = False
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+    def route(self) -> None:
+        """Answer the parsed request (``self.command``, ``self.path``, ``self.headers``) with ``send_json``."""
+        raise NotImplementedError
+
+    # one request ------------------------------------------------------------------------------------
+    def handle_one_request(self) -> None:
+        """The stdlib's loop body, with deadlines: wait (idle) for the request's first byte, then read the
+        request line, headers and (in ``route``) body before ``request_timeout_s`` after that byte."""
+        self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+        self.headers = None  # type: ignore[assignment]  # not the previous request's
+        self.close_connection = True  # until a request line says otherwise
+        self.body_read = False
+        try:
+            self._reader.deadline = time.monotonic() + self.server.idle_timeout_s
+            if not self.rfile.peek(1):
+                return  # the client closed the connection
+        except OSError:  # idle too long (TimeoutError), or the client went away
+            return
+        self._reader.deadline = time.monotonic() + self.server.request_timeout_s
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "request line: too long")
+                return
+            if not self.parse_request():  # it has answered already
+                return
+        except TimeoutError:
+            self.send_error(HTTPStatus.REQUEST_TIMEOUT,
+                            f"request: not received within {self.server.request_timeout_s:g} s")
+            return
+        except OSError:
+            self.close_connection = True
+            return
+        try:
+            self.route()
+            self.wfile.flush()
+        except OSError:  # the client went away, or did not read its answer in time
+            self.close_connection = True
+
+    # answers ------------------------------------------------------------------------------------------
+    def send_json(self, status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        try:
+            data = json.dumps(body, allow_nan=False, default=str).encode()
+        except ValueError:  # a NaN/Infinity output is not JSON: say so rather than send invalid JSON
+            status, data = HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "the model produced a non-finite number"}'
+        if not self.body_read and self._declares_body():
+            self.close_connection = True  # its unread body would be taken for the next request
+        # The reads left the socket timeout at what remained of the request's deadline; the answer gets its own.
+        self.connection.settimeout(self.server.request_timeout_s)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (malformed request line, headers too long ...) in JSON, then close."""
+        status = HTTPStatus(code)
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the stdlib's value before a version is parsed: it would send
+            self.request_version = "HTTP/1.1"  # the body without a status line
+        with contextlib.suppress(OSError):  # the client may be gone already
+            self.send_json(status, {"error": message or status.phrase})
+
+    def _declares_body(self) -> bool:
+        headers = self.headers
+        if headers is None:
+            return False
+        return headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in headers
