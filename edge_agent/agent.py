@@ -28,6 +28,7 @@ from .outbox import Outbox
 from .protocol import AgentEvent, Desired, ProtocolError, ReleaseManifest, Reported, StepReports
 from .store import ModelRef, ModelStore
 from .telemetry import TelemetryPump
+from .uplink import EventCourier
 from .verify import KeyRing
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Agent:
         self.pump = TelemetryPump(self.outbox, self.link, self.topics, self.device,
                                   interval_s=config.telemetry_interval_s,
                                   max_predictions=config.telemetry_max_predictions)
+        self.events = EventCourier(self.link, self.topics.device(self.device, "events"))
         self.installer = Installer(self)
         self._desired_topic = self.topics.device(self.device, "desired")
         self._runner: ModelRunner | None = None
@@ -228,8 +230,9 @@ class Agent:
     def handle_event(self, event: LinkEvent) -> None:
         if isinstance(event, Message):
             self.handle_message(event.topic, event.payload)
-        elif isinstance(event, Published):
-            self.pump.on_published(event.mid, event.reason)
+        elif isinstance(event, Published):  # a window or an event (kept until a subscriber took it), or neither
+            if not self.pump.on_published(event.mid, event.reason, event.no_subscribers):
+                self.events.on_published(event.mid, event.reason, event.no_subscribers)
         elif isinstance(event, Connected):
             self.report()
             self.pump.on_connected()
@@ -268,6 +271,7 @@ class Agent:
         if held is not None:
             self._publish_report(held)
         self.pump.tick()
+        self.events.tick()
         self._trim_recent()
 
     # state, reporting -----------------------------------------------------------------------------
@@ -320,4 +324,4 @@ class Agent:
         message = AgentEvent(device=self.device, event=event, model=ref.model, version=ref.version,
                              reason=None if reason is None else short_reason(reason),
                              rollout_id=None if self.desired is None else self.desired.rollout_id)
-        self.link.publish(self.topics.device(self.device, "events"), message.to_bytes(), qos=1)
+        self.events.publish(message.to_bytes())

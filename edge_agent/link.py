@@ -3,6 +3,7 @@
 Why MQTT 5 (not 3.1.1):
 - PUBACK carries a reason code. Mosquitto acknowledges a publish its ACL refuses; under 3.1.1 that looks like
   success and the outbox would delete a window nobody received. Under 5 the agent sees "not authorized".
+  It also sees 0x10 "no matching subscribers": accepted, but routed to nobody (uplink.py says what follows).
 - A persistent session needs ``clean_start=False`` *and* a session expiry interval; both are explicit in 5,
   so the broker keeps the device's subscriptions and queues QoS 1 messages (desired state) while it is away.
 
@@ -59,12 +60,17 @@ class Message:
     retained: bool
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10  # an MQTT 5 PUBACK reason that is not a failure, yet nobody got the message
+
+
 @dataclass(frozen=True)
 class Published:
-    """The broker acknowledged message ``mid``; ``reason`` is set when it refused it (e.g. ACL)."""
+    """The broker acknowledged message ``mid``; ``reason`` is set when it refused it (e.g. ACL);
+    ``no_subscribers`` when it took it but no subscription matched, so it reached nobody."""
 
     mid: int
     reason: str | None = None
+    no_subscribers: bool = False
 
 
 LinkEvent = Connected | Disconnected | Message | Published
@@ -237,4 +243,5 @@ class MqttLink:
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode,
                     _props: Any) -> None:
-        self.inbox.put(Published(mid, str(reason) if reason.is_failure else None))
+        self.inbox.put(Published(mid, str(reason) if reason.is_failure else None,
+                                 no_subscribers=reason.value == NO_MATCHING_SUBSCRIBERS))

@@ -124,6 +124,12 @@ class Outbox:
                                     (after, limit)).fetchall()
         return [(int(seq), bytes(payload)) for seq, payload in rows]
 
+    def get(self, seq: int) -> bytes | None:
+        """The stored window ``seq``, or None when it is gone (acknowledged, or evicted by the bound)."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM windows WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM windows").fetchone()[0])

@@ -6,7 +6,8 @@ latency quantiles, per-feature counts on the manifest's reference bins, predicti
 metrics. Raw rows never leave the device: only counts do.
 
 ``TelemetryPump`` (owner thread only) turns closed windows into outbox rows and publishes them, at most
-``MAX_INFLIGHT`` unacknowledged at a time, in seq order; a row is deleted on PUBACK only (see outbox.py).
+``MAX_INFLIGHT`` unacknowledged at a time, in seq order; a row is deleted on PUBACK only (see outbox.py), and not
+on a PUBACK "no matching subscribers": that window reached nobody, so it is sent again (uplink.py).
 """
 
 import logging
@@ -34,6 +35,7 @@ from .protocol import (
     Topics,
     categorical_bin,
 )
+from .uplink import NoSubscriberBackoff
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ class TelemetryPump:
 
     def __init__(self, outbox: Outbox, link: MqttLink, topics: Topics, device: str, *,
                  interval_s: float = 60.0, max_predictions: int = 10_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, backoff: NoSubscriberBackoff | None = None) -> None:
         self.outbox = outbox
         self.link = link
         self.topic = topics.device(device, "telemetry")
@@ -262,9 +264,12 @@ class TelemetryPump:
         self.interval_s = interval_s
         self.max_predictions = max_predictions
         self.clock = clock
+        self.backoff = backoff or NoSubscriberBackoff(f"telemetry windows on {self.topic}")
         self.recorder: TelemetryRecorder | None = None
         self._inflight: dict[int, int] = {}  # mid → seq
         self._handed: set[int] = set()  # seqs the link holds (paho re-sends them itself after a reconnect)
+        self._unrouted: set[int] = set()  # seqs answered "no matching subscribers": sent again before newer ones
+        self._cursor = -1  # the highest seq handed to the link; every stored seq up to it is handed or unrouted
 
     def on_model_changed(self, manifest: ReleaseManifest | None) -> None:
         """Close the old model's window (its counts belong to it), then record for ``manifest``."""
@@ -308,28 +313,58 @@ class TelemetryPump:
         before an agent restart) are sent here, in seq order."""
         self._send()
 
-    def on_published(self, mid: int, reason: str | None = None) -> None:
+    def on_published(self, mid: int, reason: str | None = None, no_subscribers: bool = False) -> bool:
+        """A PUBACK; False when ``mid`` is not a telemetry window's."""
         seq = self._inflight.pop(mid, None)
         if seq is None:
-            return  # not a telemetry message
+            return False
         self._handed.discard(seq)
+        if no_subscribers:  # the broker took it but nobody subscribes: it reached nobody, keep it
+            self._unrouted.add(seq)
+            self.backoff.missed()
+            return True
         self.outbox.ack(seq)
         if reason is not None:  # the broker refused it (ACL, quota): it is lost, so report it as dropped
             log.error("broker refused telemetry window %d: %s", seq, reason)
             self.outbox.record_loss(1)
+        else:
+            self.backoff.delivered()
         self._send()
+        return True
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
     def _send(self) -> None:
-        if not self.link.connected or len(self._handed) >= MAX_INFLIGHT:
+        """Hand windows to the link, oldest first: those sent again, then new ones. While nobody subscribes,
+        one at a time and only when the backoff allows (the answer decides whether the pipe opens again)."""
+        if not self.link.connected:
             return
-        after = max(self._handed, default=-1)
-        for seq, payload in self.outbox.pending(MAX_INFLIGHT - len(self._handed), after=after):
-            mid = self.link.publish(self.topic, payload, qos=1)
-            if mid < 0:
-                break
-            self._inflight[mid] = seq
-            self._handed.add(seq)
+        if self.backoff.waiting:
+            if self._handed or not self.backoff.due():
+                return
+            budget = 1
+        else:
+            budget = MAX_INFLIGHT - len(self._handed)
+        while budget > 0 and self._unrouted:
+            seq = min(self._unrouted)
+            payload = self.outbox.get(seq)  # None: the outbox bound evicted it meanwhile (and counted it)
+            if payload is not None:
+                if not self._hand(seq, payload):
+                    return
+                budget -= 1
+            self._unrouted.discard(seq)
+        if budget > 0:
+            for seq, payload in self.outbox.pending(budget, after=self._cursor):
+                if not self._hand(seq, payload):
+                    break
+
+    def _hand(self, seq: int, payload: bytes) -> bool:
+        mid = self.link.publish(self.topic, payload, qos=1)
+        if mid < 0:
+            return False
+        self._inflight[mid] = seq
+        self._handed.add(seq)
+        self._cursor = max(self._cursor, seq)
+        return True

@@ -60,7 +60,7 @@ class AgentSide:
             except queue.Empty:
                 event = None
             if isinstance(event, Published):
-                self.pump.on_published(event.mid, event.reason)
+                self.pump.on_published(event.mid, event.reason, event.no_subscribers)
             elif isinstance(event, Connected):
                 self.pump.on_connected()
             while not self.calls.empty():

@@ -224,6 +224,8 @@ class IngestService:
             return
         with self._ack_lock:
             self._epoch += 1
+        # Always, whatever session_present says: Mosquitto 2.0 restores a persistent session from its file but not
+        # its $share subscriptions, and until we subscribe again devices are told "no matching subscribers".
         client.subscribe(self.subscriptions())
         log.info("ingest %s connected (session present: %s)", self.config.mqtt_client_id, flags.session_present)
 
