@@ -1,6 +1,6 @@
 """The shipped Mosquitto config, started for real: client ids are bound to device usernames on the device
-listener (no device can kick another off), control-plane clients sharing a username coexist, and an agent's
-persistent session survives its restart."""
+listener (no device can kick another off), control-plane clients sharing a username coexist, an agent's
+persistent session survives its restart, and message sizes are capped for everyone at the protocol's limit."""
 
 import queue
 from collections.abc import Iterator
@@ -11,9 +11,11 @@ from shipped_broker import TIMEOUT, Client, ShippedBroker, connect_control, conn
 
 from edge_agent.config import AgentConfig
 from edge_agent.link import Connected, Disconnected, LinkEvent, Message, MqttLink, Published, client_id_for
-from edge_agent.protocol import Status
+from edge_agent.protocol import MAX_MESSAGE_BYTES, Status
 
 pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
 
 
 @pytest.fixture
@@ -130,4 +132,36 @@ def test_an_agents_persistent_session_survives_its_restart(broker: ShippedBroker
         assert next_event(inbox, Message, seen) == Message(desired, b"while away", retained=False)
         link.stop()
     finally:
+        control.close()
+
+
+def test_devices_cannot_send_big_messages_and_the_control_plane_still_publishes_releases(
+        broker: ShippedBroker) -> None:
+    """Mosquitto 2.0 has one size limit for every listener, set at the protocol's MAX_MESSAGE_BYTES (1 MiB):
+    what a receiver parses at most, and at least a manifest and an artifact chunk (export.chunk_size)."""
+    control = connect_control(broker)
+    device = connect_device(broker, "press-17")
+    try:
+        assert control.subscribe("edgeops/devices/+/telemetry") == "Granted QoS 1"
+        assert device.subscribe("edgeops/releases/#") == "Granted QoS 1"
+        # the control plane: a default-sized artifact chunk and a manifest of the largest size a device accepts
+        assert control.publish("edgeops/releases/churn/1/artifact/0", b"a" * (256 * 1024), retain=True) == "ok"
+        assert control.publish("edgeops/releases/churn/1/manifest", b"m" * MAX_MESSAGE_BYTES, retain=True) == "ok"
+        assert [(t, len(p)) for t, p in device.take(2)] == [
+            ("edgeops/releases/churn/1/artifact/0", 256 * 1024),
+            ("edgeops/releases/churn/1/manifest", MAX_MESSAGE_BYTES)]
+
+        telemetry = "edgeops/devices/press-17/telemetry"
+        assert device.publish(telemetry, b"t" * MAX_MESSAGE_BYTES) == "ok"  # the largest a receiver parses
+        # One byte more is dropped (QoS 0 here: at QoS 1 Mosquitto answers with a PUBACK reason paho cannot
+        # parse, and paho drops the connection). The device's next message, acknowledged, is the only one after.
+        device.client.publish(telemetry, b"t" * (MAX_MESSAGE_BYTES + 1), qos=0)
+        assert device.publish(telemetry, b"next") == "ok"
+        assert device.disconnects.empty()
+        # 20 MiB: not even read; the device is disconnected (QoS 0, so paho does not send it again)
+        device.client.publish(telemetry, b"t" * (20 * MiB), qos=0)
+        assert device.disconnects.get(timeout=TIMEOUT)
+        assert [(t, len(p)) for t, p in settle(control)] == [(telemetry, MAX_MESSAGE_BYTES), (telemetry, 4)]
+    finally:
+        device.close()
         control.close()

@@ -1,9 +1,11 @@
-"""The shipped mosquitto.conf stays true to the fleet's identity rules, read as text (the
+"""The shipped mosquitto.conf stays true to the protocol and to the fleet's identity rules, read as text (the
 integration tests start a broker from it: tests/integration/test_mosquitto_acl.py, test_mosquitto_limits.py)."""
 
 from pathlib import Path
 
 import pytest
+
+from edge_agent.protocol import MAX_MESSAGE_BYTES
 
 pytestmark = pytest.mark.unit
 
@@ -21,6 +23,13 @@ def sections() -> list[dict[str, list[str]]]:
             out.append({})
         out[-1].setdefault(option, []).append(value)
     return out
+
+
+def test_the_size_limit_is_the_protocols() -> None:
+    options = {k: v for section in sections() for k, v in section.items()}
+    assert options["message_size_limit"] == [str(MAX_MESSAGE_BYTES)]
+    # room for a topic and headers on top of the largest payload, not much more (the packet is read into memory)
+    assert MAX_MESSAGE_BYTES < int(options["max_packet_size"][0]) <= MAX_MESSAGE_BYTES + 128 * 1024
 
 
 def test_devices_and_the_control_plane_log_in_on_listeners_of_their_own() -> None:
