@@ -8,6 +8,7 @@ directory (that is what a user typing a flag expects).
 """
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,7 @@ MiB = 1024 * 1024
 def parse_http_bind(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8765"`` → ("127.0.0.1", 8765); port 0 lets the OS choose (tests use it)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 <= int(port) <= 65535:  # isdigit takes '²'
         raise ConfigError(f"http: {value!r} must look like host:port (e.g. 127.0.0.1:8765)")
     return host.strip("[]"), int(port)
 

@@ -7,6 +7,8 @@
 # (created when missing; other users in it are kept) and written to OUT_DIR/USER.env as
 # EDGEOPS_AGENT_PASSWORD=... (mode 0600) for the device's /etc/edgeops-agent/agent.env. Re-running it for a
 # user rotates that user's password. Reload Mosquitto afterwards (systemctl reload mosquitto).
+# The shipped mosquitto.conf has two password files, one per listener: devices go in
+# /etc/mosquitto/edgeops-devices.passwd, the control plane (edgeops-control) in edgeops-control.passwd.
 set -euo pipefail
 
 if [ "$#" -lt 3 ]; then

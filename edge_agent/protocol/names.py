@@ -2,20 +2,25 @@
 
 Model names, device ids and label values become MQTT topic levels and directory names on the device, so the
 rules are strict: no ``/``, no ``+``/``#`` wildcards, no ``..``, no leading dot, bounded length.
+
+Every rule is a full match (``fullmatch``), never ``match`` with ``$``: ``$`` also matches before a trailing
+newline, so ``"churn\\n"`` passed, and a topic level holding a control character makes Mosquitto drop the
+connection (an agent told to fetch ``"churn\\n"`` reconnected and failed again, over and over).
 """
 
 import re
 
 from .errors import ProtocolError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_VERSION_TEXT = re.compile(r"[1-9][0-9]{0,9}")  # ASCII digits only (str.isdigit also takes '²' and '٣')
 MAX_VERSION = 2**31 - 1
 
 
 def is_name(value: object) -> bool:
     """Whether ``value`` is a safe model name or device id (the test of :func:`check_name`, without raising)."""
-    return isinstance(value, str) and _NAME.match(value) is not None and ".." not in value
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None and ".." not in value
 
 
 def check_name(value: object, field: str = "name") -> str:
@@ -42,7 +47,7 @@ def check_version(value: object, field: str = "version") -> int:
 
 def parse_version(text: str, field: str = "version") -> int:
     """Parse a version as found in a topic level (decimal digits only, no sign, no leading zeros)."""
-    if not text.isdigit() or not text.isascii() or (len(text) > 1 and text[0] == "0"):
+    if not _VERSION_TEXT.fullmatch(text):
         raise ProtocolError(f"{text!r} is not a positive integer version", field=field)
     return check_version(int(text), field)
 
@@ -54,9 +59,9 @@ def check_labels(value: object, field: str = "labels") -> dict[str, str]:
     if len(value) > 64:
         raise ProtocolError("at most 64 labels", field=field)
     for key, val in value.items():
-        if not isinstance(key, str) or not _LABEL.match(key):
+        if not isinstance(key, str) or not _LABEL.fullmatch(key):
             raise ProtocolError(f"label key {key!r} is invalid", field=field)
-        if not isinstance(val, str) or not _LABEL.match(val):
+        if not isinstance(val, str) or not _LABEL.fullmatch(val):
             raise ProtocolError(f"label value {val!r} for {key!r} is invalid", field=field)
     return dict(value)
 

@@ -6,6 +6,7 @@ current receiver would misread needs a major bump, a new parser branch, and a sa
 tests/fixtures/protocol/ (see docs/protocol.md, "Changing a schema").
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ CURRENT: dict[str, str] = {
     EVENT: "1.0",
 }
 SUPPORTED_MAJORS: dict[str, frozenset[int]] = {name: frozenset({1}) for name in CURRENT}
+_MAJOR_MINOR = re.compile(r"([0-9]{1,9})\.[0-9]{1,9}")
+"""Full match, ASCII digits, bounded: ``str.isdigit`` also takes '²' (which ``int`` then refuses with a crash)
+and '١', and ``int`` refuses more than 4300 digits."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,10 @@ def check_schema(obj: dict[str, Any], expected: str) -> SchemaTag:
         return accepted
     if name != expected:
         raise ProtocolError(f"expected schema {expected!r}, got {name!r}", field="schema.name")
-    major, _, minor = version.partition(".")
-    if not (major.isdigit() and minor.isdigit()):
-        raise ProtocolError(f"{version!r} is not MAJOR.MINOR", field="schema.version")
-    if int(major) not in SUPPORTED_MAJORS[name]:
+    parts = _MAJOR_MINOR.fullmatch(version)
+    if parts is None:
+        raise ProtocolError(f"{version[:40]!r} is not MAJOR.MINOR", field="schema.version")
+    if int(parts[1]) not in SUPPORTED_MAJORS[name]:
         raise ProtocolError(
             f"unsupported major version {version} of {name} (supported: "
             f"{sorted(SUPPORTED_MAJORS[name])})",

@@ -1,5 +1,6 @@
 """The topic tree. Every topic either side uses is built here; nothing else formats topic strings."""
 
+import re
 from dataclasses import dataclass
 
 from .errors import ProtocolError
@@ -7,6 +8,10 @@ from .names import check_name, check_version, parse_version
 
 DEFAULT_PREFIX = "edgeops"
 DEVICE_CHANNELS = ("desired", "reported", "status", "telemetry", "events")
+_REFUSED_BY_BROKERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef]")
+"""Characters Mosquitto refuses in a topic (control characters, surrogates, non-characters): it drops the
+connection of a client that subscribes or publishes to one, and a client that reconnects and subscribes again
+is dropped again."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,8 @@ class Topics:
             raise ProtocolError(f"{self.prefix!r} is not a valid topic prefix", field="prefix")
         if self.prefix.startswith("$"):
             raise ProtocolError("a topic prefix must not start with '$'", field="prefix")
+        if _REFUSED_BY_BROKERS.search(self.prefix) or any((ord(c) & 0xFFFE) == 0xFFFE for c in self.prefix):
+            raise ProtocolError(f"{self.prefix!r} holds a control character or a non-character", field="prefix")
 
     # releases ---------------------------------------------------------------------------------------
     def release(self, model: str, version: int) -> str:

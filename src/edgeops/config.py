@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from edge_agent.protocol import TASKS, ProtocolError, canonical_json, check_name
+from edge_agent.protocol import MAX_MESSAGE_BYTES, TASKS, ProtocolError, canonical_json, check_name
 
 from .errors import ConfigError
 
@@ -312,6 +312,8 @@ def _check_semantics(cfg: ProjectConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(key, "must be at least 1")
+    if cfg.export.chunk_size > MAX_MESSAGE_BYTES:  # the shipped broker refuses bigger messages from anyone
+        raise ConfigError("export.chunk_size", f"must be at most {MAX_MESSAGE_BYTES} (the protocol's message limit)")
     if not 1 <= cfg.export.numeric_bins <= 1024:
         raise ConfigError("export.numeric_bins", "must be between 1 and 1024")
     if not 0.0 <= cfg.export.min_label_agreement <= 1.0:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.protocol import ReleaseManifest, Topics
+from edge_agent.protocol import MAX_MESSAGE_BYTES, ReleaseManifest, Topics
 from edgeops.errors import RegistryError
 from edgeops.mqtt import ControlClient
 
@@ -52,6 +52,10 @@ def check_publishable(manifest: ReleaseManifest, artifact: bytes, status: str = 
         raise RegistryError(f"{ref} is not signed; refusing to publish it")
     if hashlib.sha256(artifact).hexdigest() != manifest.artifact.sha256 or len(artifact) != manifest.artifact.size:
         raise RegistryError(f"{ref}: the ONNX bytes do not match the manifest's sha256/size")
+    largest = min(manifest.artifact.size, manifest.artifact.chunk_size)  # the whole artifact, or one chunk
+    if largest > MAX_MESSAGE_BYTES:  # the shipped broker would drop it, and devices would wait for it in vain
+        raise RegistryError(f"{ref}: artifact messages of {largest} bytes exceed the protocol's limit of "
+                            f"{MAX_MESSAGE_BYTES}; register it again with a smaller export.chunk_size")
     if public_key is not None:
         try:
             public_key.verify(manifest.signature.value, manifest.signing_bytes())

@@ -19,6 +19,7 @@ lock, so concurrent pipeline runs get distinct, consecutive numbers. Rejected ca
 import fcntl
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -81,6 +82,15 @@ class ReleaseRecord:
                 "onnx_path": str(self.onnx_path)}
 
 
+_VERSION_REF = re.compile(r"[0-9]{1,10}")
+
+
+def is_version_ref(ref: str) -> bool:
+    """Whether a reference names a version number: 1-10 ASCII digits, a full match (``str.isdigit`` also takes
+    '²', which ``int`` then refuses with a crash, and '٣', which it reads as 3)."""
+    return _VERSION_REF.fullmatch(ref) is not None
+
+
 def parse_ref(text: str) -> tuple[str, str | None]:
     """Split ``churn@3`` / ``churn@champion`` / ``churn`` into (model, ref or None)."""
     model, sep, ref = text.partition("@")
@@ -98,7 +108,7 @@ def _check_alias(alias: str) -> str:
         check_name(alias, "alias")
     except ProtocolError as exc:
         raise RegistryError(exc.reason) from None
-    if alias.isdigit() or alias == LATEST:
+    if is_version_ref(alias) or alias == LATEST:
         raise RegistryError(f"{alias!r} cannot be an alias (it reads as a version)")
     return alias
 
@@ -232,7 +242,7 @@ class Registry:
         model_dir = self._model_dir(model)
         if not model_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(int(p.name) for p in model_dir.iterdir() if is_version_ref(p.name) and p.is_dir())
 
     def _aliases(self, model: str) -> dict[str, int]:
         path = self._model_dir(model) / "aliases.json"
@@ -270,7 +280,7 @@ class Registry:
         return self._load(model, version, aliases)
 
     def _pick(self, model: str, ref: int | str, numbers: list[int], aliases: dict[str, int]) -> int:
-        if isinstance(ref, int) or ref.isdigit():
+        if isinstance(ref, int) or is_version_ref(ref):
             version = int(ref)
             if version not in numbers:
                 raise RegistryError(f"{model} has no version {version} (versions: {numbers[0]}..{numbers[-1]})")

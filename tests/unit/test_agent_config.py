@@ -48,6 +48,11 @@ def test_overrides_alone_are_enough(tmp_path: Path) -> None:
     ('device_id = "d"\ndata_dir = "x"\nbroker_url = "http://h:1"\n', "broker_url"),
     ('device_id = "d"\ndata_dir = "x"\nbroker_url = "mqtt://h:99999"\n', "broker_url"),
     ('device_id = "d"\ndata_dir = "x"\nhttp = "8765"\n', "http"),
+    ('device_id = "d"\ndata_dir = "x"\nhttp = "127.0.0.1:\u00b2"\n', "http"),  # isdigit('²'), int('²') fails
+    ('device_id = "d"\ndata_dir = "x"\nhttp = "127.0.0.1:8765\\n"\n', "http"),
+    ('device_id = "d\\n"\ndata_dir = "x"\n', "device_id"),
+    ('device_id = "d"\ndata_dir = "x"\ntopic_prefix = "edgeops\\n"\n', "prefix"),
+    ('device_id = "d"\ndata_dir = "x"\n[labels]\nsite = "berlin\\n"\n', "labels"),
     ('device_id = "d"\ndata_dir = "x"\ntopic_prefix = "a/#"\n', "prefix"),
     ('device_id = "d"\ndata_dir = "x"\noutbox_max_windows = 0\n', "outbox_max_windows"),
     ('device_id = "d"\ndata_dir = "x"\nprobation_max_error_rate = 2.0\n', "probation_max_error_rate"),

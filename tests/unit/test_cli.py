@@ -97,7 +97,9 @@ def test_models_list_show_promote(project: Path) -> None:
     code, _, err = invoke("models", "promote", "churn@2", "--alias", "champion")
     assert code == 1 and "rejected" in one_error_line(err)
     for args in (("models", "show", "churn@9"), ("models", "show", "nope"), ("models", "promote", "churn"),
-                 ("models", "show", "bad/name"), ("models", "list", "nope")):
+                 ("models", "show", "bad/name"), ("models", "list", "nope"), ("models", "show", "churn\n"),
+                 ("models", "promote", "churn@\u00b2"), ("models", "show", "churn@\u00b2"),  # isdigit, int fails
+                 ("models", "promote", "churn@3\n"), ("release", "unpublish", "churn@\u00b2")):
         code, _, err = invoke(*args)
         assert code == 1, args
         one_error_line(err)

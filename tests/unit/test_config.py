@@ -98,6 +98,7 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     ("", {"model.task": "ranking"}, "model.task: must be one of"),
     ("", {"split.test_size": 1.5}, "split.test_size: must be between 0 and 1"),
     ("", {"export.numeric_bins": 0}, "export.numeric_bins"),
+    ("", {"export.chunk_size": (1 << 20) + 1}, "export.chunk_size: must be at most 1048576"),
     ("", {"data.max_missing_ratio": 2}, "data.max_missing_ratio"),
     ("", {"name": "bad/name"}, "name:"),
     ("", {"model..x": 1}, "is not a dotted config key"),

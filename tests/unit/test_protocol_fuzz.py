@@ -7,6 +7,7 @@ broker in tests/integration/test_agent_lifecycle.py::test_garbage_on_every_subsc
 import dataclasses
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from services import free_port
 
 from edge_agent.agent import Agent
 from edge_agent.link import Message
-from edge_agent.protocol import Desired
+from edge_agent.protocol import Desired, ProtocolError, Topics, check_labels, parse_version
+from edge_agent.protocol.names import is_name
 
 pytestmark = pytest.mark.unit
 
@@ -106,8 +108,10 @@ def test_garbage_on_any_topic_never_crashes(agent: Agent, channel: str, payload:
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     field=st.sampled_from(["schema", "device", "model", "version", "rollout_id", "ts"]),
-    value=json_values | st.sampled_from(["2.0", "1.x", "01.0", "..", "a/b", "#", "+", "", "dev-1", 0, -1, 2**40]),
-    schema_version=st.sampled_from(["1.0", "1.9", "2.0", "0.1", "x", ""]),
+    value=json_values | st.sampled_from(["2.0", "1.x", "01.0", "..", "a/b", "#", "+", "", "dev-1", 0, -1, 2**40,
+                                         "churn\n", "churn\r\n", "\nchurn", "ch\x00urn", "churn\u0085", "dev-1\n",
+                                         "1.0\n", "\u00b2.0", "\u0661.0", "9" * 5000 + ".0"]),
+    schema_version=st.sampled_from(["1.0", "1.9", "2.0", "0.1", "x", "", "1.0\n", "\u00b2.0", "\u0661.0"]),
 )
 def test_mangled_desired_messages_never_crash(agent: Agent, field: str, value: object, schema_version: str) -> None:
     obj = Desired(device=DEVICE, model="churn", version=next(versions)).to_json()
@@ -116,6 +120,49 @@ def test_mangled_desired_messages_never_crash(agent: Agent, field: str, value: o
     agent.handle_message(agent.topics.device(DEVICE, "desired"), json.dumps(obj).encode())
     agent.tick()
     assert_still_serving(agent)
+    # a filter Mosquitto refuses (a control character in a topic level) drops the connection on every subscribe
+    assert not [f for f in agent.link._filters if BROKER_REFUSES.search(f)]
+
+
+BROKER_REFUSES = re.compile("[\x00-\x1f\x7f-\x9f]")
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.text(max_size=70) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\s?", fullmatch=True))
+def test_only_whole_names_of_safe_characters_pass(text: str) -> None:
+    """The name rules are full matches: a name, id or label that passes holds only the safe characters (no
+    trailing newline, which ``$`` lets through), and a version level is ASCII digits that ``int`` reads as is."""
+    if is_name(text):
+        assert NAME_CHARS.issuperset(text) and 1 <= len(text) <= 64, repr(text)
+    try:
+        labels = check_labels({text: "x", "k": text})
+    except ProtocolError:
+        pass
+    else:
+        assert NAME_CHARS.issuperset(text), labels
+    try:
+        version = parse_version(text)
+    except ProtocolError:
+        pass
+    else:
+        assert str(version) == text
+    for name_variant in (text + "\n", text + "\r\n", "\n" + text):
+        assert not is_name(name_variant)
+        with pytest.raises(ProtocolError):
+            Topics().release_filter(name_variant, 1)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(version=st.text(max_size=12) | st.sampled_from(["\u00b2.0", "1.\u00b2", "\u0661.0", "9" * 5000 + ".0", "1.0\n"]))
+def test_schema_versions_are_full_matches_of_ascii_digits(version: str) -> None:
+    obj = Desired(device=DEVICE, model="churn", version=1).to_json()
+    obj["schema"]["version"] = version
+    try:
+        Desired.from_json(obj)
+    except ProtocolError:
+        return
+    assert re.fullmatch(r"1\.[0-9]+", version), repr(version)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))

@@ -11,7 +11,9 @@ from edge_agent.protocol import (
     Status,
     TelemetryWindow,
     Topics,
+    check_labels,
     parse_json,
+    parse_version,
 )
 
 pytestmark = pytest.mark.unit
@@ -75,3 +77,40 @@ def test_only_the_steps_of_an_update_are_reported_at_qos_0() -> None:
     assert TRANSIENT_STATES.issubset(LIFECYCLE_STATES)
     # what a verdict or the fleet view stands on is never sent at QoS 0
     assert all(qos[s] == 1 for s in ("idle", "serving", "probation", "rejected", "rolled_back"))
+
+
+@pytest.mark.parametrize("name", ["churn\n", "churn\r\n", "\nchurn", "ch\nurn", "churn\x00", "churn ", "chürn"])
+def test_names_are_full_matches_so_a_trailing_newline_is_refused(name: str) -> None:
+    """``$`` matches before a final newline: ``"churn\\n"`` passed the old rule and went into a subscription,
+    which Mosquitto answers by dropping the connection (tests/integration/test_agent_names.py)."""
+    obj = Desired(device="press-17", model="churn", version=3).to_json()
+    with pytest.raises(ProtocolError, match=r"^model: "):
+        Desired.from_json({**obj, "model": name})
+    with pytest.raises(ProtocolError, match=r"^device: "):
+        Desired.from_json({**obj, "device": name})
+    with pytest.raises(ProtocolError):
+        Topics().release_filter(name, 3)
+    with pytest.raises(ProtocolError, match=r"^labels: "):
+        check_labels({"site": name})
+    with pytest.raises(ProtocolError, match=r"^labels: "):
+        check_labels({name: "berlin"})
+
+
+@pytest.mark.parametrize("text", ["3\n", "\u00b2", "\u0663", "03", "0", "+3", " 3", "9" * 5000, "2147483648"])
+def test_version_levels_are_ascii_digits_read_exactly(text: str) -> None:
+    with pytest.raises(ProtocolError, match=r"^version: "):
+        parse_version(text)
+
+
+@pytest.mark.parametrize("version", ["1.0\n", "\u00b2.0", "1.\u00b2", "\u0661.0", "9" * 5000 + ".0", "1", ".1"])
+def test_schema_versions_are_full_matches_of_ascii_digits(version: str) -> None:
+    obj = Desired(device="d1", model="m", version=1).to_json()
+    obj["schema"]["version"] = version
+    with pytest.raises(ProtocolError, match=r"^schema\.version: "):  # not a ValueError from int('²')
+        Desired.from_json(obj)
+
+
+@pytest.mark.parametrize("prefix", ["edgeops\n", "fleet\x00a", "fleet/\x7f", "fleet\u0085", "fleet\ufffe"])
+def test_a_prefix_the_broker_would_refuse_is_refused(prefix: str) -> None:
+    with pytest.raises(ProtocolError, match=r"^prefix: "):
+        Topics(prefix)

@@ -137,6 +137,20 @@ def test_parse_ref() -> None:
         parse_ref("../x@1")
 
 
+@pytest.mark.parametrize("ref", ["\u00b2", "\u0661", "1\n", "9" * 5000, "\u00b2\u00b2"])
+def test_a_version_reference_is_ascii_digits_in_full(tmp_path: Path, key: Path, ref: str) -> None:
+    """``str.isdigit`` takes '²' (``int`` then refuses it with a traceback) and '١' (read as 1): a reference is
+    a version only when it is ASCII digits from start to end, else an alias that does not exist."""
+    reg = Registry(tmp_path)
+    reg.register("churn", builder("churn", key))
+    with pytest.raises(RegistryError, match=r"has no alias|not a valid name"):
+        reg.get("churn", ref)
+    with pytest.raises(RegistryError):
+        reg.resolve(f"churn@{ref}")
+    with pytest.raises(RegistryError):
+        reg.promote("churn", 1, ref)
+
+
 def test_only_if_unset_keeps_the_first_champion(tmp_path: Path, key: Path) -> None:
     reg = Registry(tmp_path)
     for _ in range(2):

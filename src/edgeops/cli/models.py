@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ..registry import CHAMPION, Registry, ReleaseRecord, parse_ref
+from ..registry import CHAMPION, Registry, ReleaseRecord, is_version_ref, parse_ref
 from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
 
 app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
@@ -65,7 +65,7 @@ def promote(ref: Annotated[str, typer.Argument(help="MODEL@VERSION to promote, e
     registry = open_registry(config)
     with user_errors():
         model, version = parse_ref(ref)
-        if version is None or not version.isdigit():
+        if version is None or not is_version_ref(version):
             fail(f"promote needs an explicit version, e.g. {model}@3")
         previous = registry.aliases(model).get(alias)
         record = registry.promote(model, int(version), alias)

@@ -10,7 +10,7 @@ from edge_agent.protocol import Topics, parse_version
 from ..config import ProjectConfig
 from ..errors import RegistryError
 from ..publish import PublishResult, publish_release, unpublish_release
-from ..registry import Registry, ReleaseRecord, parse_ref
+from ..registry import Registry, ReleaseRecord, is_version_ref, parse_ref
 from ..signing import key_paths, load_public_key
 from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 from .fleet import BrokerOption, control_client
@@ -63,7 +63,7 @@ def unpublish(ref: Annotated[str, typer.Argument(help="churn@2 (an explicit vers
     cfg = load_project_config(config)
     with user_errors():
         model, version_text = parse_ref(ref)
-        if version_text is None or not version_text.isdigit():
+        if version_text is None or not is_version_ref(version_text):
             raise RegistryError(f"unpublish needs an explicit version like {model}@2, got {ref!r}")
         version = parse_version(version_text)
         client = control_client(broker, cfg)
