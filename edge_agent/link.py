@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import AgentConfig
 from .errors import AgentError
-from .protocol import Status
+from .protocol import MAX_MESSAGE_BYTES, Status
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,10 @@ class MqttLink:
         """Queue a message; returns its mid (QoS 1 is kept and sent after a reconnect), or -1 when paho
         refused it (queue full, too large, stopping) or when a QoS 0 message found no connection: at most once
         means it is dropped, which its sender chose (e.g. a transient report, ``Reported.qos``)."""
+        if len(payload) > MAX_MESSAGE_BYTES:  # the broker caps messages there and drops the connection over it;
+            log.error("publish to %s refused: %d bytes exceed the protocol's %d", topic, len(payload),
+                      MAX_MESSAGE_BYTES)  # paho would resend it after every reconnect: a flapping device
+            return -1
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except ValueError as exc:

@@ -25,6 +25,7 @@ import numpy as np
 from .link import MqttLink
 from .outbox import Outbox
 from .protocol import (
+    MAX_MESSAGE_BYTES,
     MISSING,
     OVERFLOW,
     UNDERFLOW,
@@ -305,7 +306,13 @@ class TelemetryPump:
         dropped = self.outbox.dropped()
         window = self.recorder.close_window(seq, dropped, self.outbox.epoch)
         if window is not None:
-            self.outbox.put(seq, window.to_bytes(), dropped=dropped)
+            payload = window.to_bytes()
+            if len(payload) > MAX_MESSAGE_BYTES:  # the broker would refuse it and drop the connection, forever
+                log.error("telemetry window %d has %d bytes, over the protocol's limit of %d: dropped (a release "
+                          "with fewer features or bins fits)", seq, len(payload), MAX_MESSAGE_BYTES)
+                self.outbox.record_loss(1)
+            else:
+                self.outbox.put(seq, payload, dropped=dropped)
         self._send()
 
     def on_connected(self) -> None:

@@ -6,10 +6,12 @@ fed by hand, so the order of what the pump sends is exact. tests/integration/tes
 same against a real broker.
 """
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
+from releases import build_release, new_key
 
 from edge_agent.outbox import Outbox
 from edge_agent.protocol import Topics
@@ -175,3 +177,22 @@ def test_events_waiting_are_bounded() -> None:
     link.connected = True
     courier.tick()
     assert [p for _, _, p in link.sent] == [b"2", b"3", b"4"]
+
+
+def test_a_window_over_the_message_limit_is_dropped_and_counted_not_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker caps messages at MAX_MESSAGE_BYTES and disconnects a client over it; a stored oversize window
+    would be resent after every reconnect, so it must never reach the outbox."""
+    import edge_agent.telemetry as telemetry
+
+    pump, sent = pump_with(tmp_path, Clock(), 0)
+    pump.on_model_changed(build_release("churn", 3, new_key()).manifest)
+    pump.record({"age in years": 30.0, "income": 2.0, "plan": "basic"}, 0, 1.0)
+    monkeypatch.setattr(telemetry, "MAX_MESSAGE_BYTES", 200)
+    pump.flush()
+    assert pump.outbox.count() == 0 and pump.outbox.dropped() == 1 and sent() == []
+    monkeypatch.undo()
+    pump.record({"age in years": 30.0, "income": 2.0, "plan": "basic"}, 0, 1.0)
+    pump.flush()  # the next window fits, goes out, and reports the loss
+    (_, payload), = sent()
+    assert json.loads(payload)["dropped"] == 1
