@@ -144,8 +144,8 @@ class Agent:
         return prediction
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
-        """A batch in one onnxruntime call; telemetry counts each row with the batch's mean latency, probation
-        judges the batch as one request by its CPU time per row."""
+        """A batch in one onnxruntime call and one request for the bookkeeping: telemetry counts its rows and
+        takes one latency sample (its time per row), probation judges it by its CPU time per row."""
         runner = self._runner
         if runner is None:
             raise NoModelError("no model is installed yet")
@@ -155,13 +155,14 @@ class Agent:
         except AgentError as exc:
             self._failed(runner, exc, (time.perf_counter() - start) * 1e3)
             raise
-        rows = max(len(predictions), 1)
+        if not predictions:
+            return predictions
+        rows = len(predictions)
         per_row, cost_ms = (time.perf_counter() - start) * 1e3 / rows, (time.thread_time() - cpu) * 1e3 / rows
-        for record, prediction in zip(records, predictions, strict=True):
-            self.pump.record(record, prediction, per_row, None)
-            self._remember(runner, prediction)
-        if predictions:
-            self._judge(runner, cost_ms)
+        self.pump.record_many(records, predictions, per_row)
+        self._judge(runner, cost_ms)
+        regression = runner.regression
+        self._recent.update((p.id, (regression, p.value if regression else p.label)) for p in predictions)
         return predictions
 
     def feedback(self, prediction_id: str, truth: Any) -> None:

@@ -72,6 +72,29 @@ def _check_number(value: Any, field: str, nullable: bool) -> float:
     return value
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
+def _plain_numbers(values: list[Any]) -> np.ndarray | None:
+    """float32 values when every one is a plain finite number within float32 range, else None."""
+    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+        return None  # null, NaN as None, bool, text, a numpy scalar: the per-value path decides
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:  # an int beyond float64
+        return None
+    if not (np.abs(array) <= FLOAT32_MAX).all():  # also False for NaN and infinities
+        return None
+    return array.astype(np.float32)
+
+
+def _plain_strings(values: list[Any]) -> np.ndarray | None:
+    """An object array when every value is ASCII text (no null, no surrogate possible), else None."""
+    if set(map(type, values)) != {str} or not all(map(str.isascii, values)):
+        return None
+    return np.array(values, dtype=object)
+
+
 def _check_string(value: Any, field: str, nullable: bool, missing_token: str) -> str:
     if value is None:
         if not nullable:
@@ -138,22 +161,34 @@ class ModelRunner:
 
     # feeds ----------------------------------------------------------------------------------------
     def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool) -> dict[str, np.ndarray]:
+        """One array per input. A column of plain values (numbers in float32 range, ASCII text) is converted
+        in one numpy call; anything else takes the per-value path, which names the record and the problem."""
         n = len(records)
         feeds: dict[str, np.ndarray] = {}
         for column, name, numeric, nullable, token in self._layout:
-            values = []
-            for i, record in enumerate(records):
-                field = column if single else f"records[{i}].{column}"
-                try:
-                    raw = record[column]
-                except KeyError:
-                    raise InputError(field, "is missing") from None
-                except TypeError:
-                    raise InputError("record" if single else f"records[{i}]", "must be an object") from None
-                values.append(_check_number(raw, field, nullable) if numeric
-                              else _check_string(raw, field, nullable, token))
-            feeds[name] = np.array(values, dtype=np.float32 if numeric else object).reshape(n, 1)
+            try:
+                values = [record[column] for record in records]
+            except (KeyError, TypeError):
+                values = None
+            fast = None if values is None else _plain_numbers(values) if numeric else _plain_strings(values)
+            feeds[name] = (self._checked_column(records, column, numeric, nullable, token, single)
+                           if fast is None else fast).reshape(n, 1)
         return feeds
+
+    def _checked_column(self, records: Sequence[Mapping[str, Any]], column: str, numeric: bool, nullable: bool,
+                        token: str, single: bool) -> np.ndarray:
+        values = []
+        for i, record in enumerate(records):
+            field = column if single else f"records[{i}].{column}"
+            try:
+                raw = record[column]
+            except KeyError:
+                raise InputError(field, "is missing") from None
+            except TypeError:
+                raise InputError("record" if single else f"records[{i}]", "must be an object") from None
+            values.append(_check_number(raw, field, nullable) if numeric
+                          else _check_string(raw, field, nullable, token))
+        return np.array(values, dtype=np.float32 if numeric else object)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
@@ -216,7 +251,8 @@ class ModelRunner:
         labels = outputs[0].reshape(n).tolist()
         probs = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1).tolist()
         classes, class_of = self._classes, self._class_of
-        return [Prediction(id=f"{prefix}{next(ids):x}", label=class_of.get(_key(label), label),
+        label_of = {label: class_of.get(_key(label), label) for label in set(labels)}  # each distinct label once
+        return [Prediction(id=f"{prefix}{next(ids):x}", label=label_of[label],
                            probabilities=dict(zip(classes, row, strict=False)))
                 for label, row in zip(labels, probs, strict=True)]
 

@@ -115,7 +115,9 @@ class _Window:
         self.max_latency = 0.0
         self.features = {col: CountAccumulator(ref.bins) for col, ref in manifest.reference.items()}
         self.predictions = CountAccumulator(manifest.prediction_reference.bins)
-        self.rows: list[tuple[Any, ...]] = []  # reference-column values of each record, in features order
+        self.rows: list[tuple[Any, ...]] = []  # reference-column values of each single record, in features order
+        self.blocks: list[list[list[Any]]] = []  # a batch's values column by column, in features order
+        self.pending = 0  # rows in ``rows`` and ``blocks``
         self.predicted: list[Any] = []
         self.binning = threading.Lock()
         self.labelled = 0
@@ -136,16 +138,21 @@ class _Window:
             if j < self.buffer:
                 self.latencies[j] = latency_ms
 
-    def take_pending(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """Call under the recorder's lock: hands out the pending rows and predictions (O(1))."""
-        rows, predicted = self.rows, self.predicted
-        self.rows, self.predicted = [], []
-        return rows, predicted
+    def take_pending(self) -> tuple[list[tuple[Any, ...]], list[list[list[Any]]], list[Any]]:
+        """Call under the recorder's lock: hands out the pending rows, blocks and predictions (O(1))."""
+        rows, blocks, predicted = self.rows, self.blocks, self.predicted
+        self.rows, self.blocks, self.predicted, self.pending = [], [], [], 0
+        return rows, blocks, predicted
 
-    def bin_pending(self, rows: list[tuple[Any, ...]], predicted: list[Any]) -> None:
+    def bin_pending(self, rows: list[tuple[Any, ...]], blocks: list[list[list[Any]]], predicted: list[Any]) -> None:
         with self.binning:
-            if rows:
-                for acc, column in zip(self.features.values(), zip(*rows, strict=True), strict=True):
+            if rows or blocks:
+                columns = [list(column) for column in zip(*rows, strict=True)] if rows \
+                    else [[] for _ in self.features]
+                for block in blocks:
+                    for column, values in zip(columns, block, strict=True):
+                        column.extend(values)
+                for acc, column in zip(self.features.values(), columns, strict=True):
                     add_values(acc, column)
             if predicted:
                 add_values(self.predictions, predicted)
@@ -188,10 +195,36 @@ class TelemetryRecorder:
                 win.errors[error] = win.errors.get(error, 0) + 1
             if row is not None:
                 win.rows.append(row)
+                win.pending += 1
             if prediction is not None:
                 win.predicted.append(key)
-            overdue = len(win.rows) >= MAX_PENDING
+            overdue = win.pending >= MAX_PENDING
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
+            self.compact()
+
+    def record_many(self, records: Sequence[Mapping[str, Any]], predictions: Sequence[Any],
+                    latency_ms: float) -> None:
+        """A batch the model answered: one request, so one latency sample (its time per row) and one pass under
+        the lock; its rows and predictions are counted and binned exactly as ``record`` would count each."""
+        if not records:
+            return
+        columns = [[record.get(col) for record in records] for col in self._columns]
+        task = self.manifest.outputs.task
+        if task == "regression":
+            keys = [_prediction_key(p, task) for p in predictions]
+        else:  # few distinct labels: convert each once
+            labels = [p.label for p in predictions]
+            key_of = {label: _prediction_key(label, task) for label in set(labels)}
+            keys = [key_of[label] for label in labels]
+        with self._lock:
+            win = self._window
+            win.count += len(records)
+            win.add_latency(float(latency_ms), self._rng)
+            win.blocks.append(columns)
+            win.pending += len(records)
+            win.predicted.extend(keys)
+            overdue = win.pending >= MAX_PENDING
+        if overdue:
             self.compact()
 
     def compact(self) -> None:
@@ -283,6 +316,12 @@ class TelemetryPump:
         recorder = self.recorder
         if recorder is not None:
             recorder.record(record, prediction, latency_ms, error)
+
+    def record_many(self, records: Sequence[Mapping[str, Any]], predictions: Sequence[Any],
+                    latency_ms: float) -> None:
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.record_many(records, predictions, latency_ms)
 
     def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
         recorder = self.recorder
