@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__
 from .config import AgentConfig
 from .errors import AgentError, FeedbackError, ModelError, NoModelError, short_reason
+from .feedback import FeedbackMemory
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
 from .installer import Installer, boot
@@ -64,7 +65,7 @@ class Agent:
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
         self.lock = threading.Lock()  # guards the probation watcher and the runner swap (callers vs owner)
-        self._recent: dict[str, tuple[bool, Any]] = {}  # prediction id → (regression?, label or value)
+        self._recent = FeedbackMemory(FEEDBACK_MEMORY)
         self._thread: threading.Thread | None = None
         self._http: HttpApi | None = None
 
@@ -143,7 +144,7 @@ class Agent:
         self._remember(runner, prediction)
         return prediction
 
-    def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+    def predict_many(self, records: Sequence[Mapping[str, Any]]) -> Sequence[Prediction]:
         """A batch in one onnxruntime call and one request for the bookkeeping: telemetry counts its rows and
         takes one latency sample (its time per row), probation judges it by its CPU time per row."""
         runner = self._runner
@@ -159,18 +160,14 @@ class Agent:
             return predictions
         rows = len(predictions)
         per_row, cost_ms = (time.perf_counter() - start) * 1e3 / rows, (time.thread_time() - cpu) * 1e3 / rows
-        self.pump.record_many(records, predictions, per_row)
+        self.pump.record_many(records, predictions.answers, per_row)
         self._judge(runner, cost_ms)
-        regression = runner.regression
-        self._recent.update((p.id, (regression, p.value if regression else p.label)) for p in predictions)
+        self._recent.remember_batch(predictions.key, runner.regression, predictions.answers)
         return predictions
 
     def feedback(self, prediction_id: str, truth: Any) -> None:
         """Ground truth for an earlier prediction: its label (classifier) or value (regressor)."""
-        predicted = self._recent.get(prediction_id) if isinstance(prediction_id, str) else None
-        if predicted is None:
-            raise FeedbackError(f"prediction_id: unknown or expired prediction {prediction_id!r}")
-        regression, value = predicted
+        regression, value = self._recent.lookup(prediction_id)
         if regression:
             if isinstance(truth, bool) or not isinstance(truth, int | float) or not math.isfinite(truth):
                 raise FeedbackError("value: must be a finite number for a regression model")
@@ -192,7 +189,8 @@ class Agent:
 
     def _remember(self, runner: ModelRunner, prediction: Prediction) -> None:
         # Remembered for feedback; a plain dict insert is atomic, the owner thread trims the oldest.
-        self._recent[prediction.id] = (runner.regression, prediction.value if runner.regression else prediction.label)
+        self._recent.remember(prediction.id, runner.regression,
+                              prediction.value if runner.regression else prediction.label)
 
     def _failed(self, runner: ModelRunner, exc: AgentError, latency_ms: float) -> None:
         """An InputError is the caller's ("input", the bad record is not binned); a ModelError the model's."""
@@ -205,12 +203,6 @@ class Agent:
                     probation.record(None, True)
         else:
             self.pump.record(None, None, latency_ms, "input")
-
-    def _trim_recent(self) -> None:
-        excess = len(self._recent) - FEEDBACK_MEMORY
-        if excess > 0:
-            for key in list(self._recent)[:excess]:  # list(dict) runs in C under the GIL: a consistent snapshot
-                self._recent.pop(key, None)
 
     # owner thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -273,7 +265,7 @@ class Agent:
             self._publish_report(held)
         self.pump.tick()
         self.events.tick()
-        self._trim_recent()
+        self._recent.trim()
 
     # state, reporting -----------------------------------------------------------------------------
     def transition(self, **changes: Any) -> AgentState:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AgentError, FeedbackError, InputError, ModelError, NoModelError
 from .http_server import JsonHandler, JsonServer
+from .inference import PredictionBatch
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -153,7 +154,10 @@ class _Handler(JsonHandler):
         if len(records) > MAX_BATCH:
             raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                             f"records: {len(records)} exceeds the limit of {MAX_BATCH} records per request")
-        return HTTPStatus.OK, {"predictions": [p.to_json() for p in self.agent.predict_many(records)]}
+        predictions = self.agent.predict_many(records)
+        answers = predictions.to_json() if isinstance(predictions, PredictionBatch) \
+            else [p.to_json() for p in predictions]
+        return HTTPStatus.OK, {"predictions": answers}
 
     def _feedback(self) -> tuple[HTTPStatus, dict[str, Any]]:
         body = self._body()

@@ -21,7 +21,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,58 @@ class Prediction:
             return {"id": self.id, "value": self.value}
         return {"id": self.id, "label": self.label,
                 "probabilities": {str(k): v for k, v in (self.probabilities or {}).items()}}
+
+
+class PredictionBatch(Sequence[Prediction]):
+    """A batch's answers as onnxruntime gave them: ids, ``Prediction`` objects and probability dicts are made
+    only for the rows someone reads (one bookkeeping step per batch, not per row).
+
+    Ids are ``{key}.{i:x}``: the batch's key and the row's index, so feedback finds a row of a remembered
+    batch without an entry per row."""
+
+    __slots__ = ("_classes", "_json_classes", "answers", "key", "probabilities", "regression")
+
+    def __init__(self, key: str, answers: list[Any], probabilities: list[list[float]] | None,
+                 classes: tuple[Any, ...], json_classes: tuple[str, ...]) -> None:
+        self.key = key
+        self.answers = answers  # labels (classifier) or values (regressor), one per row
+        self.probabilities = probabilities
+        self.regression = probabilities is None
+        self._classes = classes
+        self._json_classes = json_classes
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def id(self, index: int) -> str:
+        return f"{self.key}.{index:x}"
+
+    def _at(self, i: int) -> Prediction:
+        if self.probabilities is None:
+            return Prediction(self.id(i), value=self.answers[i])
+        return Prediction(self.id(i), label=self.answers[i],
+                          probabilities=dict(zip(self._classes, self.probabilities[i], strict=False)))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("prediction index out of range")
+        return self._at(index)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return (self._at(i) for i in range(len(self)))
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """What ``[p.to_json() for p in batch]`` gives, without the objects in between."""
+        key = self.key
+        if self.probabilities is None:
+            return [{"id": f"{key}.{i:x}", "value": v} for i, v in enumerate(self.answers)]
+        names = self._json_classes
+        return [{"id": f"{key}.{i:x}", "label": label, "probabilities": dict(zip(names, row, strict=False))}
+                for i, (label, row) in enumerate(zip(self.answers, self.probabilities, strict=True))]
 
 
 def _check_number(value: Any, field: str, nullable: bool) -> float:
@@ -139,7 +191,9 @@ class ModelRunner:
         self._classes = tuple(out.classes or ())
         self._class_of = {_key(c): c for c in self._classes}
         self._class_set = frozenset(c for c in self._classes if not isinstance(c, bool))
+        self._json_classes = tuple(str(c) for c in self._classes)
         self._ids = itertools.count(1)
+        self._batches = itertools.count(1)
         self._local = threading.local()
         self._id_prefix = os.urandom(4).hex() + "-"
 
@@ -229,7 +283,7 @@ class ModelRunner:
         return Prediction(f"{self._id_prefix}{next(self._ids):x}", label=label,
                           probabilities=dict(zip(self._classes, outputs[1].tolist()[0], strict=False)))
 
-    def predict_many(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+    def predict_many(self, records: Sequence[Mapping[str, Any]]) -> PredictionBatch | list[Prediction]:
         if isinstance(records, str | bytes) or not isinstance(records, Sequence):
             raise InputError("records", "must be a list of objects")
         if not records:
@@ -243,18 +297,16 @@ class ModelRunner:
         """Outputs as onnxruntime returns them (self-test compares these with the golden samples)."""
         return self._run(self._feeds(records, False))
 
-    def _shape(self, outputs: list[Any], n: int) -> list[Prediction]:
-        prefix, ids = self._id_prefix, self._ids
+    def _shape(self, outputs: list[Any], n: int) -> PredictionBatch:
+        key = f"{self._id_prefix}x{next(self._batches):x}"  # "x" is no hex digit: never a single row's id
         if self._regression:
             values = np.asarray(outputs[0], dtype=np.float64).reshape(n, -1)[:, 0].tolist()
-            return [Prediction(id=f"{prefix}{next(ids):x}", value=v) for v in values]
+            return PredictionBatch(key, values, None, (), ())
         labels = outputs[0].reshape(n).tolist()
         probs = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1).tolist()
-        classes, class_of = self._classes, self._class_of
+        class_of = self._class_of
         label_of = {label: class_of.get(_key(label), label) for label in set(labels)}  # each distinct label once
-        return [Prediction(id=f"{prefix}{next(ids):x}", label=label_of[label],
-                           probabilities=dict(zip(classes, row, strict=False)))
-                for label, row in zip(labels, probs, strict=True)]
+        return PredictionBatch(key, [label_of[label] for label in labels], probs, self._classes, self._json_classes)
 
 
 def _key(value: Any) -> str:

@@ -202,20 +202,16 @@ class TelemetryRecorder:
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
             self.compact()
 
-    def record_many(self, records: Sequence[Mapping[str, Any]], predictions: Sequence[Any],
-                    latency_ms: float) -> None:
-        """A batch the model answered: one request, so one latency sample (its time per row) and one pass under
-        the lock; its rows and predictions are counted and binned exactly as ``record`` would count each."""
+    def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float) -> None:
+        """A batch the model answered (``answers``: its labels, or its values for a regressor): one request, so
+        one latency sample (its time per row) and one pass under the lock; its rows and answers are counted and
+        binned exactly as ``record`` would count each."""
         if not records:
             return
         columns = [[record.get(col) for record in records] for col in self._columns]
         task = self.manifest.outputs.task
-        if task == "regression":
-            keys = [_prediction_key(p, task) for p in predictions]
-        else:  # few distinct labels: convert each once
-            labels = [p.label for p in predictions]
-            key_of = {label: _prediction_key(label, task) for label in set(labels)}
-            keys = [key_of[label] for label in labels]
+        key_of = {answer: _prediction_key(answer, task) for answer in set(answers)}  # few distinct: each once
+        keys = [key_of[answer] for answer in answers]
         with self._lock:
             win = self._window
             win.count += len(records)
@@ -317,11 +313,10 @@ class TelemetryPump:
         if recorder is not None:
             recorder.record(record, prediction, latency_ms, error)
 
-    def record_many(self, records: Sequence[Mapping[str, Any]], predictions: Sequence[Any],
-                    latency_ms: float) -> None:
+    def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float) -> None:
         recorder = self.recorder
         if recorder is not None:
-            recorder.record_many(records, predictions, latency_ms)
+            recorder.record_many(records, answers, latency_ms)
 
     def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
         recorder = self.recorder

@@ -62,8 +62,21 @@ def test_batch_equals_single_rows_and_ids_are_unique(classifier: ModelRunner) ->
     singles = [classifier.predict(r) for r in records]
     for b, s in zip(batch, singles, strict=True):
         assert b.label == s.label and b.probabilities == pytest.approx(s.probabilities)
-    assert len({p.id for p in batch + singles}) == 10
+    assert len({p.id for p in [*batch, *singles]}) == 10
     assert classifier.predict_many([]) == []
+
+
+@pytest.mark.parametrize("model", ["classifier", "regressor"])
+def test_a_batch_answers_as_its_predictions_would(model: str, request: pytest.FixtureRequest) -> None:
+    """The batch keeps arrays and makes objects on demand: every view of it must agree with the objects."""
+    runner: ModelRunner = request.getfixturevalue(model)
+    batch = runner.predict_many([dict(ROW, income=float(i)) for i in range(7)])
+    objects = list(batch)
+    assert batch.to_json() == [p.to_json() for p in objects]  # type: ignore[union-attr]
+    assert [p.id for p in objects] == [batch[i].id for i in range(7)] == [p.id for p in batch[:]]
+    assert batch[-1].id == objects[6].id and len(batch) == 7
+    with pytest.raises(IndexError):
+        batch[7]
 
 
 @pytest.mark.parametrize(

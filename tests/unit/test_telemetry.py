@@ -187,7 +187,8 @@ def test_a_batch_counts_exactly_what_its_rows_one_by_one_count(manifest_name: st
 
     records = [row(value(rng.randrange(8)), rng.choice([None, 0.5, 7, 1e9, "x"]),
                    rng.choice([None, "pro", "basic", "gold", "", "ünïcode"])) for _ in range(500)]
-    if manifest.outputs.task == "regression":
+    regression = manifest.outputs.task == "regression"
+    if regression:
         predictions = [SimpleNamespace(value=rng.choice([rng.uniform(-5, 50), 1e12, -1e12])) for _ in records]
     else:
         predictions = [SimpleNamespace(label=rng.choice([0, 1, 1.0, 0.0])) for _ in records]
@@ -196,7 +197,8 @@ def test_a_batch_counts_exactly_what_its_rows_one_by_one_count(manifest_name: st
     for record, prediction in zip(records, predictions, strict=True):
         one_by_one.record(record, prediction, 1.0)
     for start in range(0, len(records), 64):  # several batches, and a compaction between two of them
-        batched.record_many(records[start:start + 64], predictions[start:start + 64], 1.0)
+        answers = [getattr(p, "value", None) if regression else p.label for p in predictions[start:start + 64]]
+        batched.record_many(records[start:start + 64], answers, 1.0)
         if start == 128:
             batched.compact()
     a, b = one_by_one.close_window(0), batched.close_window(0)
