@@ -18,7 +18,8 @@ from typing import Any
 
 from . import __version__
 from .config import AgentConfig
-from .errors import AgentError, FeedbackError, ModelError, NoModelError, short_reason
+from .desired import DESIRED_FILE, DesiredGuard
+from .errors import AgentError, FeedbackError, ModelError, NoModelError, VerificationError, short_reason
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
 from .installer import Installer, boot
@@ -54,6 +55,8 @@ class Agent:
                                   interval_s=config.telemetry_interval_s,
                                   max_predictions=config.telemetry_max_predictions)
         self.installer = Installer(self)
+        self.desired_guard = DesiredGuard(self.store.path(DESIRED_FILE), self.keyring,
+                                          config.desired_signatures)  # type: ignore[arg-type]
         self._desired_topic = self.topics.device(self.device, "desired")
         self._runner: ModelRunner | None = None
         self._state = AgentState()
@@ -231,6 +234,11 @@ class Agent:
             self.installer.on_release_message(topic, payload)
 
     def _on_desired(self, payload: bytes) -> None:
+        """Obey a desired state only once ``desired_guard`` admits it (signed, newer, unexpired: desired.py); a
+        refused one is reported ``rejected`` and the device keeps serving what it runs. An empty payload (the
+        retained message deleted) means "keep serving what runs", like a signed clear: it cannot make a device
+        install, downgrade or roll back anything, and whoever may publish there can delete the retained message
+        anyway (docs/agent-operations.md)."""
         if not payload:
             log.info("desired state cleared: keep serving the current model")
             self.desired = None
@@ -240,12 +248,13 @@ class Agent:
             desired = Desired.parse(payload)
             if desired.device != self.device:
                 raise ProtocolError(f"names device {desired.device!r}, this is {self.device!r}", field="device")
-        except ProtocolError as exc:
+            self.desired_guard.admit(desired, payload)
+        except (ProtocolError, VerificationError) as exc:
             reason = short_reason(f"desired state rejected: {exc}")
             log.error(reason)
             self.transition(phase="rejected", target=None, last_error=reason)
             return
-        self.desired = desired
+        self.desired = None if desired.clears else desired
         self.installer.reconcile()
 
     def tick(self, now: float | None = None) -> None:
