@@ -62,6 +62,7 @@ class Agent:
         self._state = AgentState()
         self._steps = StepReports(config.report_steps_after_s)
         self.desired: Desired | None = None
+        self.refused_desired: Desired | None = None  # reported while refused, so a rollout sees whose it was
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
         self.lock = threading.Lock()  # guards the probation watcher and the runner swap (callers vs owner)
@@ -241,9 +242,10 @@ class Agent:
         anyway (docs/agent-operations.md)."""
         if not payload:
             log.info("desired state cleared: keep serving the current model")
-            self.desired = None
+            self.desired = self.refused_desired = None
             self.installer.reconcile()
             return
+        desired = None
         try:
             desired = Desired.parse(payload)
             if desired.device != self.device:
@@ -252,8 +254,10 @@ class Agent:
         except (ProtocolError, VerificationError) as exc:
             reason = short_reason(f"desired state rejected: {exc}")
             log.error(reason)
+            self.refused_desired = desired
             self.transition(phase="rejected", target=None, last_error=reason)
             return
+        self.refused_desired = None
         self.desired = None if desired.clears else desired
         self.installer.reconcile()
 
@@ -292,6 +296,8 @@ class Agent:
         """Report the state of now: a settled state at once, a step of a young update only once the update
         has lasted ``report_steps_after_s`` (``tick`` sends it then; protocol/steps.py says why)."""
         state, desired = self._state, self.desired
+        if self.refused_desired is not None and state.phase == "rejected":
+            desired = self.refused_desired  # the desired state refused (whose version and rollout id it named)
         reported = Reported(
             device=self.device, state=state.phase, model=state.current.model if state.current else None,
             version=state.current.version if state.current else None,
