@@ -200,3 +200,38 @@ def test_a_rollout_abort_reaches_the_device_as_a_newer_desired_state_and_is_obey
         assert restore is not None and restore.counter > Desired.parse(before).counter  # type: ignore[operator]
     finally:
         agent.stop()
+
+
+def test_an_abort_signed_on_a_machine_whose_clock_is_behind_still_reaches_the_device(
+        tmp_path: Path, session_broker: str, topic_prefix: str, key: Ed25519PrivateKey, control: Control,
+        v1: Release, v2: Release) -> None:
+    """Counters are signing times in ms: a controller that died on a machine an hour ahead left counters
+    that the operator's machine would not pass by its own clock. Resuming reads what the devices hold."""
+    preinstall(tmp_path / "data", v1)
+    control.publish_release(v1)
+    control.publish_release(v2)
+    control.set_desired(DEVICE, "churn", 1, rollout_id="r-1")
+    agent = start(tmp_path, session_broker, topic_prefix, key)
+    topics = Topics(topic_prefix)
+
+    def controller_dies(context: GateContext) -> GateVerdict:
+        raise RuntimeError("the controller's machine goes away")
+
+    try:
+        control.wait_for(is_reported("serving", 1, rollout_id="r-1"))
+        store = RolloutStore(tmp_path / "rollouts.db")
+        with ControlClient(session_broker) as client:
+            rec = start_rollout(store, client, topics, model="churn", version=2, selector={},
+                                policy=RolloutPolicy(canary=1.0, waves=1, max_failure=0.5, device_timeout_s=60))
+            ahead = DesiredSigner(key, clock=lambda: time.time() + 3600)
+            with pytest.raises(RuntimeError, match="goes away"):
+                RolloutController(store, client, topics, signer=ahead, gate=controller_dies).run(rec.id)
+            assert agent.current == ("churn", 2)
+            since = now_iso()
+            store.request_abort(rec.id, "operator")
+            done = RolloutController(store, client, topics, signer=DesiredSigner(key)).run(rec.id)
+        assert done.status == "aborted" and done.devices[DEVICE].restored
+        control.wait_for(is_reported("serving", 1, since=since, rollout_id="r-1"), timeout=60)
+        assert agent.current == ("churn", 1)
+    finally:
+        agent.stop()

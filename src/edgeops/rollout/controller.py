@@ -148,9 +148,8 @@ class RolloutController:
         if rec.status in FINAL:
             return rec
         filters = watch_filters(self.topics)
-        for dev in rec.devices.values():  # counters must pass the ones read before planning
-            self.signer.note(dev.device, dev.previous)
         try:
+            self._note_counters(rec)
             self.client.subscribe(*filters)
             if rec.status != "aborting":  # resume: a killed controller may have recorded but not sent these
                 self._send_desired(rec, [d for d in rec.devices.values() if d.outcome == "updating"])
@@ -160,6 +159,20 @@ class RolloutController:
             with contextlib.suppress(BrokerError):
                 self.client.unsubscribe(*filters)
         return self.store.get(rollout_id)
+
+    def _note_counters(self, rec: RolloutRecord) -> None:
+        """Make this signer's counters pass every desired state the devices hold: the ones read before planning
+        and, when resuming, the ones a dead controller signed (perhaps on a machine whose clock runs ahead of
+        ours: the operator's laptop aborting a rollout whose controller died must still be obeyed)."""
+        for dev in rec.devices.values():
+            self.signer.note(dev.device, dev.previous)
+        if any(dev.desired_at is not None for dev in rec.devices.values()):
+            held = self.client.collect_retained(self.topics.all_devices("desired"), sync_root=self.topics.prefix)
+            for topic, payload in held.items():
+                with contextlib.suppress(ProtocolError):
+                    device, _ = self.topics.parse_device_topic(topic)
+                    if device in rec.devices:
+                        self.signer.note(device, payload)
 
     # the loop ------------------------------------------------------------------------------------------
     def _loop(self, rec: RolloutRecord) -> None:
