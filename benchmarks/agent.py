@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import serving  # noqa: E402
-from releases import Release, build_release, new_key, public_pem, sign  # noqa: E402
+from releases import Release, build_release, new_key, public_pem, sign, signed_desired  # noqa: E402
 from services import free_port, machine_broker_url, running_mosquitto, wait_port  # noqa: E402
 
 from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import AgentConfig  # noqa: E402
-from edge_agent.protocol import Desired, ReleaseManifest, Topics  # noqa: E402
+from edge_agent.protocol import ReleaseManifest, Topics  # noqa: E402
 from edge_agent.store import ModelStore, Pointer  # noqa: E402
 
 RESULTS: list[serving.Ratio] = []
@@ -238,7 +238,7 @@ def bench_venvs(tmp: Path, release: Release, key_path: Path, broker: str, prefix
 
 
 # 5. bytes on the wire ---------------------------------------------------------------------------------------
-def bench_wire(agent: Agent, release: Release, broker: str, prefix: str, device: str) -> None:
+def bench_wire(agent: Agent, release: Release, broker: str, prefix: str, device: str, key: Any) -> None:
     """Publish the release as the control plane does, set desired, wait until the agent serves it; count what
     a subscriber with the agent's subscriptions receives."""
     from edgeops.publish import release_messages
@@ -266,7 +266,7 @@ def bench_wire(agent: Agent, release: Release, broker: str, prefix: str, device:
         control.publish(topic, payload, qos=1, retain=True).wait_for_publish(30)
         retained.append(topic)
     desired_topic = topics.device(device, "desired")
-    control.publish(desired_topic, Desired(device, m.name, m.version).to_bytes(), qos=1,
+    control.publish(desired_topic, signed_desired(key, device, m.name, m.version), qos=1,
                     retain=True).wait_for_publish(30)
     retained.append(desired_topic)
     deadline = time.monotonic() + 60
@@ -285,14 +285,14 @@ def bench_wire(agent: Agent, release: Release, broker: str, prefix: str, device:
         client.loop_stop()
 
 
-def wire_ratio_for(release: Release, prefix: str, device: str) -> None:
+def wire_ratio_for(release: Release, prefix: str, device: str, key: Any) -> None:
     """The same count, computed from the control plane's message list (for the small model)."""
     from edgeops.publish import release_messages
 
     topics = Topics(prefix)
     m = release.manifest
     messages = [*release_messages(topics, m, release.data),
-                (topics.device(device, "desired"), Desired(device, m.name, m.version).to_bytes())]
+                (topics.device(device, "desired"), signed_desired(key, device, m.name, m.version))]
     total = sum(len(t.encode()) + len(p) for t, p in messages)
     report("wire bytes per update (small)", total / len(release.data), 1.02,
            f"{total} B for {len(release.data)} B of ONNX: the manifest dominates a tiny model")
@@ -353,10 +353,10 @@ def main() -> int:
                 print(result.line(), flush=True)
         updater = start_agent(tmp, "update", None, key_path, broker, prefix)
         try:
-            bench_wire(updater, forest, broker, prefix, "bench-update")
+            bench_wire(updater, forest, broker, prefix, "bench-update", key)
         finally:
             updater.stop()
-        wire_ratio_for(small, prefix, "bench-update")
+        wire_ratio_for(small, prefix, "bench-update", key)
         if not args.skip_venvs:
             bench_venvs(tmp, forest, key_path, broker, prefix)
         clear = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)

@@ -44,6 +44,7 @@ from edgeops.mqtt import ControlClient  # noqa: E402
 from edgeops.publish import publish_release  # noqa: E402
 from edgeops.rollout.controller import RolloutController, start_rollout  # noqa: E402
 from edgeops.rollout.plan import RolloutPolicy, parse_fraction  # noqa: E402
+from edgeops.rollout.signer import DesiredSigner  # noqa: E402
 from edgeops.rollout.state import RolloutStore  # noqa: E402
 from edgeops.simulate import SimDevice, SimFleet  # noqa: E402
 
@@ -136,7 +137,7 @@ class Round(NamedTuple):
 
 
 def one_round(fleet: FleetProcess, client: ControlClient, store: RolloutStore, topics: Topics, release: Release,
-              policy: RolloutPolicy, cpu: CpuClock) -> Round:
+              policy: RolloutPolicy, cpu: CpuClock, signer: DesiredSigner) -> Round:
     version = release.manifest.version
     publish_release(client, topics, release.manifest, release.data)
     c0 = cpu.now()
@@ -148,7 +149,7 @@ def one_round(fleet: FleetProcess, client: ControlClient, store: RolloutStore, t
     rec = start_rollout(store, client, topics, model="churn", version=version, selector={"site": "berlin"},
                         policy=policy)
     plan_s = time.perf_counter() - t0
-    done = RolloutController(store, client, topics).run(rec.id)  # the CLI default poll
+    done = RolloutController(store, client, topics, signer=signer).run(rec.id)  # the CLI default poll
     rollout_s = time.perf_counter() - t0
     rollout_cpu = cpu.now() - c0
     time.sleep(0.5)  # let the last events reach the controller's counter
@@ -170,6 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.devices
     key = new_key()
+    signer = DesiredSigner(key)
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     releases = [make_release(v, key, args.artifact_kb) for v in range(2, 2 + args.repeat)]
@@ -190,7 +192,7 @@ def main() -> None:
             cpu = CpuClock(fleet, broker.proc.pid)
             with ControlClient(broker.url, timeout_s=60) as client:
                 for release in releases:
-                    r = one_round(fleet, client, store, topics, release, policy, cpu)
+                    r = one_round(fleet, client, store, topics, release, policy, cpu, signer)
                     rounds.append(r)
                     print(f"  round v{release.manifest.version}: fan-out {r.fanout_s:.2f} s "
                           f"({r.fanout_cpu:.2f} s CPU), rollout {r.rollout_s:.2f} s ({r.rollout_cpu:.2f} s CPU; "

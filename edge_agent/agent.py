@@ -18,7 +18,8 @@ from typing import Any
 
 from . import __version__
 from .config import AgentConfig
-from .errors import AgentError, FeedbackError, ModelError, NoModelError, short_reason
+from .desired import DESIRED_FILE, DesiredGuard
+from .errors import AgentError, FeedbackError, ModelError, NoModelError, VerificationError, short_reason
 from .feedback import FeedbackMemory
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
@@ -57,11 +58,14 @@ class Agent:
                                   max_predictions=config.telemetry_max_predictions)
         self.events = EventCourier(self.link, self.topics.device(self.device, "events"))
         self.installer = Installer(self)
+        self.desired_guard = DesiredGuard(self.store.path(DESIRED_FILE), self.keyring,
+                                          config.desired_signatures)  # type: ignore[arg-type]
         self._desired_topic = self.topics.device(self.device, "desired")
         self._runner: ModelRunner | None = None
         self._state = AgentState()
         self._steps = StepReports(config.report_steps_after_s)
         self.desired: Desired | None = None
+        self.refused_desired: Desired | None = None  # reported while refused, so a rollout sees whose it was
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
         self.lock = threading.Lock()  # guards the probation watcher and the runner swap (callers vs owner)
@@ -240,21 +244,30 @@ class Agent:
             self.installer.on_release_message(topic, payload)
 
     def _on_desired(self, payload: bytes) -> None:
+        """Obey a desired state only once ``desired_guard`` admits it (signed, newer, unexpired: desired.py); a
+        refused one is reported ``rejected`` and the device keeps serving what it runs. An empty payload (the
+        retained message deleted) means "keep serving what runs", like a signed clear: it cannot make a device
+        install, downgrade or roll back anything, and whoever may publish there can delete the retained message
+        anyway (docs/agent-operations.md)."""
         if not payload:
             log.info("desired state cleared: keep serving the current model")
-            self.desired = None
+            self.desired = self.refused_desired = None
             self.installer.reconcile()
             return
+        desired = None
         try:
             desired = Desired.parse(payload)
             if desired.device != self.device:
                 raise ProtocolError(f"names device {desired.device!r}, this is {self.device!r}", field="device")
-        except ProtocolError as exc:
+            self.desired_guard.admit(desired, payload)
+        except (ProtocolError, VerificationError) as exc:
             reason = short_reason(f"desired state rejected: {exc}")
             log.error(reason)
+            self.refused_desired = desired
             self.transition(phase="rejected", target=None, last_error=reason)
             return
-        self.desired = desired
+        self.refused_desired = None
+        self.desired = None if desired.clears else desired
         self.installer.reconcile()
 
     def tick(self, now: float | None = None) -> None:
@@ -298,6 +311,8 @@ class Agent:
         """Report the state of now: a settled state at once, a step of a young update only once the update
         has lasted ``report_steps_after_s`` (``tick`` sends it then; protocol/steps.py says why)."""
         state, desired = self._state, self.desired
+        if self.refused_desired is not None and state.phase == "rejected":
+            desired = self.refused_desired  # the desired state refused (whose version and rollout id it named)
         reported = Reported(
             device=self.device, state=state.phase, model=state.current.model if state.current else None,
             version=state.current.version if state.current else None,

@@ -65,6 +65,10 @@ class AgentConfig:
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
     report_steps_after_s: float = 1.0
+    desired_signatures: str = "required"
+    """``required``: refuse a desired state that is not signed (edge_agent/desired.py). ``optional``: the migration
+    switch for a fleet whose control plane does not sign yet; a device accepts unsigned desired states until it
+    has accepted its first signed one."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -100,6 +104,8 @@ class AgentConfig:
             raise ConfigError(f"probation_max_error_rate: must be within 0..1, got {self.probation_max_error_rate}")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ConfigError("reconnect_min_s: must not exceed reconnect_max_s")
+        if self.desired_signatures not in ("required", "optional"):
+            raise ConfigError(f"desired_signatures: must be required or optional, got {self.desired_signatures!r}")
         if self.password is not None and self.username is None:
             raise ConfigError("password: given without a username")
 
@@ -129,7 +135,7 @@ _KINDS: dict[str, int] = {
     "telemetry_interval_s": _FLOAT, "telemetry_max_predictions": _INT, "outbox_max_windows": _INT,
     "probation_s": _FLOAT, "probation_min_predictions": _INT, "probation_max_error_rate": _FLOAT,
     "probation_max_latency_factor": _FLOAT, "probation_latency_floor_ms": _FLOAT, "reconnect_min_s": _FLOAT,
-    "reconnect_max_s": _FLOAT, "report_steps_after_s": _FLOAT,
+    "reconnect_max_s": _FLOAT, "report_steps_after_s": _FLOAT, "desired_signatures": _STR,
 }
 assert set(_KINDS) == {f.name for f in fields(AgentConfig)}, "every AgentConfig field needs a kind"
 

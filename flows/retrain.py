@@ -46,6 +46,8 @@ def run_rollout(request: steps.RetrainRequest, rollout_id: str) -> None:
     target = request.target
     rollout_flow(broker_url=target.broker_url, db_path=str(steps.rollout_store(request.config).path),
                  prefix=target.prefix, rollout_id=rollout_id, username=target.username, password=target.password,
+                 keys_dir=str(request.config.registry.keys_dir),
+                 desired_lifetime_days=request.config.rollout.desired_lifetime_days,
                  ca_file=None if target.ca_file is None else str(target.ca_file))
 
 

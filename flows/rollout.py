@@ -27,7 +27,9 @@ from edgeops.mqtt import ControlClient
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.health import TelemetryHealthGate
 from edgeops.rollout.plan import RolloutPolicy, always_advance
+from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutRecord, RolloutStore, controller_identity
+from edgeops.signing import key_paths, load_private_key
 from edgeops.telemetry.store import TelemetryStore
 
 EVENTS = ("started", "wave.completed", "completed", "aborted")
@@ -104,12 +106,16 @@ def _take_over_flow_run(store: RolloutStore, rollout_id: str) -> None:
 def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout_id: str | None = None,
                  release: str | None = None, target: dict[str, str] | None = None,
                  policy: dict[str, Any] | None = None, username: str | None = None, password: str | None = None,
-                 ca_file: str | None = None, health_db: str | None = None) -> dict[str, Any]:
+                 ca_file: str | None = None, health_db: str | None = None, keys_dir: str = ".edgeops/keys",
+                 desired_lifetime_days: float = 7.0) -> dict[str, Any]:
     """Run (or resume) rollout ``rollout_id``; or plan a new one of ``release`` ("churn@4", published) to the
     devices matching ``target`` first. With ``health_db`` (the telemetry store's URL; stored with a new rollout's
     policy, and taken from the stored policy when resuming) each wave must also pass the telemetry health gate
-    (edgeops.rollout.health). Returns the final rollout record as JSON."""
+    (edgeops.rollout.health). Desired states are signed with the release key in ``keys_dir`` (a path on the
+    worker; the key itself never travels as a parameter) and expire ``desired_lifetime_days`` after signing.
+    Returns the final rollout record as JSON."""
     store = RolloutStore(Path(db_path))
+    signer = DesiredSigner(load_private_key(key_paths(Path(keys_dir))[0]), lifetime_s=desired_lifetime_days * 86400.0)
     topics = Topics(prefix)
     with ControlClient(broker_url, username=username, password=password,
                        ca_file=Path(ca_file) if ca_file else None) as client:
@@ -130,7 +136,7 @@ def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout
         health_db = health_db or rec.policy.health_db
         gate = always_advance if health_db is None else \
             TelemetryHealthGate(TelemetryStore(health_db), since=parse_ts(rec.created))
-        final = RolloutController(store, client, topics, gate=gate, on_event=reporter).run(rollout_id)
+        final = RolloutController(store, client, topics, signer=signer, gate=gate, on_event=reporter).run(rollout_id)
     create_table_artifact(table=device_table(final), key=artifact_key(final.id) + "-devices",
                           description=f"Rollout {final.id}: {final.status} ({final.reason})")
     return final.to_json()

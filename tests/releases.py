@@ -191,11 +191,27 @@ def with_bytes(release: Release, data: bytes, key: Ed25519PrivateKey) -> Release
     return Release(sign(manifest, key), data)
 
 
+_SIGNERS: dict[str, Any] = {}
+
+
+def signed_desired(key: Ed25519PrivateKey, device: str, model: str | None, version: int | None,
+                   rollout_id: str | None = None) -> bytes:
+    """A desired state signed as the rollout controller signs it, by one signer per key for the whole session,
+    so every call has a higher counter than the one before (as a real control plane's would)."""
+    from edgeops.rollout.signer import DesiredSigner
+
+    signer = _SIGNERS.setdefault(kid(key), DesiredSigner(key))
+    return signer.sign(device, model, version, rollout_id)  # type: ignore[no-any-return]
+
+
 # MQTT side of a test: publish releases and desired state, watch what the agent reports ----------------
 class Control:
-    """A tiny control plane for tests, on paho (VERSION2). Clears the retained topics it set on close."""
+    """A tiny control plane for tests, on paho (VERSION2). Clears the retained topics it set on close. With
+    ``key`` (the release key the agents trust) its desired states are signed as the rollout controller signs
+    them (edgeops.rollout.signer); without one they are unsigned, as a 1.0 control plane sent them."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, key: Ed25519PrivateKey | None = None) -> None:
+        self.key = key
         host, port = url.split("://", 1)[1].rsplit(":", 1)
         self.topics = Topics(prefix)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
@@ -226,9 +242,17 @@ class Control:
                              release.data[i * info.chunk_size:(i + 1) * info.chunk_size])
         self.publish(self.topics.manifest(m.name, m.version), manifest or m.to_bytes())
 
-    def set_desired(self, device: str, model: str, version: int, rollout_id: str | None = None) -> None:
-        self.publish(self.topics.device(device, "desired"),
-                     Desired(device=device, model=model, version=version, rollout_id=rollout_id).to_bytes())
+    def set_desired(self, device: str, model: str | None, version: int | None, rollout_id: str | None = None) -> bytes:
+        """Publish (retained) a desired state, signed when this control has a key; returns its bytes."""
+        payload = self.desired_bytes(device, model, version, rollout_id)
+        self.publish(self.topics.device(device, "desired"), payload)
+        return payload
+
+    def desired_bytes(self, device: str, model: str | None, version: int | None,
+                      rollout_id: str | None = None) -> bytes:
+        if self.key is None:
+            return Desired(device=device, model=model, version=version, rollout_id=rollout_id).to_bytes()
+        return signed_desired(self.key, device, model, version, rollout_id)
 
     def watch(self, device: str) -> None:
         for channel in ("reported", "events"):

@@ -31,7 +31,9 @@ from .messages import (
     Reported,
     Status,
     TelemetryWindow,
+    iso_ms,
     now_iso,
+    parse_instant,
 )
 from .names import check_labels, check_name, check_version, parse_label, parse_version
 from .schema import CURRENT as SCHEMA_VERSIONS
@@ -46,6 +48,6 @@ __all__ = [
     "GoldenSamples",
     "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
     "Reported", "Signature", "Status", "StepReports", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
-    "check_labels", "check_name", "check_schema", "check_version", "key_id", "now_iso", "numeric_bin",
-    "parse_json", "parse_label", "parse_manifest", "parse_version", "sha256_hex",
+    "check_labels", "check_name", "check_schema", "check_version", "iso_ms", "key_id", "now_iso", "numeric_bin",
+    "parse_instant", "parse_json", "parse_label", "parse_manifest", "parse_version", "sha256_hex",
 ]

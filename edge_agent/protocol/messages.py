@@ -1,7 +1,8 @@
 """Device-channel messages. Each carries ``schema``, ``device`` and ``ts`` (UTC ISO-8601)."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from math import isfinite
 from typing import Any, ClassVar, Literal
 
@@ -9,6 +10,7 @@ from .canonical import canonical_json, parse_json
 from .errors import ProtocolError
 from .fields import check_type, float_list, optional, require
 from .histogram import Counts
+from .manifest import Signature
 from .names import check_labels, check_name, check_version, is_name, is_version
 from .schema import CURRENT, DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_schema, tag
 
@@ -67,27 +69,84 @@ class _Message:
         return cls.from_json(parse_json(payload))
 
 
+MAX_COUNTER = 2**63 - 1
+
+
+def parse_instant(text: str, field: str) -> float:
+    """A UTC ISO-8601 instant (``2026-12-06T04:42:50.123Z``, as ``now_iso`` writes) as Unix seconds. An instant
+    without a zone is refused: read as local time it would move an expiry by hours on a device in another zone."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ProtocolError(f"{text[:40]!r} is not an ISO-8601 instant", field=field) from None
+    if instant.tzinfo is None:
+        raise ProtocolError(f"{text[:40]!r} has no time zone (write UTC with a Z)", field=field)
+    return instant.timestamp()
+
+
 @dataclass(frozen=True)
 class Desired(_Message):
-    """What a device should run. An empty retained payload on the topic clears it (no message object)."""
+    """What a device should run, signed by the control plane (1.1).
+
+    ``model`` and ``version`` both null is an explicit *clear* ("keep serving what runs"), which the control
+    plane signs like any other desired state (an empty retained payload still means the same, unsigned).
+    ``counter`` grows with every desired state the control plane signs for this device, ``expires`` is the
+    instant after which a device no longer acts on it, and ``signature`` is Ed25519 over the canonical JSON of
+    the message without its ``signature`` member (as for manifests). A 1.0 sender wrote none of the three;
+    whether an agent accepts such a message is its policy (``desired_signatures``), not the parser's.
+    """
 
     SCHEMA: ClassVar[str] = DESIRED
     device: str
-    model: str
-    version: int
+    model: str | None
+    version: int | None
     rollout_id: str | None = None
+    counter: int | None = None
+    expires: str | None = None
+    signature: Signature | None = None
     ts: str = field(default_factory=now_iso)
 
-    def to_json(self) -> dict[str, Any]:
-        return {**_envelope(DESIRED, self.device, self.ts), "model": self.model, "version": self.version,
-                "rollout_id": self.rollout_id}
+    def __post_init__(self) -> None:
+        if (self.model is None) != (self.version is None):
+            raise ProtocolError("model and version are both set, or both null (a clear)", field="model")
+
+    @property
+    def clears(self) -> bool:
+        """An explicit clear: the device keeps serving what it runs."""
+        return self.model is None
+
+    @property
+    def expires_at(self) -> float | None:
+        """``expires`` as Unix seconds (checked when parsed)."""
+        return None if self.expires is None else parse_instant(self.expires, "expires")
+
+    def to_json(self, *, signed: bool = True) -> dict[str, Any]:
+        obj = {**_envelope(DESIRED, self.device, self.ts), "model": self.model, "version": self.version,
+               "rollout_id": self.rollout_id, "counter": self.counter, "expires": self.expires}
+        if signed and self.signature is not None:
+            obj["signature"] = self.signature.to_json()
+        return obj
+
+    def signing_bytes(self) -> bytes:
+        """The exact bytes the signature covers (receivers take them from the message as received)."""
+        return canonical_json(self.to_json(signed=False))
+
+    def with_signature(self, signature: Signature) -> "Desired":
+        return replace(self, signature=signature)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Desired":
         device, ts = _common(obj, DESIRED)
-        return cls(device=device, ts=ts, model=check_name(require(obj, "model", str), "model"),
-                   version=check_version(require(obj, "version", int)),
-                   rollout_id=optional(obj, "rollout_id", str))
+        model, version = optional(obj, "model", str), optional(obj, "version", int)
+        counter, expires, sig = optional(obj, "counter", int), optional(obj, "expires", str), obj.get("signature")
+        if counter is not None and not 1 <= counter <= MAX_COUNTER:
+            raise ProtocolError(f"must be within 1..{MAX_COUNTER}", field="counter")
+        if expires is not None:
+            parse_instant(expires, "expires")
+        return cls(device=device, ts=ts, model=None if model is None else check_name(model, "model"),
+                   version=None if version is None else check_version(version),
+                   rollout_id=optional(obj, "rollout_id", str), counter=counter, expires=expires,
+                   signature=None if sig is None else Signature.from_json(sig))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ EVENT = "edgeops.event"
 
 CURRENT: dict[str, str] = {
     MANIFEST: "1.0",
-    DESIRED: "1.0",
+    DESIRED: "1.1",  # 1.1: counter, expires, signature; model and version null = a signed clear
     REPORTED: "1.0",
     STATUS: "1.0",
     TELEMETRY: "1.1",  # 1.1: epoch

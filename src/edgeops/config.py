@@ -101,6 +101,13 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    desired_lifetime_days: float = 7.0
+    """How long a device acts on a signed desired state: a device that was offline for longer refuses it and
+    keeps serving what it runs until a rollout signs a new one (docs/agent-operations.md)."""
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataChecks = field(default_factory=DataChecks)
@@ -110,6 +117,7 @@ class ProjectConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     name: str | None = None
     """Model name in the registry (a CLI flag may override it)."""
 
@@ -318,6 +326,8 @@ def _check_semantics(cfg: ProjectConfig) -> None:
         raise ConfigError("export.numeric_bins", "must be between 1 and 1024")
     if not 0.0 <= cfg.export.min_label_agreement <= 1.0:
         raise ConfigError("export.min_label_agreement", "must be between 0 and 1")
+    if not 0 < cfg.rollout.desired_lifetime_days <= 3660:
+        raise ConfigError("rollout.desired_lifetime_days", "must be positive and at most 3660 (ten years)")
     if cfg.export.parity_tolerance <= 0:
         raise ConfigError("export.parity_tolerance", "must be positive")
     for key in ("max_missing_ratio", "max_duplicate_ratio", "min_class_ratio", "numeric_parse_ratio"):

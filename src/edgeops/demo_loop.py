@@ -158,6 +158,7 @@ class DemoLoop:
         from .registry import Registry
         from .retrain import policy_from_json, project_public_key, rollout_store
         from .rollout.controller import RolloutController, start_rollout
+        from .rollout.signer import desired_signer
 
         cfg = load_config(self.config)
         record = Registry(cfg.registry.root).get(MODEL, 1)
@@ -174,7 +175,7 @@ class DemoLoop:
             store = rollout_store(cfg)
             rollout = start_rollout(store, client, topics, model=MODEL, version=1, selector=LABELS,
                                     policy=policy_from_json(ROLLOUT_POLICY))
-            final = RolloutController(store, client, topics).run(rollout.id)
+            final = RolloutController(store, client, topics, signer=desired_signer(cfg)).run(rollout.id)
         if final.status != "completed":
             raise EdgeopsError(f"rollout of {MODEL}@1 {final.status}: {final.reason}")
         self.clock.mark("v1_everywhere")

@@ -33,6 +33,7 @@ from .publish import PublishResult, publish_release
 from .registry import CHAMPION, Registry, ReleaseRecord
 from .rollout.controller import RolloutController, start_rollout
 from .rollout.plan import RolloutPolicy
+from .rollout.signer import desired_signer
 from .rollout.state import RolloutRecord, RolloutStore
 from .signing import key_paths, load_public_key
 
@@ -221,7 +222,7 @@ def run_retrain(request: RetrainRequest, **controller: Any) -> RetrainResult:
             rollout = plan_rollout(client, request, record)
             if rollout is not None:
                 rollout = RolloutController(rollout_store(request.config), client, Topics(request.target.prefix),
-                                            **controller).run(rollout.id)
+                                            signer=desired_signer(request.config), **controller).run(rollout.id)
         if rollout is not None:
             record = conclude(request, record, rollout)
     return RetrainResult(request, outcome_of(pipeline, rollout), pipeline, record, before, rollout)

@@ -5,7 +5,9 @@ A simulated device does what the agent's protocol side does — on a ``desired``
 (reported, as by an agent, only if the update lasts ``report_steps_after_s``), fetches the retained release
 (manifest + artifact or chunks), verifies the signature and the hashes with the agent's own
 ``edge_agent.verify`` code, then reports ``serving`` (or ``rejected``) and emits the event — and skips what
-needs onnxruntime (self-test, inference, telemetry).
+needs onnxruntime (self-test, inference, telemetry). It obeys any well-formed desired state, signed or not:
+the agent's replay and expiry checks (edge_agent/desired.py) are tested against real agents, and a simulated
+fleet measures the control plane and the broker.
 
 Why all clients on one thread: a thousand paho network threads would measure the Python scheduler, not the
 broker. The loop drives every client through one selector (paho's external-loop API); all device logic
@@ -318,8 +320,9 @@ class SimFleet:
         self.received += 1
         try:
             if msg.topic.endswith("/desired"):
-                if msg.payload:
-                    self._on_desired(client, dev, Desired.parse(msg.payload))
+                desired = Desired.parse(msg.payload) if msg.payload else None
+                if desired is not None and not desired.clears:  # a clear keeps serving what runs, as for an agent
+                    self._on_desired(client, dev, desired)
             elif dev._target is not None:
                 self._on_release_piece(client, dev, msg.topic, bytes(msg.payload))
         except ProtocolError as exc:

@@ -61,7 +61,8 @@ serve(retrain_flow.to_deployment(name="retrain", parameters=spec["parameters"], 
 
 def prefect_env(home: Path, api_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "EDGEOPS_MQTT_URL"}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT),
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),  # this checkout's edgeops and flows
                PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_LOGGING_LEVEL="INFO")
     if api_url:
         env.update(PREFECT_API_URL=api_url, PREFECT_UI_API_URL=api_url)

@@ -14,6 +14,7 @@ from edgeops.publish import publish_release
 from edgeops.registry import Registry
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.plan import RolloutPolicy
+from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutStore
 from edgeops.signing import generate_keys, load_private_key
 
@@ -59,7 +60,8 @@ def test_rollout_to_real_agents_then_a_rejected_canary_rolls_back(
         first = start_rollout(store, client, topics, model="churn", version=1, selector={"group": "main"},
                               policy=policy)
         assert first.waves == 4 and len(first.devices) == 5  # canary + 3 waves
-        done = RolloutController(store, client, topics).run(first.id)
+        signer = DesiredSigner(key)
+        done = RolloutController(store, client, topics, signer=signer).run(first.id)
         assert done.status == "completed", done.reason
         fleet = {d.device: d for d in read_fleet(client, topics).devices}
         assert all(fleet[d].release == "churn@1" and fleet[d].state == "serving" for d in GOOD)
@@ -67,11 +69,12 @@ def test_rollout_to_real_agents_then_a_rejected_canary_rolls_back(
         second = start_rollout(store, client, topics, model="churn", version=2, selector={"site": "berlin"},
                                policy=policy)
         assert [d.device for d in second.wave_devices(0)] == [ODD]
-        aborted = RolloutController(store, client, topics).run(second.id)
+        aborted = RolloutController(store, client, topics, signer=signer).run(second.id)
         assert aborted.status == "aborted"
-        assert aborted.devices[ODD].outcome == "failed" and "unknown signing key" in aborted.devices[ODD].detail
+        # the canary trusts another key: it refuses the desired state itself, before fetching anything
+        assert aborted.devices[ODD].outcome == "failed" and "signed by unknown key" in aborted.devices[ODD].detail
         desired = client.collect_retained(topics.all_devices("desired"))
-        assert topics.device(ODD, "desired") not in desired  # restored to "none", as before the rollout
+        assert Desired.parse(desired[topics.device(ODD, "desired")]).clears  # restored to "none": a signed clear
         for device in GOOD:  # never touched: still the first rollout's desired state, still serving churn@1
             previous = Desired.parse(desired[topics.device(device, "desired")])
             assert (previous.version, previous.rollout_id) == (1, first.id)

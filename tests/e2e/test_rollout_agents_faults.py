@@ -35,6 +35,7 @@ from edgeops.publish import publish_release
 from edgeops.registry import Registry
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.plan import RolloutPolicy
+from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutRecord, RolloutStore
 from edgeops.signing import generate_keys, load_private_key
 
@@ -173,7 +174,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, session_broker: str,
                 d.online is True and d.state == "idle" for d in f.values()) == 6, agents.values())
             first = start_rollout(store, client, topics, model="churn", version=1, selector={"group": "faults"},
                                   policy=RolloutPolicy(canary=0.5, waves=1, device_timeout_s=60))
-            assert RolloutController(store, client, topics).run(first.id).status == "completed"
+            signer = DesiredSigner(key)
+            assert RolloutController(store, client, topics, signer=signer).run(first.id).status == "completed"
         proj.wait_fleet("churn@1 everywhere", serving(1))
         yield proj
     finally:
@@ -252,7 +254,12 @@ def test_cli_abort_mid_rollout_restores_changed_agents_and_an_overlapping_rollou
     assert done.status == "aborted" and done.reason == "operator: canary metrics look wrong"
     assert [d for d in DEVICES if done.devices[d].restored] == ["f1", "f2", "f3"]
     assert all(done.devices[d].desired_at is None for d in ("f4", "f5", "f6"))  # never reached
-    assert fleet.desired() == before  # byte for byte what each device was told before the rollout
+    now = fleet.desired()
+    assert {d: now[d] for d in ("f4", "f5", "f6")} == {d: before[d] for d in ("f4", "f5", "f6")}  # never touched
+    for device in ("f1", "f2", "f3"):  # what each was told before, as a new signed message (the old one is a replay)
+        again, was = Desired.parse(now[device]), Desired.parse(before[device])
+        assert (again.model, again.version, again.rollout_id) == (was.model, was.version, was.rollout_id)
+        assert again.counter > was.counter  # type: ignore[operator]
     fleet.wait_fleet(f"churn@{before_version} again everywhere", serving(before_version))
     shown = fleet.fleet_ls()
     assert all(shown[d]["version"] == before_version and shown[d]["state"] == "serving" and shown[d]["online"]

@@ -17,13 +17,23 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from releases import Control, Release, agent_config, build_release, is_reported, kid, new_key, preinstall
+from releases import (
+    Control,
+    Release,
+    agent_config,
+    build_release,
+    is_reported,
+    kid,
+    new_key,
+    preinstall,
+    signed_desired,
+)
 from services import free_port
 
 import edge_agent.store as store_module
 from edge_agent.agent import Agent
 from edge_agent.installer import load_verified
-from edge_agent.protocol import Desired, now_iso
+from edge_agent.protocol import now_iso
 from edge_agent.store import ModelRef, ModelStore
 from edge_agent.verify import KeyRing
 
@@ -56,11 +66,10 @@ def assert_complete_and_verified(data_dir: Path, key: Ed25519PrivateKey) -> Mode
     return current
 
 
-def install_directly(agent: Agent, release: Release) -> None:
+def install_directly(agent: Agent, release: Release, key: Ed25519PrivateKey) -> None:
     """Drive one install through the agent's message handler, synchronously, without a broker."""
     m = release.manifest
-    agent.handle_message(agent.topics.device(DEVICE, "desired"),
-                         Desired(device=DEVICE, model=m.name, version=m.version).to_bytes())
+    agent.handle_message(agent.topics.device(DEVICE, "desired"), signed_desired(key, DEVICE, m.name, m.version))
     size = m.artifact.chunk_size
     for i in range(m.artifact.chunks):
         agent.handle_message(agent.topics.artifact(m.name, m.version, i), release.data[i * size:(i + 1) * size])
@@ -92,7 +101,7 @@ def test_a_crash_at_every_write_of_an_install_leaves_a_servable_model(
     preinstall(tmp_path / "dry" / "data", v1)
     agent = Agent(agent_config(tmp_path / "dry", url, "c", key, DEVICE)).load()
     steps = crash_at(10_000, monkeypatch)
-    install_directly(agent, v2)
+    install_directly(agent, v2, key)
     agent.outbox.close()
     monkeypatch.undo()
     assert agent.current == ("churn", 2)
@@ -105,7 +114,7 @@ def test_a_crash_at_every_write_of_an_install_leaves_a_servable_model(
         agent = Agent(agent_config(base, url, "c", key, DEVICE)).load()
         crash_at(point, monkeypatch)
         with pytest.raises(Crash):
-            install_directly(agent, v2)
+            install_directly(agent, v2, key)
         agent.outbox.close()
         monkeypatch.undo()
         serving = assert_complete_and_verified(base / "data", key)
@@ -122,8 +131,8 @@ def test_a_crash_at_every_write_of_an_install_leaves_a_servable_model(
 
 # the real thing: SIGKILL a separate agent process --------------------------------------------------------
 @pytest.fixture
-def control(session_broker: str, topic_prefix: str) -> Iterator[Control]:
-    ctl = Control(session_broker, topic_prefix)
+def control(session_broker: str, topic_prefix: str, key: Ed25519PrivateKey) -> Iterator[Control]:
+    ctl = Control(session_broker, topic_prefix, key)
     ctl.watch(DEVICE)
     yield ctl
     ctl.close()

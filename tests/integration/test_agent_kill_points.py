@@ -69,8 +69,8 @@ def releases(key: Ed25519PrivateKey) -> dict[int, Release]:
 
 
 @pytest.fixture
-def control(session_broker: str, topic_prefix: str) -> Iterator[Control]:
-    ctl = Control(session_broker, topic_prefix)
+def control(session_broker: str, topic_prefix: str, key: Ed25519PrivateKey) -> Iterator[Control]:
+    ctl = Control(session_broker, topic_prefix, key)
     yield ctl
     ctl.close()
 

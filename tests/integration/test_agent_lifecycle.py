@@ -50,8 +50,8 @@ def v1(key: Key) -> Release:
 
 
 @pytest.fixture
-def control(session_broker: str, topic_prefix: str) -> Iterator[Control]:
-    ctl = Control(session_broker, topic_prefix)
+def control(session_broker: str, topic_prefix: str, key: Key) -> Iterator[Control]:
+    ctl = Control(session_broker, topic_prefix, key)
     ctl.watch(DEVICE)
     yield ctl
     ctl.close()

@@ -27,7 +27,7 @@ def test_serves_through_a_broker_outage_in_the_middle_of_a_fetch_and_finishes_it
     prefix = unique_prefix()
     preinstall(tmp_path / "data", build_release("churn", 1, key))
     agent = Agent(agent_config(tmp_path, own_broker.url, prefix, key, DEVICE, reconnect_max_s=0.5)).start()
-    control = Control(own_broker.url, prefix)
+    control = Control(own_broker.url, prefix, key)
     try:
         control.watch(DEVICE)
         control.set_desired(DEVICE, "churn", 2)  # its release is not published yet: the agent waits for it
@@ -36,7 +36,7 @@ def test_serves_through_a_broker_outage_in_the_middle_of_a_fetch_and_finishes_it
         own_broker.stop(kill=True)
         assert agent.predict(ROW).label in (0, 1)  # serving never depended on the broker
         own_broker.start()
-        control = Control(own_broker.url, prefix)
+        control = Control(own_broker.url, prefix, key)
         control.watch(DEVICE)
         control.publish_release(build_release("churn", 2, key, seed=1))  # reaches the re-subscribed agent
         control.wait_for(is_reported("serving", 2), timeout=60)
@@ -50,7 +50,7 @@ def test_predictions_from_many_threads_never_fail_while_models_swap(
         tmp_path: Path, session_broker: str, topic_prefix: str, key: Ed25519PrivateKey) -> None:
     preinstall(tmp_path / "data", build_release("churn", 1, key))
     agent = Agent(agent_config(tmp_path, session_broker, topic_prefix, key, DEVICE)).start()
-    control = Control(session_broker, topic_prefix)
+    control = Control(session_broker, topic_prefix, key)
     stop = threading.Event()
     failures: list[BaseException] = []
     seen: list[set[int]] = []

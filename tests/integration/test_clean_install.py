@@ -182,7 +182,7 @@ def test_the_clean_install_follows_desired_state_through_install_rejection_and_r
     v1 = build_release("churn", 1, trusted)
     v2_foreign = build_release("churn", 2, new_key(), seed=1)  # signed by a key the device does not trust
     v3_trap = with_runtime_trap(build_release("churn", 3, trusted, seed=2), trusted)
-    control = Control(session_broker, topic_prefix)
+    control = Control(session_broker, topic_prefix, trusted)
     control.watch(device)
     agent = subprocess.Popen([str(install.bin / "edgeops-agent"), "run", "--config", str(tmp_path / "agent.toml")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

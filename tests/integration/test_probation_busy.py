@@ -38,8 +38,8 @@ def v1(key: Ed25519PrivateKey) -> Release:
 
 
 @pytest.fixture
-def control(session_broker: str, topic_prefix: str) -> Iterator[Control]:
-    ctl = Control(session_broker, topic_prefix)
+def control(session_broker: str, topic_prefix: str, key: Ed25519PrivateKey) -> Iterator[Control]:
+    ctl = Control(session_broker, topic_prefix, key)
     yield ctl
     ctl.close()
 

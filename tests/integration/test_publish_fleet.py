@@ -14,7 +14,7 @@ from releases import build_release, new_key, public_pem
 from services import free_port
 from typer.testing import CliRunner
 
-from edge_agent.protocol import Reported, Topics
+from edge_agent.protocol import Desired, Reported, Topics
 from edgeops.cli.fleet import app as fleet_app
 from edgeops.cli.release import app as release_app
 from edgeops.cli.rollout import app as rollout_app
@@ -218,7 +218,10 @@ def test_cli_abort_without_a_live_controller_rolls_back_itself(project: Project)
         assert result.exit_code == 3, result.output
         done = store.get(rec.id)
         assert done.status == "aborted" and done.reason == "bad canary" and done.devices["d0"].restored
-        assert not client.collect_retained(project.topics.all_devices("desired"))
+        restored = client.collect_retained(project.topics.all_devices("desired"))  # d0 had none: a signed clear
+        assert list(restored) == [project.topics.device("d0", "desired")]
+        cleared = Desired.parse(restored[project.topics.device("d0", "desired")])
+        assert cleared.clears and cleared.signature is not None
 
 
 def test_a_message_naming_another_device_is_a_problem_line(project: Project) -> None:

@@ -24,6 +24,7 @@ from edgeops.publish import publish_release
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.health import TelemetryHealthGate
 from edgeops.rollout.plan import GateContext, GateVerdict, RolloutPolicy
+from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutRecord, RolloutStore
 from edgeops.simulate import SimDevice, SimFleet
 from edgeops.telemetry.store import TelemetryStore
@@ -31,6 +32,7 @@ from edgeops.telemetry.store import TelemetryStore
 pytestmark = pytest.mark.integration
 
 KEY = new_key()
+SIGNER = DesiredSigner(KEY)
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -65,9 +67,32 @@ def devices(n: int, **overrides: object) -> list[SimDevice]:
 
 
 def set_previous(client: ControlClient, topics: Topics, names: list[str], version: int = 3) -> dict[str, bytes]:
-    previous = {n: Desired(device=n, model="churn", version=version).to_bytes() for n in names}
+    previous = {n: SIGNER.sign(n, "churn", version) for n in names}
     client.publish_many((topics.device(n, "desired"), p, True) for n, p in previous.items())
     return previous
+
+
+def restores(payload: bytes, previous: bytes | None) -> bool:
+    """Whether ``payload`` is a newer signed desired state naming what ``previous`` named (a clear for none)."""
+    now = Desired.parse(payload)
+    if previous is None:
+        return now.clears and now.signature is not None
+    before = Desired.parse(previous)
+    return (now.model, now.version, now.rollout_id) == (before.model, before.version, before.rollout_id) \
+        and now.signature is not None and now.counter > before.counter  # type: ignore[operator]
+
+
+def keys_dir(tmp: Path) -> Path:
+    """A project key directory holding KEY, as `edgeops keys init` leaves it (for the rollout flow)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from edgeops.signing import key_paths
+
+    private = key_paths(tmp / "keys")[0]
+    private.parent.mkdir(parents=True, exist_ok=True)
+    private.write_bytes(KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return private.parent
 
 
 def desired_now(client: ControlClient, topics: Topics) -> dict[str, bytes]:
@@ -85,7 +110,7 @@ def test_rollout_succeeds_in_canary_plus_three_waves(control: ControlClient, top
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                             policy=POLICY)
         assert rec.waves == 4 and len(rec.wave_devices(0)) == 1 and "other" not in rec.devices
-        done = RolloutController(store, control, topics).run(rec.id)
+        done = RolloutController(store, control, topics, signer=SIGNER).run(rec.id)
         assert done.status == "completed", done.reason
         assert done.tally()["succeeded"] == 6
         assert all(fleet.devices[f"d{i:02d}"].version == 4 for i in range(6))
@@ -107,12 +132,14 @@ def test_canary_rejected_by_a_device_with_another_key_aborts_and_restores(
     with SimFleet(session_broker, topics, sims) as fleet:
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                             policy=POLICY)
-        done = RolloutController(store, control, topics).run(rec.id)
+        done = RolloutController(store, control, topics, signer=SIGNER).run(rec.id)
         assert done.status == "aborted"
         assert done.devices["d00"].outcome == "failed" and "unknown signing key" in done.devices["d00"].detail
         assert done.devices["d00"].restored
         assert all(done.devices[f"d{i:02d}"].outcome == "pending" for i in range(1, 6))
-        assert desired_now(control, topics) == previous  # the canary's desired state is restored
+        now = desired_now(control, topics)
+        assert now["d00"] != previous["d00"] and restores(now["d00"], previous["d00"])  # a new message: no replay
+        assert all(now[n] == previous[n] for n in previous if n != "d00")  # never touched
         assert all(d.version == 3 for d in fleet.devices.values())
 
 
@@ -125,7 +152,8 @@ def test_abort_from_another_process_restores_changed_devices(control: ControlCli
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                             policy=POLICY)
         result: list[object] = []
-        runner = threading.Thread(target=lambda: result.append(RolloutController(store, control, topics).run(rec.id)))
+        runner = threading.Thread(target=lambda: result.append(RolloutController(
+            store, control, topics, signer=SIGNER).run(rec.id)))
         runner.start()
         other = RolloutStore(tmp_path / "rollouts.db")  # what `edgeops rollout abort` does from another shell
         deadline = time.monotonic() + 30
@@ -140,7 +168,7 @@ def test_abort_from_another_process_restores_changed_devices(control: ControlCli
         now = desired_now(control, topics)
         for name in done.devices:
             if name in changed:
-                assert now.get(name) == previous.get(name)  # restored, or cleared when there was none
+                assert restores(now[name], previous.get(name))  # restored, or a signed clear when there was none
             else:
                 assert now.get(name) == previous.get(name)  # never touched
         with pytest.raises(RolloutError, match="already aborted"):
@@ -158,7 +186,7 @@ def test_offline_device_is_waited_for_and_counted(control: ControlClient, topics
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={"site": "berlin"},
                             policy=policy)
         assert rec.wave_devices(0)[0].device != "d00"
-        controller = RolloutController(store, control, topics)
+        controller = RolloutController(store, control, topics, signer=SIGNER)
         runner = threading.Thread(target=lambda: controller.run(rec.id))
         runner.start()
         other = RolloutStore(store.path)
@@ -184,7 +212,7 @@ def test_offline_device_that_never_returns_times_out_as_offline(control: Control
         fleet.wait_until(lambda: not fleet.devices["d02"].online, 10, "d02 offline")
         policy = RolloutPolicy(canary=0.3, waves=1, device_timeout_s=2)
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=policy)
-        done = RolloutController(store, control, topics).run(rec.id)
+        done = RolloutController(store, control, topics, signer=SIGNER).run(rec.id)
         assert done.status == "completed"
         assert done.devices["d02"].outcome == "offline" and done.tally()["succeeded"] == 2
         assert "1 offline" in done.reason
@@ -200,7 +228,7 @@ def test_a_report_that_names_another_device_than_its_topic_does_not_count(
         forged = Reported(device="d01", state="serving", model="churn", version=4, desired_version=4,
                           rollout_id=rec.id)  # d01 speaking for the offline d02, on d02's topic
         control.publish(topics.device("d02", "reported"), forged.to_bytes(), retain=True)
-        done = RolloutController(store, control, topics).run(rec.id)
+        done = RolloutController(store, control, topics, signer=SIGNER).run(rec.id)
     assert done.devices["d02"].outcome == "offline" and done.tally()["succeeded"] == 2
 
 
@@ -211,8 +239,10 @@ def test_killed_controller_is_resumed(control: ControlClient, topics: Topics, st
                             policy=POLICY)
         script = ("import sys; from edge_agent.protocol import Topics; from edgeops.mqtt import ControlClient;"
                   "from edgeops.rollout.controller import RolloutController; from edgeops.rollout.state import "
-                  "RolloutStore\nwith ControlClient(sys.argv[1]) as c:\n"
-                  "    RolloutController(RolloutStore(sys.argv[3]), c, Topics(sys.argv[2])).run(sys.argv[4])")
+                  "RolloutStore; from edgeops.rollout.signer import DesiredSigner; from cryptography.hazmat."
+                  "primitives.asymmetric.ed25519 import Ed25519PrivateKey\nwith ControlClient(sys.argv[1]) as c:\n"
+                  "    RolloutController(RolloutStore(sys.argv[3]), c, Topics(sys.argv[2]),\n"
+                  "                      signer=DesiredSigner(Ed25519PrivateKey.generate())).run(sys.argv[4])")
         proc = subprocess.Popen([sys.executable, "-c", script, session_broker, topics.prefix, str(store.path),
                                  rec.id], env={**os.environ, "PYTHONPATH": str(SRC.parent)})
         deadline = time.monotonic() + 30
@@ -224,7 +254,7 @@ def test_killed_controller_is_resumed(control: ControlClient, topics: Topics, st
         assert mid.status == "running" and mid.tally()["succeeded"] < 6
         with pytest.raises(RolloutError, match="already targets"):  # the interrupted rollout still holds them
             start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
-        done = RolloutController(store, control, topics).run(rec.id)  # a new controller takes over
+        done = RolloutController(store, control, topics, signer=SIGNER).run(rec.id)  # a new controller takes over
         assert done.status == "completed" and done.tally()["succeeded"] == 6
         assert all(d.version == 4 and d.installs == 1 for d in fleet.devices.values())
 
@@ -253,11 +283,12 @@ def test_health_gate_can_abort_after_a_wave(control: ControlClient, topics: Topi
 
     with SimFleet(session_broker, topics, devices(5)):
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
-        done = RolloutController(store, control, topics, gate=gate).run(rec.id)
+        done = RolloutController(store, control, topics, signer=SIGNER, gate=gate).run(rec.id)
         assert done.status == "aborted" and "p95 latency" in done.reason
         assert [c.wave for c in seen] == [0, 1]
         assert all(d.restored for d in done.devices.values() if d.desired_at is not None)
-        assert not desired_now(control, topics)  # nobody had a desired state before: cleared again
+        cleared = desired_now(control, topics)  # nobody had a desired state before: a signed clear each
+        assert cleared and all(restores(p, None) for p in cleared.values())
 
 
 def erring_v4(tmp_path: Path) -> TelemetryStore:
@@ -286,7 +317,7 @@ def test_telemetry_gate_aborts_a_canary_that_errs_more_than_the_previous_version
     with SimFleet(session_broker, topics, devices(5)):
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)
         gate = TelemetryHealthGate(telemetry, since=parse_ts(rec.created))
-        done = RolloutController(store, control, topics, gate=gate).run(rec.id)
+        done = RolloutController(store, control, topics, signer=SIGNER, gate=gate).run(rec.id)
     assert_canary_aborted_by_the_gate(done)
 
 
@@ -304,12 +335,12 @@ def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
                             policy=replace(POLICY, health_db=url))
         assert store.get(rec.id).policy.health_db == url
         final = rollout_flow(broker_url=session_broker, db_path=str(store.path), prefix=topics.prefix,
-                             rollout_id=rec.id)
+                             rollout_id=rec.id, keys_dir=str(keys_dir(tmp_path)))
     assert_canary_aborted_by_the_gate(store.get(final["id"]))
 
 
 def test_a_resumed_rollout_marks_the_dead_controllers_flow_run_crashed(
-        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str,
+        control: ControlClient, topics: Topics, store: RolloutStore, session_broker: str, tmp_path: Path,
         prefect_harness: None) -> None:
     """A SIGKILLed controller tells Prefect nothing: its flow run would stay Running for ever. The flow run that
     resumes the rollout marks it Crashed and becomes the rollout's run."""
@@ -325,7 +356,7 @@ def test_a_resumed_rollout_marks_the_dead_controllers_flow_run_crashed(
             orphan = client.create_flow_run(rollout_flow, state=Running())  # what the dead controller left
         assert store.swap_flow_run(rec.id, str(orphan.id)) is None
         final = rollout_flow(broker_url=session_broker, db_path=str(store.path), prefix=topics.prefix,
-                             rollout_id=rec.id)
+                             rollout_id=rec.id, keys_dir=str(keys_dir(tmp_path)))
     assert final["status"] == "completed"
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(orphan.id).state
@@ -351,7 +382,8 @@ def test_rollout_survives_a_broker_restart(restartable_broker: Mosquitto, topic_
         publish_release(client, topics, release.manifest, release.data)
         rec = start_rollout(store, client, topics, model="churn", version=4, selector={}, policy=POLICY)
         result: list[RolloutRecord] = []
-        runner = threading.Thread(target=lambda: result.append(RolloutController(store, client, topics).run(rec.id)))
+        runner = threading.Thread(target=lambda: result.append(RolloutController(
+            store, client, topics, signer=SIGNER).run(rec.id)))
         runner.start()
         deadline = time.monotonic() + 30
         while store.get(rec.id).wave < 1 and time.monotonic() < deadline:
@@ -393,7 +425,7 @@ def test_simulated_devices_report_a_step_only_when_their_update_lasts(
         watcher.subscribe(topics.all_devices("reported"))
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={},
                             policy=replace(POLICY, canary=0.0, waves=1))
-        assert RolloutController(store, control, topics).run(rec.id).status == "completed"
+        assert RolloutController(store, control, topics, signer=SIGNER).run(rec.id).status == "completed"
         states: dict[str, list[str]] = {"d00": [], "slow": []}
         for msg in watcher.drain(1.0):
             report = Reported.parse(msg.payload)

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.desired import verify_desired_signature
 from edge_agent.protocol import (
     SCHEMA_VERSIONS,
     AgentEvent,
@@ -77,6 +78,8 @@ def test_saved_example_is_read_as_its_version_says(path: Path) -> None:
     parsed = PARSERS[kind](payload)
     if kind == "manifest":
         verify_manifest(parsed, keyring(), payload)
+    if kind == "desired" and parsed.signature is not None:
+        verify_desired_signature(parsed, payload, keyring())
     if version == SCHEMA_VERSIONS[SCHEMA_OF[kind]]:
         assert parsed.to_bytes() == payload, "the current version must re-encode byte for byte"
 
@@ -130,6 +133,15 @@ def write_missing_examples() -> None:
     ts = "2026-11-27T12:00:00.000Z"
     desired = Desired(device="press-17", model="churn", version=7, rollout_id="r-42", ts=ts)
     _write("desired-1.0.json", desired.to_bytes())
+    signed_desired = Desired(device="press-17", model="churn", version=7, rollout_id="r-42", counter=1796212800000,
+                             expires="2026-12-04T12:00:00.000Z", ts=ts).to_json()
+    _write("desired-1.1.json", _signed(signed_desired, key))
+    clear = Desired(device="press-17", model=None, version=None, rollout_id="r-43", counter=1796212800001,
+                    expires="2026-12-04T12:00:00.000Z", ts=ts).to_json()
+    _write("desired-1.1-clear.json", _signed(clear, key))
+    newer_desired = {**signed_desired, "schema": {"name": "edgeops.desired", "version": "1.2"},
+                     "priority": "low"}  # a field 1.1 does not know: still parsed, the signature still verifies
+    _write("desired-1.2.json", _signed(newer_desired, key))
     old_desired = Desired(device="press-17", model="churn", version=7, ts=ts).to_json()
     old_desired["schema"]["version"] = "2.0"
     _write("desired-2.0.json", canonical_json(old_desired))

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from releases import Release, agent_config, build_release, new_key, preinstall, sign
+from releases import Release, agent_config, build_release, new_key, preinstall, sign, signed_desired
 from services import free_port
 
 from edge_agent.agent import Agent
@@ -59,13 +59,12 @@ def agent(tmp_path_factory: pytest.TempPathFactory, key: Ed25519PrivateKey,
 versions = itertools.count(100)
 
 
-def ensure_fetching(agent: Agent) -> int:
+def ensure_fetching(agent: Agent, key: Ed25519PrivateKey) -> int:
     """Keep an install waiting for data, so release-topic garbage reaches the collector."""
     job = agent.installer.job
     if job is None or job.collector is None:
         version = next(versions)
-        agent.handle_message(agent.topics.device(DEVICE, "desired"),
-                             Desired(device=DEVICE, model="churn", version=version).to_bytes())
+        agent.handle_message(agent.topics.device(DEVICE, "desired"), signed_desired(key, DEVICE, "churn", version))
         job = agent.installer.job
     assert job is not None
     return job.ref.version
@@ -94,8 +93,9 @@ def mutate(data: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
     ),
     chunk=st.integers(0, 9),
 )
-def test_garbage_on_any_topic_never_crashes(agent: Agent, channel: str, payload: bytes, chunk: int) -> None:
-    version = ensure_fetching(agent)
+def test_garbage_on_any_topic_never_crashes(agent: Agent, key: Ed25519PrivateKey, channel: str, payload: bytes,
+                                            chunk: int) -> None:
+    version = ensure_fetching(agent, key)
     topics = agent.topics
     topic = {"desired": topics.device(DEVICE, "desired"), "manifest": topics.manifest("churn", version),
              "artifact": topics.artifact("churn", version), "chunk": topics.artifact("churn", version, chunk),
@@ -176,7 +176,7 @@ def test_corrupted_real_releases_are_rejected_not_crashing(agent: Agent, key: Ed
                                                            releases: tuple[Release, Release], target: str,
                                                            flips: list[tuple[int, int]], cut: int | None,
                                                            chunk: int) -> None:
-    version = ensure_fetching(agent)
+    version = ensure_fetching(agent, key)
     good = releases[1]
     manifest = sign(dataclasses.replace(good.manifest, version=version), key)
     topics = agent.topics

@@ -28,6 +28,7 @@ from ..mqtt import broker_address
 from ..registry import Registry
 from ..rollout.controller import RolloutController, start_rollout
 from ..rollout.plan import RolloutPolicy, parse_fraction
+from ..rollout.signer import desired_signer
 from ..rollout.state import RolloutRecord, RolloutStore
 from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
 from .fleet import BrokerOption, TargetOption, control_client
@@ -105,6 +106,7 @@ def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, 
     watcher.start()
     try:
         rollout_flow(broker_url=url, db_path=str(store.path), prefix=prefix, rollout_id=rollout_id,
+                     keys_dir=str(cfg.registry.keys_dir), desired_lifetime_days=cfg.rollout.desired_lifetime_days,
                      username=cfg.mqtt.username, password=cfg.mqtt.password,
                      ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file))
     finally:
@@ -157,6 +159,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
         policy = RolloutPolicy(canary=parse_fraction(canary, "canary"), waves=waves,
                                max_failure=parse_fraction(max_failure, "max-failure"), min_executed=min_executed,
                                device_timeout_s=device_timeout, health_db=health_db)
+        desired_signer(cfg)  # no signing key: fail before anything is published or planned
         record = Registry(cfg.registry.root).resolve(release)
         result, url = publish_record(record, cfg, broker)
         if not result.skipped:
@@ -249,7 +252,7 @@ def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Reco
             url, prefix = _rollout_scope(rec, broker)
             client = control_client(url, cfg)
             try:
-                rec = RolloutController(store, client, Topics(prefix)).run(rollout_id)
+                rec = RolloutController(store, client, Topics(prefix), signer=desired_signer(cfg)).run(rollout_id)
             finally:
                 client.close()
     _finish(rec, json_out)

@@ -5,12 +5,15 @@ desired state of every device it changed.
 Persistence comes first: the state is saved after every step, so another process can read ``status`` or set
 the abort flag, and a new controller resumes an interrupted rollout with this table:
 
-    running / paused → re-send the current wave's desired (idempotent: retained, same bytes) and watch again;
+    running / paused → re-send the current wave's desired (a new signed message with a higher counter, naming
+                       the same release: a device already on it has nothing to do) and watch again;
                        retained ``reported`` messages arrive first, so devices that finished meanwhile count
     aborting         → finish the rollback (restoring is idempotent too)
     completed / aborted → nothing to do
 
-There is no point of no return: until the rollout completes, an abort restores every changed device.
+There is no point of no return: until the rollout completes, an abort restores every changed device. Every
+desired state is signed by ``signer`` with a counter above the device's last one (rollout/signer.py): an
+abort restores the previous release as a *new* desired state, because devices refuse old bytes published again.
 """
 
 import contextlib
@@ -19,7 +22,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
-from edge_agent.protocol import Desired, ProtocolError, Reported, Status, Topics
+from edge_agent.protocol import ProtocolError, Reported, Status, Topics
 from edgeops.errors import BrokerError, RolloutError
 from edgeops.fleet import FleetSnapshot, build_fleet, parse_state
 from edgeops.mqtt import ControlClient, Publication, Received
@@ -35,6 +38,7 @@ from edgeops.rollout.plan import (
     plan_waves,
     wave_settled,
 )
+from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import FINAL, DeviceRecord, RolloutRecord, RolloutStore, controller_identity
 
 log = logging.getLogger(__name__)
@@ -122,12 +126,13 @@ def _plan_and_record(store: RolloutStore, client: ControlClient, topics: Topics,
 
 
 class RolloutController:
-    """Runs one rollout to its end. ``poll_s`` bounds how long a step waits for broker messages."""
+    """Runs one rollout to its end. ``signer`` signs its desired states; ``poll_s`` bounds how long a step waits
+    for broker messages."""
 
-    def __init__(self, store: RolloutStore, client: ControlClient, topics: Topics, *,
+    def __init__(self, store: RolloutStore, client: ControlClient, topics: Topics, *, signer: DesiredSigner,
                  gate: HealthGate = always_advance, on_event: EventSink = _ignore, poll_s: float = 0.2,
                  heartbeat_s: float = 2.0) -> None:
-        self.store, self.client, self.topics = store, client, topics
+        self.store, self.client, self.topics, self.signer = store, client, topics, signer
         self.gate, self.on_event, self.poll_s, self.heartbeat_s = gate, on_event, poll_s, heartbeat_s
         self.identity = controller_identity()
         self._latest: dict[str, Reported] = {}
@@ -144,6 +149,7 @@ class RolloutController:
             return rec
         filters = watch_filters(self.topics)
         try:
+            self._note_counters(rec)
             self.client.subscribe(*filters)
             if rec.status != "aborting":  # resume: a killed controller may have recorded but not sent these
                 self._send_desired(rec, [d for d in rec.devices.values() if d.outcome == "updating"])
@@ -153,6 +159,20 @@ class RolloutController:
             with contextlib.suppress(BrokerError):
                 self.client.unsubscribe(*filters)
         return self.store.get(rollout_id)
+
+    def _note_counters(self, rec: RolloutRecord) -> None:
+        """Make this signer's counters pass every desired state the devices hold: the ones read before planning
+        and, when resuming, the ones a dead controller signed (perhaps on a machine whose clock runs ahead of
+        ours: the operator's laptop aborting a rollout whose controller died must still be obeyed)."""
+        for dev in rec.devices.values():
+            self.signer.note(dev.device, dev.previous)
+        if any(dev.desired_at is not None for dev in rec.devices.values()):
+            held = self.client.collect_retained(self.topics.all_devices("desired"), sync_root=self.topics.prefix)
+            for topic, payload in held.items():
+                with contextlib.suppress(ProtocolError):
+                    device, _ = self.topics.parse_device_topic(topic)
+                    if device in rec.devices:
+                        self.signer.note(device, payload)
 
     # the loop ------------------------------------------------------------------------------------------
     def _loop(self, rec: RolloutRecord) -> None:
@@ -302,14 +322,14 @@ class RolloutController:
 
     # actions ---------------------------------------------------------------------------------------
     def _send_desired(self, rec: RolloutRecord, devices: Collection[DeviceRecord]) -> None:
-        """Set ``desired`` for a wave (also on resume: the same retained state again is harmless)."""
+        """Set ``desired`` for a wave (also on resume: the same release again is harmless)."""
         now = time.time()
         messages = []
         for dev in devices:
             if dev.outcome not in ("pending", "updating"):
                 continue
-            desired = Desired(device=dev.device, model=rec.model, version=rec.version, rollout_id=rec.id)
-            messages.append((self.topics.device(dev.device, "desired"), desired.to_bytes(), True))
+            desired = self.signer.sign(dev.device, rec.model, rec.version, rec.id)
+            messages.append((self.topics.device(dev.device, "desired"), desired, True))
             if dev.desired_at is None:
                 dev.desired_at = now
             dev.outcome = "updating"
@@ -328,10 +348,11 @@ class RolloutController:
         self._persist(rec)
 
     def _rollback(self, rec: RolloutRecord) -> None:
-        """Restore the desired state each changed device had before the rollout (empty payload: none)."""
+        """Restore the desired state each changed device had before the rollout, as a new signed desired state
+        naming the same release (a signed clear where there was none): the old bytes would be a replay."""
         changed = [d for d in rec.devices.values() if d.desired_at is not None and not d.restored]
-        self.client.publish_many([(self.topics.device(d.device, "desired"), d.previous or b"", True)
-                                  for d in changed])
+        self.client.publish_many([(self.topics.device(d.device, "desired"),
+                                   self.signer.restore(d.device, d.previous, rec.id), True) for d in changed])
         for dev in changed:
             dev.restored = True
             self._touch(dev)
