@@ -33,8 +33,8 @@ def key() -> Ed25519PrivateKey:
 
 
 @pytest.fixture
-def control(own_broker: Mosquitto) -> Iterator[Control]:
-    ctl = Control(own_broker.url, PREFIX)
+def control(own_broker: Mosquitto, key: Ed25519PrivateKey) -> Iterator[Control]:
+    ctl = Control(own_broker.url, PREFIX, key)
     ctl.client.subscribe(ctl.topics.device(DEVICE, "status"), qos=1)
     ctl.watch(DEVICE)
     yield ctl

@@ -131,7 +131,7 @@ def test_an_event_nobody_subscribed_to_reaches_the_ingest_when_it_comes(agent: A
                                                                          topic_prefix: str, tmp_path: Path,
                                                                          key: Any) -> None:
     agent.start()
-    control = Control(broker.url, topic_prefix)
+    control = Control(broker.url, topic_prefix, key)
     topic = Topics(topic_prefix).device(DEVICE, "events")
     store = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
     try:
