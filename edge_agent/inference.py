@@ -59,12 +59,13 @@ class PredictionBatch(Sequence[Prediction]):
     Ids are ``{key}.{i:x}``: the batch's key and the row's index, so feedback finds a row of a remembered
     batch without an entry per row."""
 
-    __slots__ = ("_classes", "_json_classes", "answers", "key", "probabilities", "regression")
+    __slots__ = ("_classes", "_json_classes", "answers", "columns", "key", "probabilities", "regression")
 
     def __init__(self, key: str, answers: list[Any], probabilities: list[list[float]] | None,
                  classes: tuple[Any, ...], json_classes: tuple[str, ...]) -> None:
         self.key = key
         self.answers = answers  # labels (classifier) or values (regressor), one per row
+        self.columns: dict[str, list[Any]] = {}  # the input columns' values as the caller gave them
         self.probabilities = probabilities
         self.regression = probabilities is None
         self._classes = classes
@@ -214,9 +215,11 @@ class ModelRunner:
                 raise ModelError(f"ONNX graph has no output {needed!r} named by the manifest")
 
     # feeds ----------------------------------------------------------------------------------------
-    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool) -> dict[str, np.ndarray]:
+    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool,
+               columns: dict[str, list[Any]] | None = None) -> dict[str, np.ndarray]:
         """One array per input. A column of plain values (numbers in float32 range, ASCII text) is converted
-        in one numpy call; anything else takes the per-value path, which names the record and the problem."""
+        in one numpy call; anything else takes the per-value path, which names the record and the problem.
+        ``columns`` receives each input column's values as given (telemetry counts those, not the feeds)."""
         n = len(records)
         feeds: dict[str, np.ndarray] = {}
         for column, name, numeric, nullable, token in self._layout:
@@ -227,6 +230,8 @@ class ModelRunner:
             fast = None if values is None else _plain_numbers(values) if numeric else _plain_strings(values)
             feeds[name] = (self._checked_column(records, column, numeric, nullable, token, single)
                            if fast is None else fast).reshape(n, 1)
+            if columns is not None:
+                columns[column] = values if values is not None else [record[column] for record in records]
         return feeds
 
     def _checked_column(self, records: Sequence[Mapping[str, Any]], column: str, numeric: bool, nullable: bool,
@@ -291,7 +296,10 @@ class ModelRunner:
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
                 raise InputError(f"records[{i}]", "must be an object of column values")
-        return self._shape(self._run(self._feeds(records, False)), len(records))
+        columns: dict[str, list[Any]] = {}
+        batch = self._shape(self._run(self._feeds(records, False, columns)), len(records))
+        batch.columns = columns
+        return batch
 
     def raw(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Outputs as onnxruntime returns them (self-test compares these with the golden samples)."""

@@ -202,13 +202,15 @@ class TelemetryRecorder:
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
             self.compact()
 
-    def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float) -> None:
+    def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
+                    inputs: Mapping[str, list[Any]] | None = None) -> None:
         """A batch the model answered (``answers``: its labels, or its values for a regressor): one request, so
         one latency sample (its time per row) and one pass under the lock; its rows and answers are counted and
         binned exactly as ``record`` would count each."""
         if not records:
             return
-        columns = [[record.get(col) for record in records] for col in self._columns]
+        given = {} if inputs is None else inputs  # columns the caller already extracted (the model's inputs)
+        columns = [given[col] if col in given else [record.get(col) for record in records] for col in self._columns]
         task = self.manifest.outputs.task
         key_of = {answer: _prediction_key(answer, task) for answer in set(answers)}  # few distinct: each once
         keys = [key_of[answer] for answer in answers]
@@ -313,10 +315,11 @@ class TelemetryPump:
         if recorder is not None:
             recorder.record(record, prediction, latency_ms, error)
 
-    def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float) -> None:
+    def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
+                    inputs: Mapping[str, list[Any]] | None = None) -> None:
         recorder = self.recorder
         if recorder is not None:
-            recorder.record_many(records, answers, latency_ms)
+            recorder.record_many(records, answers, latency_ms, inputs)
 
     def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
         recorder = self.recorder

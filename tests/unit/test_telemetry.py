@@ -198,7 +198,9 @@ def test_a_batch_counts_exactly_what_its_rows_one_by_one_count(manifest_name: st
         one_by_one.record(record, prediction, 1.0)
     for start in range(0, len(records), 64):  # several batches, and a compaction between two of them
         answers = [getattr(p, "value", None) if regression else p.label for p in predictions[start:start + 64]]
-        batched.record_many(records[start:start + 64], answers, 1.0)
+        chunk = records[start:start + 64]
+        given = {"income": [r["income"] for r in chunk]} if start % 128 == 0 else None  # as predict_many passes
+        batched.record_many(chunk, answers, 1.0, given)
         if start == 128:
             batched.compact()
     a, b = one_by_one.close_window(0), batched.close_window(0)
