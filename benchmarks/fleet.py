@@ -46,10 +46,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: Mosquitto on a free
 from releases import Release, build_release, new_key, with_bytes  # noqa: E402
 from rounds import Ratio, cpu_seconds, load_average, print_table, spread  # noqa: E402
 from services import Mosquitto  # noqa: E402
+from wire import PUBACK_BYTES, SUBACK_BYTES, UNSUBACK_BYTES, publish_bytes, subscribe_bytes, unsubscribe_bytes  # noqa: E402
 
 from edge_agent.protocol import Topics  # noqa: E402
 from edgeops.mqtt import ControlClient  # noqa: E402
-from edgeops.publish import publish_release  # noqa: E402
+from edgeops.publish import publish_release, release_messages  # noqa: E402
 from edgeops.rollout.controller import RolloutController, start_rollout  # noqa: E402
 from edgeops.rollout.plan import RolloutPolicy, parse_fraction  # noqa: E402
 from edgeops.rollout.signer import DesiredSigner  # noqa: E402
@@ -64,7 +65,8 @@ chain of small messages, so production brokers for the control plane should disa
 def run_fleet(url: str, prefix: str, n: int, public_pem: bytes, conn: Connection) -> None:
     """The simulated devices, in a process of their own: real devices do not share the controller's CPU
     (or its GIL). Commands arrive on ``conn``: ("fetch", version) → seconds until every device holds the
-    release; ("counts",) → (published, received); ("versions",) → set of versions run; ("stop",)."""
+    release; ("cpu",) / ("verify",) → CPU seconds of the process / of verification; ("counts",) → (published,
+    received); ("versions",) → set of versions run; ("stop",)."""
     key = serialization.load_pem_public_key(public_pem)
     devices = [SimDevice(f"dev{i:05d}", {"site": "berlin"}, "churn", 1, state="serving", public_keys=(key,))
                for i in range(n)]  # type: ignore[arg-type]
@@ -157,6 +159,17 @@ class CpuClock:
 
     def now(self) -> float:
         return float(self.fleet.ask("cpu")) + time.process_time() + cpu_seconds(self.broker_pid)  # type: ignore[arg-type]
+
+
+def fanout_packet_bytes(topics: Topics, release: Release) -> tuple[int, int]:
+    """What one device's fetch should cost on the wire by the MQTT 3.1.1 packet sizes (benchmarks/wire.py):
+    in = its SUBSCRIBE, PUBACKs and UNSUBSCRIBE; out = SUBACK, the release's PUBLISHes, UNSUBACK."""
+    m = release.manifest
+    messages = list(release_messages(topics, m, release.data))
+    release_filter = topics.release_filter(m.name, m.version)
+    into = subscribe_bytes(release_filter) + len(messages) * PUBACK_BYTES + unsubscribe_bytes(release_filter)
+    out = SUBACK_BYTES + sum(publish_bytes(t, p, qos=1) for t, p in messages) + UNSUBACK_BYTES
+    return into, out
 
 
 def make_release(version: int, key: Ed25519PrivateKey, artifact_kb: int) -> Release:
@@ -280,10 +293,11 @@ def main() -> None:
             fleet.stop()
         finally:
             broker.stop()
-    report(rounds, n, args, info.chunks, load_start)
+    report(rounds, n, args, info.chunks, load_start, fanout_packet_bytes(topics, releases[-1]))
 
 
-def report(rounds: list[Round], n: int, args: argparse.Namespace, chunks: int, load_start: float) -> None:
+def report(rounds: list[Round], n: int, args: argparse.Namespace, chunks: int, load_start: float,
+           computed: tuple[int, int]) -> None:
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
@@ -300,7 +314,8 @@ def report(rounds: list[Round], n: int, args: argparse.Namespace, chunks: int, l
     print(f"broker PUBLISH messages per device per rollout: {msgs_in / n:.2f} in + {msgs_out / n:.2f} out "
           f"= {(msgs_in + msgs_out) / n:.1f}")
     print(f"bytes on the wire per device (MQTT packets whole, broker $SYS counters): fan-out {fan_in:,.0f} in + "
-          f"{fan_out_b:,.0f} out, rollout {roll_in:,.0f} in + {roll_out_b:,.0f} out")
+          f"{fan_out_b:,.0f} out (by the packet sizes: {computed[0]:,} + {computed[1]:,}), rollout {roll_in:,.0f} "
+          f"in + {roll_out_b:,.0f} out")
     wall = [r.rollout_s / r.fanout_s for r in rounds]
     cpu = [r.rollout_cpu / r.fanout_cpu for r in rounds]
     results = [
