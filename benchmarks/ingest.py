@@ -183,6 +183,9 @@ def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, 
     start = time.perf_counter()
     go.set()
     while sum(v.value for v in stored) < n:
+        if time.perf_counter() - start > 300:
+            finished.set()
+            raise SystemExit(f"ingest x{instances} stored {sum(v.value for v in stored)} of {n} windows in 300 s")
         time.sleep(0.01)
     elapsed = time.perf_counter() - start
     own = sum(tree_cpu_seconds(p.pid) for p in procs if p.pid is not None) - own
