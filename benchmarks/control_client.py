@@ -8,14 +8,15 @@ Starts its own Mosquitto on a free port and, in the same run and on the same bro
   marker) against a bare paho subscriber that counts until the N-th message arrives (it knows N, which a real
   reader does not).
 
-Prints medians of wall-clock and CPU seconds (this process: both threads) and their ratios; a rollout's
-planning is the read, its waves are publishes (docs/rollout.md).
+Interleaved rounds (benchmarks/rounds.py): each round runs both sides of each measure, alternating which goes
+first, and gives one ratio ControlClient / bare paho of wall-clock and one of CPU seconds (this process: both
+threads); the table shows their medians with the min–max spread. A rollout's planning is the read, its waves are
+publishes (docs/rollout.md). No target: the figures say what the client costs over paho.
 
-    .venv/bin/python benchmarks/control_client.py [--messages 3000] [--repeat 5]
+    .venv/bin/python benchmarks/control_client.py [--messages 3000] [--rounds 7]
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: Mosquitto on a free port
 
+from rounds import Ratio, load_average, print_table, spread  # noqa: E402
 from services import Mosquitto  # noqa: E402
 
 from edgeops.mqtt import ControlClient  # noqa: E402
@@ -79,44 +81,67 @@ def bare_read(host: str, port: int, topic_filter: str, n: int) -> Timing:
         client.loop_stop()
 
 
+def publish_bare(host: str, port: int, messages: list[tuple[str, bytes]]) -> Timing:
+    bare = bare_client(host, port)
+    try:
+        return timed(lambda: bare_publish(bare, messages))
+    finally:
+        bare.disconnect()
+        bare.loop_stop()
+
+
+def publish_ours(url: str, messages: list[tuple[str, bytes]]) -> Timing:
+    with ControlClient(url, timeout_s=60) as client:
+        return timed(lambda: client.publish_many((t, p, True) for t, p in messages))
+
+
+def read_ours(url: str, messages: list[tuple[str, bytes]]) -> Timing:
+    with ControlClient(url, timeout_s=60) as client:
+        got: dict[str, bytes] = {}
+        timing = timed(lambda: got.update(client.collect_retained("bench/devices/+/desired", sync_root="bench")))
+    if got != dict(messages):
+        raise RuntimeError(f"collect_retained returned {len(got)} of {len(messages)} messages")
+    return timing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     args = parser.parse_args()
-    rows: dict[str, list[Timing]] = {"publish, bare paho": [], "publish, ControlClient": [],
-                                     "read, bare paho": [], "read, ControlClient": []}
+    load_start = load_average()
+    ratios: dict[str, tuple[list[float], list[float]]] = {"publish": ([], []), "read": ([], [])}
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp) / "mosquitto", extra_config="set_tcp_nodelay true\n").start()
         try:
             host, port = "127.0.0.1", broker.port
-            for r in range(args.repeat):
+            for r in range(args.rounds):
                 messages = [(f"bench/devices/d{i:05d}/desired", f'{{"round": {r}, "i": {i}}}'.encode())
                             for i in range(args.messages)]
-                bare = bare_client(host, port)
-                rows["publish, bare paho"].append(timed(lambda: bare_publish(bare, messages)))  # noqa: B023
-                bare.disconnect()
-                bare.loop_stop()
-                with ControlClient(broker.url, timeout_s=60) as client:
-                    rows["publish, ControlClient"].append(timed(lambda: client.publish_many(
-                        (t, p, True) for t, p in messages)))  # noqa: B023
-                rows["read, bare paho"].append(bare_read(host, port, "bench/devices/+/desired", args.messages))
-                with ControlClient(broker.url, timeout_s=60) as client:
-                    got: dict[str, bytes] = {}
-                    rows["read, ControlClient"].append(timed(lambda: got.update(  # noqa: B023
-                        client.collect_retained("bench/devices/+/desired", sync_root="bench"))))
-                    if got != dict(messages):
-                        raise RuntimeError(f"collect_retained returned {len(got)} of {len(messages)} messages")
+                # publishing: each side publishes the round's messages (the retained state both reads find)
+                if r % 2 == 0:
+                    bare, ours = publish_bare(host, port, messages), publish_ours(broker.url, messages)
+                else:
+                    ours, bare = publish_ours(broker.url, messages), publish_bare(host, port, messages)
+                ratios["publish"][0].append(ours[0] / bare[0])
+                ratios["publish"][1].append(ours[1] / bare[1])
+                if r % 2 == 0:
+                    bare = bare_read(host, port, "bench/devices/+/desired", args.messages)
+                    ours = read_ours(broker.url, messages)
+                else:
+                    ours = read_ours(broker.url, messages)
+                    bare = bare_read(host, port, "bench/devices/+/desired", args.messages)
+                ratios["read"][0].append(ours[0] / bare[0])
+                ratios["read"][1].append(ours[1] / bare[1])
+                print(f"  round {r + 1}: publish {ratios['publish'][0][-1]:.2f}× wall "
+                      f"{ratios['publish'][1][-1]:.2f}× CPU, read {ratios['read'][0][-1]:.2f}× wall "
+                      f"{ratios['read'][1][-1]:.2f}× CPU (last: bare {bare[0]:.3f} s, ours {ours[0]:.3f} s)",
+                      flush=True)
         finally:
             broker.stop()
-    medians = {name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts))
-               for name, ts in rows.items()}
-    print(f"{args.messages} messages, medians of {args.repeat} rounds (wall s / CPU s of this process):")
-    for name, (wall, cpu) in medians.items():
-        print(f"  {name:24s} {wall:6.3f} / {cpu:6.3f}")
-    for what in ("publish", "read"):
-        bare, ours = medians[f"{what}, bare paho"], medians[f"{what}, ControlClient"]
-        print(f"{what}: ControlClient / bare paho = {ours[0] / bare[0]:.2f}x wall, {ours[1] / bare[1]:.2f}x CPU")
+    results = [Ratio(f"{what} {args.messages} retained, ControlClient / bare paho", wall, None,
+                     detail=f"CPU {spread(cpu)}") for what, (wall, cpu) in ratios.items()]
+    print_table(results, load_start, "one broker, both clients in this process")
 
 
 if __name__ == "__main__":

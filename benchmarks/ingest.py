@@ -1,24 +1,32 @@
-"""Ingest throughput and drift cost, as ratios against baselines measured in the same run.
+"""Ingest throughput and drift cost, as ratios against baselines measured in the same rounds.
 
-    .venv/bin/python benchmarks/ingest.py [--windows 20000] [--db sqlite|postgres]
+    .venv/bin/python benchmarks/ingest.py [--windows 10000] [--rounds 5] [--db sqlite|postgres]
 
 1. windows/s drained by one ingest instance vs a raw paho QoS 1 subscriber (same broker, same backlog, same
    receive maximum) — target ≥ 0.5×;
 2. two ingest instances (separate processes, one share group, one database) vs one — target ≥ 1.7× (on a
    2-core machine the broker, the database and the instances share two cores, so expect less);
-3. drift computation (sum windows + statistics) as the number of windows grows — linear or better.
+3. drift computation (sum windows + statistics) as the number of windows grows — linear: the summing cost per
+   window at 16,000 windows within 1.5× of that at 1,000.
 
-Method for 1 and 2: each consumer first connects once (so the broker holds its persistent session), goes
-offline, the backlog is published, then the clock runs from "go" until every window is received / stored.
-Publisher speed and process start-up (an ingest instance's writer process included) are thus outside the
-measurement. A Mosquitto of our own on a free port. Each instance reports how many windows it stored (the
-shared subscription must split the load) and the run reports how busy the machine's cores were meanwhile.
+Method for 1 and 2: interleaved rounds (benchmarks/rounds.py). Every round measures all three consumers (raw,
+ingest ×1, ingest ×2), rotating which goes first, each on a backlog of its own; each round gives one ratio per
+target, and the table shows their median with the min–max spread. Each consumer first connects once (so the
+broker holds its persistent session), goes offline, the backlog is published, then the clock runs from "go"
+until every window is received / stored. Publisher speed and process start-up (an ingest instance's writer
+process included) are thus outside the measurement. Beside each wall ratio, the same ratio of the consumers'
+CPU seconds (windows per CPU second): the raw subscriber's process, the ingest instances with their writer
+processes (/proc); the broker's, the same work for every consumer, is left out. A Mosquitto of our own on a
+free port. Each instance reports how many windows it stored (the shared subscription must split the load) and
+the run reports how busy the machine's cores were meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from rounds import Ratio, load_average, print_table, spread, tree_cpu_seconds
 from services import POSTGRES_URL, running_mosquitto
 
 from edge_agent.protocol import Counts, NumericBins, Reference, TelemetryWindow, Topics
@@ -70,8 +79,21 @@ def publish_backlog(host: str, port: int, n: int) -> None:
     client.loop_stop()
 
 
-def raw_subscriber(host: str, port: int, n: int, client_id: str) -> float:
-    """Seconds for a plain paho QoS 1 subscriber (auto-ack) to drain ``n`` queued messages."""
+def drop_session(host: str, port: int, client_id: str) -> None:
+    """End a consumer's persistent session: otherwise its share group keeps a copy of every later backlog
+    queued in the broker, which would slow every later measurement."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(host, port, clean_start=True, properties=props)
+    client.loop_start()
+    client.disconnect()
+    client.loop_stop()
+
+
+def raw_subscriber(host: str, port: int, n: int, client_id: str) -> tuple[float, float]:
+    """Seconds for a plain paho QoS 1 subscriber (auto-ack) to drain ``n`` queued messages, and the CPU seconds
+    this process (the subscriber's paho thread) spent meanwhile."""
     received = 0
     done = mp.Event()
 
@@ -88,7 +110,7 @@ def raw_subscriber(host: str, port: int, n: int, client_id: str) -> float:
         props.SessionExpiryInterval, props.ReceiveMaximum = 3600, 2 * BATCH
         client.connect(host, port, clean_start=False, properties=props)
         client.loop_start()
-        client.subscribe(Topics(PREFIX).shared("raw", Topics(PREFIX).all_devices("telemetry")), qos=1)
+        client.subscribe(Topics(PREFIX).shared(client_id, Topics(PREFIX).all_devices("telemetry")), qos=1)
         return client
 
     client = connect()
@@ -96,13 +118,15 @@ def raw_subscriber(host: str, port: int, n: int, client_id: str) -> float:
     client.disconnect()
     client.loop_stop()
     publish_backlog(host, port, n)
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     client = connect()
-    done.wait(300)
-    elapsed = time.perf_counter() - start
+    if not done.wait(120):
+        raise SystemExit(f"the raw subscriber received {received} of {n} windows")
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     client.disconnect()
     client.loop_stop()
-    return elapsed
+    drop_session(host, port, client_id)
+    return elapsed, cpu
 
 
 def ingest_worker(url: str, db: str, schema: str | None, instance: str, group: str, ready: object, go: object,
@@ -135,9 +159,10 @@ def busy_cores() -> tuple[float, float]:
 
 
 def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, schema: str | None
-               ) -> tuple[float, list[int], float]:
-    """Seconds for ``instances`` ingest processes to store ``n`` queued windows, the windows each one stored, and
-    the machine's CPU use meanwhile (busy cores, of ``cpu_count``)."""
+               ) -> tuple[float, float, list[int], float]:
+    """Seconds for ``instances`` ingest processes to store ``n`` queued windows, the CPU seconds those processes
+    (and their writer processes) spent meanwhile, the windows each one stored, and the machine's CPU use
+    meanwhile (busy cores, of ``cpu_count``)."""
     ctx = mp.get_context("spawn")
     group = f"ingest{uuid.uuid4().hex[:6]}"
     store = TelemetryStore(db, schema=schema)
@@ -154,22 +179,29 @@ def ingest_run(url: str, host: str, port: int, n: int, instances: int, db: str, 
         r.wait(120)
     publish_backlog(host, port, n)
     cpu_start = busy_cores()
+    own = sum(tree_cpu_seconds(p.pid) for p in procs if p.pid is not None)
     start = time.perf_counter()
     go.set()
     while sum(v.value for v in stored) < n:
+        if time.perf_counter() - start > 300:
+            finished.set()
+            raise SystemExit(f"ingest x{instances} stored {sum(v.value for v in stored)} of {n} windows in 300 s")
         time.sleep(0.01)
     elapsed = time.perf_counter() - start
+    own = sum(tree_cpu_seconds(p.pid) for p in procs if p.pid is not None) - own
     cpu_end = busy_cores()
     split = [v.value for v in stored]
     finished.set()
     for p in procs:
         p.join(60)
+    for i in range(instances):
+        drop_session(host, port, f"{group}-{i}")
     windows = store.count_windows() - base
     store.close()
     if windows != n:
         raise SystemExit(f"the instances report {n} windows stored but the database holds {windows}")
     busy = (cpu_end[0] - cpu_start[0]) / (cpu_end[1] - cpu_start[1]) * mp.cpu_count() if cpu_end[1] else 0.0
-    return elapsed, split, busy
+    return elapsed, own, split, busy
 
 
 def drift_cost(sizes: list[int]) -> list[tuple[int, float, float]]:
@@ -190,46 +222,78 @@ def drift_cost(sizes: list[int]) -> list[tuple[int, float, float]]:
     return out
 
 
+def drift_round(sizes: list[int]) -> float:
+    """One round of the drift cost: summing cost per window at the largest size / at the smallest."""
+    costs = drift_cost(sizes)
+    for size, summing, stats in costs:
+        print(f"  drift over {size:6d} windows: sum {summing * 1000:7.1f} ms ({summing / size * 1e6:5.1f} us/window), "
+              f"statistics for {DEVICES + 1} scopes {stats * 1000:6.1f} ms", flush=True)
+    return (costs[-1][1] / costs[-1][0]) / (costs[0][1] / costs[0][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=20_000)
+    parser.add_argument("--windows", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each: raw, ingest x1, x2)")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
     n = args.windows
+    load_start = load_average()
+    seconds: dict[str, list[float]] = {"raw": [], "x1": [], "x2": []}
+    cpu: dict[str, list[float]] = {"raw": [], "x1": [], "x2": []}
+    busy: dict[str, list[float]] = {"x1": [], "x2": []}
     with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp) / "mosquitto") as broker:
         if args.db == "postgres":
             make_db = lambda tag: (POSTGRES_URL, f"bench_{tag}_{uuid.uuid4().hex[:8]}")  # noqa: E731
         else:
             make_db = lambda tag: (f"sqlite:///{tmp}/{tag}.db", None)  # noqa: E731
         print(f"backlog of {n} windows ({FEATURES} features x {BINS} bins, "
-              f"~{len(make_window(0, np.random.default_rng(0)).to_bytes())} bytes each), store: {args.db}")
-        raw = raw_subscriber(broker.host, broker.port, n, "raw-bench")
-        print(f"raw paho QoS 1 subscriber : {n / raw:9.0f} windows/s")
-        results, busies = {}, {}
-        for instances in (1, 2):
-            db, schema = make_db(f"i{instances}")
-            results[instances], split, busy = ingest_run(broker.url, broker.host, broker.port, n, instances, db,
-                                                         schema)
-            busies[instances] = busy
-            print(f"ingest x{instances}                 : {n / results[instances]:9.0f} windows/s  "
-                  f"(stored per instance: {split}; machine busy {busy:.1f} of {mp.cpu_count()} cores)")
-            if schema:
-                TelemetryStore(db, schema=schema).drop_schema()
-        print(f"ratio ingest x1 / raw     : {raw / results[1]:.2f}  (target >= 0.5)")
-        print(f"ratio ingest x2 / x1      : {results[1] / results[2]:.2f}  "
-              f"(target >= 1.7; cores here: {mp.cpu_count()})")
-        if busies[1] and busies[2]:  # what x2 would give with a core per process: no loss to the share group
-            per_core = (results[1] * busies[1]) / (results[2] * busies[2])
-            print(f"windows per busy core, x2 / x1: {per_core:.2f}  (~1: the second instance scales with the cores "
-                  "it is given)")
+              f"~{len(make_window(0, np.random.default_rng(0)).to_bytes())} bytes each), store: {args.db}; "
+              f"{args.rounds} rounds", flush=True)
+        sides = ["raw", "x1", "x2"]
+        for r in range(args.rounds):
+            line = []
+            for side in sides[r % 3:] + sides[:r % 3]:
+                if side == "raw":
+                    elapsed, spent = raw_subscriber(broker.host, broker.port, n, f"raw-bench-{r}")
+                    line.append(f"raw {n / elapsed:,.0f}/s")
+                else:
+                    instances = int(side[1])
+                    db, schema = make_db(f"r{r}{side}")
+                    elapsed, spent, split, machine = ingest_run(broker.url, broker.host, broker.port, n, instances,
+                                                                db, schema)
+                    busy[side].append(machine)
+                    line.append(f"ingest {side} {n / elapsed:,.0f}/s (split {split}, machine busy {machine:.1f} "
+                                f"of {os.cpu_count()} cores)")
+                    if schema:
+                        TelemetryStore(db, schema=schema).drop_schema()
+                seconds[side].append(elapsed)
+                cpu[side].append(spent)
+            print(f"  round {r + 1}: " + "; ".join(line), flush=True)
+    per = {side: [n / s for s in values] for side, values in seconds.items()}
+    results = [
+        Ratio("ingest x1 / raw paho subscriber, windows/s", [x / w for x, w in zip(per["x1"], per["raw"], strict=True)],
+              0.5, higher_is_better=True,
+              detail=f"{statistics.median(per['x1']):,.0f} vs {statistics.median(per['raw']):,.0f} windows/s; windows "
+                     f"per CPU s {spread([r / i for r, i in zip(cpu['raw'], cpu['x1'], strict=True)])}"),
+        Ratio("ingest x2 / x1, windows/s", [b / a for a, b in zip(per["x1"], per["x2"], strict=True)], 1.7,
+              higher_is_better=True,
+              detail=f"{statistics.median(per['x2']):,.0f} windows/s; windows per CPU s "
+                     f"{spread([a / b for a, b in zip(cpu['x1'], cpu['x2'], strict=True)])}; machine busy "
+                     f"{statistics.median(busy['x1']):.1f} (x1) and {statistics.median(busy['x2']):.1f} (x2) of "
+                     f"{os.cpu_count()} cores"),
+    ]
+    for result in results:
+        print(result.line(), flush=True)
     sizes = [1_000, 4_000, 16_000]
-    costs = drift_cost(sizes)
-    for size, summing, stats in costs:
-        print(f"drift over {size:6d} windows: sum {summing * 1000:7.1f} ms ({summing / size * 1e6:5.1f} us/window), "
-              f"statistics for {DEVICES + 1} scopes {stats * 1000:6.1f} ms")
-    per_window = [summing / size for size, summing, _ in costs]
-    print(f"summing cost per window, {sizes[-1]} vs {sizes[0]} windows: {per_window[-1] / per_window[0]:.2f}x "
-          "(~1 = linear); statistics cost depends on scopes and bins, not on windows")
+    drift = []
+    for r in range(args.rounds):
+        print(f"drift, round {r + 1}:")
+        drift.append(drift_round(sizes))
+    results.append(Ratio(f"drift: summing cost per window, {sizes[-1]:,} / {sizes[0]:,} windows", drift, 1.5,
+                         detail="~1 = linear; the statistics cost depends on scopes and bins, not on windows"))
+    print_table(results, load_start, f"store {args.db}, {n} windows a backlog")
+
 
 if __name__ == "__main__":
     main()

@@ -1,27 +1,29 @@
 """What Prefect costs: the pipeline flow against a running Prefect server vs the same plain functions.
 
-Starts ``prefect server start`` on a free port (own PREFECT_HOME, analytics off), waits for /api/health,
-points PREFECT_API_URL at it, then on one generated dataset alternates timed runs of
-``edgeops.pipeline.run_pipeline`` (plain) and ``flows.pipeline.pipeline_flow`` (Prefect tasks, logs,
-artifacts), after one untimed warm-up of each. Prints the median and best times and the ratio flow / plain
-(target <= 1.2x at 200k rows); on a shared machine the best-of-N ratio is the less noisy one.
-Everything lives in a temporary directory; the server is stopped at the end.
+    .venv/bin/python benchmarks/pipeline_overhead.py [--rows 200000] [--rounds 5]
 
-    .venv/bin/python benchmarks/pipeline_overhead.py [--rows 200000] [--repeat 5]
+Starts ``prefect server start`` on a free port (own PREFECT_HOME, analytics off), waits for /api/health,
+points PREFECT_API_URL at it, then on one generated dataset runs interleaved rounds (benchmarks/rounds.py):
+each round times ``edgeops.pipeline.run_pipeline`` (plain) and ``flows.pipeline.pipeline_flow`` (Prefect tasks,
+logs, artifacts), alternating which goes first, after one untimed warm-up of each. Each round gives one ratio
+flow / plain; the headline is their median with the min–max spread (target ≤ 1.2× at 200k rows). Beside it, the
+same ratio of CPU seconds: this process (where both run) plus the Prefect server's process tree, which works
+only for the flow. Both sides run in this process with the same thread settings (the machine's defaults).
+Everything lives in a temporary directory; the server is stopped at the end.
 """
 
 import argparse
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
+
+from rounds import Ratio, load_average, print_table, spread, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,13 +66,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def timed(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
-def run(rows: int, repeat: int, work: Path) -> None:
+def run(rows: int, rounds: int, work: Path) -> Ratio:
     from edgeops.pipeline import make_request, run_pipeline
     from edgeops.samples import TARGETS, write_sample
     from edgeops.signing import generate_keys
@@ -91,24 +87,27 @@ def run(rows: int, repeat: int, work: Path) -> None:
     print(f"{rows} rows; warm-up runs (untimed) ...", flush=True)
     plain()
     flow()
-    plain_s: list[float] = []
-    flow_s: list[float] = []
-    for i in range(repeat):
-        # Alternate which goes first, so a neighbour's load hits both sides alike.
-        order = [(plain_s, plain), (flow_s, flow)] if i % 2 == 0 else [(flow_s, flow), (plain_s, plain)]
-        for times, call in order:
-            times.append(timed(call))
-        print(f"  run {i + 1}: plain {plain_s[-1]:.2f} s, flow {flow_s[-1]:.2f} s", flush=True)
-    for label, pick in (("median", statistics.median), ("best", min)):
-        p, f = pick(plain_s), pick(flow_s)
-        print(f"{label:>6}: plain functions {p:.2f} s, Prefect flow {f:.2f} s, overhead {f - p:+.2f} s, "
-              f"ratio flow/plain {f / p:.2f}x (target <= 1.2x)")
+    wall: list[float] = []
+    cpu: list[float] = []
+    for i in range(rounds):
+        times: dict[str, tuple[float, float]] = {}
+        for name, call in (("plain", plain), ("flow", flow)) if i % 2 == 0 else (("flow", flow), ("plain", plain)):
+            c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
+            call()
+            times[name] = time.perf_counter() - t0, tree_cpu_seconds(os.getpid()) - c0
+        wall.append(times["flow"][0] / times["plain"][0])
+        cpu.append(times["flow"][1] / times["plain"][1])
+        print(f"  round {i + 1}: plain {times['plain'][0]:.2f} s ({times['plain'][1]:.2f} s CPU), flow "
+              f"{times['flow'][0]:.2f} s ({times['flow'][1]:.2f} s CPU): {wall[-1]:.2f}× wall, {cpu[-1]:.2f}× CPU",
+              flush=True)
+    return Ratio(f"Prefect flow / plain functions, {rows // 1000}k rows", wall, 1.2,
+                 detail=f"CPU (this process + Prefect server) {spread(cpu)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each: one plain, one flow)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp:
@@ -117,10 +116,12 @@ def main() -> None:
         os.environ["PREFECT_API_URL"] = url
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         print(f"prefect server at {url}", flush=True)
+        load_start = load_average()
         try:
-            run(args.rows, args.repeat, work)
+            result = run(args.rows, args.rounds, work)
         finally:
             stop_server(proc)
+    print_table([result], load_start, "threads: the machine's defaults on both sides (one process)")
 
 
 if __name__ == "__main__":

@@ -28,40 +28,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Ratio:
-    """One measure over interleaved rounds: ours / baseline per round (higher-is-better measures invert)."""
-
-    name: str
-    rounds: list[float]
-    target: float
-    higher_is_better: bool = False
-    detail: str = ""
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rounds)
-
-    @property
-    def ok(self) -> bool:
-        return self.median >= self.target if self.higher_is_better else self.median <= self.target
-
-    def line(self) -> str:
-        sign = "≥" if self.higher_is_better else "≤"
-        return (f"  {self.name:<52} {self.median:6.2f}× [{min(self.rounds):.2f}–{max(self.rounds):.2f}]  "
-                f"(target {sign} {self.target}×)  {'ok ' if self.ok else 'MISS'}  {self.detail}")
+from rounds import Ratio, cpu_seconds, interleaved  # noqa: F401  (agent.py uses them as serving.*)
 
 
 def session_for(model: bytes) -> ort.InferenceSession:
@@ -84,23 +57,6 @@ def feeds_for(inputs: list[dict[str, Any]], records: list[dict[str, Any]]) -> di
             feeds[name] = np.array([np.nan if r[column] is None else r[column] for r in records],
                                    dtype=np.float32).reshape(-1, 1)
     return feeds
-
-
-def interleaved(baseline: Callable[[], Any], ours: Callable[[], Any], rounds: int, calls: int) -> list[float]:
-    """Per round: (time of ``calls`` of ours) / (time of ``calls`` of the baseline), alternating who goes first."""
-    for fn in (baseline, ours):
-        for _ in range(min(calls, 200)):
-            fn()
-    ratios = []
-    for r in range(rounds):
-        times = {}
-        for side in ((baseline, ours) if r % 2 == 0 else (ours, baseline)):
-            start = time.perf_counter()
-            for _ in range(calls):
-                side()
-            times[side] = time.perf_counter() - start
-        ratios.append(times[ours] / times[baseline])
-    return ratios
 
 
 # the baseline server --------------------------------------------------------------------------------------
@@ -137,11 +93,6 @@ def serve_minimal(port: int, model: Path, manifest: Path) -> None:
 
 
 # concurrent load --------------------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def load_round(port: int, body: bytes, seconds: float, connections: int = 8) -> tuple[float, int]:
     """(requests per second, failed requests) over ``seconds`` of ``connections`` keep-alive clients."""
     if shutil.which("wrk"):

@@ -5,7 +5,11 @@ A simulated device does what the agent's protocol side does — on a ``desired``
 (reported, as by an agent, only if the update lasts ``report_steps_after_s``), fetches the retained release
 (manifest + artifact or chunks), verifies the signature and the hashes with the agent's own
 ``edge_agent.verify`` code, then reports ``serving`` (or ``rejected``) and emits the event — and skips what
-needs onnxruntime (self-test, inference, telemetry). It obeys any well-formed desired state, signed or not:
+needs onnxruntime (self-test, inference, telemetry). Each device does the verification work an agent does for
+an update, on its own bytes (no result is shared between devices): parse the manifest and check its signature
+when it arrives (the agent's fetch), then check the signature again and hash the artifact (its ``verifying``
+phase). ``verify_cpu_s`` adds up the CPU the fleet thread spent on that, which a real fleet spends in parallel,
+each device on its own CPU. It obeys any well-formed desired state, signed or not:
 the agent's replay and expiry checks (edge_agent/desired.py) are tested against real agents, and a simulated
 fleet measures the control plane and the broker.
 
@@ -51,14 +55,15 @@ log = logging.getLogger(__name__)
 MAX_ARTIFACT_BYTES = 64 << 20
 
 
-def _checked_manifest(payload: bytes, keys: tuple[Ed25519PublicKey, ...]) -> tuple[ReleaseManifest, str | None]:
-    """Parse a manifest and verify its signature: (manifest, None) or (manifest, why it is not trusted)."""
-    manifest = parse_manifest(payload)
+def _trust_error(manifest: ReleaseManifest, keyring: KeyRing, payload: bytes) -> str | None:
+    """Why the signature over ``payload`` is not trusted, or None: the agent's check (edge_agent/fetch.py)."""
     try:
-        verify_manifest(manifest, KeyRing.from_public_keys(keys))
+        verify_manifest(manifest, keyring, payload)
     except VerificationError as exc:
-        return manifest, str(exc)
-    return manifest, None
+        return str(exc)
+    except ProtocolError as exc:
+        return f"manifest cannot be verified: {exc}"
+    return None
 
 
 def _cork(sock: socket.socket, on: bool) -> socket.socket:
@@ -90,6 +95,7 @@ class SimDevice:
     _target: Desired | None = None
     _pieces: dict[int | None, bytes] = field(default_factory=dict)
     _manifest_bytes: bytes | None = None
+    _checked: tuple[ReleaseManifest, str | None] | None = None  # the manifest of _manifest_bytes, verified
     _key_ids: tuple[tuple[Ed25519PublicKey, ...], tuple[str, ...]] = ((), ())  # public_keys and their ids
     _steps: StepReports = field(default_factory=lambda: StepReports(0.0))  # set by the fleet
     _hello: mqtt.MQTTMessageInfo | None = None  # the first report of the current connection
@@ -129,7 +135,10 @@ class SimFleet:
         self._run = True
         self._thread = threading.Thread(target=self._loop, name="sim-fleet", daemon=True)
         self._tag = uuid.uuid4().hex[:8]
-        self._checked: dict[tuple[bytes, tuple[str, ...]], tuple[ReleaseManifest, str | None]] = {}
+        self._keyrings: dict[tuple[str, ...], KeyRing] = {}  # configuration: an agent loads its keys once
+        self._parsed: dict[bytes, ReleaseManifest] = {}  # for the fetch-only baseline, which verifies nothing
+        self.verify_cpu_s = 0.0
+        """CPU seconds of the fleet thread spent verifying (manifest parse + signatures + artifact hashes)."""
         self.published = 0
         self.received = 0
         """PUBLISH messages the simulated devices sent and received (for messages-per-device figures)."""
@@ -184,7 +193,7 @@ class SimFleet:
         retained fan-out a rollout is compared against in benchmarks/fleet.py."""
         def start() -> None:
             for dev in self.devices.values():
-                dev._target, dev._pieces, dev._manifest_bytes = None, {}, None
+                dev._target, dev._pieces, dev._manifest_bytes, dev._checked = None, {}, None, None
                 dev._target = Desired(device=dev.device, model=model, version=version, rollout_id="#fetch-only")
                 self._clients[dev.device].subscribe(self.topics.release_filter(model, version), qos=1)
         self.call(start)
@@ -239,14 +248,27 @@ class SimFleet:
         if self._socks.get(name) is not None and client.socket() is not self._socks[name]:
             self._forget(name)
 
+    def _keyring(self, dev: SimDevice) -> KeyRing:
+        ids = dev.key_ids()
+        if ids not in self._keyrings:
+            self._keyrings[ids] = KeyRing.from_public_keys(dev.public_keys)
+        return self._keyrings[ids]
+
     def _manifest(self, payload: bytes, dev: SimDevice) -> tuple[ReleaseManifest, str | None]:
-        """Parse and verify once per (bytes, trusted keys), not once per device: on a real fleet each device
-        spends its own CPU on this, here they would all queue on one thread and a benchmark would measure the
-        simulator instead of the broker and the controller. Artifact hashes are still checked per device."""
-        cache_key = (payload, dev.key_ids())
-        if cache_key not in self._checked:
-            self._checked[cache_key] = _checked_manifest(payload, dev.public_keys)
-        return self._checked[cache_key]
+        """The device's manifest, parsed and its signature checked once, when it arrived. The fetch-only
+        baseline only parses (once for all devices: it needs the number of chunks, not trust)."""
+        if dev._target is not None and dev._target.rollout_id == "#fetch-only":
+            if payload not in self._parsed:
+                self._parsed[payload] = parse_manifest(payload)
+            return self._parsed[payload], None
+        if dev._checked is None:
+            started = time.thread_time()
+            try:
+                manifest = parse_manifest(payload)
+                dev._checked = manifest, _trust_error(manifest, self._keyring(dev), payload)
+            finally:
+                self.verify_cpu_s += time.thread_time() - started
+        return dev._checked
 
     def _later(self, delay: float, device: str, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), device, fn))
@@ -334,7 +356,7 @@ class SimFleet:
                 dev.state, dev._target = "serving", None
                 self._report(client, dev, desired)
             return
-        dev._target, dev._pieces, dev._manifest_bytes = desired, {}, None
+        dev._target, dev._pieces, dev._manifest_bytes, dev._checked = desired, {}, None, None
         dev.state = "fetching"
         self._report(client, dev)
         client.subscribe(self.topics.release_filter(desired.model, desired.version), qos=1)
@@ -346,7 +368,7 @@ class SimFleet:
         if (model, version) != (target.model, target.version) or not payload:
             return
         if kind == "manifest":
-            dev._manifest_bytes = payload
+            dev._manifest_bytes, dev._checked = payload, None
         else:
             dev._pieces[chunk] = payload
         if dev._manifest_bytes is None:
@@ -358,12 +380,18 @@ class SimFleet:
             return
         client.unsubscribe(self.topics.release_filter(model, version))
         data = b"".join(dev._pieces[i] for i in wanted)
-        dev._pieces, dev._manifest_bytes = {}, None
+        manifest_bytes = dev._manifest_bytes
+        assert manifest_bytes is not None
+        dev._pieces, dev._manifest_bytes, dev._checked = {}, None, None
         if target.rollout_id == "#fetch-only":
             dev._target = None
             self.fetched[dev.device] = self.fetched.get(dev.device, 0) + 1
             return
+        started = time.thread_time()
         try:
+            if trust_error:
+                raise VerificationError(trust_error)
+            trust_error = _trust_error(manifest, self._keyring(dev), manifest_bytes)  # the agent's ``verifying``
             if trust_error:
                 raise VerificationError(trust_error)
             verify_artifact(manifest, data, MAX_ARTIFACT_BYTES)
@@ -372,6 +400,8 @@ class SimFleet:
         except VerificationError as exc:
             self._finish(client, dev, target, str(exc))
             return
+        finally:
+            self.verify_cpu_s += time.thread_time() - started
         if dev.install_s > 0:
             self._later(dev.install_s, dev.device, lambda: self._finish(client, dev, target, None))
         else:

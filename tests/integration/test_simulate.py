@@ -3,10 +3,12 @@
 import time
 
 import pytest
+from releases import build_release, new_key
 
-from edge_agent.protocol import Status, Topics
+from edge_agent.protocol import Desired, Status, Topics
 from edgeops.fleet import read_fleet
 from edgeops.mqtt import ControlClient
+from edgeops.publish import publish_release
 from edgeops.simulate import SimDevice, SimFleet
 
 pytestmark = pytest.mark.integration
@@ -56,3 +58,35 @@ def test_entered_fleet_is_in_the_retained_state(session_broker: str, topic_prefi
         client.publish_many((t, b"", True) for t in client.collect_retained(f"{topics.prefix}/devices/#"))
     assert [d.device for d in seen.devices] == [d.device for d in sims]
     assert {d.state for d in seen.devices} == {"idle"}
+
+
+def test_each_device_verifies_the_release_it_received(session_broker: str, topic_prefix: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated device spends what an agent spends on an update: it checks the signature over the manifest
+    bytes it received when they arrive and again before installing (edge_agent's fetch and ``verifying``), and
+    shares no result with the other devices; otherwise a fleet benchmark would leave out the devices' cost."""
+    import edgeops.simulate as simulate
+
+    checked: list[bytes | None] = []
+    real = simulate.verify_manifest
+
+    def counting(manifest: object, keyring: object, payload: bytes | None = None) -> None:
+        checked.append(payload)
+        real(manifest, keyring, payload)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(simulate, "verify_manifest", counting)
+    key = new_key()
+    release = build_release("churn", 4, key, chunk_size=256)
+    topics = Topics(topic_prefix)
+    sims = [SimDevice(f"v{i}", public_keys=(key.public_key(),)) for i in range(4)]
+    with ControlClient(session_broker) as client:
+        publish_release(client, topics, release.manifest, release.data)
+        with SimFleet(session_broker, topics, sims) as fleet:
+            client.publish_many((topics.device(d.device, "desired"),
+                                 Desired(device=d.device, model="churn", version=4).to_bytes(), True) for d in sims)
+            fleet.wait_until(lambda: all(d.version == 4 for d in sims), 30, "every device serving v4")
+            spent = fleet.verify_cpu_s
+        client.publish_many((t, b"", True) for t in client.collect_retained(f"{topics.prefix}/#"))
+    assert len(checked) == 2 * len(sims)
+    assert set(checked) == {release.manifest.to_bytes()}
+    assert spent > 0
