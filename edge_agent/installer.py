@@ -121,6 +121,7 @@ class Job:
     attempt: int = 0
     manifest: ReleaseManifest | None = None
     manifest_bytes: bytes | None = None
+    signed: bool = False  # the signature over ``manifest_bytes`` was checked when they were fetched or read
     data: bytes | None = None
     runner: ModelRunner | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -212,6 +213,7 @@ class Installer:
             local = self._local_copy(job.ref)
             if local is not None:
                 job.manifest, job.data, job.manifest_bytes = local
+                job.signed = True  # _local_copy checked it
                 return True
             job.collector = ReleaseCollector(job.ref, agent.topics, agent.keyring, agent.config.max_artifact_bytes)
             job.deadline = self.clock() + agent.config.fetch_timeout_s
@@ -224,6 +226,7 @@ class Installer:
             return False
         job.manifest, job.data = result
         job.manifest_bytes = job.collector.manifest_bytes
+        job.signed = True  # the collector checked the signature over these bytes when they arrived
         self._unsubscribe(job)
         return True
 
@@ -244,7 +247,8 @@ class Installer:
         agent = self.agent
         agent.transition(phase="verifying")
         assert job.manifest is not None and job.data is not None
-        verify_manifest(job.manifest, agent.keyring, job.manifest_bytes)
+        if not job.signed:  # every path checks once; a second check of the same bytes in memory adds nothing
+            verify_manifest(job.manifest, agent.keyring, job.manifest_bytes)
         verify_artifact(job.manifest, job.data, agent.config.max_artifact_bytes)
         return True
 

@@ -345,3 +345,33 @@ def test_a_huge_hostile_desired_message_gives_a_short_report(control: Control, s
     control.publish(control.topics.device(DEVICE, "desired"), json.dumps(desired).encode())
     _, payload = control.wait_for(is_reported("rejected", 1))
     assert len(payload) < 1500 and json.loads(payload)["last_error"].endswith("…")
+
+
+def test_a_fetched_release_has_its_signature_checked_once_and_a_tampered_one_is_still_rejected(
+        control: Control, start_agent: StartAgent, key: Key, v1: Release, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetch checks the signature over the manifest bytes as they arrive; ``verifying`` trusts that check
+    (the same bytes, in memory) and hashes the artifact. A second signature check per update was pure cost."""
+    import edge_agent.fetch as fetch
+    import edge_agent.installer as installer
+
+    checked: list[str] = []
+    for module in (fetch, installer):
+        real = module.verify_manifest
+
+        def counting(*args: Any, _real: Any = real, _where: str = module.__name__, **kw: Any) -> None:
+            checked.append(_where)
+            _real(*args, **kw)
+
+        monkeypatch.setattr(module, "verify_manifest", counting)
+    preinstall(tmp_path / "data", v1)
+    start_agent()
+    checked.clear()  # start-up checks the stored model: that one counts for nothing here
+    control.publish_release(build_release("churn", 2, key, seed=1, chunk_size=500))
+    control.set_desired(DEVICE, "churn", 2)
+    control.wait_for(is_reported("serving", 2))
+    assert checked == ["edge_agent.fetch"]
+    control.publish_release(tampered_artifact(build_release("churn", 3, key, seed=2)))
+    control.set_desired(DEVICE, "churn", 3)
+    _, payload = control.wait_for(is_reported("rejected", 2))
+    assert "sha256" in json.loads(payload)["last_error"] or "hash" in json.loads(payload)["last_error"]
