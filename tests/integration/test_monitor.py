@@ -97,6 +97,27 @@ def test_one_event_per_drift_episode(store: TelemetryStore, manifest_path: Path)
     assert all(e.payload["drifted"] == ["income"] and e.payload["window"] == again[0].payload["window"] for e in again)
 
 
+def test_a_shift_after_two_hours_of_steady_traffic_is_an_event_within_three_windows(tmp_path: Path,
+                                                                                   manifest_path: Path) -> None:
+    """The monitor used to judge a 24 h sum: three shifted minutes after two steady hours were invisible."""
+    manifest = ReleaseManifest.from_json(json.loads(manifest_path.read_bytes()))
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    store.write([w for i, m in enumerate(range(-130, -10, 10))
+                 for w in windows(manifest, "dev", None, 100 + i, first=10 * i, minutes=list(range(m, m + 10)))])
+    steady = episode_events(store, run_monitor(store, manifest_references([manifest_path]),
+                                               now=datetime.now(UTC) - timedelta(minutes=9)))
+    assert [e for e in steady if e.event == "edgeops.drift.detected"] == []
+    shifted = windows(manifest, "dev", "income", 8, first=1000, minutes=[-8, -7, -6])
+    store.write(shifted)
+    report = run_monitor(store, manifest_references([manifest_path]), now=datetime.now(UTC) - timedelta(minutes=5))
+    events = [e for e in episode_events(store, report) if e.event == "edgeops.drift.detected"]
+    store.close()
+    assert {e.resource["prefect.resource.id"] for e in events} == {"edgeops.device.dev", "edgeops.model.churn"}
+    slots = {datetime.fromisoformat(w.end).replace(second=0, microsecond=0) for w in shifted}
+    assert all(e.payload["drifted"] == ["income"] for e in events)
+    assert all(datetime.fromisoformat(e.payload["window"]) in slots for e in events)
+
+
 def test_report_artifacts_embed_a_png_chart(store: TelemetryStore, manifest_path: Path) -> None:
     report = run_monitor(store, manifest_references([manifest_path]))
     markdown = drift_markdown(report)
@@ -114,6 +135,26 @@ def test_monitor_cli_prints_json(store: TelemetryStore, manifest_path: Path) -> 
     assert {s["device"]: s["verdict"] for s in scopes}["shifted"] == "drift"
     text = CliRunner().invoke(app, ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only"])
     assert text.exit_code == 0 and text.output.startswith("churn@3 fleet (2 devices, 20 windows)")
+    assert "thresholds: last 24 h; drift: two-sample chi-square per feature, p < 1.4e-06 (0.5 false episodes" \
+        in text.output
+
+
+def test_monitor_cli_fails_on_drift_and_takes_thresholds(store: TelemetryStore, manifest_path: Path,
+                                                         tmp_path: Path) -> None:
+    from edgeops.cli.monitor import app
+
+    base = ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only"]
+    failing = CliRunner().invoke(app, [*base, "--fail-on", "drift"])
+    assert failing.exit_code == 1 and "failing (--fail-on): churn@3" in failing.output
+    assert CliRunner().invoke(app, [*base, "--fail-on", "degraded"]).exit_code == 0     # errors are 1 %
+    quieter = CliRunner().invoke(app, [*base, "--false-alarms", "0.05", "--recent-windows", "1"])
+    assert "p < 2.9e-07 (0.05 false episodes / 30 days over 4 series, 60 s windows, latest and last 1 pooled)" \
+        in quieter.output
+    (tmp_path / "edgeops.yaml").write_text("monitor:\n  drift:\n    false_alarms: 2.0\n", encoding="utf-8")
+    configured = CliRunner().invoke(app, [*base, "--config", str(tmp_path / "edgeops.yaml")])
+    assert "(2 false episodes / 30 days" in configured.output
+    bad = CliRunner().invoke(app, [*base, "--recent-windows", "0"])
+    assert bad.exit_code != 0
 
 
 def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path) -> None:
