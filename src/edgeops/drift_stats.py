@@ -9,8 +9,8 @@ one, which is the honest answer when the reference is small.
 Bins are pooled before testing so every cell's expected count is large enough for the chi-square approximation
 (Cochran), and the pooling looks at both samples together (column totals), never at the reference alone:
 selecting bins by the reference's own counts would favour bins where it happened to be high. Values outside
-what the reference knows (beyond its range, unseen or rarely seen categories) get their own one-sided test,
-because the reference under-represents them by construction (``drift_pvalues``). This is also what makes
+what the reference knows (beyond its range, unseen categories) are under-represented in it by construction
+and are handled so that this is not read as drift (``drift_pvalues``). This is also what makes
 high-cardinality categoricals safe: their long tail is judged as one share, not as hundreds of tiny cells.
 
 ``homogeneity`` returns Pearson's statistic on the pooled table; scipy.stats.chi2_contingency (without Yates'
@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import betabinom, chi2
+from scipy.stats import beta, betabinom, chi2
 
 
-def homogeneity(reference: np.ndarray, observed: np.ndarray,
-                min_expected: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def homogeneity(reference: np.ndarray, observed: np.ndarray, min_expected: float = 5.0,
+                pooled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chi-square test of homogeneity of ``reference`` (bins) against every row of ``observed`` (rows, bins).
 
     Pooling, per row, from the column totals c = r + o (both samples together — choosing bins by the reference
@@ -34,7 +34,8 @@ def homogeneity(reference: np.ndarray, observed: np.ndarray,
     sample expects ``min_expected`` values in it (c · min(R, n) / N), the others form one pooled column, and a
     pooled column still below that joins the smallest kept column. Pearson's statistic is then
     Σ (r·n − o·R)² / (R·n·c) over the non-empty columns. Returns (statistic, degrees of freedom, p-value) per
-    row; a row with fewer than two columns gets (0, 0, 1): nothing to test."""
+    row; a row with fewer than two columns gets (0, 0, 1): nothing to test. Bins of the mask ``pooled`` always
+    go into the pooled column, whatever their totals (see drift_pvalues)."""
     ref = np.asarray(reference, dtype=float)
     obs = np.atleast_2d(np.asarray(observed, dtype=float))
     rows = len(obs)
@@ -45,6 +46,8 @@ def homogeneity(reference: np.ndarray, observed: np.ndarray,
     smaller = np.minimum(big_r, n)
     c = ref + obs
     keep = c * (smaller / total)[:, None] >= min_expected
+    if pooled is not None:
+        keep &= ~np.asarray(pooled, dtype=bool)
     pool_r = np.where(keep, 0.0, ref).sum(axis=1)
     pool_o = np.where(keep, 0.0, obs).sum(axis=1)
     pool_ok = (pool_r + pool_o) * smaller / total >= min_expected
@@ -69,54 +72,61 @@ def homogeneity(reference: np.ndarray, observed: np.ndarray,
 
 
 OUTSIDE = 3          # Counts.vector() ends with underflow, overflow, unseen, missing: the first three are outside
-RARE = 10            # categories the reference holds fewer of than this join the outside values (drift_pvalues)
 
 
-GOOD_TURING_SPREAD = 3.0   # variance of the Good–Turing share relative to a binomial one (≈ 1 + 2·N2/N1, bounded)
-
-
-def outside_mask(reference: np.ndarray, rare: int = RARE) -> np.ndarray:
-    """The bins judged as "outside the reference": underflow, overflow, unseen, and bins the reference holds
-    fewer than ``rare`` values of (0 for numeric bins: quantile bins are not chosen by their counts). Missing
-    is a bin like any other."""
-    ref = np.asarray(reference, dtype=float)
-    mask = ref < rare
-    mask[-1] = False                      # missing
-    mask[-1 - OUTSIDE:-1] = True          # underflow, overflow, unseen
+def outside_mask(size: int) -> np.ndarray:
+    """The entries of a Counts.vector() of ``size`` that lie outside the reference's bins: underflow, overflow,
+    unseen. Missing is a bin like any other."""
+    mask = np.zeros(size, dtype=bool)
+    mask[size - 1 - OUTSIDE:size - 1] = True
     return mask
 
 
-def drift_pvalues(reference: np.ndarray, observed: np.ndarray, min_expected: float = 5.0, *, numeric: bool = False,
-                  rare: int = RARE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def drift_pvalues(reference: np.ndarray, observed: np.ndarray, min_expected: float = 5.0, *, numeric: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """p-value per row of ``observed`` (rows, bins in Counts.vector() layout) that it comes from the reference's
     distribution; returns (p, chi-square statistic, outside p).
 
-    The reference defines its own bins (quantile edges from its values, categories it has seen), so values
-    outside them are rarer in the reference than in the population: beyond a numeric reference's min and max
-    lies 2/(R+1) of the population, and categories never or rarely seen in R rows hold a share that Good–Turing
-    estimates from the categories seen exactly ``rare`` times. Two tests, combined by Bonferroni:
+    The reference defines its own bins, so what falls outside them is under-represented in it by construction,
+    and the test must not read that as drift:
 
-    * inside: the chi-square test of homogeneity on the other bins (numeric bins, categories the reference
-      holds at least ``rare`` values of — rarer ones were kept *because* they were seen, so their counts overstate
-      them —, and missing), for the values that fell in them;
-    * outside: one-sided, more outside values than the reference's own share allows: the outside count is
-      beta-binomial with mean share a / (R + 1), a = outside reference count + 2 + rare · (bins seen exactly
-      ``rare`` times), the uncertainty of that share included. For a numeric feature (``numeric``) that is the
-      exact law of values beyond a continuous sample's range; for categories the Good–Turing estimate varies
-      more than a binomial share, so its concentration is divided by ``GOOD_TURING_SPREAD``."""
+    * categories: the list holds the categories the training sample *saw*, so the unseen bucket is empty in
+      the reference while the population has a share there. Unseen values always join the pooled column of
+      rare categories (chosen by both samples' totals). Taken together, the reference's rare categories and
+      the telemetry's rare and unseen ones estimate the same share, so the chi-square test stays unbiased; a
+      flood of new categories still shows as a larger share there.
+    * numeric (``numeric``): the outer edges are the training sample's min and max, beyond which lies, for a
+      continuous feature, exactly 2/(R+1) of the population on average (a Beta(2, R−1) share). Values inside
+      the edges go to the chi-square test; the count beyond them gets a one-sided beta-binomial test (more
+      values outside than the reference allows, the uncertainty of its share included), and the two p-values
+      are combined by Bonferroni."""
     ref = np.asarray(reference, dtype=float)
     obs = np.atleast_2d(np.asarray(observed, dtype=float))
-    out = outside_mask(ref, 0 if numeric else rare)
-    stat, _dof, p_in = homogeneity(ref[~out], obs[:, ~out], min_expected)
-    big_r = ref.sum()
-    a = ref[out].sum() + 2.0 + (0.0 if numeric else rare * float((ref[~out][:-1] == rare).sum()))
-    b = max(big_r + 1.0 - ref[out].sum(), 1.0)
+    out = outside_mask(ref.size)
     if not numeric:
-        a, b = a / GOOD_TURING_SPREAD, b / GOOD_TURING_SPREAD
+        stat, _dof, p = homogeneity(ref, obs, min_expected, pooled=out)
+        return p, stat, np.ones(len(obs))
+    stat, _dof, p_in = homogeneity(ref[~out], obs[:, ~out], min_expected)
+    a = ref[out].sum() + 2.0
+    b = max(ref.sum() + 1.0 - ref[out].sum(), 1.0)
     x = obs[:, out].sum(axis=1)
     n = obs.sum(axis=1)
-    p_out = np.where(x > 0, betabinom.sf(x - 1, n.astype(np.int64), a, b), 1.0)
+    p_out = np.ones(len(obs))
+    exact = (x > 0) & (n <= EXACT_N)
+    p_out[exact] = betabinom.sf(x[exact] - 1, n[exact].astype(np.int64), a, b)
+    p_out[(x > 0) & ~exact] = _share_sf(x[(x > 0) & ~exact], n[(x > 0) & ~exact], a, b)
     return np.minimum(1.0, 2.0 * np.minimum(p_in, p_out)), stat, p_out
+
+
+EXACT_N = 1000       # beta-binomial tails are summed exactly up to this n (scipy sums the pmf: slow beyond)
+
+
+def _share_sf(x: np.ndarray, n: np.ndarray, a: float, b: float) -> np.ndarray:
+    """P(X ≥ x) for X ~ beta-binomial(n, a, b) with large n: X/n as a beta law with the same mean and variance
+    (the beta share plus the binomial noise around it), with a continuity correction."""
+    mean = a / (a + b)
+    concentration = n * (a + b + 1.0) / (a + b + n) - 1.0
+    return beta.sf((x - 0.5) / n, mean * concentration, (1.0 - mean) * concentration)
 
 
 def noise_levels(columns: int, n: float, reference_n: float) -> tuple[float, float]:

@@ -56,17 +56,26 @@ def test_homogeneity_is_chi2_contingency_on_the_pooled_table(seed: int) -> None:
         assert dof[row] == want.dof
 
 
-def test_values_outside_the_reference_are_judged_one_sided_with_the_reference_own_share() -> None:
+def test_values_outside_a_numeric_reference_are_judged_one_sided_with_its_own_share() -> None:
     ref = np.array([*[10] * 10, 0, 0, 0, 0])               # 100 rows in 10 quantile bins: nothing outside
-    assert outside_mask(ref).tolist() == [False] * 10 + [True] * 3 + [False]
+    assert outside_mask(14).tolist() == [False] * 10 + [True] * 3 + [False]
     inside = np.array([[*[50] * 10, 0, 0, 0, 0]])
     assert drift_pvalues(ref, inside, numeric=True)[2][0] == 1.0
     usual = np.array([[*[49] * 10, 5, 5, 0, 0]])            # 2/(R+1) of the population lies outside: no alarm
     assert drift_pvalues(ref, usual, numeric=True)[2][0] > 0.05
     flood = np.array([[*[40] * 10, 50, 50, 0, 0]])          # 20 % outside
     assert drift_pvalues(ref, flood, numeric=True)[0][0] < 1e-6
-    cats = np.array([*[40] * 5, 2, 1, 1, 0, 0, 0, 0])       # categories seen once or twice count as outside
-    assert outside_mask(cats).tolist() == [False] * 5 + [True] * 6 + [False]
+
+
+def test_unseen_categories_join_the_rare_ones_and_a_flood_of_them_is_drift() -> None:
+    ref = np.array([400, 300, 200, 50, 3, 2, 1, 0, 0, 0, 0])          # 7 categories, then the 4 extra buckets
+    usual = np.array([[4000, 3000, 2000, 500, 20, 30, 10, 0, 0, 40, 0]])
+    stat, dof, p = homogeneity(ref, usual, pooled=outside_mask(11))
+    want = chi2_contingency(np.array([[400, 300, 200, 50, 6], [4000, 3000, 2000, 500, 100]]), correction=False)
+    assert (stat[0], p[0], dof[0]) == pytest.approx((want.statistic, want.pvalue, want.dof), rel=1e-9)
+    assert drift_pvalues(ref, usual)[0][0] == pytest.approx(want.pvalue, rel=1e-9)
+    flood = np.array([[3000, 2000, 2000, 500, 20, 30, 10, 0, 0, 2000, 0]])
+    assert drift_pvalues(ref, flood)[0][0] < 1e-12
 
 
 def test_noise_levels_are_what_two_samples_of_one_distribution_show() -> None:
