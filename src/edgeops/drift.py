@@ -298,10 +298,12 @@ class Timeline:
     alpha: float
 
     def to_dict(self) -> dict[str, Any]:
+        rejected = [c for c, r in zip(self.checks, self.rejecting, strict=True) if r]
         return {"checks": len(self.checks), "first": self.checks[0] if self.checks else None,
                 "last": self.checks[-1] if self.checks else None, "active": self.active, "opened": self.opened,
-                "drifted": list(self.drifted), "alpha": self.alpha,
-                "rejected_at": [c for c, r in zip(self.checks, self.rejecting, strict=True) if r]}
+                "drifted": list(self.drifted), "alpha": self.alpha, "rejected": len(rejected),
+                "first_rejected": rejected[0] if rejected else None,
+                "last_rejected": rejected[-1] if rejected else None}
 
 
 @dataclass(frozen=True)

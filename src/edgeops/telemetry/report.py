@@ -61,10 +61,11 @@ def _scope_section(scope: ScopeReport, thresholds: DriftThresholds) -> list[str]
              "Latest check point (last windows pooled):", "",
              "| feature | n | PSI (noise) | JS (noise) | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]
     results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
+    drifted = set(scope.drifted)          # the open episode's series are "drift" even if the latest point is calm
     for r in results:
         name = "predictions" if r.name == PREDICTION else r.name
         lines.append(f"| {name} | {r.n} | {_num(r.psi)} ({_num(r.psi_noise)}) | {_num(r.js)} ({_num(r.js_noise)}) | "
-                     f"{_num(r.p_value, '.2g')} | {r.verdict} |")
+                     f"{_num(r.p_value, '.2g')} | {'drift' if r.name in drifted else r.verdict} |")
     if scope.timeline is not None and scope.timeline.active:
         lines += ["", f"Drift episode open since {scope.timeline.opened}: {', '.join(scope.timeline.drifted)}."]
     png = psi_chart(scope, thresholds)
