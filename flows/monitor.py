@@ -18,32 +18,60 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from edgeops.config import load_config
 from edgeops.telemetry.events import emit_to_prefect
-from edgeops.telemetry.monitor import episode_events, manifest_references, registry_references, run_monitor
+from edgeops.telemetry.monitor import (
+    drift_thresholds,
+    episode_events,
+    manifest_references,
+    registry_references,
+    run_monitor,
+)
 from edgeops.telemetry.report import drift_markdown, fleet_rows
 from edgeops.telemetry.store import DEFAULT_DB_URL, TelemetryStore
 
 
 @flow(name="monitor", log_prints=False)
-def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: float = 24.0,
+def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: float | None = None,
                  registry_root: str | None = None, manifests: list[str] | None = None,
-                 per_device: bool = True) -> dict[str, Any]:
-    """Compute drift and health over the last ``hours``; publish artifacts; raise episode events.
-    References come from ``manifests`` (file paths) when given, else from the registry."""
+                 per_device: bool = True, false_alarms: float | None = None, window_s: float | None = None,
+                 recent_windows: int | None = None, recovery_windows: int | None = None) -> dict[str, Any]:
+    """Judge drift at every check point of recent telemetry, sum health; publish artifacts; raise episode events.
+
+    Unset parameters take edgeops.yaml's ``monitor`` section (docs/monitoring.md), else the defaults below.
+
+    Args:
+        db: Telemetry store URL (the ingest's store).
+        model: Only this model; empty for every model with telemetry.
+        hours: Telemetry read per run, in hours (default 24): health sums it, drift judges every check point in it.
+        registry_root: Release registry folder (default: edgeops.yaml registry.root).
+        manifests: Reference manifest files to use instead of the registry.
+        per_device: Also judge and report every device, not only the fleet.
+        false_alarms: Expected false drift episodes per device (and for the fleet) per 30 days of unchanged
+            traffic (default 0.5); lower is quieter and slower to detect small shifts.
+        window_s: Check-point length in seconds (default 60): windows ending in the same slot are judged together.
+        recent_windows: Each check also tests this many recent check points pooled (default 3).
+        recovery_windows: A drift episode ends after this many quiet check points in a row (default 10).
+    """
     logger = get_run_logger()
+    cfg = load_config()
+    thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
+                                  recent_windows=recent_windows, recovery_windows=recovery_windows)
+    hours = hours if hours is not None else cfg.monitor.hours
     if manifests:
         references = manifest_references(Path(p) for p in manifests)
     else:
-        references = registry_references(Path(registry_root) if registry_root else load_config().registry.root)
+        references = registry_references(Path(registry_root) if registry_root else cfg.registry.root)
     store = TelemetryStore(db)
     try:
-        report = run_monitor(store, references, model=model, window=timedelta(hours=hours), per_device=per_device)
+        report = run_monitor(store, references, model=model, window=timedelta(hours=hours), per_device=per_device,
+                             thresholds=thresholds)
         events = episode_events(store, report)
     finally:
         store.close()
     create_table_artifact(key="edgeops-fleet-status", table=fleet_rows(report),
                           description=f"Fleet status, telemetry of the last {hours:g} h")
     create_markdown_artifact(key="edgeops-drift-report", markdown=drift_markdown(report),
-                             description="Drift (PSI, Jensen-Shannon, chi-square) and health per model version")
+                             description="Drift (two-sample chi-square per check point; PSI, JS) and health "
+                             "per model version")
     for spec in events:
         emit_to_prefect(spec)
         logger.warning("%s: %s", spec.event, spec.resource["prefect.resource.id"])

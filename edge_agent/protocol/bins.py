@@ -6,7 +6,10 @@ value lands in a bin. v < e0 is *underflow*, v > ek is *overflow*; NaN/None is *
 A single distinct training value (k == 0) gives edges [e0]: v == e0 is bin 0 and k is taken as 1.
 
 Categorical bins are the training categories in manifest order; anything else is *unseen*; None is
-*missing*. The control plane's vectorised binning is tested against these functions.
+*missing*, and so are NaN and pandas' NA, which reach the counters as their text (``str(nan)`` is ``"nan"``,
+``str(pd.NA)`` is ``"<NA>"``): MISSING_TEXTS. The reference (src/edgeops/reference.py) counts the same values
+as missing, so a missing value is missing on both sides. The control plane's vectorised binning is tested
+against these functions.
 """
 
 import bisect
@@ -16,6 +19,7 @@ UNDERFLOW = -1
 OVERFLOW = -2
 MISSING = -3
 UNSEEN = -4
+MISSING_TEXTS = frozenset({"nan", "<NA>"})   # str() of float NaN and of pandas' NA: missing, never a category
 
 
 def numeric_bin_count(edges: list[float]) -> int:
@@ -37,7 +41,7 @@ def numeric_bin(edges: list[float], value: float | None) -> int:
 
 def categorical_bin(categories: list[str], value: str | None, index: dict[str, int] | None = None) -> int:
     """Index of ``value`` in ``categories`` or UNSEEN / MISSING. Pass a prebuilt ``index`` on hot paths."""
-    if value is None:
+    if value is None or value in MISSING_TEXTS:
         return MISSING
     if index is None:
         index = {c: i for i, c in enumerate(categories)}

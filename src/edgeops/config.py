@@ -108,6 +108,29 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """How the monitor decides drift (docs/monitoring.md; drift_checks.DriftThresholds has the same fields)."""
+
+    false_alarms: float = 0.5
+    """Expected false drift episodes per scope (a device, or the fleet) per 30 days of unchanged traffic."""
+    window_s: float = 60.0
+    """Check-point length: telemetry windows ending in the same slot of this many seconds are judged together."""
+    recent_windows: int = 3
+    """Each check also tests this many recent check points pooled (1: the latest only)."""
+    recovery_windows: int = 10
+    """A drift episode closes after this many check points in a row without evidence of drift."""
+    recover_p: float = 0.01
+    min_expected: float = 5.0
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    hours: float = 24.0
+    """Telemetry the monitor reads: the last N hours (health sums it; drift judges every check point in it)."""
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataChecks = field(default_factory=DataChecks)
@@ -118,6 +141,7 @@ class ProjectConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     name: str | None = None
     """Model name in the registry (a CLI flag may override it)."""
 
@@ -333,6 +357,7 @@ def _check_semantics(cfg: ProjectConfig) -> None:
     for key in ("max_missing_ratio", "max_duplicate_ratio", "min_class_ratio", "numeric_parse_ratio"):
         if not 0.0 <= getattr(cfg.data, key) <= 1.0:
             raise ConfigError(f"data.{key}", "must be between 0 and 1")
+    _check_monitor(cfg.monitor)
     if cfg.name is not None:
         try:
             check_name(cfg.name)
@@ -340,12 +365,26 @@ def _check_semantics(cfg: ProjectConfig) -> None:
             raise ConfigError("name", exc.reason) from exc
 
 
+def _check_monitor(monitor: MonitorConfig) -> None:
+    drift = monitor.drift
+    checks = {"monitor.hours": (monitor.hours > 0, "must be positive"),
+              "monitor.drift.false_alarms": (drift.false_alarms > 0, "must be positive"),
+              "monitor.drift.window_s": (drift.window_s > 0, "must be positive"),
+              "monitor.drift.recent_windows": (drift.recent_windows >= 1, "must be at least 1"),
+              "monitor.drift.recovery_windows": (drift.recovery_windows >= 1, "must be at least 1"),
+              "monitor.drift.recover_p": (0 < drift.recover_p < 1, "must be between 0 and 1"),
+              "monitor.drift.min_expected": (drift.min_expected > 0, "must be positive")}
+    for key, (ok, message) in checks.items():
+        if not ok:
+            raise ConfigError(key, message)
+
+
 def _under(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
 __all__ = [
-    "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "ExportConfig",
-    "GateConfig", "ModelSpec", "MqttConfig", "ProjectConfig", "RegistryConfig", "SplitConfig", "config_sha256",
-    "config_to_dict", "import_estimator", "load_config",
+    "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "DriftConfig",
+    "ExportConfig", "GateConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "ProjectConfig", "RegistryConfig",
+    "SplitConfig", "config_sha256", "config_to_dict", "import_estimator", "load_config",
 ]

@@ -1,32 +1,24 @@
 """Drift and health statistics over binned telemetry counts. Plain functions: no Prefect, no I/O.
 
 Devices send counts on the manifest's reference bins (``Counts.vector()``: the bins, then underflow, overflow,
-unseen, missing). We sum windows (per device and fleet-wide), then compare the summed counts with the
-reference counts of the release with three statistics, each chosen for a reason:
+unseen, missing). The reference counts are a *sample* (the training rows) of known size, so the decision is a
+two-sample test — the chi-square test of homogeneity of drift_stats, which accounts for the noise of both
+samples — at a significance level set by a false-alarm budget over features and time (drift_checks). There is
+no minimum sample size: the test's power grows with the data, and with too little data it simply does not
+reject; only a table with fewer than two usable columns gets no verdict.
 
-* **PSI** (population stability index) — the industry's effect size; ``sum((o - r) * ln(o / r))`` over bin
-  proportions. Empty bins make the log infinite, so both distributions get a pseudo-count ``smoothing`` (the
-  epsilon, 0.5 per bin by default, i.e. a Jeffreys prior) before normalising; bins empty on *both* sides are
-  dropped first so unused buckets (e.g. ``unseen`` of a numeric feature) add nothing.
-* **Jensen–Shannon distance** (``scipy.spatial.distance.jensenshannon``, base 2, so in [0, 1]) — bounded and
-  finite with empty bins, so it needs no smoothing; computed on the raw proportions.
-* **chi-square goodness of fit** (``scipy.stats.chisquare``) with expected counts = reference proportions
-  scaled to the observed total. Bins with an expected count below ``min_expected`` (Cochran's rule, 5) are
-  pooled into one bin; if the pool is still too small it is folded into the smallest remaining bin. With fewer
-  than two bins left there is no test (p = 1). This is the significance test.
+Two effect sizes are reported beside the p-value, because users know them:
 
-Verdict (``DriftThresholds``): fewer than ``min_samples`` (1000) observations, or fewer than ``min_per_bin`` (50)
-per reference bin → ``insufficient_data``. Why so many: with k bins and n samples from the *same* distribution
-the JS distance is about √(k / (8 n ln 2)) — 0.05 for k=8, n=500, right under the 0.1 threshold. At 50 per bin
-the noise is ≈ 0.05 whatever k is, and reaching JS 0.1 by chance needs a chi-square p far below 0.01. Otherwise
-``drift`` when an effect size is large (PSI ≥ 0.2 *or* JS ≥ 0.1) *and* chi-square is significant
-(p < 0.01). Requiring both keeps large samples from flagging trivial differences (chi-square alone would) and
-small samples from flagging noise (PSI alone is noisy at small n).
+* **PSI** (population stability index) — ``sum((o - r) * ln(o / r))`` over bin proportions, with a pseudo-count
+  ``smoothing`` per bin (0.5, a Jeffreys prior) so empty bins stay finite; bins empty on both sides are dropped.
+* **Jensen–Shannon distance** (``scipy.spatial.distance.jensenshannon``, base 2, in [0, 1]).
+
+Both are biased upward at small samples (two samples of the same distribution differ by chance), so each comes
+with its noise level (drift_stats.noise_levels): the value expected with no drift at these sample sizes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,32 +26,15 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chisquare
 
 from edge_agent.protocol import Counts, Reference, TelemetryWindow
+from edgeops.drift_checks import DriftThresholds
+from edgeops.drift_stats import drift_pvalues, homogeneity, noise_levels
 
 Verdict = Literal["ok", "drift", "insufficient_data"]
 HealthVerdict = Literal["ok", "degraded", "insufficient_data"]
 PREDICTION = "__prediction__"
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """Documented defaults; see the module docstring for how they combine."""
-
-    psi: float = 0.2            # PSI ≥ 0.2: "significant shift" in common practice (0.1–0.2: moderate)
-    js: float = 0.1             # JS distance (base 2) ≥ 0.1
-    chi2_p: float = 0.01        # chi-square p-value below this is significant
-    min_samples: int = 1000     # no verdict on fewer observations ...
-    min_per_bin: float = 50.0   # ... nor on fewer than this many per reference bin (JS noise ≈ √(k / 8n·ln2))
-    min_expected: float = 5.0   # Cochran's rule for chi-square bins
-    smoothing: float = 0.5      # PSI pseudo-count per bin (the epsilon)
-
-    def __post_init__(self) -> None:
-        if self.psi <= 0 or not 0 < self.js <= 1 or not 0 < self.chi2_p < 1:
-            raise ValueError("drift thresholds: psi > 0, 0 < js <= 1, 0 < chi2_p < 1")
-        if self.min_samples < 1 or self.min_expected <= 0 or self.smoothing <= 0:
-            raise ValueError("drift thresholds: min_samples >= 1, min_expected > 0, smoothing > 0")
+DEFAULT_DRIFT = DriftThresholds()
 
 
 @dataclass(frozen=True)
@@ -101,36 +76,14 @@ def jensen_shannon_distance(reference: Sequence[float], observed: Sequence[float
 class ChiSquare:
     statistic: float
     p_value: float
-    bins: int          # bins left after pooling (dof = bins - 1)
-
-
-def pool_expected(expected: np.ndarray, observed: np.ndarray,
-                  min_expected: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pool bins whose expected count is below ``min_expected``; fold a still-small pool into the smallest bin."""
-    keep = expected >= min_expected
-    e, o = list(expected[keep]), list(observed[keep])
-    pool_e, pool_o = float(expected[~keep].sum()), float(observed[~keep].sum())
-    if pool_e >= min_expected:
-        e.append(pool_e)
-        o.append(pool_o)
-    elif e and (pool_e > 0 or pool_o > 0):
-        i = int(np.argmin(e))
-        e[i] += pool_e
-        o[i] += pool_o
-    return np.asarray(e), np.asarray(o)
+    bins: int          # columns of the pooled 2 × k table (dof = bins - 1)
 
 
 def chi_square_test(reference: Sequence[float], observed: Sequence[float], min_expected: float = 5.0) -> ChiSquare:
-    """Goodness of fit of ``observed`` to the reference proportions (see the module docstring for pooling)."""
+    """Two-sample chi-square test of homogeneity (reference sample vs observed sample) on pooled bins."""
     ref, obs = _pair(reference, observed)
-    n = obs.sum()
-    if n <= 0 or ref.sum() <= 0:
-        return ChiSquare(0.0, 1.0, 0)
-    e, o = pool_expected(ref / ref.sum() * n, obs, min_expected)
-    if len(e) < 2:
-        return ChiSquare(0.0, 1.0, len(e))
-    result = chisquare(o, e)
-    return ChiSquare(float(result.statistic), float(result.pvalue), len(e))
+    stat, dof, p = homogeneity(ref, obs[None, :], min_expected)
+    return ChiSquare(float(stat[0]), float(p[0]), int(dof[0]) + 1 if dof[0] > 0 else 0)
 
 
 @dataclass(frozen=True)
@@ -146,33 +99,40 @@ class DriftResult:
     chi2: float | None = None
     p_value: float | None = None
     reason: str = ""
+    psi_noise: float | None = None     # PSI / JS expected with no drift at these sample sizes
+    js_noise: float | None = None
+    alpha: float | None = None         # the significance level the p-value was judged at
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n": self.n, "reference_n": self.reference_n, "verdict": self.verdict,
-                "psi": self.psi, "js": self.js, "chi2": self.chi2, "p_value": self.p_value, "reason": self.reason}
+        return dict(self.__dict__)
 
 
 def compare_counts(name: str, reference: Sequence[float], observed: Sequence[float],
-                   thresholds: DriftThresholds = DriftThresholds()) -> DriftResult:
-    """All three statistics and the verdict for one feature."""
+                   thresholds: DriftThresholds = DEFAULT_DRIFT, alpha: float | None = None, *,
+                   numeric: bool = False) -> DriftResult:
+    """Test, effect sizes and verdict for one feature (``numeric``: on quantile bins, see drift_pvalues);
+    ``alpha`` defaults to one series' share of the budget."""
+    alpha = thresholds.alpha(1) if alpha is None else alpha
     n, ref_n = int(sum(observed)), int(sum(reference))
     if len(reference) != len(observed):
         return DriftResult(name, n, ref_n, "insufficient_data",
                            reason=f"{len(observed)} bins observed, reference has {len(reference)}")
-    if ref_n == 0:
-        return DriftResult(name, n, ref_n, "insufficient_data", reason="empty reference")
-    needed = max(thresholds.min_samples, math.ceil(thresholds.min_per_bin * sum(1 for r in reference if r > 0)))
-    if n < needed:
-        return DriftResult(name, n, ref_n, "insufficient_data", reason=f"{n} < {needed} samples")
+    if ref_n == 0 or n == 0:
+        return DriftResult(name, n, ref_n, "insufficient_data", reason="empty reference" if ref_n == 0 else
+                           "no observations")
+    ref, obs = _pair(reference, observed)
+    p, stat, _outside = drift_pvalues(ref, obs[None, :], thresholds.min_expected, numeric=numeric)
+    if p[0] >= 1.0 and chi_square_test(reference, observed, thresholds.min_expected).bins < 2:
+        return DriftResult(name, n, ref_n, "insufficient_data", reason=f"{n} observations: fewer than two bins "
+                           f"with {thresholds.min_expected:g} expected values", alpha=alpha)
+    p_value = float(p[0])
     psi = population_stability_index(reference, observed, thresholds.smoothing)
     js = jensen_shannon_distance(reference, observed)
-    chi = chi_square_test(reference, observed, thresholds.min_expected)
-    large = [f"PSI {psi:.3f} ≥ {thresholds.psi}"] if psi >= thresholds.psi else []
-    large += [f"JS {js:.3f} ≥ {thresholds.js}"] if js >= thresholds.js else []
-    significant = chi.p_value < thresholds.chi2_p
-    verdict: Verdict = "drift" if large and significant else "ok"
-    reason = "; ".join(large) + (f"; chi-square p={chi.p_value:.2g}" if verdict == "drift" else "")
-    return DriftResult(name, n, ref_n, verdict, psi, js, chi.statistic, chi.p_value, reason)
+    psi_noise, js_noise = noise_levels(int(((ref > 0) | (obs > 0)).sum()), n, ref_n)
+    verdict: Verdict = "drift" if p_value < alpha else "ok"
+    reason = f"p={p_value:.2g} < {alpha:.2g}; PSI {psi:.3f}, JS {js:.3f}" if verdict == "drift" else ""
+    return DriftResult(name, n, ref_n, verdict, psi, js, float(stat[0]), p_value, reason, psi_noise, js_noise,
+                       alpha)
 
 
 # --- summing windows ---------------------------------------------------------------------------------------
@@ -324,6 +284,29 @@ def assess_health(totals: WindowTotals, thresholds: HealthThresholds = HealthThr
 # --- one report per scope ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Timeline:
+    """The check points of one scope in the monitored span (drift_checks): when each was judged, which series
+    rejected, and whether a drift episode is open at the end (replayed from a closed state at the span's start;
+    the monitor flow keeps the real state between runs in the telemetry store)."""
+
+    checks: tuple[str, ...]
+    rejecting: tuple[tuple[str, ...], ...]
+    recovered: tuple[bool, ...]
+    active: bool
+    opened: str | None
+    drifted: tuple[str, ...]
+    alpha: float
+
+    def to_dict(self) -> dict[str, Any]:
+        rejected = [c for c, r in zip(self.checks, self.rejecting, strict=True) if r]
+        return {"checks": len(self.checks), "first": self.checks[0] if self.checks else None,
+                "last": self.checks[-1] if self.checks else None, "active": self.active, "opened": self.opened,
+                "drifted": list(self.drifted), "alpha": self.alpha, "rejected": len(rejected),
+                "first_rejected": rejected[0] if rejected else None,
+                "last_rejected": rejected[-1] if rejected else None}
+
+
+@dataclass(frozen=True)
 class ScopeReport:
     model: str
     version: int
@@ -333,16 +316,24 @@ class ScopeReport:
     features: tuple[DriftResult, ...]
     prediction: DriftResult | None
     health: Health
+    timeline: Timeline | None = None
 
     @property
     def verdict(self) -> Verdict:
         results = [*self.features, *([self.prediction] if self.prediction else [])]
+        if self.timeline is not None:
+            if self.timeline.active:
+                return "drift"
+            return "ok" if self.timeline.checks and any(r.verdict != "insufficient_data" for r in results) \
+                else "insufficient_data"
         if any(r.verdict == "drift" for r in results):
             return "drift"
         return "ok" if results and any(r.verdict == "ok" for r in results) else "insufficient_data"
 
     @property
     def drifted(self) -> list[str]:
+        if self.timeline is not None:
+            return list(self.timeline.drifted) if self.timeline.active else []
         results = [*self.features, *([self.prediction] if self.prediction else [])]
         return [r.name for r in results if r.verdict == "drift"]
 
@@ -351,21 +342,26 @@ class ScopeReport:
                 "devices": self.devices, "verdict": self.verdict, "drifted": self.drifted,
                 "features": [r.to_dict() for r in self.features],
                 "prediction": None if self.prediction is None else self.prediction.to_dict(),
-                "health": self.health.to_dict()}
+                "health": self.health.to_dict(),
+                "timeline": None if self.timeline is None else self.timeline.to_dict()}
 
 
 def assess_scope(totals: WindowTotals, reference: dict[str, Reference], prediction_reference: Reference | None,
-                 device: str | None = None, thresholds: DriftThresholds = DriftThresholds(),
+                 device: str | None = None, thresholds: DriftThresholds = DEFAULT_DRIFT,
                  health: HealthThresholds = HealthThresholds()) -> ScopeReport:
-    """Drift of every referenced feature and of the predictions, plus health, for one scope."""
+    """Drift of every referenced feature and of the predictions (one check point over ``totals``, at the
+    per-test level of the budget), plus health, for one scope."""
+    alpha = thresholds.alpha(len(reference) + (prediction_reference is not None))
     features = tuple(
-        compare_counts(col, ref.counts.vector(), _observed(totals.features.get(col), ref), thresholds)
+        compare_counts(col, ref.counts.vector(), _observed(totals.features.get(col), ref), thresholds, alpha,
+                       numeric=ref.bins.kind == "numeric")
         for col, ref in sorted(reference.items())
     )
     prediction = None
     if prediction_reference is not None:
         prediction = compare_counts(PREDICTION, prediction_reference.counts.vector(),
-                                    _observed(totals.predictions, prediction_reference), thresholds)
+                                    _observed(totals.predictions, prediction_reference), thresholds, alpha,
+                                    numeric=prediction_reference.bins.kind == "numeric")
     return ScopeReport(totals.model, totals.version, device, totals.windows, len(totals.devices), features,
                        prediction, assess_health(totals, health))
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from edge_agent.protocol import CategoricalBins, Counts, NumericBins, Reference
+from edge_agent.protocol.bins import MISSING_TEXTS
 from edge_agent.protocol.histogram import MAX_BINS
 
 
@@ -56,13 +57,16 @@ def numeric_reference(values: np.ndarray, bins: int) -> Reference:
 
 def categorical_reference(values: pd.Series, missing_token: str | None = None,
                           categories: Iterable[str] | None = None) -> Reference:
-    """Category counts of text ``values`` (None/NaN, or ``missing_token``, count as missing).
+    """Category counts of text ``values``. Missing: None, NaN, pandas' NA, ``missing_token``, and the texts of
+    protocol.MISSING_TEXTS ("nan", "<NA>": what the device makes of NaN and NA) — the device's rule.
 
     ``categories`` fixes the order (e.g. the encoder's vocabulary); by default the observed categories by
     falling frequency. More than the protocol's 1024 bins keeps the most frequent ones; the rest count as
     unseen, as they would on the device."""
     text = values.astype(object).where(values.notna(), None)
-    is_missing = text.isna() | (text == missing_token) if missing_token is not None else text.isna()
+    is_missing = text.isna() | text.isin(sorted(MISSING_TEXTS))
+    if missing_token is not None:
+        is_missing |= text == missing_token
     present = text[~is_missing].map(str)
     freq = present.value_counts()
     by_frequency = sorted(freq.index, key=lambda c: (-int(freq[c]), c))  # ties by name: same bytes every run

@@ -4,6 +4,7 @@ one event per episode, the CLI, the report artifacts, and the Prefect flow."""
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,21 @@ def sample(ref: Reference, n: int, rng: np.random.Generator, shift: int = 0) -> 
     return Counts(tuple(drawn[:k]), *drawn[k:])
 
 
-def windows(manifest: ReleaseManifest, device: str, shifted: str | None, seed: int) -> list[TelemetryWindow]:
+def windows(manifest: ReleaseManifest, device: str, shifted: str | None, seed: int, *, first: int = 0,
+            minutes: list[int] | None = None) -> list[TelemetryWindow]:
+    """Ten windows of 300 predictions, at now (one check point) or one per entry of ``minutes`` from now."""
     rng = np.random.default_rng(seed)
+    at = [now_iso()] * 10 if minutes is None else [later(m) for m in minutes]
     return [TelemetryWindow(
-        device=device, seq=seq, model=manifest.name, version=manifest.version, start=now_iso(), end=now_iso(),
+        device=device, seq=first + seq, model=manifest.name, version=manifest.version, start=at[seq], end=at[seq],
         count=300, errors={"input": 3}, latency_ms={"p95": 4.0},
-        features={col: sample(ref, 300, rng, 2 if col == shifted else 0) for col, ref in manifest.reference.items()},
+        features={col: sample(ref, 300, rng, 4 if col == shifted else 0) for col, ref in manifest.reference.items()},
         predictions=sample(manifest.prediction_reference, 300, rng), feedback={"labelled": 10, "correct": 9})
-        for seq in range(10)]
+        for seq in range(len(at))]
+
+
+def later(minutes: int) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
 
 
 @pytest.fixture
@@ -66,14 +74,48 @@ def test_drift_is_found_on_the_shifted_device_only(store: TelemetryStore, manife
 
 
 def test_one_event_per_drift_episode(store: TelemetryStore, manifest_path: Path) -> None:
+    manifest = ReleaseManifest.from_json(json.loads(manifest_path.read_bytes()))
     report = run_monitor(store, manifest_references([manifest_path]))
     first = episode_events(store, report)
     assert "edgeops.drift.detected" in [e.event for e in first]
     assert {e.resource["prefect.resource.id"] for e in first} == {"edgeops.device.shifted", "edgeops.model.churn"}
-    assert episode_events(store, report) == []                     # the episode goes on: no new event
-    store.set_episode("drift", "churn", 3, "shifted", False)       # it ended ...
-    again = episode_events(store, report)                          # ... and a new one starts
-    assert [e.resource["prefect.resource.id"] for e in again] == ["edgeops.device.shifted"]
+    assert episode_events(store, report) == []                     # the same check points: no new event
+    store.write(windows(manifest, "shifted", "income", 5, first=100, minutes=list(range(1, 11))))
+    lasting = run_monitor(store, manifest_references([manifest_path]), now=datetime.now(UTC) + timedelta(minutes=11))
+    assert episode_events(store, lasting) == []                    # the drift goes on: the same episode
+    steady = [w for m in range(12, 42, 10) for w in windows(manifest, "shifted", None, m, first=100 + m,
+                                                            minutes=list(range(m, m + 10)))]
+    store.write(steady)                                             # 30 quiet windows: the episode ends ...
+    calm = run_monitor(store, manifest_references([manifest_path]), now=datetime.now(UTC) + timedelta(minutes=42))
+    assert episode_events(store, calm) == [] and not any(
+        e["active"] for e in store.episodes() if e["kind"] == "drift" and e["scope"] == "shifted")
+    store.write(windows(manifest, "shifted", "income", 9, first=500, minutes=[50]))
+    again = episode_events(store, run_monitor(store, manifest_references([manifest_path]),
+                                              now=datetime.now(UTC) + timedelta(minutes=51)))
+    # ... and a new one starts (the fleet's too: in those minutes the fleet was that device alone)
+    assert {e.resource["prefect.resource.id"] for e in again} == {"edgeops.device.shifted", "edgeops.model.churn"}
+    assert all(e.payload["drifted"] == ["income"] and e.payload["window"] == again[0].payload["window"] for e in again)
+
+
+def test_a_shift_after_two_hours_of_steady_traffic_is_an_event_within_three_windows(tmp_path: Path,
+                                                                                   manifest_path: Path) -> None:
+    """The monitor used to judge a 24 h sum: three shifted minutes after two steady hours were invisible."""
+    manifest = ReleaseManifest.from_json(json.loads(manifest_path.read_bytes()))
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    store.write([w for i, m in enumerate(range(-130, -10, 10))
+                 for w in windows(manifest, "dev", None, 100 + i, first=10 * i, minutes=list(range(m, m + 10)))])
+    steady = episode_events(store, run_monitor(store, manifest_references([manifest_path]),
+                                               now=datetime.now(UTC) - timedelta(minutes=9)))
+    assert [e for e in steady if e.event == "edgeops.drift.detected"] == []
+    shifted = windows(manifest, "dev", "income", 8, first=1000, minutes=[-8, -7, -6])
+    store.write(shifted)
+    report = run_monitor(store, manifest_references([manifest_path]), now=datetime.now(UTC) - timedelta(minutes=5))
+    events = [e for e in episode_events(store, report) if e.event == "edgeops.drift.detected"]
+    store.close()
+    assert {e.resource["prefect.resource.id"] for e in events} == {"edgeops.device.dev", "edgeops.model.churn"}
+    slots = {datetime.fromisoformat(w.end).replace(second=0, microsecond=0) for w in shifted}
+    assert all(e.payload["drifted"] == ["income"] for e in events)
+    assert all(datetime.fromisoformat(e.payload["window"]) in slots for e in events)
 
 
 def test_report_artifacts_embed_a_png_chart(store: TelemetryStore, manifest_path: Path) -> None:
@@ -93,6 +135,26 @@ def test_monitor_cli_prints_json(store: TelemetryStore, manifest_path: Path) -> 
     assert {s["device"]: s["verdict"] for s in scopes}["shifted"] == "drift"
     text = CliRunner().invoke(app, ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only"])
     assert text.exit_code == 0 and text.output.startswith("churn@3 fleet (2 devices, 20 windows)")
+    assert "thresholds: last 24 h; drift: two-sample chi-square per feature, p < 1.4e-06 (0.5 false episodes" \
+        in text.output
+
+
+def test_monitor_cli_fails_on_drift_and_takes_thresholds(store: TelemetryStore, manifest_path: Path,
+                                                         tmp_path: Path) -> None:
+    from edgeops.cli.monitor import app
+
+    base = ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only"]
+    failing = CliRunner().invoke(app, [*base, "--fail-on", "drift"])
+    assert failing.exit_code == 1 and "failing (--fail-on): churn@3" in failing.output
+    assert CliRunner().invoke(app, [*base, "--fail-on", "degraded"]).exit_code == 0     # errors are 1 %
+    quieter = CliRunner().invoke(app, [*base, "--false-alarms", "0.05", "--recent-windows", "1"])
+    assert "p < 2.9e-07 (0.05 false episodes / 30 days over 4 series, 60 s windows, latest and last 1 pooled)" \
+        in quieter.output
+    (tmp_path / "edgeops.yaml").write_text("monitor:\n  drift:\n    false_alarms: 2.0\n", encoding="utf-8")
+    configured = CliRunner().invoke(app, [*base, "--config", str(tmp_path / "edgeops.yaml")])
+    assert "(2 false episodes / 30 days" in configured.output
+    bad = CliRunner().invoke(app, [*base, "--recent-windows", "0"])
+    assert bad.exit_code != 0
 
 
 def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path) -> None:

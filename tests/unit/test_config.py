@@ -102,6 +102,10 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     ("", {"data.max_missing_ratio": 2}, "data.max_missing_ratio"),
     ("", {"name": "bad/name"}, "name:"),
     ("", {"model..x": 1}, "is not a dotted config key"),
+    ("", {"monitor.drift.false_alarms": 0}, "monitor.drift.false_alarms: must be positive"),
+    ("", {"monitor.drift.recent_windows": 0}, "monitor.drift.recent_windows: must be at least 1"),
+    ("monitor:\n  drift:\n    alpha: 0.01\n", {}, "monitor.drift.alpha: unknown key"),
+    ("", {"monitor.hours": -1}, "monitor.hours: must be positive"),
 ])
 def test_mistakes_name_the_key(tmp_path: Path, text: str, overrides: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -172,3 +176,10 @@ def test_the_documented_example_is_the_defaults() -> None:
     loaded["registry"] = defaults["registry"]  # resolved against docs/
     assert loaded == defaults
     assert set(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))) == set(defaults)
+
+
+def test_monitor_settings_come_from_the_file_and_overrides(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "monitor:\n  hours: 2\n  drift:\n    false_alarms: 0.1\n"),
+                      {"monitor.drift.recent_windows": "5"})
+    assert cfg.monitor.hours == 2.0 and cfg.monitor.drift.false_alarms == 0.1
+    assert cfg.monitor.drift.recent_windows == 5 and cfg.monitor.drift.window_s == 60.0

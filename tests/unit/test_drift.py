@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency
 
 from edge_agent.protocol import Counts, NumericBins, Reference, TelemetryWindow
 from edgeops.drift import (
@@ -31,22 +31,21 @@ def test_jensen_shannon_equals_scipy() -> None:
     assert jensen_shannon_distance(REF, obs) == pytest.approx(expected, rel=1e-12)
 
 
-def test_chi_square_equals_scipy_when_no_bin_is_pooled() -> None:
+def test_chi_square_is_scipy_chi2_contingency_when_no_bin_is_pooled() -> None:
     ref, obs = [100, 200, 300, 400], [130, 190, 280, 400]
-    exp = np.array(ref) / sum(ref) * sum(obs)
-    want = chisquare(obs, exp)
+    want = chi2_contingency(np.array([ref, obs]), correction=False)
     got = chi_square_test(ref, obs)
-    assert (got.statistic, got.p_value, got.bins) == pytest.approx((want.statistic, want.pvalue, 4), rel=1e-12)
+    assert (got.statistic, got.p_value, got.bins) == pytest.approx((want.statistic, want.pvalue, 4), rel=1e-9)
 
 
-def test_chi_square_pools_small_expected_bins_as_scipy_would_on_the_pooled_counts() -> None:
+def test_chi_square_pools_rare_columns_by_both_samples_as_scipy_would_on_the_pooled_table() -> None:
     ref, obs = [500, 500, 3, 1, 0], [480, 505, 9, 4, 2]
-    # expected = [499.0, 499.0, 2.994, 0.998, 0]: the three small bins pool to 3.99 < 5 → folded into bin 0
-    exp = np.array(ref) / sum(ref) * sum(obs)
-    want = chisquare([480 + 15, 505], [exp[0] + exp[2:].sum(), exp[1]])
+    # column totals [980, 1005, 12, 5, 2] × 1000 / 2004 expected in the smaller sample: [489, 501, 6.0, 2.5, 1.0]
+    # → the last two pool to 3.5 < 5 and join the smallest kept column (the third)
+    want = chi2_contingency(np.array([[500, 500, 3 + 1], [480, 505, 9 + 4 + 2]]), correction=False)
     got = chi_square_test(ref, obs)
-    assert got.bins == 2
-    assert got.p_value == pytest.approx(want.pvalue, rel=1e-12)
+    assert got.bins == 3
+    assert got.p_value == pytest.approx(want.pvalue, rel=1e-9)
 
 
 def test_psi_matches_its_definition_with_pseudo_counts() -> None:
@@ -65,10 +64,11 @@ def test_mismatched_bins_are_an_error_for_the_statistics_and_a_reason_for_the_ve
     assert result.verdict == "insufficient_data" and "reference has 2" in result.reason
 
 
-def test_small_samples_get_no_verdict() -> None:
-    far = [0, 0, 0, 0, 0, 0, 0, 0, 0, 900, 0, 0]
-    assert compare_counts("x", REF, far).verdict == "insufficient_data"
-    assert compare_counts("x", REF, [v * 10 for v in far]).verdict == "drift"
+def test_no_floor_on_the_sample_size_only_on_a_testable_table() -> None:
+    far = [0, 0, 0, 0, 0, 0, 0, 0, 0, 90, 0, 0]      # 90 values, all above the reference's range
+    assert compare_counts("x", REF, far).verdict == "drift"
+    assert compare_counts("x", REF, [0, 0, 0, 3, *[0] * 8]).verdict == "insufficient_data"   # one column left
+    assert compare_counts("x", REF, [0] * 12).verdict == "insufficient_data"
 
 
 @pytest.mark.parametrize("n", [1_000, 5_000, 50_000])
@@ -103,8 +103,10 @@ def test_values_outside_the_reference_bins_are_drift() -> None:
 
 
 def test_thresholds_are_validated() -> None:
-    with pytest.raises(ValueError):
-        DriftThresholds(js=2.0)
+    with pytest.raises(ValueError, match="false_alarms"):
+        DriftThresholds(false_alarms=0)
+    with pytest.raises(ValueError, match="recent_windows"):
+        DriftThresholds(recent_windows=0)
 
 
 # --- summing windows and health ------------------------------------------------------------------------------

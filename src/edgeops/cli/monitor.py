@@ -1,13 +1,14 @@
 """``edgeops monitor run``: drift and health of every deployed model version, fleet-wide and per device."""
 
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..drift import PREDICTION, ScopeReport
-from ..telemetry.monitor import manifest_references, registry_references, run_monitor
+from ..drift import PREDICTION, HealthThresholds, ScopeReport
+from ..telemetry.monitor import drift_thresholds, manifest_references, registry_references, run_monitor
 from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
 from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 
@@ -19,33 +20,67 @@ def monitor() -> None:
     """Drift and health from stored telemetry (a group, so ``monitor run`` keeps its name)."""
 
 
+class FailOn(StrEnum):
+    drift = "drift"
+    degraded = "degraded"
+
+
 @app.command("run")
 def run(
     model: Annotated[str | None, typer.Option(help="Only this model (default: every model with telemetry).")] = None,
     db: Annotated[str, typer.Option("--db", help="Telemetry store URL.")] = DEFAULT_DB_URL,
-    hours: Annotated[float, typer.Option(min=0.01, help="Sliding window: telemetry of the last N hours.")] = 24.0,
+    hours: Annotated[float | None, typer.Option(
+        min=0.01, help="Telemetry of the last N hours [default: monitor.hours, 24].")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(
         help="Reference manifest file(s) instead of the registry (repeatable).")] = None,
     devices: Annotated[bool, typer.Option("--devices/--fleet-only", help="Also report each device.")] = True,
+    false_alarms: Annotated[float | None, typer.Option(
+        help="Expected false drift episodes per device (and fleet) per 30 days [default: 0.5].")] = None,
+    window_s: Annotated[float | None, typer.Option(
+        help="Check-point length in seconds: windows ending in one such slot are judged together [default: 60].")
+    ] = None,
+    recent_windows: Annotated[int | None, typer.Option(
+        help="Also test the last N check points pooled [default: 3].")] = None,
+    recovery_windows: Annotated[int | None, typer.Option(
+        help="A drift episode ends after N quiet check points in a row [default: 10].")] = None,
+    fail_on: Annotated[list[FailOn] | None, typer.Option(
+        help="Exit 1 when a fleet-wide scope is in this state (repeatable): drift, degraded.")] = None,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Compare summed telemetry with each release's reference bins (PSI, JS, chi-square) and check health."""
+    """Judge every check point of the stored telemetry against each release's reference (two-sample chi-square,
+    false alarms budgeted per month; PSI and JS as effect sizes) and check health. Defaults come from
+    edgeops.yaml ``monitor``; options override them."""
     cfg = load_project_config(config)
     with user_errors():
+        thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
+                                      recent_windows=recent_windows, recovery_windows=recovery_windows)
+        span = hours if hours is not None else cfg.monitor.hours
         references = manifest_references(manifest) if manifest else registry_references(cfg.registry.root)
         store = TelemetryStore(db)
-        report = run_monitor(store, references, model=model, window=timedelta(hours=hours), per_device=devices)
-        store.close()
+        try:
+            report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
+                                 thresholds=thresholds)
+        finally:
+            store.close()
     if json_out:
         print_json(report.to_dict())
-        return
-    if not report.scopes:
-        typer.echo(f"no telemetry with a known reference in the last {hours:g} h")
-    for scope in report.scopes:
-        typer.echo(scope_line(scope))
-    for ref in report.unreferenced:
-        typer.echo(f"{ref}: telemetry but no manifest (not in the registry; pass --manifest)", err=True)
+    else:
+        if not report.scopes:
+            typer.echo(f"no telemetry with a known reference in the last {span:g} h")
+        for scope in report.scopes:
+            typer.echo(scope_line(scope))
+        for ref in report.unreferenced:
+            typer.echo(f"{ref}: telemetry but no manifest (not in the registry; pass --manifest)", err=True)
+        series = max((len(s.features) + (s.prediction is not None) for s in report.scopes), default=1)
+        typer.echo(f"thresholds: last {span:g} h; drift: {thresholds.describe(series)}; "
+                   f"health: error rate > {HealthThresholds().max_error_rate:.0%}")
+    wanted = {f.value for f in fail_on or []}
+    failing = [s for s in report.fleet if ("drift" in wanted and s.verdict == "drift")
+               or ("degraded" in wanted and s.health.verdict == "degraded")]
+    if failing:
+        typer.echo("failing (--fail-on): " + ", ".join(f"{s.model}@{s.version}" for s in failing), err=True)
+        raise typer.Exit(1)
 
 
 def scope_line(scope: ScopeReport) -> str:
@@ -54,12 +89,17 @@ def scope_line(scope: ScopeReport) -> str:
     where = "fleet" if scope.device is None else f"device {scope.device}"
     head = f"{scope.model}@{scope.version} {where} ({scope.devices} devices, {scope.windows} windows)"
     results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
+    by_name = {r.name: r for r in results}
     if scope.verdict == "drift":
-        drift = "DRIFT in " + ", ".join(
-            f"{r.name} (PSI {r.psi:.2f}, JS {r.js:.2f})" for r in results if r.verdict == "drift")
+        opened = f" since {scope.timeline.opened}" if scope.timeline is not None and scope.timeline.opened else ""
+        drift = f"DRIFT{opened} in " + ", ".join(
+            _name(n) + (f" (PSI {by_name[n].psi:.2f}, JS {by_name[n].js:.2f})"
+                        if n in by_name and by_name[n].psi is not None and by_name[n].js is not None else "")
+            for n in scope.drifted)
     elif scope.verdict == "ok":
-        worst = max((r for r in results if r.psi is not None), key=lambda r: r.psi or 0.0)
-        drift = f"no drift (max PSI {worst.psi:.3f} in {worst.name if worst.name != PREDICTION else 'predictions'})"
+        judged = [r for r in results if r.p_value is not None]
+        worst = min(judged, key=lambda r: r.p_value or 1.0)
+        drift = f"no drift (lowest p {worst.p_value:.2g} in {_name(worst.name)}, PSI {worst.psi:.3f})"
     else:
         drift = "not enough data for drift"
     h = scope.health
@@ -73,3 +113,7 @@ def scope_line(scope: ScopeReport) -> str:
     if h.mae is not None:
         health += f", MAE {h.mae:.3g}"
     return f"{head}: {drift} | {health}" + (f" [{h.reason}]" if h.reason else "")
+
+
+def _name(name: str) -> str:
+    return "predictions" if name == PREDICTION else name

@@ -8,6 +8,7 @@ files when there is no registry at hand.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,24 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from edge_agent.protocol import ReleaseManifest, parse_manifest
-from edgeops.drift import DriftThresholds, HealthThresholds, ScopeReport, assess_scope, sum_windows
-from edgeops.errors import EdgeopsError
+import numpy as np
+
+from edge_agent.protocol import ReleaseManifest, TelemetryWindow, parse_manifest
+from edgeops.config import DriftConfig
+from edgeops.drift import (
+    PREDICTION,
+    HealthThresholds,
+    Scope,
+    ScopeReport,
+    Timeline,
+    WindowTotals,
+    assess_health,
+    compare_counts,
+    parse_ts,
+    sum_windows,
+)
+from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
+from edgeops.errors import ConfigError, EdgeopsError
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
 from edgeops.telemetry.store import TelemetryStore
 
@@ -56,6 +72,7 @@ class MonitorReport:
     scopes: list[ScopeReport]
     devices: list[dict[str, Any]]
     unreferenced: list[str] = field(default_factory=list)   # "model@version" with windows but no manifest
+    thresholds: DriftThresholds = field(default_factory=DriftThresholds)
 
     @property
     def fleet(self) -> list[ScopeReport]:
@@ -64,18 +81,32 @@ class MonitorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"generated": self.generated.isoformat(), "since": self.since.isoformat(),
                 "scopes": [s.to_dict() for s in self.scopes], "unreferenced": self.unreferenced,
+                "thresholds": dict(self.thresholds.__dict__),
                 "devices": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()
                              if k != "reported"} for d in self.devices]}
+
+
+def drift_thresholds(config: DriftConfig, **overrides: float | int | None) -> DriftThresholds:
+    """The thresholds of ``config`` (edgeops.yaml ``monitor.drift``) with the overrides that are not None
+    (command-line options, flow parameters); a bad value is a ConfigError naming the key."""
+    values = {**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return DriftThresholds(**values)
+    except ValueError as exc:
+        raise ConfigError("monitor.drift", str(exc)) from exc
 
 
 def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: str | None = None,
                 window: timedelta = timedelta(hours=24), now: datetime | None = None, per_device: bool = True,
                 thresholds: DriftThresholds | None = None, health: HealthThresholds | None = None) -> MonitorReport:
-    """Drift and health over the sliding ``window`` ending ``now``, fleet-wide and (optionally) per device."""
+    """Drift check points (drift_checks) and health over the ``window`` ending ``now``, fleet-wide and (optionally)
+    per device. Health sums the whole window; drift judges every check point in it."""
     now = now or datetime.now(UTC)
     thresholds, health = thresholds or DriftThresholds(), health or HealthThresholds()
     since = now - window
-    totals = sum_windows(store.windows(model=model, since=since))
+    windows = store.windows(model=model, since=since)
+    totals = sum_windows(windows)
+    slots = slot_counts(windows, thresholds.window_s)
     scopes: list[ScopeReport] = []
     unreferenced: set[str] = set()
     for (name, version, device), total in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][1],
@@ -86,27 +117,84 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
         if manifest is None:
             unreferenced.add(f"{name}@{version}")
             continue
-        scopes.append(assess_scope(total, manifest.reference, manifest.prediction_reference, device,
-                                   thresholds, health))
-    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced))
+        scopes.append(judge_scope(total, slots.get((name, version, device), {}), manifest, device, thresholds,
+                                  health))
+    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds)
+
+
+Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector
+
+
+def slot_counts(windows: Iterable[TelemetryWindow], window_s: float) -> dict[Scope, Slots]:
+    """Counts per scope, check point and series: windows that end in the same ``window_s`` slot are one check
+    point (a device's one window; the fleet's windows of that minute). Vectors of another length than the
+    first seen (a device that binned differently) are left out, as sum_windows does."""
+    out: dict[Scope, Slots] = {}
+    for w in windows:
+        end = parse_ts(w.end).timestamp()
+        slot = datetime.fromtimestamp(end - end % window_s, UTC).isoformat()
+        series = {col: c.vector() for col, c in w.features.items()}
+        if w.predictions is not None:
+            series[PREDICTION] = w.predictions.vector()
+        for key in ((w.model, w.version, w.device), (w.model, w.version, None)):
+            point = out.setdefault(key, {}).setdefault(slot, {})
+            for col, vec in series.items():
+                arr = np.asarray(vec, dtype=np.int64)
+                if col not in point:
+                    point[col] = arr.copy()
+                elif point[col].shape == arr.shape:
+                    point[col] += arr
+    return out
+
+
+def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, device: str | None,
+                thresholds: DriftThresholds, health: HealthThresholds) -> ScopeReport:
+    """Every check point of one scope, the episode replayed over them, and the latest pooled statistics."""
+    refs = {col: ref.counts.vector() for col, ref in sorted(manifest.reference.items())}
+    if manifest.prediction_reference is not None:
+        refs[PREDICTION] = manifest.prediction_reference.counts.vector()
+    times = sorted(slots)
+    counts = {col: np.array([_vector(slots[t].get(col), len(ref)) for t in times], dtype=np.int64).reshape(
+        len(times), len(ref)) for col, ref in refs.items()}
+    numeric = {col for col, ref in manifest.reference.items() if ref.bins.kind == "numeric"}
+    if manifest.prediction_reference is not None and manifest.prediction_reference.bins.kind == "numeric":
+        numeric.add(PREDICTION)
+    checks = judge(refs, counts, thresholds, numeric)
+    state = EpisodeState()
+    opened = step(state, checks.rejected, checks.recovered, thresholds.recovery_windows)
+    start = opened[-1] if state.active and opened else None
+    drifted = sorted({name for t in range(start or 0, len(times)) for name in checks.rejecting(t)}) \
+        if start is not None else []
+    timeline = Timeline(tuple(times), tuple(tuple(checks.rejecting(t)) for t in range(len(times))),
+                        tuple(bool(x) for x in checks.recovered), state.active,
+                        times[start] if start is not None else None, tuple(drifted), checks.alpha)
+    recent = {col: arr[-thresholds.recent_windows:].sum(axis=0) for col, arr in counts.items()}
+    results = [compare_counts(col, refs[col], recent[col].tolist(), thresholds, checks.alpha, numeric=col in numeric)
+               for col in refs]
+    features = tuple(r for r in results if r.name != PREDICTION)
+    prediction = next((r for r in results if r.name == PREDICTION), None)
+    return ScopeReport(total.model, total.version, device, total.windows, len(total.devices), features, prediction,
+                       assess_health(total, health), timeline)
+
+
+def _vector(vec: np.ndarray | None, size: int) -> np.ndarray:
+    return vec if vec is not None and len(vec) == size else np.zeros(size, dtype=np.int64)
 
 
 def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSpec]:
-    """``edgeops.drift.detected`` / ``edgeops.health.degraded`` once per episode: an event when a condition
-    starts; none while it lasts; the episode closes when a verdict is ``ok`` again (``insufficient_data``
-    leaves it as it is). Fleet-wide events are about ``edgeops.model.{name}`` — what the retrain trigger
-    matches; per-device ones about the device."""
+    """``edgeops.drift.detected`` / ``edgeops.health.degraded`` once per episode. Drift: the scope's check points
+    after the last one judged by an earlier run (kept in the store) advance its episode; the event marks the
+    first check point that rejected. Health: an event when the verdict over the window turns ``degraded``; the
+    episode closes when it is ``ok`` again (``insufficient_data`` leaves it as it is). Fleet-wide events are
+    about ``edgeops.model.{name}`` — what the retrain trigger matches; per-device ones about the device."""
     events: list[EventSpec] = []
     for scope in report.scopes:
         where = scope.device or "*"
         base = {"scope": scope.device or "fleet", "windows": scope.windows, "devices": scope.devices}
-        if scope.verdict != "insufficient_data":
-            results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
-            detail = {**base, "drifted": scope.drifted,
-                      "psi": {r.name: round(r.psi, 4) for r in results if r.verdict == "drift" and r.psi is not None},
-                      "js": {r.name: round(r.js, 4) for r in results if r.verdict == "drift" and r.js is not None}}
-            if store.set_episode("drift", scope.model, scope.version, where, scope.verdict == "drift", detail):
-                events.append(drift_event(scope.model, scope.version, scope.device, detail))
+        if scope.timeline is not None:
+            spec = _advance_drift(store, scope, where, base, report.thresholds)
+            if spec is not None:
+                events.append(spec)
         health = scope.health
         if health.verdict != "insufficient_data":
             detail = {**base, "reason": health.reason, "error_rate": health.error_rate,
@@ -114,3 +202,36 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
             if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
                 events.append(health_event(scope.model, scope.version, scope.device, detail))
     return events
+
+
+def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: dict[str, Any],
+                   thresholds: DriftThresholds) -> EventSpec | None:
+    timeline = scope.timeline
+    assert timeline is not None
+    row = store.episode("drift", scope.model, scope.version, where)
+    detail = dict((row or {}).get("detail") or {})
+    state = EpisodeState(bool(row and row["active"]), int(detail.get("quiet", 0)), detail.get("checked_until"))
+    new = [i for i, t in enumerate(timeline.checks) if state.checked_until is None or t > state.checked_until]
+    if not new:
+        return None
+    was_active = state.active
+    opened = step(state, [bool(timeline.rejecting[i]) for i in new], [timeline.recovered[i] for i in new],
+                  thresholds.recovery_windows)
+    keep = {"checked_until": timeline.checks[new[-1]], "quiet": state.quiet}
+    if not opened:
+        store.set_episode("drift", scope.model, scope.version, where, state.active, {**detail, **keep})
+        return None
+    first = new[opened[-1]]
+    results = {r.name: r for r in (*scope.features, *([scope.prediction] if scope.prediction else []))}
+    drifted = sorted({name for i in new[opened[-1]:] for name in timeline.rejecting[i]})
+    payload = {**base, "drifted": drifted, "window": timeline.checks[first], "alpha": timeline.alpha,
+               "p_value": {n: results[n].p_value for n in drifted if n in results},
+               "psi": {n: round(results[n].psi, 4) for n in drifted if n in results and results[n].psi is not None},
+               "js": {n: round(results[n].js, 4) for n in drifted if n in results and results[n].js is not None}}
+    if was_active:     # the old episode closed and a new one opened within this run
+        store.set_episode("drift", scope.model, scope.version, where, False, {**detail, **keep})
+    if store.set_episode("drift", scope.model, scope.version, where, True, {**payload, **keep}):
+        if not state.active:   # it opened and closed again within this run: record that it is over
+            store.set_episode("drift", scope.model, scope.version, where, False, {**payload, **keep})
+        return drift_event(scope.model, scope.version, scope.device, payload)
+    return None

@@ -10,7 +10,8 @@ import base64
 import io
 from typing import Any
 
-from edgeops.drift import PREDICTION, DriftThresholds, ScopeReport
+from edgeops.drift import PREDICTION, ScopeReport
+from edgeops.drift_checks import DriftThresholds
 from edgeops.telemetry.monitor import MonitorReport
 
 
@@ -32,10 +33,11 @@ def fleet_rows(report: MonitorReport) -> list[dict[str, Any]]:
 
 
 def drift_markdown(report: MonitorReport, thresholds: DriftThresholds | None = None) -> str:
-    thresholds = thresholds or DriftThresholds()
+    thresholds = thresholds or report.thresholds
+    series = max((len(s.features) + (s.prediction is not None) for s in report.fleet), default=1)
     lines = [f"# Drift and health, {report.since:%Y-%m-%d %H:%M} → {report.generated:%Y-%m-%d %H:%M} UTC", "",
-             f"Thresholds: PSI ≥ {thresholds.psi} or JS ≥ {thresholds.js}, and chi-square p < {thresholds.chi2_p}; "
-             f"at least {thresholds.min_samples} observations.", ""]
+             f"Drift test: {thresholds.describe(series)}. PSI and JS are effect sizes, shown with the value "
+             "expected from sampling noise alone.", ""]
     if not report.fleet:
         lines.append("No telemetry with a known reference in this window.")
     for scope in report.fleet:
@@ -56,12 +58,16 @@ def _scope_section(scope: ScopeReport, thresholds: DriftThresholds) -> list[str]
              f"Health **{h.verdict}**: {h.requests} requests, error rate {_pct(h.error_rate)}, p95 latency "
              f"{_num(h.latency_p95_ms)} ms (window max {_num(h.latency_p95_max_ms)}), accuracy {_num(h.accuracy)}, "
              f"MAE {_num(h.mae)}" + (f" — {h.reason}" if h.reason else ""), "",
-             "| feature | n | PSI | JS | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]
+             "Latest check point (last windows pooled):", "",
+             "| feature | n | PSI (noise) | JS (noise) | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]
     results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
+    drifted = set(scope.drifted)          # the open episode's series are "drift" even if the latest point is calm
     for r in results:
         name = "predictions" if r.name == PREDICTION else r.name
-        lines.append(f"| {name} | {r.n} | {_num(r.psi)} | {_num(r.js)} | {_num(r.p_value, '.2g')} | "
-                     f"{r.verdict} |")
+        lines.append(f"| {name} | {r.n} | {_num(r.psi)} ({_num(r.psi_noise)}) | {_num(r.js)} ({_num(r.js_noise)}) | "
+                     f"{_num(r.p_value, '.2g')} | {'drift' if r.name in drifted else r.verdict} |")
+    if scope.timeline is not None and scope.timeline.active:
+        lines += ["", f"Drift episode open since {scope.timeline.opened}: {', '.join(scope.timeline.drifted)}."]
     png = psi_chart(scope, thresholds)
     if png:
         lines += ["", f"![PSI per feature, {scope.model}@{scope.version}](data:image/png;base64,{png})"]
@@ -80,10 +86,11 @@ def psi_chart(scope: ScopeReport, thresholds: DriftThresholds) -> str | None:
 
     names = ["predictions" if r.name == PREDICTION else r.name for r in results]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(results) + 1.2), dpi=80)
+    drifted = set(scope.drifted)
     ax.barh(names, [r.psi or 0.0 for r in results],
-            color=["#d62728" if r.verdict == "drift" else "#1f77b4" for r in results])
-    ax.axvline(thresholds.psi, color="#444", linestyle="--", linewidth=1)
-    ax.set_xlabel(f"PSI (dashed: {thresholds.psi})")
+            color=["#d62728" if r.verdict == "drift" or r.name in drifted else "#1f77b4" for r in results])
+    ax.scatter([r.psi_noise or 0.0 for r in results], names, color="#444", marker="|", s=200, zorder=3)
+    ax.set_xlabel("PSI of the latest check point (tick: expected from noise alone)")
     ax.invert_yaxis()
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -267,7 +267,8 @@ class TelemetryStore:
     def set_episode(self, kind: str, model: str, version: int, scope: str, active: bool,
                     detail: dict[str, Any] | None = None) -> bool:
         """Record whether the condition holds now; True only for the call that *opens* an episode (the same
-        conditional-update trick as presence, so concurrent monitor runs open it once)."""
+        conditional-update trick as presence, so concurrent monitor runs open it once). ``detail`` is stored
+        either way when given (the drift monitor keeps where it stopped there)."""
         table = EpisodeRow.__table__
         key = ((table.c.kind == kind) & (table.c.model == model) & (table.c.version == version)
                & (table.c.scope == scope))
@@ -277,13 +278,23 @@ class TelemetryStore:
                 index_elements=["kind", "model", "version", "scope"]),
                 {"kind": kind, "model": model, "version": version, "scope": scope, "active": False})
             if not active:
-                conn.execute(update(table).where(key).values(active=False, updated_at=now))
+                extra = {} if detail is None else {"detail": detail}
+                conn.execute(update(table).where(key).values(active=False, updated_at=now, **extra))
                 return False
             opened = conn.execute(update(table).where(key, table.c.active.is_(False)).values(
                 active=True, started_at=now, updated_at=now, detail=detail)).rowcount == 1
             if not opened:
                 conn.execute(update(table).where(key).values(updated_at=now, detail=detail))
             return opened
+
+    def episode(self, kind: str, model: str, version: int, scope: str) -> dict[str, Any] | None:
+        """One episode row (active, started_at, updated_at, detail), None when none was recorded yet."""
+        table = EpisodeRow.__table__
+        query = select(table).where((table.c.kind == kind) & (table.c.model == model)
+                                    & (table.c.version == version) & (table.c.scope == scope))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else dict(row._mapping)
 
     def episodes(self, active_only: bool = True) -> list[dict[str, Any]]:
         table = EpisodeRow.__table__
