@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cryptography.exceptions import InvalidSignature
-
 from .durable import atomic_write
 from .errors import VerificationError
-from .protocol import SIGNATURE_ALGORITHM, Desired, ProtocolError, canonical_json, iso_ms, parse_json
-from .verify import KeyRing
+from .protocol import Desired, ProtocolError, canonical_json, iso_ms, parse_json
+from .verify import KeyRing, check_signature
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +60,7 @@ def desired_signing_bytes(payload: bytes) -> bytes:
 
 def verify_desired_signature(desired: Desired, payload: bytes, keyring: KeyRing) -> None:
     """Raise VerificationError unless ``desired`` (parsed from ``payload``) is signed by a trusted key."""
-    signature = desired.signature
-    if signature is None:
-        raise VerificationError("desired state is not signed")
-    if signature.algorithm != SIGNATURE_ALGORITHM:
-        raise VerificationError(f"unsupported signature algorithm {signature.algorithm!r}")
-    key = keyring.keys.get(signature.key_id)
-    if key is None:
-        trusted = ", ".join(keyring.key_ids) or "none"
-        raise VerificationError(f"desired state signed by unknown key {signature.key_id} (trusted: {trusted})")
-    try:
-        key.verify(signature.value, desired_signing_bytes(payload))
-    except InvalidSignature:
-        raise VerificationError(f"invalid desired-state signature by key {signature.key_id}") from None
+    check_signature(desired.signature, keyring, lambda: desired_signing_bytes(payload), "desired state")
 
 
 def judge_desired(desired: Desired, payload: bytes, keyring: KeyRing, *, seen: Seen | None, now: float,

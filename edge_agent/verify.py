@@ -7,7 +7,7 @@ artifact. Nothing is loaded into onnxruntime before both checks pass.
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import ConfigError, VerificationError
-from .protocol import SIGNATURE_ALGORITHM, ProtocolError, ReleaseManifest, canonical_json, key_id, parse_json
+from .protocol import (
+    SIGNATURE_ALGORITHM,
+    ProtocolError,
+    ReleaseManifest,
+    Signature,
+    canonical_json,
+    key_id,
+    parse_json,
+)
 
 
 def public_key_id(key: Ed25519PublicKey) -> str:
@@ -69,26 +77,32 @@ def manifest_signing_bytes(payload: bytes) -> bytes:
     return canonical_json(obj)
 
 
+def check_signature(signature: Signature | None, keyring: KeyRing, signed: Callable[[], bytes], what: str) -> None:
+    """The agent's one signature check (release manifests, desired states): present, Ed25519, by a trusted key,
+    and valid over ``signed()`` (computed only once a trusted key matched). ``what`` names the document."""
+    if signature is None:
+        raise VerificationError(f"{what} is not signed")
+    if signature.algorithm != SIGNATURE_ALGORITHM:
+        raise VerificationError(f"{what}: unsupported signature algorithm {signature.algorithm!r}")
+    key = keyring.keys.get(signature.key_id)
+    if key is None:
+        trusted = ", ".join(keyring.key_ids) or "none"
+        raise VerificationError(f"{what}: unknown signing key {signature.key_id} (trusted: {trusted})")
+    try:
+        key.verify(signature.value, signed())
+    except InvalidSignature:
+        raise VerificationError(f"{what}: invalid signature by key {signature.key_id}") from None
+
+
 def verify_manifest(manifest: ReleaseManifest, keyring: KeyRing, payload: bytes | None = None) -> None:
     """Raise VerificationError unless ``manifest`` carries a valid signature by a trusted key.
 
     Pass ``payload`` (the bytes ``manifest`` was parsed from) whenever you have them; without it the
     signature is checked over ``manifest.signing_bytes()``, which equals it for the current schema version.
     """
-    signature = manifest.signature
-    if signature is None:
-        raise VerificationError("manifest is not signed")
-    if signature.algorithm != SIGNATURE_ALGORITHM:
-        raise VerificationError(f"unsupported signature algorithm {signature.algorithm!r}")
-    key = keyring.keys.get(signature.key_id)
-    if key is None:
-        trusted = ", ".join(keyring.key_ids) or "none"
-        raise VerificationError(f"unknown signing key {signature.key_id} (trusted: {trusted})")
-    try:
-        signed = manifest.signing_bytes() if payload is None else manifest_signing_bytes(payload)
-        key.verify(signature.value, signed)
-    except InvalidSignature:
-        raise VerificationError(f"invalid signature by key {signature.key_id}") from None
+    check_signature(manifest.signature, keyring,
+                    manifest.signing_bytes if payload is None else lambda: manifest_signing_bytes(payload),
+                    "manifest")
 
 
 def check_size(manifest: ReleaseManifest, max_bytes: int) -> None:

@@ -41,7 +41,8 @@ def test_the_same_message_again_is_accepted_as_already_seen_even_after_it_expire
 
 
 @pytest.mark.parametrize("case, reason", [
-    ("unsigned", "not signed"), ("unknown key", "unknown key"), ("bad signature", "invalid desired-state signature"),
+    ("unsigned", "desired state is not signed"), ("unknown key", "desired state: unknown signing key"),
+    ("bad signature", "desired state: invalid signature"),
     ("expired", "expired at"), ("lower counter", "is not above"), ("same counter, other bytes", "is not above"),
 ])
 def test_what_a_device_refuses(case: str, reason: str) -> None:
