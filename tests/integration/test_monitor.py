@@ -185,3 +185,33 @@ def test_references_come_from_the_registry(tmp_path: Path) -> None:
     store.close()
     assert [(s.model, s.version, s.verdict) for s in report.scopes] == [("churn", 1, "ok")]
     assert report.unreferenced == ["churn@9"]
+
+
+def test_a_shift_within_the_minute_an_earlier_run_judged_is_still_an_event(tmp_path: Path,
+                                                                          manifest_path: Path) -> None:
+    """Runs in quick succession (the demo's, or a schedule shorter than a check point) judge the check point
+    still in progress; it must be judged again once more of it has arrived, not marked done and skipped."""
+    manifest = ReleaseManifest.from_json(json.loads(manifest_path.read_bytes()))
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+    rng = np.random.default_rng(3)
+
+    def window(seq: int, end: datetime, shifted: str | None) -> TelemetryWindow:
+        return TelemetryWindow(
+            device="dev", seq=seq, model=manifest.name, version=manifest.version, start=end.isoformat(),
+            end=end.isoformat(), count=300, errors={}, latency_ms={"p95": 4.0},
+            features={col: sample(ref, 300, rng, 4 if col == shifted else 0)
+                      for col, ref in manifest.reference.items()},
+            predictions=sample(manifest.prediction_reference, 300, rng))
+
+    store.write([window(i, minute - timedelta(minutes=20 - i), None) for i in range(20)])
+    store.write([window(100 + i, minute + timedelta(seconds=5 * i), None) for i in range(1, 5)])
+    refs = manifest_references([manifest_path])
+    first = episode_events(store, run_monitor(store, refs, now=minute + timedelta(seconds=25)))
+    assert [e for e in first if e.event == "edgeops.drift.detected"] == []
+    store.write([window(200 + i, minute + timedelta(seconds=30 + 5 * i), "income") for i in range(5)])
+    second = episode_events(store, run_monitor(store, refs, now=minute + timedelta(seconds=55)))
+    drift = [e for e in second if e.event == "edgeops.drift.detected"]
+    store.close()
+    assert {e.resource["prefect.resource.id"] for e in drift} == {"edgeops.device.dev", "edgeops.model.churn"}
+    assert all(e.payload["drifted"] == ["income"] for e in drift)

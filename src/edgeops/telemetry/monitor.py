@@ -192,7 +192,7 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
         where = scope.device or "*"
         base = {"scope": scope.device or "fleet", "windows": scope.windows, "devices": scope.devices}
         if scope.timeline is not None:
-            spec = _advance_drift(store, scope, where, base, report.thresholds)
+            spec = _advance_drift(store, scope, where, base, report.thresholds, report.generated)
             if spec is not None:
                 events.append(spec)
         health = scope.health
@@ -205,7 +205,10 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
 
 
 def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: dict[str, Any],
-                   thresholds: DriftThresholds) -> EventSpec | None:
+                   thresholds: DriftThresholds, now: datetime) -> EventSpec | None:
+    """Advance the scope's episode over the check points no earlier run finished judging. The check point still
+    in progress (its slot has not ended at ``now``) is judged too, so a shift is seen in the run that first has
+    it, but it is not marked as judged: its later windows are judged again by the next run, with the whole slot."""
     timeline = scope.timeline
     assert timeline is not None
     row = store.episode("drift", scope.model, scope.version, where)
@@ -217,7 +220,9 @@ def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: 
     was_active = state.active
     opened = step(state, [bool(timeline.rejecting[i]) for i in new], [timeline.recovered[i] for i in new],
                   thresholds.recovery_windows)
-    keep = {"checked_until": timeline.checks[new[-1]], "quiet": state.quiet}
+    ended = [i for i in new if datetime.fromisoformat(timeline.checks[i]).timestamp() + thresholds.window_s
+             <= now.timestamp()]
+    keep = {"checked_until": timeline.checks[ended[-1]] if ended else state.checked_until, "quiet": state.quiet}
     if not opened:
         store.set_episode("drift", scope.model, scope.version, where, state.active, {**detail, **keep})
         return None
