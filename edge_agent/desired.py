@@ -29,8 +29,8 @@ from typing import Literal
 
 from .durable import atomic_write
 from .errors import VerificationError
-from .protocol import Desired, ProtocolError, canonical_json, iso_ms, parse_json
-from .verify import KeyRing, check_signature
+from .protocol import Desired, iso_ms
+from .verify import KeyRing, check_signature, signing_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,8 @@ class Seen:
 
 
 def desired_signing_bytes(payload: bytes) -> bytes:
-    """The bytes a desired state's signature covers, from the message *as received* (its canonical JSON without
-    ``signature``), so a minor-bumped message with fields this agent does not know still verifies."""
-    try:
-        obj = parse_json(payload)
-    except ProtocolError as exc:
-        raise VerificationError(f"malformed desired state: {exc}") from exc
-    obj.pop("signature", None)
-    return canonical_json(obj)
+    """The bytes a desired state's signature covers: as for manifests, from the message as received."""
+    return signing_bytes(payload, "desired state")
 
 
 def verify_desired_signature(desired: Desired, payload: bytes, keyring: KeyRing) -> None:

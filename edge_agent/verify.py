@@ -65,16 +65,20 @@ class KeyRing:
         return tuple(sorted(self.keys))
 
 
-def manifest_signing_bytes(payload: bytes) -> bytes:
-    """The bytes a signature covers, taken from the manifest *as received*: its canonical JSON without the
+def signing_bytes(payload: bytes, what: str = "manifest") -> bytes:
+    """The bytes a signature covers, taken from the document *as received*: its canonical JSON without the
     ``signature`` member. Re-encoding the parsed dataclass instead would drop fields a newer minor version
-    added (and rewrite its schema tag), so an older agent could never verify a minor-bumped manifest."""
+    added (and rewrite its schema tag), so an older agent could never verify a minor-bumped manifest or
+    desired state. ``what`` names the document in the error."""
     try:
         obj = parse_json(payload)
     except ProtocolError as exc:
-        raise VerificationError(f"malformed manifest: {exc}") from exc
+        raise VerificationError(f"malformed {what}: {exc}") from exc
     obj.pop("signature", None)
     return canonical_json(obj)
+
+
+manifest_signing_bytes = signing_bytes
 
 
 def check_signature(signature: Signature | None, keyring: KeyRing, signed: Callable[[], bytes], what: str) -> None:
