@@ -72,7 +72,8 @@ def test_rollout_to_real_agents_then_a_rejected_canary_rolls_back(
         aborted = RolloutController(store, client, topics, signer=signer).run(second.id)
         assert aborted.status == "aborted"
         # the canary trusts another key: it refuses the desired state itself, before fetching anything
-        assert aborted.devices[ODD].outcome == "failed" and "signed by unknown key" in aborted.devices[ODD].detail
+        canary = aborted.devices[ODD]
+        assert canary.outcome == "failed" and "desired state: unknown signing key" in canary.detail
         desired = client.collect_retained(topics.all_devices("desired"))
         assert Desired.parse(desired[topics.device(ODD, "desired")]).clears  # restored to "none": a signed clear
         for device in GOOD:  # never touched: still the first rollout's desired state, still serving churn@1
