@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releases import agent_config, build_release, new_key, preinstall
-from services import Mosquitto
+from services import Mosquitto, wait_until
 
 from edge_agent.agent import Agent
 from edgeops.telemetry.ingest import IngestConfig, IngestService
@@ -88,15 +88,6 @@ def _measure(store: TelemetryStore, agent: Agent, ingest: IngestService, figures
     return figures
 
 
-def _wait(predicate: object, timeout: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(predicate())  # type: ignore[operator]
-
-
 def run_restarts(workdir: Path, restarts: int, *, kill: bool = False, ingest_away_s: float = 0.0,
                  telemetry_interval_s: float = 0.1) -> Figures:
     """Restart the broker ``restarts`` times under traffic, each time once a window stored since the last restart
@@ -123,7 +114,7 @@ def run_restarts(workdir: Path, restarts: int, *, kill: bool = False, ingest_awa
         with Feeder(agent) as feeder:
             for _ in range(restarts):
                 stored = store.count_windows()
-                if not _wait(lambda n=stored: store.count_windows() > n):
+                if not wait_until(lambda n=stored: store.count_windows() > n, WAIT_S):
                     raise AssertionError(f"no window stored after restart {figures.restarts}: {figures}")
                 subscribed = ingest.stats.subscribed
                 if ingest_away_s:

@@ -7,14 +7,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from services import Mosquitto
+from services import Mosquitto, wait_until
 
 from edge_agent.protocol import AgentEvent, Counts, Status, TelemetryWindow, Topics
 from edgeops.mqtt import BrokerAddress
@@ -94,13 +94,8 @@ def publisher(session_broker: str) -> Iterator[Publisher]:
     p.close()
 
 
-def wait_for(predicate: object, timeout: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(predicate())  # type: ignore[operator]
+def wait_for(predicate: Callable[[], object], timeout: float = WAIT_S) -> bool:
+    return wait_until(predicate, timeout)
 
 
 def config(url: str, prefix: str, **kw: object) -> IngestConfig:
