@@ -36,18 +36,29 @@ from .messages import (
     parse_instant,
 )
 from .names import check_labels, check_name, check_version, parse_label, parse_version
+from .performance import (
+    MAX_SCORED_CLASSES,
+    SCORE_BINS,
+    Calibration,
+    ErrorCalibration,
+    ScoreCalibration,
+    ScoreCells,
+    ScoreCounts,
+    score_bin,
+)
 from .schema import CURRENT as SCHEMA_VERSIONS
 from .schema import check_schema
 from .steps import StepReports
 from .topics import DEFAULT_PREFIX, Topics
 
 __all__ = [
-    "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MISSING",
-    "OVERFLOW", "SCHEMA_VERSIONS", "SIGNATURE_ALGORITHM", "TASKS", "TRANSIENT_STATES", "UNDERFLOW", "UNSEEN",
-    "AgentEvent", "ArtifactInfo", "Bins", "BrokerAddress", "CategoricalBins", "CountAccumulator", "Counts", "Desired",
-    "GoldenSamples",
+    "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MAX_SCORED_CLASSES",
+    "MISSING", "OVERFLOW", "SCHEMA_VERSIONS", "SCORE_BINS", "SIGNATURE_ALGORITHM", "TASKS", "TRANSIENT_STATES",
+    "UNDERFLOW", "UNSEEN", "AgentEvent", "ArtifactInfo", "Bins", "BrokerAddress", "Calibration",
+    "CategoricalBins", "CountAccumulator", "Counts", "Desired", "ErrorCalibration", "GoldenSamples",
     "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
-    "Reported", "Signature", "Status", "StepReports", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
-    "check_labels", "check_name", "check_schema", "check_version", "iso_ms", "key_id", "now_iso", "numeric_bin",
-    "parse_instant", "parse_json", "parse_label", "parse_manifest", "parse_version", "sha256_hex",
+    "Reported", "ScoreCalibration", "ScoreCells", "ScoreCounts", "Signature", "Status", "StepReports",
+    "TelemetryWindow", "Topics", "canonical_json", "categorical_bin", "check_labels", "check_name",
+    "check_schema", "check_version", "iso_ms", "key_id", "now_iso", "numeric_bin", "parse_instant",
+    "parse_json", "parse_label", "parse_manifest", "parse_version", "score_bin", "sha256_hex",
 ]

@@ -12,6 +12,7 @@ from .fields import check_type, float_list, optional, require
 from .histogram import Counts
 from .manifest import Signature
 from .names import check_labels, check_name, check_version, is_name, is_version
+from .performance import ScoreCounts
 from .schema import CURRENT, DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_schema, tag
 
 LIFECYCLE_STATES = ("idle", "serving", "fetching", "verifying", "self_testing", "activating",
@@ -263,7 +264,9 @@ class TelemetryWindow(_Message):
 
     ``features`` maps column → Counts on the manifest's reference bins (same order); ``predictions`` the
     same for the outputs. ``latency_ms`` holds p50/p95/p99/max. ``dropped`` counts windows a full outbox
-    discarded since the last delivered one, so loss is reported, never silent.
+    discarded since the last delivered one, so loss is reported, never silent. ``scores`` (1.2, classifiers whose
+    release carries a score calibration) counts predicted probabilities per class (performance.py); the member
+    is absent when there are none.
     """
 
     SCHEMA: ClassVar[str] = TELEMETRY
@@ -281,15 +284,19 @@ class TelemetryWindow(_Message):
     feedback: dict[str, float] = field(default_factory=dict)
     dropped: int = 0
     epoch: str = ""
+    scores: ScoreCounts | None = None
     ts: str = field(default_factory=now_iso)
 
     def to_json(self) -> dict[str, Any]:
-        return {**_envelope(TELEMETRY, self.device, self.ts), "epoch": self.epoch, "seq": self.seq,
-                "model": self.model, "version": self.version, "start": self.start, "end": self.end, "count": self.count,
-                "errors": self.errors, "latency_ms": self.latency_ms,
-                "features": {col: c.to_json() for col, c in self.features.items()},
-                "predictions": None if self.predictions is None else self.predictions.to_json(),
-                "feedback": self.feedback, "dropped": self.dropped}
+        obj = {**_envelope(TELEMETRY, self.device, self.ts), "epoch": self.epoch, "seq": self.seq,
+               "model": self.model, "version": self.version, "start": self.start, "end": self.end, "count": self.count,
+               "errors": self.errors, "latency_ms": self.latency_ms,
+               "features": {col: c.to_json() for col, c in self.features.items()},
+               "predictions": None if self.predictions is None else self.predictions.to_json(),
+               "feedback": self.feedback, "dropped": self.dropped}
+        if self.scores is not None:
+            obj["scores"] = self.scores.to_json()
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "TelemetryWindow":
@@ -306,7 +313,7 @@ class TelemetryWindow(_Message):
         errors = require(obj, "errors", dict)
         latency = require(obj, "latency_ms", dict)
         feedback = optional(obj, "feedback", dict, default={})
-        preds = obj.get("predictions")
+        preds, scores = obj.get("predictions"), obj.get("scores")
         return cls(
             device=device, ts=ts, seq=seq, model=check_name(require(obj, "model", str), "model"),
             version=check_version(require(obj, "version", int)), start=require(obj, "start", str),
@@ -318,6 +325,7 @@ class TelemetryWindow(_Message):
             predictions=None if preds is None else Counts.from_json(preds, "predictions"),
             feedback={k: check_type(v, float, f"feedback.{k}") for k, v in feedback.items()},
             dropped=optional(obj, "dropped", int, default=0), epoch=epoch,
+            scores=None if scores is None else ScoreCounts.from_json(scores),
         )
 
     @classmethod
@@ -365,13 +373,18 @@ class TelemetryWindow(_Message):
         predictions = None if preds is None else Counts._plain(preds)
         if preds is not None and predictions is None:
             return None
+        raw_scores = obj.get("scores")
+        scores = None if raw_scores is None else ScoreCounts._plain(raw_scores)
+        if raw_scores is not None and scores is None:
+            return None
         return cls(device=device, ts=ts, seq=seq, model=model, version=version, start=start, end=end, count=count,
                    errors=dict(errors), latency_ms=dict(zip(latency, latency_values, strict=True)),
                    features=counts, predictions=predictions,
-                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped, epoch=epoch)
+                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped, epoch=epoch,
+                   scores=scores)
 
 
-_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY], "1.0"})   # other minors are fine too: the checked path
+_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY], "1.1", "1.0"})   # other minors are fine too: the checked path
 _INT = frozenset({int})
 _NUMBER_TYPES = frozenset({int, float})
 
