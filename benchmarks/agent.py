@@ -13,13 +13,19 @@ how the rounds are run), then all of them as one table with the machine's load:
      and loading the same model (both in clean venvs)                                          ≤ 1.25×
   6. install size: venv with the wheel (no extras) vs onnxruntime+numpy+paho+cryptography     ≤ 1.1×
   7. bytes on the wire per update (desired + manifest + artifact payloads + topics) vs ONNX    ≤ 1.02×
+  8. score counts (what performance estimation needs): the same release with / without its score
+     calibration, so the agent counts probabilities or not: Agent.predict 1 row, predict_many
+     100 rows (process CPU beside wall: binning runs on the owner thread)                     ≤ 1.05×
+     and the telemetry alone (record_many + compact, 100 rows)                                 (no target)
 Two models: "small" (logistic regression, 3 columns, a few KB of ONNX: worst case for overheads) and
-"forest" (random forest on 20 numeric columns, made by the edgeops pipeline: a realistic size).
+"forest" (random forest on 20 numeric columns, made by the edgeops pipeline: a realistic size). Both carry a
+score calibration (manifest 1.2), as pipeline releases do. ``--only-scores`` runs measure 8 alone.
 Uses the machine's Mosquitto when it answers on 127.0.0.1:1883, else starts one on a free port.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -42,12 +48,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import serving  # noqa: E402
 from releases import Release, build_release, new_key, public_pem, sign, signed_desired  # noqa: E402
+from rounds import interleaved_cpu, spread  # noqa: E402
 from services import free_port, machine_broker_url, running_mosquitto, wait_port  # noqa: E402
 
 from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import AgentConfig  # noqa: E402
 from edge_agent.protocol import ReleaseManifest, Topics  # noqa: E402
 from edge_agent.store import ModelStore, Pointer  # noqa: E402
+from edge_agent.telemetry import TelemetryRecorder  # noqa: E402
 
 RESULTS: list[serving.Ratio] = []
 
@@ -162,6 +170,49 @@ def bench_http(tmp: Path, name: str, release: Release, key_path: Path, rounds: i
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+# 8. score counts ----------------------------------------------------------------------------------------------
+def without_calibration(release: Release, key: Any) -> Release:
+    """The same model and manifest without its calibration: the agent then counts no scores."""
+    return Release(sign(dataclasses.replace(release.manifest, calibration=None), key), release.data)
+
+
+def bench_scores(tmp: Path, name: str, release: Release, key: Any, key_path: Path, broker: str, prefix: str,
+                 rounds: int, calls: int) -> None:
+    plain = without_calibration(release, key)
+    off = start_agent(tmp, f"{name}-scores-off", plain, key_path, broker, prefix)
+    on = start_agent(tmp, f"{name}-scores-on", release, key_path, broker, prefix)
+    try:
+        row, batch = records_for(release.manifest, 1)[0], records_for(release.manifest, 100)
+        for rows, call_off, call_on, n in (
+                (1, lambda: off.predict(row), lambda: on.predict(row), calls),
+                (100, lambda: off.predict_many(batch), lambda: on.predict_many(batch), max(calls // 50, 20))):
+            wall, cpu = interleaved_cpu(call_off, call_on, rounds, n)
+            RESULTS.append(serving.Ratio(f"score counts on / off, {rows}-row calls ({name})", wall, 1.05,
+                                         detail=f"process CPU {spread(cpu)}"))
+            print(RESULTS[-1].line(), flush=True)
+    finally:
+        on.stop()
+        off.stop()
+    answers = on_runner_answers(release, batch)
+    recorders = {"off": TelemetryRecorder(plain.manifest, "bench", 3600, 10**9),
+                 "on": TelemetryRecorder(release.manifest, "bench", 3600, 10**9)}
+
+    def telemetry(side: str) -> None:
+        recorders[side].record_many(batch, answers.answers, 0.1, answers.columns, answers.matrix)
+        recorders[side].compact()
+
+    wall, _ = interleaved_cpu(lambda: telemetry("off"), lambda: telemetry("on"), rounds, max(calls // 10, 50))
+    RESULTS.append(serving.Ratio(f"telemetry with / without score counts, 100 rows ({name})", wall, None,
+                                 detail="record_many + compact: the binning itself"))
+    print(RESULTS[-1].line(), flush=True)
+
+
+def on_runner_answers(release: Release, batch: list[dict[str, Any]]) -> Any:
+    from edge_agent.inference import ModelRunner
+
+    return ModelRunner(release.manifest, release.data).predict_many(batch)
 
 
 # 3 + 4. clean venvs: RSS and install size --------------------------------------------------------------
@@ -328,6 +379,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="single-row calls per side and round")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one HTTP load round")
     parser.add_argument("--skip-venvs", action="store_true", help="skip RSS and install size (no venv builds)")
+    parser.add_argument("--only-scores", action="store_true", help="measure 8 (score counts) alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp_name, broker_url(Path(tmp_name)) as broker:
         tmp = Path(tmp_name)
@@ -337,10 +389,12 @@ def main() -> int:
         key_path.write_bytes(public_pem(key))
         print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, broker {broker}; building models ...",
               flush=True)
-        small, forest = build_release("small", 1, key), forest_release(key)
+        small, forest = build_release("small", 1, key, calibrated=True), forest_release(key)
         print(f"models: small {len(small.data)} B ONNX, forest {len(forest.data)} B ONNX", flush=True)
         load_before = os.getloadavg()[0]
         for name, release in (("small", small), ("forest", forest)):
+            bench_scores(tmp, name, release, key, key_path, broker, prefix, args.rounds, args.calls)
+        for name, release in (() if args.only_scores else (("small", small), ("forest", forest))):
             agent = start_agent(tmp, name, release, key_path, broker, prefix)
             try:
                 bench_predict(name, agent, release, args.rounds, args.calls)
@@ -351,19 +405,22 @@ def main() -> int:
             bench_http(tmp, name, release, key_path, max(args.rounds // 2, 3), args.seconds)
             for result in RESULTS[-2:]:
                 print(result.line(), flush=True)
-        updater = start_agent(tmp, "update", None, key_path, broker, prefix)
-        try:
-            bench_wire(updater, forest, broker, prefix, "bench-update", key)
-        finally:
-            updater.stop()
-        wire_ratio_for(small, prefix, "bench-update", key)
-        if not args.skip_venvs:
+        if not args.only_scores:
+            updater = start_agent(tmp, "update", None, key_path, broker, prefix)
+            try:
+                bench_wire(updater, forest, broker, prefix, "bench-update", key)
+            finally:
+                updater.stop()
+            wire_ratio_for(small, prefix, "bench-update", key)
+        if not args.skip_venvs and not args.only_scores:
             bench_venvs(tmp, forest, key_path, broker, prefix)
         clear = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         host, port = broker.split("://", 1)[1].rsplit(":", 1)
         clear.connect(host, int(port))
         clear.loop_start()
-        for device in ("bench-small", "bench-forest", "bench-update", "rss"):
+        for device in ("bench-small", "bench-forest", "bench-update", "rss", *(f"bench-{n}-scores-{side}"
+                                                                               for n in ("small", "forest")
+                                                                               for side in ("on", "off"))):
             for channel in ("status", "reported"):
                 clear.publish(Topics(prefix).device(device, channel), b"", qos=1, retain=True).wait_for_publish(10)
         clear.disconnect()

@@ -164,7 +164,7 @@ class Agent:
             return predictions
         rows = len(predictions)
         per_row, cost_ms = (time.perf_counter() - start) * 1e3 / rows, (time.thread_time() - cpu) * 1e3 / rows
-        self.pump.record_many(records, predictions.answers, per_row, predictions.columns)
+        self.pump.record_many(records, predictions.answers, per_row, predictions.columns, predictions.matrix)
         self._judge(runner, cost_ms)
         self._recent.remember_batch(predictions.key, runner.regression, predictions.answers)
         return predictions

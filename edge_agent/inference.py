@@ -59,14 +59,15 @@ class PredictionBatch(Sequence[Prediction]):
     Ids are ``{key}.{i:x}``: the batch's key and the row's index, so feedback finds a row of a remembered
     batch without an entry per row."""
 
-    __slots__ = ("_classes", "_json_classes", "answers", "columns", "key", "probabilities", "regression")
+    __slots__ = ("_classes", "_json_classes", "answers", "columns", "key", "matrix", "probabilities", "regression")
 
     def __init__(self, key: str, answers: list[Any], probabilities: list[list[float]] | None,
-                 classes: tuple[Any, ...], json_classes: tuple[str, ...]) -> None:
+                 classes: tuple[Any, ...], json_classes: tuple[str, ...], matrix: np.ndarray | None = None) -> None:
         self.key = key
         self.answers = answers  # labels (classifier) or values (regressor), one per row
         self.columns: dict[str, list[Any]] = {}  # the input columns' values as the caller gave them
         self.probabilities = probabilities
+        self.matrix = matrix  # the probabilities as onnxruntime gave them (rows × classes), for telemetry
         self.regression = probabilities is None
         self._classes = classes
         self._json_classes = json_classes
@@ -311,10 +312,11 @@ class ModelRunner:
             values = np.asarray(outputs[0], dtype=np.float64).reshape(n, -1)[:, 0].tolist()
             return PredictionBatch(key, values, None, (), ())
         labels = outputs[0].reshape(n).tolist()
-        probs = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1).tolist()
+        matrix = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1)
         class_of = self._class_of
         label_of = {label: class_of.get(_key(label), label) for label in set(labels)}  # each distinct label once
-        return PredictionBatch(key, [label_of[label] for label in labels], probs, self._classes, self._json_classes)
+        return PredictionBatch(key, [label_of[label] for label in labels], matrix.tolist(), self._classes,
+                               self._json_classes, matrix)
 
 
 def _key(value: Any) -> str:

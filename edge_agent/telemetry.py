@@ -2,8 +2,9 @@
 
 ``TelemetryRecorder`` accumulates one window (thread-safe: predictions arrive on HTTP threads) and closes it
 every ``interval_s`` or ``max_predictions``, whichever comes first. A window holds counts, errors by kind,
-latency quantiles, per-feature counts on the manifest's reference bins, prediction counts and feedback
-metrics. Raw rows never leave the device: only counts do.
+latency quantiles, per-feature counts on the manifest's reference bins, prediction counts, feedback metrics
+and, for a classifier whose release carries a score calibration, score counts (protocol/performance.py: what
+the control plane estimates accuracy from without labels). Raw rows never leave the device: only counts do.
 
 ``TelemetryPump`` (owner thread only) turns closed windows into outbox rows and publishes them, at most
 ``MAX_INFLIGHT`` unacknowledged at a time, in seq order; a row is deleted on PUBACK only (see outbox.py), and not
@@ -32,10 +33,13 @@ from .protocol import (
     CategoricalBins,
     CountAccumulator,
     ReleaseManifest,
+    ScoreCalibration,
+    ScoreCounts,
     TelemetryWindow,
     Topics,
     categorical_bin,
 )
+from .scoring import freeze_scores, score_cells
 from .uplink import NoSubscriberBackoff
 
 log = logging.getLogger(__name__)
@@ -105,7 +109,7 @@ class _Window:
     """The mutable state of one open window. Counters change under the recorder's lock; rows and predictions
     wait in ``pending`` and are binned in bulk by ``bin_pending`` (under ``binning``), off the hot path."""
 
-    def __init__(self, manifest: ReleaseManifest, start: float, buffer: int) -> None:
+    def __init__(self, manifest: ReleaseManifest, start: float, buffer: int, score_bins: int = 0) -> None:
         self.start = start
         self.count = 0
         self.errors: dict[str, int] = {}
@@ -119,6 +123,10 @@ class _Window:
         self.blocks: list[list[list[Any]]] = []  # a batch's values column by column, in features order
         self.pending = 0  # rows in ``rows`` and ``blocks``
         self.predicted: list[Any] = []
+        self.score_bins = score_bins  # 0: this release's windows carry no score counts
+        self.scores = np.zeros(len(manifest.outputs.classes or ()) * 2 * score_bins, dtype=np.int64)
+        self.scored: list[tuple[float, ...]] = []  # probabilities of single records
+        self.scored_blocks: list[np.ndarray] = []  # a batch's probability matrix
         self.binning = threading.Lock()
         self.labelled = 0
         self.correct = 0
@@ -138,14 +146,18 @@ class _Window:
             if j < self.buffer:
                 self.latencies[j] = latency_ms
 
-    def take_pending(self) -> tuple[list[tuple[Any, ...]], list[list[list[Any]]], list[Any]]:
-        """Call under the recorder's lock: hands out the pending rows, blocks and predictions (O(1))."""
-        rows, blocks, predicted = self.rows, self.blocks, self.predicted
-        self.rows, self.blocks, self.predicted, self.pending = [], [], [], 0
-        return rows, blocks, predicted
+    def take_pending(self) -> "_Pending":
+        """Call under the recorder's lock: hands out the pending rows, blocks, predictions and scores (O(1))."""
+        pending = (self.rows, self.blocks, self.predicted, self.scored, self.scored_blocks)
+        self.rows, self.blocks, self.predicted, self.scored, self.scored_blocks, self.pending = [], [], [], [], [], 0
+        return pending
 
-    def bin_pending(self, rows: list[tuple[Any, ...]], blocks: list[list[list[Any]]], predicted: list[Any]) -> None:
+    def bin_pending(self, rows: list[tuple[Any, ...]], blocks: list[list[list[Any]]], predicted: list[Any],
+                    scored: list[tuple[float, ...]], scored_blocks: list[np.ndarray]) -> None:
         with self.binning:
+            if scored or scored_blocks:  # one pass over everything pending: numpy's cost is per call
+                matrices = [np.array(scored, dtype=np.float64)] if scored else []
+                self.scores += score_cells(np.concatenate([*matrices, *scored_blocks]), self.score_bins)
             if rows or blocks:
                 columns = [list(column) for column in zip(*rows, strict=True)] if rows \
                     else [[] for _ in self.features]
@@ -160,6 +172,12 @@ class _Window:
     @property
     def empty(self) -> bool:
         return self.count == 0 and self.labelled == 0
+
+    def score_counts(self) -> ScoreCounts | None:
+        return freeze_scores(self.scores, self.score_bins) if self.score_bins and self.scores.any() else None
+
+
+_Pending = tuple[list[tuple[Any, ...]], list[list[list[Any]]], list[Any], list[tuple[float, ...]], list[np.ndarray]]
 
 
 class TelemetryRecorder:
@@ -176,7 +194,13 @@ class TelemetryRecorder:
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._buffer = max(1, min(max_predictions, LATENCY_BUFFER))
-        self._window = _Window(manifest, clock(), self._buffer)
+        calibration, self._classes = manifest.calibration, len(manifest.outputs.classes or ())
+        self._score_bins = calibration.bins if isinstance(calibration, ScoreCalibration) \
+            and manifest.outputs.task != "regression" and calibration.classes == self._classes else 0
+        self._window = self._new_window(clock())
+
+    def _new_window(self, start: float) -> _Window:
+        return _Window(self.manifest, start, self._buffer, self._score_bins)
 
     def record(self, record: Mapping[str, Any] | None, prediction: Any | None, latency_ms: float,
                error: str | None = None) -> None:
@@ -187,6 +211,8 @@ class TelemetryRecorder:
         binning happens in bulk in ``compact`` (the owner thread calls it every tick) or at close."""
         key = None if prediction is None else _prediction_key(prediction, self.manifest.outputs.task)
         row = None if record is None else tuple(record.get(col) for col in self._columns)
+        probabilities = getattr(prediction, "probabilities", None) if self._score_bins else None
+        scores = None if not probabilities else tuple(probabilities.values())
         with self._lock:
             win = self._window
             win.count += 1
@@ -198,15 +224,18 @@ class TelemetryRecorder:
                 win.pending += 1
             if prediction is not None:
                 win.predicted.append(key)
+            if scores is not None and len(scores) == self._classes:
+                win.scored.append(scores)
             overdue = win.pending >= MAX_PENDING
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
             self.compact()
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
-                    inputs: Mapping[str, list[Any]] | None = None) -> None:
+                    inputs: Mapping[str, list[Any]] | None = None, probabilities: np.ndarray | None = None) -> None:
         """A batch the model answered (``answers``: its labels, or its values for a regressor): one request, so
         one latency sample (its time per row) and one pass under the lock; its rows and answers are counted and
-        binned exactly as ``record`` would count each."""
+        binned exactly as ``record`` would count each. ``probabilities`` (rows × classes, a classifier's) feed
+        the score counts; the matrix is kept as it is and binned off the hot path."""
         if not records:
             return
         given = {} if inputs is None else inputs  # columns the caller already extracted (the model's inputs)
@@ -214,6 +243,8 @@ class TelemetryRecorder:
         task = self.manifest.outputs.task
         key_of = {answer: _prediction_key(answer, task) for answer in set(answers)}  # few distinct: each once
         keys = [key_of[answer] for answer in answers]
+        scored = self._score_bins and probabilities is not None \
+            and np.shape(probabilities) == (len(records), self._classes)
         with self._lock:
             win = self._window
             win.count += len(records)
@@ -221,6 +252,8 @@ class TelemetryRecorder:
             win.blocks.append(columns)
             win.pending += len(records)
             win.predicted.extend(keys)
+            if scored:
+                win.scored_blocks.append(probabilities)  # type: ignore[arg-type]
             overdue = win.pending >= MAX_PENDING
         if overdue:
             self.compact()
@@ -254,7 +287,7 @@ class TelemetryRecorder:
         ``epoch`` is the outbox's, within which ``seq`` counts."""
         now = self.clock()
         with self._lock:
-            win, self._window = self._window, _Window(self.manifest, now, self._buffer)
+            win, self._window = self._window, self._new_window(now)
             pending = win.take_pending()
         win.bin_pending(*pending)
         if win.empty:
@@ -279,6 +312,7 @@ class TelemetryRecorder:
             start=_iso(win.start), end=_iso(end), count=win.count, errors=dict(win.errors), latency_ms=latency,
             features={col: acc.freeze() for col, acc in win.features.items()},
             predictions=win.predictions.freeze(), feedback=feedback, dropped=dropped, epoch=epoch,
+            scores=win.score_counts(),
         )
 
 
@@ -316,10 +350,10 @@ class TelemetryPump:
             recorder.record(record, prediction, latency_ms, error)
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
-                    inputs: Mapping[str, list[Any]] | None = None) -> None:
+                    inputs: Mapping[str, list[Any]] | None = None, probabilities: np.ndarray | None = None) -> None:
         recorder = self.recorder
         if recorder is not None:
-            recorder.record_many(records, answers, latency_ms, inputs)
+            recorder.record_many(records, answers, latency_ms, inputs, probabilities)
 
     def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
         recorder = self.recorder

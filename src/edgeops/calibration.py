@@ -40,24 +40,25 @@ def class_indices(labels: Any, classes: list[Any]) -> np.ndarray:
 
 def score_calibration(probabilities: np.ndarray, truth: np.ndarray, bins: int = SCORE_BINS) -> ScoreCalibration | None:
     """The calibration table of held-out ``probabilities`` (rows × classes) with the ``truth`` class indices;
-    None for more than MAX_SCORED_CLASSES classes (devices send no score counts then)."""
+    None for more than MAX_SCORED_CLASSES classes (devices send no score counts then). Rows with a non-finite
+    probability are left out, as the agent leaves them out."""
     p = np.asarray(probabilities, dtype=np.float64)
     k = p.shape[1]
     if not 1 <= k <= MAX_SCORED_CLASSES:
         return None
+    finite = np.isfinite(p).all(axis=1)
+    p, truth = p[finite], np.asarray(truth)[finite]
     idx = score_bin_indices(p, bins)
     predicted = np.argmax(p, axis=1)
     cell = np.arange(k)[None, :] * bins + idx
     is_predicted = np.arange(k)[None, :] == predicted[:, None]
-    is_true = np.arange(k)[None, :] == np.asarray(truth)[:, None]
-    valid = idx >= 0
+    is_true = np.arange(k)[None, :] == truth[:, None]
     middle = (np.arange(bins) + 0.5) / bins
 
     def cells(side: np.ndarray) -> ScoreCells:
-        take = side & valid
-        rows = np.bincount(cell[take], minlength=k * bins).reshape(k, bins)
-        hits = np.bincount(cell[take & is_true], minlength=k * bins).reshape(k, bins)
-        sums = np.bincount(cell[take], weights=p[take], minlength=k * bins).reshape(k, bins)
+        rows = np.bincount(cell[side], minlength=k * bins).reshape(k, bins)
+        hits = np.bincount(cell[side & is_true], minlength=k * bins).reshape(k, bins)
+        sums = np.bincount(cell[side], weights=p[side], minlength=k * bins).reshape(k, bins)
         mean = np.clip(np.where(rows > 0, sums / np.maximum(rows, 1), middle[None, :]), 0.0, 1.0)
         return ScoreCells(rows=_ints(rows), hits=_ints(hits), mean=tuple(tuple(_short(v) for v in r) for r in mean))
 
