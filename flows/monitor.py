@@ -3,8 +3,10 @@
     scheduled run → run_monitor (edgeops.telemetry.monitor, plain functions)
       → table artifact ``edgeops-fleet-status`` (every device: presence, release, drift and health verdicts)
       → markdown artifact ``edgeops-drift-report`` (per model version: statistics table + PSI chart as PNG)
-      → ``edgeops.drift.detected`` / ``edgeops.health.degraded`` once per episode (state kept in the
-        telemetry DB), which the retrain deployment's trigger listens to (deployments/prefect.yaml)
+      → markdown artifact ``edgeops-performance`` (per model version: performance estimated without labels)
+      → ``edgeops.drift.detected`` / ``edgeops.health.degraded`` / ``edgeops.performance.degraded`` once per
+        episode (state kept in the telemetry DB), which the retrain deployment's trigger listens to
+        (deployments/prefect.yaml)
 
 Parameters are plain JSON so the flow runs as a scheduled deployment as well as in-process.
 """
@@ -22,9 +24,11 @@ from edgeops.telemetry.monitor import (
     drift_thresholds,
     episode_events,
     manifest_references,
+    performance_thresholds,
     registry_references,
     run_monitor,
 )
+from edgeops.telemetry.performance_report import performance_markdown
 from edgeops.telemetry.report import drift_markdown, fleet_rows
 from edgeops.telemetry.store import DEFAULT_DB_URL, TelemetryStore
 
@@ -34,9 +38,11 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
                  registry_root: str | None = None, manifests: list[str] | None = None,
                  per_device: bool = True, false_alarms: float | None = None, window_s: float | None = None,
                  recent_windows: int | None = None, recovery_windows: int | None = None) -> dict[str, Any]:
-    """Judge drift at every check point of recent telemetry, sum health; publish artifacts; raise episode events.
+    """Judge drift at every check point of recent telemetry, sum health, estimate performance without labels;
+    publish artifacts; raise episode events.
 
-    Unset parameters take edgeops.yaml's ``monitor`` section (docs/monitoring.md), else the defaults below.
+    Unset parameters take edgeops.yaml's ``monitor`` section (docs/monitoring.md), else the defaults below;
+    performance verdicts always take ``monitor.performance``.
 
     Args:
         db: Telemetry store URL (the ingest's store).
@@ -55,6 +61,7 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
     cfg = load_config()
     thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
                                   recent_windows=recent_windows, recovery_windows=recovery_windows)
+    performance = performance_thresholds(cfg.monitor.performance)
     hours = hours if hours is not None else cfg.monitor.hours
     if manifests:
         references = manifest_references(Path(p) for p in manifests)
@@ -63,7 +70,7 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
     store = TelemetryStore(db)
     try:
         report = run_monitor(store, references, model=model, window=timedelta(hours=hours), per_device=per_device,
-                             thresholds=thresholds)
+                             thresholds=thresholds, performance=performance)
         events = episode_events(store, report)
     finally:
         store.close()
@@ -72,12 +79,17 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
     create_markdown_artifact(key="edgeops-drift-report", markdown=drift_markdown(report),
                              description="Drift (two-sample chi-square per check point; PSI, JS) and health "
                              "per model version")
+    create_markdown_artifact(key="edgeops-performance", markdown=performance_markdown(report),
+                             description="Performance estimated without labels (CBPE / DLE), with intervals, "
+                             "against each release's test metrics")
     for spec in events:
         emit_to_prefect(spec)
         logger.warning("%s: %s", spec.event, spec.resource["prefect.resource.id"])
     summary = {"scopes": len(report.scopes), "drift": [f"{s.model}@{s.version}" for s in report.fleet
                                                         if s.verdict == "drift"],
-               "events": [s.event for s in events], "unreferenced": report.unreferenced}
+               "events": [s.event for s in events], "unreferenced": report.unreferenced,
+               "performance_degraded": [f"{j.scope.model}@{j.scope.version}" for j in report.performance
+                                        if j.scope.device is None and j.verdict == "degraded"]}
     logger.info("monitor: %s", summary)
     return summary
 

@@ -124,10 +124,30 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class PerformanceConfig:
+    """When the monitor calls a version's performance, estimated without labels, degraded (docs/monitoring.md,
+    "Performance without labels"; performance.PerformanceThresholds has the same fields)."""
+
+    metric: str = "accuracy"
+    """What a classifier is judged on: ``accuracy`` or ``f1`` (regressors: MAE)."""
+    accuracy_tolerance: float = 0.05
+    """Degraded when the estimate's upper bound is below the release's test accuracy minus this."""
+    f1_tolerance: float = 0.05
+    """The same for F1 (``metric: f1``)."""
+    mae_tolerance: float = 0.25
+    """Degraded when the estimate's lower bound is above the release's test MAE times (1 + this)."""
+    min_rows: int = 200
+    """No verdict before this many predictions per version and scope."""
+    confidence: float = 0.95
+    """Level of the estimate's interval."""
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     hours: float = 24.0
     """Telemetry the monitor reads: the last N hours (health sums it; drift judges every check point in it)."""
     drift: DriftConfig = field(default_factory=DriftConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
 
 @dataclass(frozen=True)
@@ -374,9 +394,19 @@ def _check_monitor(monitor: MonitorConfig) -> None:
               "monitor.drift.recovery_windows": (drift.recovery_windows >= 1, "must be at least 1"),
               "monitor.drift.recover_p": (0 < drift.recover_p < 1, "must be between 0 and 1"),
               "monitor.drift.min_expected": (drift.min_expected > 0, "must be positive")}
+    checks.update(_performance_checks(monitor.performance))
     for key, (ok, message) in checks.items():
         if not ok:
             raise ConfigError(key, message)
+
+
+def _performance_checks(perf: PerformanceConfig) -> dict[str, tuple[bool, str]]:
+    return {"monitor.performance.metric": (perf.metric in ("accuracy", "f1"), "must be accuracy or f1"),
+            "monitor.performance.accuracy_tolerance": (0 <= perf.accuracy_tolerance <= 1, "must be between 0 and 1"),
+            "monitor.performance.f1_tolerance": (0 <= perf.f1_tolerance <= 1, "must be between 0 and 1"),
+            "monitor.performance.mae_tolerance": (perf.mae_tolerance >= 0, "must not be negative"),
+            "monitor.performance.min_rows": (perf.min_rows >= 1, "must be at least 1"),
+            "monitor.performance.confidence": (0 < perf.confidence < 1, "must be between 0 and 1")}
 
 
 def _under(base: Path, path: Path) -> Path:
@@ -385,6 +415,6 @@ def _under(base: Path, path: Path) -> Path:
 
 __all__ = [
     "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "DriftConfig",
-    "ExportConfig", "GateConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "ProjectConfig", "RegistryConfig",
-    "SplitConfig", "config_sha256", "config_to_dict", "import_estimator", "load_config",
+    "ExportConfig", "GateConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "PerformanceConfig", "ProjectConfig",
+    "RegistryConfig", "SplitConfig", "config_sha256", "config_to_dict", "import_estimator", "load_config",
 ]

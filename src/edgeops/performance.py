@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -105,11 +105,19 @@ def hit_rates(cells: ScoreCells) -> HitRates:
     pooled_mean = np.where(pooled_rows > 0, (rows * mean).sum(axis=0) / np.maximum(pooled_rows, 1),
                            mean.mean(axis=0))
     pool = (pooled_hits + PRIOR_ROWS * pooled_mean) / (pooled_rows + PRIOR_ROWS)
-    pool_variance = pool * (1 - pool) / (pooled_rows + PRIOR_ROWS + 1)
+    pool_variance = _beta_variance(pooled_hits + PRIOR_ROWS * pooled_mean, pooled_rows + PRIOR_ROWS)
     rate = (hits + CLASS_PRIOR_ROWS * pool) / (rows + CLASS_PRIOR_ROWS)
     weight = CLASS_PRIOR_ROWS / (rows + CLASS_PRIOR_ROWS)
-    variance = rate * (1 - rate) / (rows + CLASS_PRIOR_ROWS + 1) + weight ** 2 * pool_variance
+    variance = _beta_variance(hits + CLASS_PRIOR_ROWS * pool, rows + CLASS_PRIOR_ROWS) + weight ** 2 * pool_variance
     return HitRates(rate, variance, weight, pool_variance)
+
+
+def _beta_variance(hits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The variance of a hit rate seen ``hits`` times in ``rows``, with half a hit and half a miss added (Jeffreys):
+    without them 20 hits in 20 rows would claim a hit rate of 1 known to within 0.5 %, when 0.9 is quite
+    consistent with it (it gives 20 of 20 one time in eight)."""
+    smoothed = (hits + 0.5) / (rows + 1)
+    return smoothed * (1 - smoothed) / (rows + 2)
 
 
 # --- estimators -----------------------------------------------------------------------------------------------
@@ -255,5 +263,78 @@ def _scope_estimate(model: str, version: int, device: str | None, total: _Sums, 
     return ScopeEstimate(model, version, device, total.windows, estimates, reason)
 
 
-__all__ = ["CONFIDENCE", "Estimate", "HitRates", "ScopeEstimate", "estimate_classifier", "estimate_performance",
-           "estimate_regressor", "hit_rates"]
+# --- the verdict ----------------------------------------------------------------------------------------------
+PerformanceVerdict = Literal["ok", "degraded", "insufficient_data"]
+
+
+@dataclass(frozen=True)
+class PerformanceThresholds:
+    """When an estimate is called degraded: its whole interval below the release's own test metric minus a
+    tolerance (accuracy, F1) or above its test MAE times (1 + tolerance), and only on ``min_rows`` predictions.
+    The interval, not the point estimate, decides, so a thin scope is not called degraded on noise."""
+
+    metric: str = "accuracy"
+    accuracy_tolerance: float = 0.05
+    f1_tolerance: float = 0.05
+    mae_tolerance: float = 0.25
+    min_rows: int = 200
+    confidence: float = CONFIDENCE
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("accuracy", "f1"):
+            raise ValueError("metric must be accuracy or f1")
+        if self.min_rows < 1 or not 0 < self.confidence < 1:
+            raise ValueError("min_rows must be at least 1 and confidence between 0 and 1")
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One scope's estimates, the one judged, and the verdict with its reason and threshold."""
+
+    scope: ScopeEstimate
+    verdict: PerformanceVerdict
+    estimate: Estimate | None = None
+    threshold: float | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.scope.to_dict(), "verdict": self.verdict, "judged": None if self.estimate is None
+                else self.estimate.metric, "threshold": self.threshold, "reason": self.reason}
+
+
+def judge_estimate(scope: ScopeEstimate, thresholds: PerformanceThresholds) -> Judged:
+    """The verdict on one scope's estimate against the release's own test metric (module docstring)."""
+    regression = scope.get("mae") is not None
+    metric = "mae" if regression else thresholds.metric
+    estimate = scope.get(metric)
+    if estimate is None:
+        return Judged(scope, "insufficient_data", reason=scope.reason or f"no {metric} estimate")
+    if estimate.rows < thresholds.min_rows:
+        return Judged(scope, "insufficient_data", estimate,
+                      reason=f"{estimate.rows} < {thresholds.min_rows} predictions")
+    if estimate.reference is None:
+        return Judged(scope, "insufficient_data", estimate, reason=f"the release has no test {metric} to compare")
+    if regression:
+        threshold = estimate.reference * (1 + thresholds.mae_tolerance)
+        if estimate.low > threshold:
+            return Judged(scope, "degraded", estimate, threshold,
+                          f"estimated MAE {estimate.value:.3g} (at least {estimate.low:.3g}) > {threshold:.3g}")
+        return Judged(scope, "ok", estimate, threshold)
+    tolerance = thresholds.accuracy_tolerance if metric == "accuracy" else thresholds.f1_tolerance
+    threshold = estimate.reference - tolerance
+    if estimate.high < threshold:
+        return Judged(scope, "degraded", estimate, threshold,
+                      f"estimated {metric} {estimate.value:.3f} (at most {estimate.high:.3f}) < {threshold:.3f}")
+    return Judged(scope, "ok", estimate, threshold)
+
+
+def judge_performance(windows: Iterable[TelemetryWindow], references: Callable[[str, int], Any],
+                      thresholds: PerformanceThresholds, *, per_device: bool = True) -> list[Judged]:
+    return [judge_estimate(scope, thresholds)
+            for scope in estimate_performance(windows, references, per_device=per_device,
+                                              confidence=thresholds.confidence)]
+
+
+__all__ = ["CONFIDENCE", "Estimate", "HitRates", "Judged", "PerformanceThresholds", "PerformanceVerdict",
+           "ScopeEstimate", "estimate_classifier", "estimate_performance", "estimate_regressor", "hit_rates",
+           "judge_estimate", "judge_performance"]

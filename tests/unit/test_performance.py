@@ -12,7 +12,16 @@ from releases import build_release, new_key
 from edge_agent.protocol import Counts, ErrorCalibration, ScoreCounts, TelemetryWindow
 from edge_agent.scoring import score_cells
 from edgeops.calibration import error_calibration, score_calibration
-from edgeops.performance import estimate_classifier, estimate_performance, estimate_regressor, hit_rates
+from edgeops.performance import (
+    Estimate,
+    PerformanceThresholds,
+    ScopeEstimate,
+    estimate_classifier,
+    estimate_performance,
+    estimate_regressor,
+    hit_rates,
+    judge_estimate,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -184,3 +193,32 @@ def test_a_regressor_scope_is_estimated_from_its_prediction_counts() -> None:
     (scope,) = estimate_performance([window("a", 1, None, counts)], lambda m, v: manifest, per_device=False)
     (mae,) = scope.estimates
     assert mae.metric == "mae" and mae.rows == 10 * size + 3 and mae.low <= mae.value <= mae.high
+
+
+def scope_with(*estimates: Estimate, reason: str | None = None) -> ScopeEstimate:
+    return ScopeEstimate("churn", 2, None, 5, estimates, reason)
+
+
+@pytest.mark.parametrize(("estimates", "verdict", "why"), [
+    ((Estimate("accuracy", 0.70, 0.66, 0.74, 500, 0.83),), "degraded", "at most 0.740) < 0.780"),
+    ((Estimate("accuracy", 0.76, 0.72, 0.80, 500, 0.83),), "ok", ""),      # the interval reaches the threshold
+    ((Estimate("accuracy", 0.50, 0.20, 0.70, 150, 0.83),), "insufficient_data", "150 < 200 predictions"),
+    ((Estimate("accuracy", 0.50, 0.45, 0.55, 500, None),), "insufficient_data", "no test accuracy"),
+    ((), "insufficient_data", "not available"),
+    ((Estimate("mae", 2.0, 1.6, 2.4, 500, 1.2),), "degraded", "> 1.5"),
+    ((Estimate("mae", 2.0, 1.4, 2.6, 500, 1.2),), "ok", ""),
+])
+def test_the_verdict_is_the_interval_against_the_release_s_test_metric(estimates: tuple[Estimate, ...], verdict: str,
+                                                                     why: str) -> None:
+    judged = judge_estimate(scope_with(*estimates, reason="the release ... not available" if not estimates else None),
+                            PerformanceThresholds())
+    assert judged.verdict == verdict and why in judged.reason
+
+
+def test_f1_can_be_the_judged_metric() -> None:
+    scope = scope_with(Estimate("accuracy", 0.9, 0.88, 0.92, 900, 0.9), Estimate("f1", 0.4, 0.3, 0.5, 900, 0.7))
+    assert judge_estimate(scope, PerformanceThresholds()).verdict == "ok"
+    judged = judge_estimate(scope, PerformanceThresholds(metric="f1", f1_tolerance=0.1))
+    assert judged.verdict == "degraded" and judged.threshold == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        PerformanceThresholds(metric="auc")

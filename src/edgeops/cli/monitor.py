@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from ..drift import PREDICTION, HealthThresholds, ScopeReport
-from ..telemetry.monitor import drift_thresholds, manifest_references, registry_references, run_monitor
+from ..telemetry.monitor import (
+    drift_thresholds,
+    manifest_references,
+    performance_thresholds,
+    registry_references,
+    run_monitor,
+)
+from ..telemetry.performance_report import performance_line
 from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
 from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 
@@ -23,6 +30,7 @@ def monitor() -> None:
 class FailOn(StrEnum):
     drift = "drift"
     degraded = "degraded"
+    performance = "performance"
 
 
 @app.command("run")
@@ -44,23 +52,26 @@ def run(
     recovery_windows: Annotated[int | None, typer.Option(
         help="A drift episode ends after N quiet check points in a row [default: 10].")] = None,
     fail_on: Annotated[list[FailOn] | None, typer.Option(
-        help="Exit 1 when a fleet-wide scope is in this state (repeatable): drift, degraded.")] = None,
+        help="Exit 1 when a fleet-wide scope is in this state (repeatable): drift, degraded (health), performance "
+             "(estimated performance degraded).")] = None,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Judge every check point of the stored telemetry against each release's reference (two-sample chi-square,
-    false alarms budgeted per month; PSI and JS as effect sizes) and check health. Defaults come from
-    edgeops.yaml ``monitor``; options override them."""
+    false alarms budgeted per month; PSI and JS as effect sizes), check health, and estimate performance without
+    labels (edgeops.yaml ``monitor.performance``). Defaults come from edgeops.yaml ``monitor``; options override
+    them."""
     cfg = load_project_config(config)
     with user_errors():
         thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
                                       recent_windows=recent_windows, recovery_windows=recovery_windows)
+        performance = performance_thresholds(cfg.monitor.performance)
         span = hours if hours is not None else cfg.monitor.hours
         references = manifest_references(manifest) if manifest else registry_references(cfg.registry.root)
         store = TelemetryStore(db)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
-                                 thresholds=thresholds)
+                                 thresholds=thresholds, performance=performance)
         finally:
             store.close()
     if json_out:
@@ -70,16 +81,20 @@ def run(
             typer.echo(f"no telemetry with a known reference in the last {span:g} h")
         for scope in report.scopes:
             typer.echo(scope_line(scope))
+        for judged in report.performance:
+            typer.echo(performance_line(judged))
         for ref in report.unreferenced:
             typer.echo(f"{ref}: telemetry but no manifest (not in the registry; pass --manifest)", err=True)
         series = max((len(s.features) + (s.prediction is not None) for s in report.scopes), default=1)
         typer.echo(f"thresholds: last {span:g} h; drift: {thresholds.describe(series)}; "
                    f"health: error rate > {HealthThresholds().max_error_rate:.0%}")
     wanted = {f.value for f in fail_on or []}
-    failing = [s for s in report.fleet if ("drift" in wanted and s.verdict == "drift")
+    failing = [f"{s.model}@{s.version}" for s in report.fleet if ("drift" in wanted and s.verdict == "drift")
                or ("degraded" in wanted and s.health.verdict == "degraded")]
+    failing += [f"{j.scope.model}@{j.scope.version} (estimated performance)" for j in report.performance
+                if "performance" in wanted and j.scope.device is None and j.verdict == "degraded"]
     if failing:
-        typer.echo("failing (--fail-on): " + ", ".join(f"{s.model}@{s.version}" for s in failing), err=True)
+        typer.echo("failing (--fail-on): " + ", ".join(failing), err=True)
         raise typer.Exit(1)
 
 

@@ -1,4 +1,5 @@
-"""One monitoring pass: stored windows + the releases' reference bins → drift and health per model and device.
+"""One monitoring pass: stored windows + the releases' reference bins → drift and health per model and device,
+and performance estimated without labels (edgeops.performance) with its verdict.
 
 Plain functions (no Prefect): ``edgeops monitor run`` prints the result and ``flows/monitor.py`` turns it into
 artifacts and events. References come from a ``ReferenceSource`` — the registry in production (every window
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow, parse_manifest
-from edgeops.config import DriftConfig
+from edgeops.config import DriftConfig, PerformanceConfig
 from edgeops.drift import (
     PREDICTION,
     HealthThresholds,
@@ -34,7 +35,8 @@ from edgeops.drift import (
 )
 from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
 from edgeops.errors import ConfigError, EdgeopsError
-from edgeops.telemetry.events import EventSpec, drift_event, health_event
+from edgeops.performance import Judged, PerformanceThresholds, judge_performance
+from edgeops.telemetry.events import EventSpec, drift_event, health_event, performance_event
 from edgeops.telemetry.store import TelemetryStore
 
 ReferenceSource = Callable[[str, int], ReleaseManifest | None]
@@ -73,6 +75,8 @@ class MonitorReport:
     devices: list[dict[str, Any]]
     unreferenced: list[str] = field(default_factory=list)   # "model@version" with windows but no manifest
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    performance: list[Judged] = field(default_factory=list)   # estimated without labels, per scope
+    performance_thresholds: PerformanceThresholds = field(default_factory=PerformanceThresholds)
 
     @property
     def fleet(self) -> list[ScopeReport]:
@@ -82,6 +86,7 @@ class MonitorReport:
         return {"generated": self.generated.isoformat(), "since": self.since.isoformat(),
                 "scopes": [s.to_dict() for s in self.scopes], "unreferenced": self.unreferenced,
                 "thresholds": dict(self.thresholds.__dict__),
+                "performance": [j.to_dict() for j in self.performance],
                 "devices": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()
                              if k != "reported"} for d in self.devices]}
 
@@ -96,11 +101,22 @@ def drift_thresholds(config: DriftConfig, **overrides: float | int | None) -> Dr
         raise ConfigError("monitor.drift", str(exc)) from exc
 
 
+def performance_thresholds(config: PerformanceConfig, **overrides: float | int | str | None) -> PerformanceThresholds:
+    """The thresholds of ``config`` (edgeops.yaml ``monitor.performance``) with the overrides that are not None."""
+    values = {**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return PerformanceThresholds(**values)
+    except ValueError as exc:
+        raise ConfigError("monitor.performance", str(exc)) from exc
+
+
 def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: str | None = None,
                 window: timedelta = timedelta(hours=24), now: datetime | None = None, per_device: bool = True,
-                thresholds: DriftThresholds | None = None, health: HealthThresholds | None = None) -> MonitorReport:
+                thresholds: DriftThresholds | None = None, health: HealthThresholds | None = None,
+                performance: PerformanceThresholds | None = None) -> MonitorReport:
     """Drift check points (drift_checks) and health over the ``window`` ending ``now``, fleet-wide and (optionally)
-    per device. Health sums the whole window; drift judges every check point in it."""
+    per device. Health sums the whole window; drift judges every check point in it; performance is estimated
+    from the score counts (or prediction counts) of the whole window."""
     now = now or datetime.now(UTC)
     thresholds, health = thresholds or DriftThresholds(), health or HealthThresholds()
     since = now - window
@@ -119,7 +135,10 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
             continue
         scopes.append(judge_scope(total, slots.get((name, version, device), {}), manifest, device, thresholds,
                                   health))
-    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds)
+    performance = performance or PerformanceThresholds()
+    judged = judge_performance(windows, references, performance, per_device=per_device)
+    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds,
+                         performance=judged, performance_thresholds=performance)
 
 
 Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector
@@ -201,6 +220,22 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
                       "latency_p95_ms": health.latency_p95_ms, "accuracy": health.accuracy, "mae": health.mae}
             if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
                 events.append(health_event(scope.model, scope.version, scope.device, detail))
+    return events + performance_events(store, report)
+
+
+def performance_events(store: TelemetryStore, report: MonitorReport) -> list[EventSpec]:
+    """``edgeops.performance.degraded`` once per episode: when a scope's estimate turns ``degraded``; the episode
+    closes when it is ``ok`` again (``insufficient_data`` leaves it as it is), like health."""
+    events = []
+    for judged in report.performance:
+        if judged.verdict == "insufficient_data" or judged.estimate is None:
+            continue
+        scope, estimate = judged.scope, judged.estimate
+        detail = {"scope": scope.device or "fleet", "windows": scope.windows, "source": "estimate",
+                  **estimate.to_dict(), "threshold": judged.threshold, "reason": judged.reason}
+        if store.set_episode("performance", scope.model, scope.version, scope.device or "*",
+                             judged.verdict == "degraded", detail):
+            events.append(performance_event(scope.model, scope.version, scope.device, detail))
     return events
 
 
