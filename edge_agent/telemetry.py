@@ -156,8 +156,9 @@ class _Window:
                     scored: list[tuple[float, ...]], scored_blocks: list[np.ndarray]) -> None:
         with self.binning:
             if scored or scored_blocks:  # one pass over everything pending: numpy's cost is per call
-                matrices = [np.array(scored, dtype=np.float64)] if scored else []
-                self.scores += score_cells(np.concatenate([*matrices, *scored_blocks]), self.score_bins)
+                matrices = [*([np.array(scored, dtype=np.float64)] if scored else []), *scored_blocks]
+                pending = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+                self.scores += score_cells(pending, self.score_bins)
             if rows or blocks:
                 columns = [list(column) for column in zip(*rows, strict=True)] if rows \
                     else [[] for _ in self.features]
