@@ -12,9 +12,10 @@ A cell's hit rate is shrunk, because the holdout is small and most cells are thi
 classes in that bin are pooled and pulled toward their mean probability (worth ``PRIOR_ROWS`` held-out rows:
 a calibrated model's probability is its hit rate), then each class's cell is pulled toward the pool (worth
 ``CLASS_PRIOR_ROWS`` rows). The interval adds two variances: the realized count is a sum of Bernoulli trials
-(Poisson-binomial: Σ q(1 − q) over rows), and every cell's hit rate is itself an estimate from few rows (its
-Beta posterior variance, shared by all rows in the cell, so it does not shrink with traffic). F1's interval is
-the delta method on the same two.
+(Poisson-binomial: Σ q(1 − q) over rows), and every cell's hit rate is itself an estimate from few rows (a Beta
+variance with half a hit and half a miss added, shared by all rows in the cell, so it does not shrink with
+traffic). F1's interval is the delta method on the same two. Neither covers what the bins cannot see: traffic
+whose probabilities move within a bin.
 
 Regressors. Per prediction bin (plus underflow and overflow) the holdout's mean absolute error, shrunk toward
 the overall one (``PRIOR_ROWS_ERRORS`` rows); MAE is their mean weighted by the live counts, its variance the
