@@ -15,9 +15,9 @@ from typing import Any
 RETRAIN_TRIGGER: dict[str, Any] = {
     "type": "event",
     "enabled": True,
-    "description": "One retrain per drift episode of a model.",
+    "description": "One retrain per drift or degraded-performance episode of a model.",
     "match": {"prefect.resource.id": "edgeops.model.*"},
-    "expect": ["edgeops.drift.detected"],
+    "expect": ["edgeops.drift.detected", "edgeops.performance.degraded"],
     "for_each": ["prefect.resource.id"],
     "posture": "Reactive",
     "threshold": 1,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ from edge_agent.protocol import (
     ScoreCells,
     TelemetryWindow,
 )
+from edgeops.drift import parse_ts
 
 PRIOR_ROWS = 1.0
 CLASS_PRIOR_ROWS = 10.0
@@ -85,6 +87,9 @@ class ScopeEstimate:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version, "device": self.device, "windows": self.windows,
                 "estimates": [e.to_dict() for e in self.estimates], "reason": self.reason}
+
+
+TrendPoint = tuple[str, ScopeEstimate]   # (the slot's start, UTC ISO; the fleet's estimate in it)
 
 
 # --- the calibration tables -----------------------------------------------------------------------------------
@@ -264,6 +269,22 @@ def _scope_estimate(model: str, version: int, device: str | None, total: _Sums, 
     return ScopeEstimate(model, version, device, total.windows, estimates, reason)
 
 
+def estimate_trend(windows: Iterable[TelemetryWindow], references: Callable[[str, int], Any], *,
+                   slot_s: float = 3600.0, confidence: float = CONFIDENCE) -> dict[tuple[str, int], list[TrendPoint]]:
+    """Fleet-wide estimates per model version and time slot (windows grouped by the ``slot_s`` slot their end
+    falls in), oldest first: the series a chart of estimated performance over time draws."""
+    slots: dict[float, list[TelemetryWindow]] = {}
+    for w in windows:
+        end = parse_ts(w.end).timestamp()
+        slots.setdefault(end - end % slot_s, []).append(w)
+    out: dict[tuple[str, int], list[TrendPoint]] = {}
+    for start in sorted(slots):
+        slot = datetime.fromtimestamp(start, UTC).isoformat()
+        for scope in estimate_performance(slots[start], references, per_device=False, confidence=confidence):
+            out.setdefault((scope.model, scope.version), []).append((slot, scope))
+    return out
+
+
 # --- the verdict ----------------------------------------------------------------------------------------------
 PerformanceVerdict = Literal["ok", "degraded", "insufficient_data"]
 
@@ -337,5 +358,5 @@ def judge_performance(windows: Iterable[TelemetryWindow], references: Callable[[
 
 
 __all__ = ["CONFIDENCE", "Estimate", "HitRates", "Judged", "PerformanceThresholds", "PerformanceVerdict",
-           "ScopeEstimate", "estimate_classifier", "estimate_performance", "estimate_regressor", "hit_rates",
-           "judge_estimate", "judge_performance"]
+           "ScopeEstimate", "TrendPoint", "estimate_classifier", "estimate_performance", "estimate_regressor",
+           "estimate_trend", "hit_rates", "judge_estimate", "judge_performance"]

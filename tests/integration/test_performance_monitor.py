@@ -88,6 +88,7 @@ def test_the_flow_publishes_the_estimate_and_raises_one_event_per_episode(store:
     report = run_monitor(store, manifest_references([manifest_path]))
     markdown = performance_markdown(report)
     assert "| churn@5 | accuracy |" in markdown and "| unsure | churn@5 | accuracy |" in markdown
+    assert "## churn@5 per hour" in markdown and "| predictions |" in markdown
     with prefect_test_harness():
         summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
         again = monitor_flow(db=store.url, manifests=[str(manifest_path)])

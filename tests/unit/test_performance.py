@@ -19,6 +19,7 @@ from edgeops.performance import (
     estimate_classifier,
     estimate_performance,
     estimate_regressor,
+    estimate_trend,
     hit_rates,
     judge_estimate,
 )
@@ -222,3 +223,25 @@ def test_f1_can_be_the_judged_metric() -> None:
     assert judged.verdict == "degraded" and judged.threshold == pytest.approx(0.6)
     with pytest.raises(ValueError):
         PerformanceThresholds(metric="auc")
+
+
+def test_the_trend_is_one_fleet_estimate_per_version_and_hour() -> None:
+    manifest = build_release("churn", 2, new_key(), calibrated=True).manifest
+    rng = np.random.default_rng(9)
+
+    def at(device: str, hour: int, p_one: np.ndarray) -> TelemetryWindow:
+        predicted, other = counted(np.column_stack([1 - p_one, p_one]))
+        scores = ScoreCounts(tuple(map(tuple, predicted.astype(int).tolist())),
+                             tuple(map(tuple, other.astype(int).tolist())), BINS)
+        end = f"2026-01-01T{hour:02d}:30:00Z"
+        return TelemetryWindow(device=device, seq=hour, model="churn", version=2, start=end, end=end, count=100,
+                               scores=scores)
+
+    windows = [at("a", 1, rng.choice([0.02, 0.98], 100)), at("b", 1, rng.choice([0.02, 0.98], 100)),
+               at("a", 2, rng.uniform(0.4, 0.6, 100))]
+    trend = estimate_trend(windows, lambda m, v: manifest)
+    (slots,) = trend.values()
+    assert [slot for slot, _ in slots] == ["2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00"]
+    first, second = (scope.get("accuracy") for _, scope in slots)
+    assert first is not None and second is not None
+    assert first.rows == 200 and second.rows == 100 and first.value > 0.9 > 0.7 > second.value

@@ -35,7 +35,7 @@ from edgeops.drift import (
 )
 from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
 from edgeops.errors import ConfigError, EdgeopsError
-from edgeops.performance import Judged, PerformanceThresholds, judge_performance
+from edgeops.performance import Judged, PerformanceThresholds, TrendPoint, estimate_trend, judge_performance
 from edgeops.telemetry.events import EventSpec, drift_event, health_event, performance_event
 from edgeops.telemetry.store import TelemetryStore
 
@@ -77,6 +77,7 @@ class MonitorReport:
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
     performance: list[Judged] = field(default_factory=list)   # estimated without labels, per scope
     performance_thresholds: PerformanceThresholds = field(default_factory=PerformanceThresholds)
+    performance_trend: dict[tuple[str, int], list[TrendPoint]] = field(default_factory=dict)   # fleet, per hour
 
     @property
     def fleet(self) -> list[ScopeReport]:
@@ -87,6 +88,9 @@ class MonitorReport:
                 "scopes": [s.to_dict() for s in self.scopes], "unreferenced": self.unreferenced,
                 "thresholds": dict(self.thresholds.__dict__),
                 "performance": [j.to_dict() for j in self.performance],
+                "performance_trend": [{"model": m, "version": v, "slot": slot, **e.to_dict()}
+                                      for (m, v), points in self.performance_trend.items()
+                                      for slot, scope in points for e in scope.estimates],
                 "devices": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()
                              if k != "reported"} for d in self.devices]}
 
@@ -137,8 +141,9 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
                                   health))
     performance = performance or PerformanceThresholds()
     judged = judge_performance(windows, references, performance, per_device=per_device)
+    trend = estimate_trend(windows, references, confidence=performance.confidence)
     return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds,
-                         performance=judged, performance_thresholds=performance)
+                         performance=judged, performance_thresholds=performance, performance_trend=trend)
 
 
 Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector

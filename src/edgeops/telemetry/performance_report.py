@@ -3,7 +3,7 @@ one line per scope for ``edgeops monitor run``. Kept apart from report.py (drift
 
 from __future__ import annotations
 
-from edgeops.performance import Judged
+from edgeops.performance import Judged, TrendPoint
 from edgeops.telemetry.monitor import MonitorReport
 
 ASSUMPTIONS = ("Estimated from the predicted probabilities devices count (no labels), read with the calibration "
@@ -40,6 +40,8 @@ def performance_markdown(report: MonitorReport) -> str:
               "predictions | verdict |", "|---|---|---|---|---|---|---|---|"]
     for judged in fleet:
         lines.append(_row(judged))
+    for (model, version), points in sorted(report.performance_trend.items()):
+        lines += _trend(f"{model}@{version}", points, report.performance_thresholds.metric, level)
     devices = [j for j in report.performance if j.scope.device is not None and j.verdict == "degraded"]
     if devices:
         lines += ["", "## Devices whose estimate is degraded", "", "| device | release | metric | estimate | "
@@ -48,6 +50,17 @@ def performance_markdown(report: MonitorReport) -> str:
                   f"{j.estimate.value:.3f} | {j.estimate.low:.3f}–{j.estimate.high:.3f} |"
                   for j in devices if j.estimate is not None]
     return "\n".join(lines)
+
+
+def _trend(release: str, points: list[TrendPoint], metric: str, level: float, last: int = 24) -> list[str]:
+    """The fleet's estimate per hour (the latest ``last`` hours with an estimate), oldest first."""
+    shown = [(slot, e) for slot, scope in points[-last:] if (e := scope.get(metric) or scope.get("mae")) is not None]
+    if not shown:
+        return []
+    lines = ["", f"## {release} per hour", "", f"| hour (UTC) | estimated {shown[0][1].metric} | {level:.0%} interval "
+             "| predictions |", "|---|---|---|---|"]
+    return lines + [f"| {slot[:16].replace('T', ' ')} | {e.value:.3g} | {e.low:.3g}–{e.high:.3g} | {e.rows:,} |"
+                    for slot, e in shown]
 
 
 def _row(judged: Judged) -> str:
