@@ -3,12 +3,12 @@
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from releases import build_release, new_key
 
 from edge_agent.protocol import (
     ErrorCalibration,
@@ -19,9 +19,6 @@ from edge_agent.protocol import (
     score_bin,
 )
 from edgeops.calibration import score_bin_indices
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from releases import build_release, new_key  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
