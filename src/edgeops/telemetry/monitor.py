@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow, parse_manifest
-from edgeops.config import DriftConfig
+from edgeops.config import DriftConfig, LabelsConfig
 from edgeops.drift import (
     PREDICTION,
     HealthThresholds,
@@ -34,6 +34,7 @@ from edgeops.drift import (
 )
 from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
 from edgeops.errors import ConfigError, EdgeopsError
+from edgeops.realized import LabelTotals, RealizedThresholds, judge_realized
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
 from edgeops.telemetry.store import TelemetryStore
 
@@ -73,6 +74,8 @@ class MonitorReport:
     devices: list[dict[str, Any]]
     unreferenced: list[str] = field(default_factory=list)   # "model@version" with windows but no manifest
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    realized: RealizedThresholds = field(default_factory=RealizedThresholds)
+    labels_since: datetime | None = None   # labels count for predictions made since then
 
     @property
     def fleet(self) -> list[ScopeReport]:
@@ -81,7 +84,8 @@ class MonitorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"generated": self.generated.isoformat(), "since": self.since.isoformat(),
                 "scopes": [s.to_dict() for s in self.scopes], "unreferenced": self.unreferenced,
-                "thresholds": dict(self.thresholds.__dict__),
+                "thresholds": dict(self.thresholds.__dict__), "realized": dict(self.realized.__dict__),
+                "labels_since": None if self.labels_since is None else self.labels_since.isoformat(),
                 "devices": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()
                              if k != "reported"} for d in self.devices]}
 
@@ -96,30 +100,50 @@ def drift_thresholds(config: DriftConfig, **overrides: float | int | None) -> Dr
         raise ConfigError("monitor.drift", str(exc)) from exc
 
 
+def realized_thresholds(config: LabelsConfig, **overrides: float | int | None) -> RealizedThresholds:
+    """The thresholds of ``config`` (edgeops.yaml ``monitor.labels``) with the overrides that are not None."""
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k != "hours"}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RealizedThresholds(**values)
+    except ValueError as exc:
+        raise ConfigError("monitor.labels", str(exc)) from exc
+
+
 def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: str | None = None,
                 window: timedelta = timedelta(hours=24), now: datetime | None = None, per_device: bool = True,
-                thresholds: DriftThresholds | None = None, health: HealthThresholds | None = None) -> MonitorReport:
+                thresholds: DriftThresholds | None = None, health: HealthThresholds | None = None,
+                realized: RealizedThresholds | None = None, label_window: timedelta | None = None) -> MonitorReport:
     """Drift check points (drift_checks) and health over the ``window`` ending ``now``, fleet-wide and (optionally)
-    per device. Health sums the whole window; drift judges every check point in it."""
+    per device. Health sums the whole window; drift judges every check point in it. Realized performance counts
+    the labels of predictions made in ``label_window`` (default: ``window``) ending ``now``, credited to the
+    version and device that made them (credits.py), plus the labels of older agents' windows (counted as they
+    arrived, as those windows mean); a version with labels but no recent windows is judged on its labels."""
     now = now or datetime.now(UTC)
     thresholds, health = thresholds or DriftThresholds(), health or HealthThresholds()
+    realized = realized or RealizedThresholds()
     since = now - window
+    labels_since = now - (label_window or window)
     windows = store.windows(model=model, since=since)
     totals = sum_windows(windows)
+    labels = store.label_totals(since=labels_since, model=model)
+    for key, total in totals.items():
+        labels.setdefault(key, LabelTotals()).add_feedback(total.feedback)
     slots = slot_counts(windows, thresholds.window_s)
     scopes: list[ScopeReport] = []
     unreferenced: set[str] = set()
-    for (name, version, device), total in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                                 kv[0][2] or "")):
+    for name, version, device in sorted({*totals, *labels}, key=lambda k: (k[0], k[1], k[2] or "")):
         if device is not None and not per_device:
             continue
         manifest = references(name, version)
         if manifest is None:
             unreferenced.add(f"{name}@{version}")
             continue
-        scopes.append(judge_scope(total, slots.get((name, version, device), {}), manifest, device, thresholds,
-                                  health))
-    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds)
+        key = (name, version, device)
+        scopes.append(judge_scope(totals.get(key) or WindowTotals(name, version), slots.get(key, {}), manifest,
+                                  device, thresholds, health, labels.get(key), realized))
+    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds, realized,
+                         labels_since)
 
 
 Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector
@@ -148,11 +172,19 @@ def slot_counts(windows: Iterable[TelemetryWindow], window_s: float) -> dict[Sco
 
 
 def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, device: str | None,
-                thresholds: DriftThresholds, health: HealthThresholds) -> ScopeReport:
-    """Every check point of one scope, the episode replayed over them, and the latest pooled statistics."""
+                thresholds: DriftThresholds, health: HealthThresholds, labels: LabelTotals | None = None,
+                realized: RealizedThresholds | None = None) -> ScopeReport:
+    """Every check point of one scope, the episode replayed over them, the latest pooled statistics, and health
+    with realized performance judged on ``labels`` against the release's own test metrics."""
     refs = {col: ref.counts.vector() for col, ref in sorted(manifest.reference.items())}
     if manifest.prediction_reference is not None:
         refs[PREDICTION] = manifest.prediction_reference.counts.vector()
+    performance = judge_realized(labels or LabelTotals(), manifest.outputs.task, manifest.metrics,
+                                 realized or RealizedThresholds())
+    if not slots:   # labels of a version without windows in the span: no drift to judge
+        nothing = Timeline((), (), (), False, None, (), thresholds.alpha(len(refs)))
+        return ScopeReport(total.model, total.version, device, 0, 0, (), None,
+                           assess_health(total, health, performance), nothing)
     times = sorted(slots)
     counts = {col: np.array([_vector(slots[t].get(col), len(ref)) for t in times], dtype=np.int64).reshape(
         len(times), len(ref)) for col, ref in refs.items()}
@@ -174,7 +206,7 @@ def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, de
     features = tuple(r for r in results if r.name != PREDICTION)
     prediction = next((r for r in results if r.name == PREDICTION), None)
     return ScopeReport(total.model, total.version, device, total.windows, len(total.devices), features, prediction,
-                       assess_health(total, health), timeline)
+                       assess_health(total, health, performance), timeline)
 
 
 def _vector(vec: np.ndarray | None, size: int) -> np.ndarray:
@@ -198,7 +230,8 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
         health = scope.health
         if health.verdict != "insufficient_data":
             detail = {**base, "reason": health.reason, "error_rate": health.error_rate,
-                      "latency_p95_ms": health.latency_p95_ms, "accuracy": health.accuracy, "mae": health.mae}
+                      "latency_p95_ms": health.latency_p95_ms, "accuracy": health.accuracy, "mae": health.mae,
+                      "realized": None if health.realized is None else health.realized.to_dict()}
             if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
                 events.append(health_event(scope.model, scope.version, scope.device, detail))
     return events
