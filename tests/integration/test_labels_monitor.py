@@ -51,7 +51,7 @@ def window(device: str, seq: int, version: int, at: datetime, count: int, **fiel
 
 
 def credit(version: int, at: datetime, labelled: int, correct: int) -> object:
-    from edge_agent.protocol import FeedbackCredit   # here, so the other tests also run against older code
+    from edge_agent.protocol import FeedbackCredit  # here, so the other tests also run against older code
 
     return FeedbackCredit("churn", version, iso(at), labelled, correct=correct)
 

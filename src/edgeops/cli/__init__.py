@@ -27,6 +27,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("rollout", "edgeops.cli.rollout"),
     ("telemetry", "edgeops.cli.telemetry"),
     ("monitor", "edgeops.cli.monitor"),
+    ("labels", "edgeops.cli.labels"),
     ("demo", "edgeops.cli.demo:demo"),
 ]
 
