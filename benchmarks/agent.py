@@ -13,6 +13,9 @@ how the rounds are run), then all of them as one table with the machine's load:
      and loading the same model (both in clean venvs)                                          ≤ 1.25×
   6. install size: venv with the wheel (no extras) vs onnxruntime+numpy+paho+cryptography     ≤ 1.1×
   7. bytes on the wire per update (desired + manifest + artifact payloads + topics) vs ONNX    ≤ 1.02×
+  8. the feedback log (answers kept on disk for labels after a restart): Agent.predict and
+     predict_many(100) of an agent that writes it / the same agent keeping answers in memory only,
+     wall and process CPU (the owner thread's writes included)                                ≤ 1.05×
 Two models: "small" (logistic regression, 3 columns, a few KB of ONNX: worst case for overheads) and
 "forest" (random forest on 20 numeric columns, made by the edgeops pipeline: a realistic size).
 Uses the machine's Mosquitto when it answers on 127.0.0.1:1883, else starts one on a free port.
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import serving  # noqa: E402
 from releases import Release, build_release, new_key, public_pem, sign, signed_desired  # noqa: E402
+from rounds import interleaved_cpu, spread  # noqa: E402
 from services import free_port, machine_broker_url, running_mosquitto, wait_port  # noqa: E402
 
 from edge_agent.agent import Agent  # noqa: E402
@@ -162,6 +166,37 @@ def bench_http(tmp: Path, name: str, release: Release, key_path: Path, rounds: i
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+def bench_feedback_log(tmp: Path, release: Release, key_path: Path, broker: str, prefix: str, rounds: int,
+                       calls: int) -> None:
+    """Two agents serving the same release, one without its feedback log (answers in memory only, as before the
+    log existed); both owner threads run, so the log's writes count in the process CPU time."""
+    agents = []
+    for name, log in (("log-off", False), ("log-on", True)):
+        data_dir = tmp / f"agent-{name}"
+        install(data_dir, release)
+        agent = Agent(AgentConfig(device_id=f"bench-{name}", data_dir=data_dir, public_keys=(key_path,),
+                                  broker_url=broker, topic_prefix=prefix))
+        if not log:
+            agent._recent.log = None   # benchmark only: the memory without its log
+        agents.append(agent.start())
+    off, on = agents
+    row, batch = records_for(release.manifest, 1)[0], records_for(release.manifest, 100)
+    try:
+        for label, (wall, cpu) in (
+                ("predict, 1 row", interleaved_cpu(lambda: off.predict(row), lambda: on.predict(row), rounds, calls)),
+                ("predict_many, 100 rows", interleaved_cpu(lambda: off.predict_many(batch),
+                                                           lambda: on.predict_many(batch), rounds,
+                                                           max(calls // 10, 50)))):   # rounds of ~20 ms
+            RESULTS.append(serving.Ratio(f"feedback log on / off: {label}", wall, 1.05,
+                                         detail=f"process CPU {spread(cpu)}"))
+            print(RESULTS[-1].line(), flush=True)
+    finally:
+        for agent in agents:
+            agent.stop()
+    log_bytes = sum(p.stat().st_size for p in (tmp / "agent-log-on" / "feedback").iterdir())
+    print(f"  (feedback log after the runs: {log_bytes / 1024:.0f} KiB for {on._recent.held} answers kept)", flush=True)
 
 
 # 3 + 4. clean venvs: RSS and install size --------------------------------------------------------------
@@ -351,6 +386,7 @@ def main() -> int:
             bench_http(tmp, name, release, key_path, max(args.rounds // 2, 3), args.seconds)
             for result in RESULTS[-2:]:
                 print(result.line(), flush=True)
+        bench_feedback_log(tmp, small, key_path, broker, prefix, args.rounds, args.calls)
         updater = start_agent(tmp, "update", None, key_path, broker, prefix)
         try:
             bench_wire(updater, forest, broker, prefix, "bench-update", key)

@@ -57,7 +57,9 @@ def _scope_section(scope: ScopeReport, thresholds: DriftThresholds) -> list[str]
              "windows)", "",
              f"Health **{h.verdict}**: {h.requests} requests, error rate {_pct(h.error_rate)}, p95 latency "
              f"{_num(h.latency_p95_ms)} ms (window max {_num(h.latency_p95_max_ms)}), accuracy {_num(h.accuracy)}, "
-             f"MAE {_num(h.mae)}" + (f" — {h.reason}" if h.reason else ""), "",
+             f"MAE {_num(h.mae)}" + (f", realized {h.realized.describe()} ({h.realized.verdict})"
+                                     if h.realized is not None and h.realized.value is not None else "")
+             + (f" — {h.reason}" if h.reason else ""), "",
              "Latest check point (last windows pooled):", "",
              "| feature | n | PSI (noise) | JS (noise) | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]
     results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
