@@ -3,7 +3,8 @@
 ``TelemetryRecorder`` accumulates one window (thread-safe: predictions arrive on HTTP threads) and closes it
 every ``interval_s`` or ``max_predictions``, whichever comes first. A window holds counts, errors by kind,
 latency quantiles, per-feature counts on the manifest's reference bins, prediction counts and feedback
-metrics. Raw rows never leave the device: only counts do.
+metrics. Raw rows never leave the device: only counts do. Each answer counted is also kept in the window's
+``AnswerWindow`` for labels that come later, and ``record`` returns the id that names it (feedback.py).
 
 ``TelemetryPump`` (owner thread only) turns closed windows into outbox rows and publishes them, at most
 ``MAX_INFLIGHT`` unacknowledged at a time, in seq order; a row is deleted on PUBACK only (see outbox.py), and not
@@ -196,7 +197,7 @@ class TelemetryRecorder:
         Returns the prediction's id when a feedback memory keeps the answer (the window's head and its row)."""
         key = None if prediction is None else _prediction_key(prediction, self.manifest.outputs.task)
         row = None if record is None else tuple(record.get(col) for col in self._columns)
-        given, at = None, 0
+        kept, at = None, 0
         with self._lock:
             win = self._window
             win.count += 1
@@ -208,14 +209,14 @@ class TelemetryRecorder:
                 win.pending += 1
             if prediction is not None:
                 win.predicted.append(key)
-                given = win.given
-                if given is not None:
-                    at = len(given.answers)
-                    given.answers.append(getattr(prediction, "value" if self._regression else "label", prediction))
+                kept = win.given
+                if kept is not None:
+                    at = len(kept.answers)
+                    kept.answers.append(getattr(prediction, "value" if self._regression else "label", prediction))
             overdue = win.pending >= MAX_PENDING
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
             self.compact()
-        return None if given is None else f"{given.head}{at:x}"
+        return None if kept is None else f"{kept.head}{at:x}"
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
                     inputs: Mapping[str, list[Any]] | None = None) -> tuple[str, int] | None:
@@ -236,14 +237,14 @@ class TelemetryRecorder:
             win.blocks.append(columns)
             win.pending += len(records)
             win.predicted.extend(keys)
-            given = win.given
-            if given is not None:
-                at = len(given.answers)
-                given.answers.extend(answers)
+            kept = win.given
+            at = 0 if kept is None else len(kept.answers)
+            if kept is not None:
+                kept.answers.extend(answers)
             overdue = win.pending >= MAX_PENDING
         if overdue:
             self.compact()
-        return None if given is None else (given.head, at)
+        return None if kept is None else (kept.head, at)
 
     def compact(self) -> None:
         """Bin what is pending into the open window's counts (bounded memory; cheap to call often)."""
