@@ -91,7 +91,7 @@ class FeedbackCredit:
             raise ProtocolError("must be at least 1", field=f"{field}.labelled")
         start = require(obj, "start", str, field)
         try:
-            if datetime.fromisoformat(start).tzinfo is None:
+            if len(start) > 40 or datetime.fromisoformat(start).tzinfo is None:
                 raise ValueError
         except ValueError:
             raise ProtocolError(f"{start[:40]!r} is not an ISO-8601 instant with a zone", field=f"{field}.start") \

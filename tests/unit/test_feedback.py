@@ -176,3 +176,26 @@ def test_a_tally_credits_each_label_to_the_window_of_its_prediction(tmp_path: Pa
         FeedbackCredit("churn", 3, "2027-01-15T08:00:00.000Z", 2, correct=1),
         FeedbackCredit("load", 1, "2027-01-15T08:00:30.000Z", 2, abs_error_sum=2.0, abs_error_sq_sum=2.5),
         FeedbackCredit("churn", 4, "2027-01-15T08:01:00.000Z", 1, correct=1))
+
+
+def test_a_window_with_credits_round_trips_and_bad_credits_are_refused_by_field() -> None:
+    from edge_agent.protocol import TelemetryWindow
+
+    credits = (FeedbackCredit("churn", 2, "2027-01-15T08:00:00.000Z", 3, correct=2),
+               FeedbackCredit("load", 1, "2027-01-15T08:01:00.000Z", 2, abs_error_sum=1.5, abs_error_sq_sum=1.25))
+    window = TelemetryWindow(device="d", seq=1, model="churn", version=3, start="2027-01-15T08:02:00.000Z",
+                             end="2027-01-15T08:03:00.000Z", count=0, feedback={"labelled": 5.0}, feedback_for=credits)
+    assert TelemetryWindow.parse(window.to_bytes()) == window
+    assert "feedback_for" not in TelemetryWindow(**{**window.__dict__, "feedback_for": ()}).to_json()
+    good = credits[0].to_json()
+    for change, field in (({"labelled": 0}, "feedback_for[0].labelled"), ({"correct": 4}, "feedback_for[0].correct"),
+                          ({"start": "2027-01-15T08:00:00"}, "feedback_for[0].start"),
+                          ({"start": "x" * 41}, "feedback_for[0].start"),
+                          ({"model": "../x"}, "feedback_for[0].model"), ({"version": 0}, "feedback_for[0].version"),
+                          ({"correct": None}, "feedback_for[0]"),
+                          ({"correct": None, "abs_error_sum": -1.0, "abs_error_sq_sum": 1.0}, "feedback_for[0]")):
+        obj = window.to_json()
+        obj["feedback_for"] = [{**good, **change}]
+        with pytest.raises(ProtocolError) as info:
+            TelemetryWindow.from_json(obj)
+        assert info.value.field == field, change
