@@ -109,6 +109,7 @@ class EvidenceTrend:
     evidence: np.ndarray
     decision: float
     opened: datetime | None           # start of the drift episode still open at the end, if any
+    drifted: tuple[str, ...] = ()     # the series that episode holds
 
     @property
     def rejected(self) -> np.ndarray:
@@ -126,7 +127,8 @@ def evidence_trend(timeline: Timeline, buckets: Buckets) -> EvidenceTrend | None
     per_check = -np.log10(np.maximum(np.asarray(timeline.p, dtype=float), P_FLOOR))
     np.maximum.at(evidence, [index[t] for t in starts], per_check)
     opened = datetime.fromisoformat(timeline.opened) if timeline.active and timeline.opened else None
-    return EvidenceTrend(tuple(times), timeline.series, evidence, -math.log10(timeline.alpha), opened)
+    return EvidenceTrend(tuple(times), timeline.series, evidence, -math.log10(timeline.alpha), opened,
+                         timeline.drifted if opened is not None else ())
 
 
 def charted_series(trend: EvidenceTrend, drifted: Sequence[str], limit: int = MAX_SERIES) -> list[int]:
