@@ -76,7 +76,7 @@ class MonitorReport:
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
     retired: frozenset[Scope] = frozenset()      # scopes whose every sender now reports running another release
     health_limits: HealthThresholds = field(default_factory=HealthThresholds)
-    health: dict[tuple[str, int], list[HealthPoint]] = field(default_factory=dict)   # per version over time
+    health_trend: dict[tuple[str, int], list[HealthPoint]] = field(default_factory=dict)   # per version, in buckets
     buckets: Buckets = field(default_factory=lambda: Buckets(datetime.now(UTC), 60.0))   # the charts' steps
 
     @property

@@ -94,13 +94,13 @@ def _drift_trend(report: MonitorReport, scope: ScopeReport) -> list[str]:
     left = len(trend.series) - len(shown)
     return [f"![Drift evidence per feature over time, {scope.model}@{scope.version}](data:image/png;base64,{png})",
             "", f"Drift over time: −log10 p of the two-sample test per feature ({step}); dashed line: the decision "
-            f"level p < {timeline.alpha:.2g} (−log10 = {trend.decision:.1f}). Red points are check points "
-            "that rejected; ▲ is evidence beyond the chart's top; shaded: the open drift episode."
+            f"level p < {timeline.alpha:.2g} (−log10 = {trend.decision:.1f}). Red: a check point rejected the "
+            "feature there; ▲: evidence beyond the chart's top; shaded: the open drift episode, on its features."
             + (f" {left} quieter series not charted." if left else ""), ""]
 
 
 def _health_trend(report: MonitorReport, scope: ScopeReport) -> list[str]:
-    points = report.health.get((scope.model, scope.version), [])
+    points = report.health_trend.get((scope.model, scope.version), [])
     if not points:
         return []
     limit = report.health_limits.max_error_rate
