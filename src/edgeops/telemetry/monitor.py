@@ -36,6 +36,7 @@ from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
 from edgeops.errors import ConfigError, EdgeopsError
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
 from edgeops.telemetry.store import TelemetryStore
+from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health_trends
 
 ReferenceSource = Callable[[str, int], ReleaseManifest | None]
 
@@ -73,14 +74,27 @@ class MonitorReport:
     devices: list[dict[str, Any]]
     unreferenced: list[str] = field(default_factory=list)   # "model@version" with windows but no manifest
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    retired: frozenset[Scope] = frozenset()      # scopes whose every sender now reports running another release
+    health_limits: HealthThresholds = field(default_factory=HealthThresholds)
+    health_trend: dict[tuple[str, int], list[HealthPoint]] = field(default_factory=dict)   # per version, in buckets
+    buckets: Buckets = field(default_factory=lambda: Buckets(datetime.now(UTC), 60.0))   # the charts' steps
 
     @property
     def fleet(self) -> list[ScopeReport]:
         return [s for s in self.scopes if s.device is None]
 
+    @property
+    def current(self) -> list[ScopeReport]:
+        """The fleet-wide scopes of versions some device still runs (or might: see ``retired_scopes``)."""
+        return [s for s in self.fleet if not self.is_retired(s)]
+
+    def is_retired(self, scope: ScopeReport) -> bool:
+        return (scope.model, scope.version, scope.device) in self.retired
+
     def to_dict(self) -> dict[str, Any]:
         return {"generated": self.generated.isoformat(), "since": self.since.isoformat(),
-                "scopes": [s.to_dict() for s in self.scopes], "unreferenced": self.unreferenced,
+                "scopes": [{**s.to_dict(), "retired": self.is_retired(s)} for s in self.scopes],
+                "unreferenced": self.unreferenced,
                 "thresholds": dict(self.thresholds.__dict__),
                 "devices": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()
                              if k != "reported"} for d in self.devices]}
@@ -109,6 +123,7 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
     slots = slot_counts(windows, thresholds.window_s)
     scopes: list[ScopeReport] = []
     unreferenced: set[str] = set()
+    devices = store.devices()
     for (name, version, device), total in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][1],
                                                                                  kv[0][2] or "")):
         if device is not None and not per_device:
@@ -119,7 +134,20 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
             continue
         scopes.append(judge_scope(total, slots.get((name, version, device), {}), manifest, device, thresholds,
                                   health))
-    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds)
+    ends = [parse_ts(windows[0].end), parse_ts(windows[-1].end)] if windows else [now]   # stored oldest first
+    buckets = chart_buckets(ends[0], ends[-1], thresholds.window_s)
+    return MonitorReport(now, since, scopes, devices, sorted(unreferenced), thresholds,
+                         retired_scopes(totals, devices), health, health_trends(windows, buckets), buckets)
+
+
+def retired_scopes(totals: dict[Scope, WindowTotals], devices: Iterable[dict[str, Any]]) -> frozenset[Scope]:
+    """The scopes whose release no device that sent their windows runs any more: each such device's latest
+    ``reported`` state names another release. A device that never reported keeps its version current (nothing
+    says it moved on), so telemetry without presence information is never called retired."""
+    running = {d["device"]: (d["model"], d["version"]) for d in devices if d.get("model") is not None}
+    return frozenset(key for key, total in totals.items()
+                     if (senders := total.devices if key[2] is None else {key[2]})
+                     and all(running.get(dev, key[:2]) != key[:2] for dev in senders))
 
 
 Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector
@@ -167,7 +195,8 @@ def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, de
         if start is not None else []
     timeline = Timeline(tuple(times), tuple(tuple(checks.rejecting(t)) for t in range(len(times))),
                         tuple(bool(x) for x in checks.recovered), state.active,
-                        times[start] if start is not None else None, tuple(drifted), checks.alpha)
+                        times[start] if start is not None else None, tuple(drifted), checks.alpha,
+                        checks.names, checks.p.min(axis=2))
     recent = {col: arr[-thresholds.recent_windows:].sum(axis=0) for col, arr in counts.items()}
     results = [compare_counts(col, refs[col], recent[col].tolist(), thresholds, checks.alpha, numeric=col in numeric)
                for col in refs]
