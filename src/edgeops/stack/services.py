@@ -101,10 +101,11 @@ def ingest_subscribed(ready_file: Path, pid: int) -> bool:
 
 
 def spawn_serving(supervisor: Supervisor, env: Mapping[str, str], module: str, spec: Any, cwd: Path,
-                  name: str = "prefect-serve") -> Child:
+                  name: str = "prefect-serve", poll_s: int = 1) -> Child:
     """A process serving deployments (``python -m flows.serve`` or ``flows.serve_demo`` with a JSON ``spec``);
-    it polls for scheduled runs every second and runs each flow run as its own subprocess."""
-    env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    it polls for runs every ``poll_s`` seconds (the demo: 1, to react at once; a long-lived stack: Prefect's 10)
+    and runs each flow run as its own subprocess."""
+    env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": str(poll_s), "PREFECT_LOGGING_LEVEL": "INFO"}
     return supervisor.spawn(name, [sys.executable, "-m", module, json.dumps(spec)], env=env, cwd=cwd)
 
 
