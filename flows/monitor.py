@@ -2,7 +2,8 @@
 
     scheduled run → run_monitor (edgeops.telemetry.monitor, plain functions)
       → table artifact ``edgeops-fleet-status`` (every device: presence, release, drift and health verdicts)
-      → markdown artifact ``edgeops-drift-report`` (per model version: statistics table + PSI chart as PNG)
+      → markdown artifact ``edgeops-drift-report`` (per model version: drift evidence per feature and health over
+        time as PNG charts, the latest check point's statistics, a device × feature view; retired versions last)
       → ``edgeops.drift.detected`` / ``edgeops.health.degraded`` once per episode (state kept in the
         telemetry DB), which the retrain deployment's trigger listens to (deployments/prefect.yaml)
 
@@ -87,13 +88,14 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
     create_table_artifact(key="edgeops-fleet-status", table=fleet_rows(report),
                           description=f"Fleet status, telemetry of the last {hours:g} h")
     create_markdown_artifact(key="edgeops-drift-report", markdown=drift_markdown(report),
-                             description="Drift (two-sample chi-square per check point; PSI, JS) and health "
-                             "per model version")
+                             description="Drift over time (two-sample chi-square per check point; PSI, JS), health "
+                             "over time and devices × features, per model version")
     for spec in events:
         emit_to_prefect(spec)
         logger.warning("%s: %s", spec.event, spec.resource["prefect.resource.id"])
-    summary = {"scopes": len(report.scopes), "drift": [f"{s.model}@{s.version}" for s in report.fleet
+    summary = {"scopes": len(report.scopes), "drift": [f"{s.model}@{s.version}" for s in report.current
                                                         if s.verdict == "drift"],
+               "retired": [f"{s.model}@{s.version}" for s in report.fleet if report.is_retired(s)],
                "events": [s.event for s in events], "unreferenced": report.unreferenced}
     logger.info("monitor: %s", summary)
     return summary

@@ -304,6 +304,10 @@ class Timeline:
     opened: str | None
     drifted: tuple[str, ...]
     alpha: float
+    series: tuple[str, ...] = ()
+    p: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The smallest p-value of each check point and series (check points × ``series``), over the scales tested:
+    a check point rejects a series exactly when it is below ``alpha``. The report charts it over time."""
 
     def to_dict(self) -> dict[str, Any]:
         rejected = [c for c, r in zip(self.checks, self.rejecting, strict=True) if r]

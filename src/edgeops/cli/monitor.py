@@ -66,7 +66,8 @@ def run(
     max_mae: Annotated[float | None, typer.Option(
         min=0.0, help="An absolute maximum MAE instead of the relative one.")] = None,
     fail_on: Annotated[list[FailOn] | None, typer.Option(
-        help="Exit 1 when a fleet-wide scope is in this state (repeatable): drift, degraded.")] = None,
+        help="Exit 1 when a fleet-wide scope of a version some device runs is in this state (repeatable): "
+        "drift, degraded.")] = None,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -96,7 +97,7 @@ def run(
         if not report.scopes:
             typer.echo(f"no telemetry with a known reference in the last {span:g} h")
         for scope in report.scopes:
-            typer.echo(scope_line(scope))
+            typer.echo(scope_line(scope, retired=report.is_retired(scope)))
         for ref in report.unreferenced:
             typer.echo(f"{ref}: telemetry but no manifest (not in the registry; pass --manifest)", err=True)
         series = max((len(s.features) + (s.prediction is not None) for s in report.scopes), default=1)
@@ -104,18 +105,22 @@ def run(
                    f"health: error rate > {HealthThresholds().max_error_rate:.0%}; labels of the last "
                    f"{label_span:g} h: {realized.describe()}")
     wanted = {f.value for f in fail_on or []}
-    failing = [s for s in report.fleet if ("drift" in wanted and s.verdict == "drift")
+    failing = [s for s in report.current if ("drift" in wanted and s.verdict == "drift")
                or ("degraded" in wanted and s.health.verdict == "degraded")]
     if failing:
         typer.echo("failing (--fail-on): " + ", ".join(f"{s.model}@{s.version}" for s in failing), err=True)
         raise typer.Exit(1)
 
 
-def scope_line(scope: ScopeReport) -> str:
+def scope_line(scope: ScopeReport, retired: bool = False) -> str:
     """One readable line per model version and scope, e.g.
-    ``churn@3 fleet (4 devices, 96 windows): DRIFT in tenure, __prediction__ | errors 0.4% p95 12.0 ms``."""
+    ``churn@3 fleet (4 devices, 96 windows): DRIFT in tenure, __prediction__ | errors 0.4% p95 12.0 ms``;
+    ``retired``: no device that sent the scope's windows runs that version any more (MonitorReport.retired)."""
     where = "fleet" if scope.device is None else f"device {scope.device}"
     head = f"{scope.model}@{scope.version} {where} ({scope.devices} devices, {scope.windows} windows)"
+    if retired:
+        head += " — RETIRED (no device runs it any more)" if scope.device is None else \
+            " — MOVED ON (the device runs another release)"
     results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
     by_name = {r.name: r for r in results}
     if scope.verdict == "drift":

@@ -37,6 +37,7 @@ from edgeops.errors import ConfigError, EdgeopsError
 from edgeops.realized import LabelTotals, RealizedThresholds, judge_realized
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
 from edgeops.telemetry.store import TelemetryStore
+from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health_trends
 
 ReferenceSource = Callable[[str, int], ReleaseManifest | None]
 
@@ -74,6 +75,10 @@ class MonitorReport:
     devices: list[dict[str, Any]]
     unreferenced: list[str] = field(default_factory=list)   # "model@version" with windows but no manifest
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    retired: frozenset[Scope] = frozenset()      # scopes whose every sender now reports running another release
+    health_limits: HealthThresholds = field(default_factory=HealthThresholds)
+    health_trend: dict[tuple[str, int], list[HealthPoint]] = field(default_factory=dict)   # per version, in buckets
+    buckets: Buckets = field(default_factory=lambda: Buckets(datetime.now(UTC), 60.0))   # the charts' steps
     realized: RealizedThresholds = field(default_factory=RealizedThresholds)
     labels_since: datetime | None = None   # labels count for predictions made since then
 
@@ -81,9 +86,18 @@ class MonitorReport:
     def fleet(self) -> list[ScopeReport]:
         return [s for s in self.scopes if s.device is None]
 
+    @property
+    def current(self) -> list[ScopeReport]:
+        """The fleet-wide scopes of versions some device still runs (or might: see ``retired_scopes``)."""
+        return [s for s in self.fleet if not self.is_retired(s)]
+
+    def is_retired(self, scope: ScopeReport) -> bool:
+        return (scope.model, scope.version, scope.device) in self.retired
+
     def to_dict(self) -> dict[str, Any]:
         return {"generated": self.generated.isoformat(), "since": self.since.isoformat(),
-                "scopes": [s.to_dict() for s in self.scopes], "unreferenced": self.unreferenced,
+                "scopes": [{**s.to_dict(), "retired": self.is_retired(s)} for s in self.scopes],
+                "unreferenced": self.unreferenced,
                 "thresholds": dict(self.thresholds.__dict__), "realized": dict(self.realized.__dict__),
                 "labels_since": None if self.labels_since is None else self.labels_since.isoformat(),
                 "devices": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()
@@ -132,6 +146,7 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
     slots = slot_counts(windows, thresholds.window_s)
     scopes: list[ScopeReport] = []
     unreferenced: set[str] = set()
+    devices = store.devices()
     for name, version, device in sorted({*totals, *labels}, key=lambda k: (k[0], k[1], k[2] or "")):
         if device is not None and not per_device:
             continue
@@ -142,8 +157,21 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
         key = (name, version, device)
         scopes.append(judge_scope(totals.get(key) or WindowTotals(name, version), slots.get(key, {}), manifest,
                                   device, thresholds, health, labels.get(key), realized))
-    return MonitorReport(now, since, scopes, store.devices(), sorted(unreferenced), thresholds, realized,
-                         labels_since)
+    ends = [parse_ts(windows[0].end), parse_ts(windows[-1].end)] if windows else [now]   # stored oldest first
+    buckets = chart_buckets(ends[0], ends[-1], thresholds.window_s)
+    return MonitorReport(now, since, scopes, devices, sorted(unreferenced), thresholds,
+                         retired_scopes(totals, devices), health, health_trends(windows, buckets), buckets,
+                         realized, labels_since)
+
+
+def retired_scopes(totals: dict[Scope, WindowTotals], devices: Iterable[dict[str, Any]]) -> frozenset[Scope]:
+    """The scopes whose release no device that sent their windows runs any more: each such device's latest
+    ``reported`` state names another release. A device that never reported keeps its version current (nothing
+    says it moved on), so telemetry without presence information is never called retired."""
+    running = {d["device"]: (d["model"], d["version"]) for d in devices if d.get("model") is not None}
+    return frozenset(key for key, total in totals.items()
+                     if (senders := total.devices if key[2] is None else {key[2]})
+                     and all(running.get(dev, key[:2]) != key[:2] for dev in senders))
 
 
 Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector
@@ -199,7 +227,8 @@ def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, de
         if start is not None else []
     timeline = Timeline(tuple(times), tuple(tuple(checks.rejecting(t)) for t in range(len(times))),
                         tuple(bool(x) for x in checks.recovered), state.active,
-                        times[start] if start is not None else None, tuple(drifted), checks.alpha)
+                        times[start] if start is not None else None, tuple(drifted), checks.alpha,
+                        checks.names, checks.p.min(axis=2))
     recent = {col: arr[-thresholds.recent_windows:].sum(axis=0) for col, arr in counts.items()}
     results = [compare_counts(col, refs[col], recent[col].tolist(), thresholds, checks.alpha, numeric=col in numeric)
                for col in refs]
