@@ -13,12 +13,15 @@ how the rounds are run), then all of them as one table with the machine's load:
      and loading the same model (both in clean venvs)                                          ≤ 1.25×
   6. install size: venv with the wheel (no extras) vs onnxruntime+numpy+paho+cryptography     ≤ 1.1×
   7. bytes on the wire per update (desired + manifest + artifact payloads + topics) vs ONNX    ≤ 1.02×
-  8. score counts (what performance estimation needs), the same release with / without its score
+  8. the feedback log (answers kept on disk for labels after a restart): Agent.predict and
+     predict_many(100) of an agent that writes it / the same agent keeping answers in memory only,
+     wall and process CPU (the owner thread's writes included)                                ≤ 1.05×
+  9. score counts (what performance estimation needs), the same release with / without its score
      calibration: model run + telemetry bookkeeping (binning included), thread CPU, 1 and 100 rows ≤ 1.05×
      (a compaction every 100 rows / 10 batches; after every batch and the whole Agent's wall: no target)
 Two models: "small" (logistic regression, 3 columns, a few KB of ONNX: worst case for overheads) and
 "forest" (random forest on 20 numeric columns, made by the edgeops pipeline: a realistic size). Both carry a
-score calibration (manifest 1.2), as pipeline releases do. ``--only-scores`` runs measure 8 alone.
+score calibration (manifest 1.2), as pipeline releases do. ``--only-scores`` runs measure 9 alone.
 Uses the machine's Mosquitto when it answers on 127.0.0.1:1883, else starts one on a free port.
 """
 
@@ -171,7 +174,38 @@ def bench_http(tmp: Path, name: str, release: Release, key_path: Path, rounds: i
             proc.wait(timeout=15)
 
 
-# 8. score counts ----------------------------------------------------------------------------------------------
+def bench_feedback_log(tmp: Path, release: Release, key_path: Path, broker: str, prefix: str, rounds: int,
+                       calls: int) -> None:
+    """Two agents serving the same release, one without its feedback log (answers in memory only, as before the
+    log existed); both owner threads run, so the log's writes count in the process CPU time."""
+    agents = []
+    for name, log in (("log-off", False), ("log-on", True)):
+        data_dir = tmp / f"agent-{name}"
+        install(data_dir, release)
+        agent = Agent(AgentConfig(device_id=f"bench-{name}", data_dir=data_dir, public_keys=(key_path,),
+                                  broker_url=broker, topic_prefix=prefix))
+        if not log:
+            agent._recent.log = None   # benchmark only: the memory without its log
+        agents.append(agent.start())
+    off, on = agents
+    row, batch = records_for(release.manifest, 1)[0], records_for(release.manifest, 100)
+    try:
+        for label, (wall, cpu) in (
+                ("predict, 1 row", interleaved_cpu(lambda: off.predict(row), lambda: on.predict(row), rounds, calls)),
+                ("predict_many, 100 rows", interleaved_cpu(lambda: off.predict_many(batch),
+                                                           lambda: on.predict_many(batch), rounds,
+                                                           max(calls // 10, 50)))):   # rounds of ~20 ms
+            RESULTS.append(serving.Ratio(f"feedback log on / off: {label}", wall, 1.05,
+                                         detail=f"process CPU {spread(cpu)}"))
+            print(RESULTS[-1].line(), flush=True)
+    finally:
+        for agent in agents:
+            agent.stop()
+    log_bytes = sum(p.stat().st_size for p in (tmp / "agent-log-on" / "feedback").iterdir())
+    print(f"  (feedback log after the runs: {log_bytes / 1024:.0f} KiB for {on._recent.held} answers kept)", flush=True)
+
+
+# 9. score counts ----------------------------------------------------------------------------------------------
 def without_calibration(release: Release, key: Any) -> Release:
     """The same model and manifest without its calibration: the agent then counts no scores."""
     return Release(sign(dataclasses.replace(release.manifest, calibration=None), key), release.data)
@@ -196,7 +230,7 @@ def thread_cpu(fns: dict[str, Callable[[], Any]], rounds: int, calls: int) -> di
 
 def bench_scores(tmp: Path, name: str, release: Release, key: Any, key_path: Path, broker: str, prefix: str,
                  rounds: int, calls: int) -> None:
-    """8. What counting scores adds to a prediction: the model's own run (ModelRunner) plus the telemetry
+    """9. What counting scores adds to a prediction: the model's own run (ModelRunner) plus the telemetry
     bookkeeping with and without score counts, each in this thread's CPU time, binning included. The agent bins
     once per tick (0.1 s): under load many calls share a compaction, so the target is measured compacting every
     100 single rows or every 10 batches; a compaction after every batch (a device sending one batch per tick,
@@ -416,7 +450,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="single-row calls per side and round")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one HTTP load round")
     parser.add_argument("--skip-venvs", action="store_true", help="skip RSS and install size (no venv builds)")
-    parser.add_argument("--only-scores", action="store_true", help="measure 8 (score counts) alone")
+    parser.add_argument("--only-scores", action="store_true", help="measure 9 (score counts) alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp_name, broker_url(Path(tmp_name)) as broker:
         tmp = Path(tmp_name)
@@ -443,6 +477,7 @@ def main() -> int:
             for result in RESULTS[-2:]:
                 print(result.line(), flush=True)
         if not args.only_scores:
+            bench_feedback_log(tmp, small, key_path, broker, prefix, args.rounds, args.calls)
             updater = start_agent(tmp, "update", None, key_path, broker, prefix)
             try:
                 bench_wire(updater, forest, broker, prefix, "bench-update", key)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from .canonical import canonical_json, parse_json
 from .errors import ProtocolError
+from .feedback import FeedbackCredit
 from .fields import check_type, float_list, optional, require
 from .histogram import Counts
 from .manifest import Signature
@@ -264,9 +265,13 @@ class TelemetryWindow(_Message):
 
     ``features`` maps column → Counts on the manifest's reference bins (same order); ``predictions`` the
     same for the outputs. ``latency_ms`` holds p50/p95/p99/max. ``dropped`` counts windows a full outbox
-    discarded since the last delivered one, so loss is reported, never silent. ``scores`` (1.2, classifiers whose
-    release carries a score calibration) counts predicted probabilities per class (performance.py); the member
-    is absent when there are none.
+    discarded since the last delivered one, so loss is reported, never silent.
+
+    ``feedback`` sums the labels that *arrived* in this window (1.0 meaning, kept for older control planes);
+    ``feedback_for`` (1.2) credits the same labels to the release and window of the predictions they are about
+    (protocol/feedback.py). A receiver that reads ``feedback_for`` ignores ``feedback`` of such a window.
+    ``scores`` (1.2, classifiers whose release carries a score calibration) counts predicted probabilities per
+    class (performance.py); the member is absent when there are none.
     """
 
     SCHEMA: ClassVar[str] = TELEMETRY
@@ -284,6 +289,7 @@ class TelemetryWindow(_Message):
     feedback: dict[str, float] = field(default_factory=dict)
     dropped: int = 0
     epoch: str = ""
+    feedback_for: tuple[FeedbackCredit, ...] = ()
     scores: ScoreCounts | None = None
     ts: str = field(default_factory=now_iso)
 
@@ -294,6 +300,8 @@ class TelemetryWindow(_Message):
                "features": {col: c.to_json() for col, c in self.features.items()},
                "predictions": None if self.predictions is None else self.predictions.to_json(),
                "feedback": self.feedback, "dropped": self.dropped}
+        if self.feedback_for:
+            obj["feedback_for"] = [credit.to_json() for credit in self.feedback_for]
         if self.scores is not None:
             obj["scores"] = self.scores.to_json()
         return obj
@@ -313,6 +321,7 @@ class TelemetryWindow(_Message):
         errors = require(obj, "errors", dict)
         latency = require(obj, "latency_ms", dict)
         feedback = optional(obj, "feedback", dict, default={})
+        credits = optional(obj, "feedback_for", list, default=[])
         preds, scores = obj.get("predictions"), obj.get("scores")
         return cls(
             device=device, ts=ts, seq=seq, model=check_name(require(obj, "model", str), "model"),
@@ -325,6 +334,7 @@ class TelemetryWindow(_Message):
             predictions=None if preds is None else Counts.from_json(preds, "predictions"),
             feedback={k: check_type(v, float, f"feedback.{k}") for k, v in feedback.items()},
             dropped=optional(obj, "dropped", int, default=0), epoch=epoch,
+            feedback_for=tuple(FeedbackCredit.from_json(c, f"feedback_for[{i}]") for i, c in enumerate(credits)),
             scores=None if scores is None else ScoreCounts.from_json(scores),
         )
 
@@ -335,7 +345,7 @@ class TelemetryWindow(_Message):
         accepts only what the checked path accepts, with the same result, so verdicts and messages stay those of
         the checked path (tests/unit/test_protocol_window_fast.py compares the two). Why: the ingest validates
         every window it stores, and the checked path cost more than the JSON decoding."""
-        if type(obj) is not dict:
+        if type(obj) is not dict or obj.get("feedback_for") is not None:   # credits are rare: the checked path
             return None
         schema = obj.get("schema")
         if type(schema) is not dict or type(name := schema.get("name")) is not str or name != TELEMETRY \

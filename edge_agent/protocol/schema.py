@@ -25,7 +25,7 @@ CURRENT: dict[str, str] = {
     DESIRED: "1.1",  # 1.1: counter, expires, signature; model and version null = a signed clear
     REPORTED: "1.0",
     STATUS: "1.0",
-    TELEMETRY: "1.2",  # 1.1: epoch; 1.2: scores
+    TELEMETRY: "1.2",  # 1.1: epoch; 1.2: feedback_for, scores
     EVENT: "1.0",
 }
 SUPPORTED_MAJORS: dict[str, frozenset[int]] = {name: frozenset({1}) for name in CURRENT}

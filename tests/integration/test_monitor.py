@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from releases import build_release
 from typer.testing import CliRunner
 
-from edge_agent.protocol import Counts, Reference, ReleaseManifest, TelemetryWindow, now_iso
+from edge_agent.protocol import Counts, Reference, ReleaseManifest, Reported, TelemetryWindow, now_iso
 from edgeops.telemetry.monitor import episode_events, manifest_references, run_monitor
 from edgeops.telemetry.report import drift_markdown, fleet_rows
 from edgeops.telemetry.store import TelemetryStore
@@ -157,16 +157,44 @@ def test_monitor_cli_fails_on_drift_and_takes_thresholds(store: TelemetryStore, 
     assert bad.exit_code != 0
 
 
-def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path) -> None:
-    from prefect.testing.utilities import prefect_test_harness
+def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path,
+                                                     prefect_harness: None) -> None:
+    from flows.monitor import monitor_flow
+
+    summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
+    again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
+    assert "edgeops.drift.detected" in summary["events"]
+    assert again["events"] == []
+
+
+def test_the_flow_run_artifacts_show_trends_and_which_device_drifts_on_what(
+        store: TelemetryStore, manifest_path: Path, prefect_harness: None) -> None:
+    """Read back from the Prefect API what the UI shows for the run: the drift report with its two trend charts
+    and the device × feature row of the shifted device, and the fleet status rows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     from flows.monitor import monitor_flow
 
-    with prefect_test_harness():
-        summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
-        again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
-    assert "edgeops.drift.detected" in summary["events"]
-    assert again["events"] == []
+    store.write([Reported(device=d, state="serving", model="churn", version=3) for d in ("steady", "shifted")])
+    state = monitor_flow(db=store.url, manifests=[str(manifest_path)], return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))}
+    report = str(artifacts["edgeops-drift-report"].data)
+    assert "![Drift evidence per feature over time, churn@3](data:image/png;base64,iVBOR" in report
+    assert "![Health over time, churn@3](data:image/png;base64,iVBOR" in report
+    rows = [line for line in report.splitlines() if line.startswith(("| device |", "| shifted |", "| steady |"))]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    shifted = dict(zip(header, (c.strip() for c in rows[1].strip("|").split("|")), strict=True))
+    assert shifted["device"] == "shifted" and shifted["verdict"] == "**drift**"
+    assert shifted["income"].startswith("**drift**")
+    assert [shifted[c] for c in header[3:] if c != "income"] == ["·"] * (len(header) - 4)
+    assert rows[2].startswith("| steady | ok |")
+    fleet = json.loads(str(artifacts["edgeops-fleet-status"].data))
+    assert {(r["device"], r["release"], r["drift"]) for r in fleet} == {
+        ("steady", "churn@3", "ok"), ("shifted", "churn@3", "drift")}
 
 
 def test_references_come_from_the_registry(tmp_path: Path) -> None:

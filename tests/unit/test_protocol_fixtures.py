@@ -22,6 +22,7 @@ from edge_agent.protocol import (
     AgentEvent,
     Counts,
     Desired,
+    FeedbackCredit,
     ProtocolError,
     Reported,
     ScoreCounts,
@@ -160,6 +161,11 @@ def write_missing_examples() -> None:
         features={"age in years": Counts((3, 10, 12, 9, 4), underflow=1, missing=1),
                   "plan": Counts((20, 15, 3), unseen=2)},
         predictions=Counts((25, 15)), feedback={"labelled": 10.0, "accuracy": 0.8}, ts=ts).to_bytes())
+    _write("telemetry-1.2.json", TelemetryWindow(  # 1.2: feedback_for credits labels to their predictions' windows
+        device="press-17", epoch="5eed0f1c2a3b4d5e", seq=13, model="churn", version=8, start=ts, end=ts, count=0,
+        feedback={"labelled": 3.0, "accuracy": 2 / 3},
+        feedback_for=(FeedbackCredit("churn", 7, "2026-11-27T11:58:00.000Z", 2, correct=1),
+                      FeedbackCredit("churn", 8, "2026-11-27T11:59:00.000Z", 1, correct=1)), ts=ts).to_bytes())
     _write("telemetry-1.2-scores.json", TelemetryWindow(  # 1.2: scores (the member is absent when there are none)
         device="press-17", epoch="5eed0f1c2a3b4d5e", seq=13, model="churn", version=7, start=ts, end=ts, count=40,
         errors={}, latency_ms={"p50": 0.2, "p95": 0.4, "p99": 0.9, "max": 1.5},

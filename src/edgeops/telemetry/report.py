@@ -1,18 +1,18 @@
-"""Human-readable monitoring output: the fleet status table and the drift report markdown (for Prefect artifacts).
+"""Human-readable monitoring output for Prefect artifacts: the fleet status table and the drift report markdown.
 
-The chart is a PNG embedded as a ``data:image/png;base64,`` image: Prefect's UI renders markdown images but not
-inline ``<svg>``. matplotlib runs on the Agg backend (no display needed).
+The report shows trends, not snapshots: per model version, drift evidence per feature over time and health over
+time (charts from report_charts, on data from trends), the latest check point, and a device × feature view.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
-from edgeops.drift import PREDICTION, ScopeReport
+from edgeops.drift import ScopeReport
 from edgeops.drift_checks import DriftThresholds
 from edgeops.telemetry.monitor import MonitorReport
+from edgeops.telemetry.report_charts import drift_trend_chart, health_chart, series_label
+from edgeops.telemetry.trends import MAX_DEVICE_ROWS, MAX_SERIES, charted_series, device_drift, evidence_trend
 
 
 def fleet_rows(report: MonitorReport) -> list[dict[str, Any]]:
@@ -33,6 +33,8 @@ def fleet_rows(report: MonitorReport) -> list[dict[str, Any]]:
 
 
 def drift_markdown(report: MonitorReport, thresholds: DriftThresholds | None = None) -> str:
+    """Per model version: health and drift over time (charts), the latest check point (table), and which devices
+    drift on what. Versions no device runs any more come last, marked retired: their history stays readable."""
     thresholds = thresholds or report.thresholds
     series = max((len(s.features) + (s.prediction is not None) for s in report.fleet), default=1)
     lines = [f"# Drift and health, {report.since:%Y-%m-%d %H:%M} → {report.generated:%Y-%m-%d %H:%M} UTC", "",
@@ -40,63 +42,117 @@ def drift_markdown(report: MonitorReport, thresholds: DriftThresholds | None = N
              "expected from sampling noise alone.", ""]
     if not report.fleet:
         lines.append("No telemetry with a known reference in this window.")
-    for scope in report.fleet:
-        lines += _scope_section(scope, thresholds)
+    retired = [s for s in report.fleet if report.is_retired(s)]
+    for scope in report.current:
+        lines += _scope_section(report, scope, thresholds)
+    if retired:
+        lines += ["# Retired versions", "", "No device that sent their telemetry runs them any more (each now "
+                  "reports another release); shown for the record.", ""]
+        for scope in retired:
+            lines += _scope_section(report, scope, thresholds)
     if report.unreferenced:
         lines += ["", f"Telemetry without a manifest in the registry: {', '.join(report.unreferenced)}"]
-    drifting = [s for s in report.scopes if s.device is not None and s.verdict == "drift"]
-    if drifting:
-        lines += ["", "## Devices with drift", "", "| device | release | drifted |", "|---|---|---|"]
-        lines += [f"| {s.device} | {s.model}@{s.version} | {', '.join(s.drifted)} |" for s in drifting]
     return "\n".join(lines) + "\n"
 
 
-def _scope_section(scope: ScopeReport, thresholds: DriftThresholds) -> list[str]:
+def _scope_section(report: MonitorReport, scope: ScopeReport, thresholds: DriftThresholds) -> list[str]:
     h = scope.health
-    lines = [f"## {scope.model}@{scope.version}: **{scope.verdict}** ({scope.devices} devices, {scope.windows} "
-             "windows)", "",
+    size = f"{scope.devices} devices, {scope.windows} windows"
+    head = (f"## {scope.model}@{scope.version}: **retired**, no device runs it any more (at the end of the span: "
+            f"{scope.verdict}; {size})" if report.is_retired(scope) else
+            f"## {scope.model}@{scope.version}: **{scope.verdict}** ({size})")
+    lines = [head, "",
              f"Health **{h.verdict}**: {h.requests} requests, error rate {_pct(h.error_rate)}, p95 latency "
              f"{_num(h.latency_p95_ms)} ms (window max {_num(h.latency_p95_max_ms)}), accuracy {_num(h.accuracy)}, "
-             f"MAE {_num(h.mae)}" + (f" — {h.reason}" if h.reason else ""), "",
-             "Latest check point (last windows pooled):", "",
-             "| feature | n | PSI (noise) | JS (noise) | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]
+             f"MAE {_num(h.mae)}" + (f", realized {h.realized.describe()} ({h.realized.verdict})"
+                                     if h.realized is not None and h.realized.value is not None else "")
+             + (f" — {h.reason}" if h.reason else ""), ""]
+    lines += _drift_trend(report, scope)
+    lines += ["Latest check point (last windows pooled):", "",
+              "| feature | n | PSI (noise) | JS (noise) | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]
     results = [*scope.features, *([scope.prediction] if scope.prediction else [])]
     drifted = set(scope.drifted)          # the open episode's series are "drift" even if the latest point is calm
     for r in results:
-        name = "predictions" if r.name == PREDICTION else r.name
-        lines.append(f"| {name} | {r.n} | {_num(r.psi)} ({_num(r.psi_noise)}) | {_num(r.js)} ({_num(r.js_noise)}) | "
-                     f"{_num(r.p_value, '.2g')} | {'drift' if r.name in drifted else r.verdict} |")
+        verdict = "drift" if r.name in drifted else r.verdict
+        lines.append(f"| {series_label(r.name)} | {r.n} | {_num(r.psi)} ({_num(r.psi_noise)}) | {_num(r.js)} "
+                     f"({_num(r.js_noise)}) | {_num(r.p_value, '.2g')} | {verdict} |")
     if scope.timeline is not None and scope.timeline.active:
-        lines += ["", f"Drift episode open since {scope.timeline.opened}: {', '.join(scope.timeline.drifted)}."]
-    png = psi_chart(scope, thresholds)
-    if png:
-        lines += ["", f"![PSI per feature, {scope.model}@{scope.version}](data:image/png;base64,{png})"]
+        lines += ["", f"Drift episode open since {scope.timeline.opened}: "
+                  f"{', '.join(series_label(n) for n in scope.timeline.drifted)}."]
+    lines += _health_trend(report, scope)
+    lines += device_feature_markdown(report, scope)
     return [*lines, ""]
 
 
-def psi_chart(scope: ScopeReport, thresholds: DriftThresholds) -> str | None:
-    """A horizontal bar chart of PSI per feature (threshold marked), as base64 PNG; None without statistics."""
-    results = [r for r in (*scope.features, *([scope.prediction] if scope.prediction else [])) if r.psi is not None]
-    if not results:
-        return None
-    import matplotlib
+def _drift_trend(report: MonitorReport, scope: ScopeReport) -> list[str]:
+    timeline = scope.timeline
+    trend = evidence_trend(timeline, report.buckets) if timeline is not None else None
+    if timeline is None or trend is None:
+        return []
+    shown = charted_series(trend, scope.drifted)
+    png = drift_trend_chart(trend, shown, (trend.times[0], report.generated))
+    step = "each check point" if report.buckets.width <= report.thresholds.window_s else \
+        f"the strongest check point of each {_duration(report.buckets.width)}"
+    left = len(trend.series) - len(shown)
+    return [f"![Drift evidence per feature over time, {scope.model}@{scope.version}](data:image/png;base64,{png})",
+            "", f"Drift over time: −log10 p of the two-sample test per feature ({step}); dashed line: the decision "
+            f"level p < {timeline.alpha:.2g} (−log10 = {trend.decision:.1f}). Red: a check point rejected the "
+            "feature there; ▲: evidence beyond the chart's top; shaded: the open drift episode, on its features."
+            + (f" {left} quieter series not charted." if left else ""), ""]
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
 
-    names = ["predictions" if r.name == PREDICTION else r.name for r in results]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(results) + 1.2), dpi=80)
-    drifted = set(scope.drifted)
-    ax.barh(names, [r.psi or 0.0 for r in results],
-            color=["#d62728" if r.verdict == "drift" or r.name in drifted else "#1f77b4" for r in results])
-    ax.scatter([r.psi_noise or 0.0 for r in results], names, color="#444", marker="|", s=200, zorder=3)
-    ax.set_xlabel("PSI of the latest check point (tick: expected from noise alone)")
-    ax.invert_yaxis()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+def _health_trend(report: MonitorReport, scope: ScopeReport) -> list[str]:
+    points = report.health_trend.get((scope.model, scope.version), [])
+    if not points:
+        return []
+    limit = report.health_limits.max_error_rate
+    png = health_chart(points, report.buckets.width, limit, (points[0].start, report.generated))
+    return ["", f"![Health over time, {scope.model}@{scope.version}](data:image/png;base64,{png})", "",
+            f"Health over time, all devices, per {_duration(report.buckets.width)}: requests, latency p50/p95/p99 "
+            "(count-weighted mean of the windows' quantiles) and error rate (dashed: the "
+            f"{limit:.0%} limit)."]
+
+
+def device_feature_markdown(report: MonitorReport, scope: ScopeReport, max_rows: int = MAX_DEVICE_ROWS) -> list[str]:
+    """Which devices drift on what: per device, the check points that rejected each series in the span (**drift**:
+    in the device's open episode); devices with drift first, at most ``max_rows`` rows."""
+    rows = device_drift(report.scopes, scope.model, scope.version)
+    if not rows:
+        return []
+    names = list(scope.timeline.series) if scope.timeline is not None else []
+    if len(names) > MAX_SERIES:       # keep the series some device rejected, most rejected first
+        hits = {n: sum(r.rejections.get(n, 0) for r in rows) for n in names}
+        keep = set(sorted((n for n in names if hits[n]), key=lambda n: -hits[n])[:MAX_SERIES])
+        quiet = len(names) - len(keep)
+        names = [n for n in names if n in keep]
+    else:
+        quiet = 0
+    lines = ["", f"### Devices × features, {scope.model}@{scope.version}", "",
+             "Check points that rejected each feature in the span; **drift**: part of the device's open episode.", "",
+             "| device | verdict | check points | " + " | ".join(series_label(n) for n in names) + " |",
+             "|---|---|---:|" + "---:|" * len(names)]
+    by_scope = {s.device: s for s in report.scopes if (s.model, s.version) == (scope.model, scope.version)}
+    for row in rows[:max_rows]:
+        device_scope = by_scope[row.device]
+        verdict = "moved on" if report.is_retired(device_scope) else device_scope.verdict
+        cells = [(f"**drift** {row.rejections.get(n, 0)}" if n in row.open else str(row.rejections.get(n, 0) or "·"))
+                 for n in names]
+        lines.append(f"| {row.device} | {'**drift**' if verdict == 'drift' else verdict} | {row.checks} | "
+                     + " | ".join(cells) + " |")
+    rest = rows[max_rows:]
+    if rest:
+        drifting = sum(1 for r in rest if r.open)
+        earlier = sum(1 for r in rest if not r.open and any(r.rejections.values()))
+        lines += ["", f"{len(rest)} more devices not shown ({drifting} with an open episode, {earlier} with earlier "
+                  "rejections, the rest quiet)."]
+    if quiet:
+        lines += ["", f"{quiet} series no device's check rejected in the span are not shown."]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 and seconds % 3600 == 0 else \
+        f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _pct(value: float | None) -> str:

@@ -22,19 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Engine,
-    create_engine,
-    event,
-    func,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -42,7 +32,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
-from edgeops.sqlite_wal import BUSY_S, use_wal
+from edgeops.realized import LabelTotals
+from edgeops.telemetry.credits import insert_credits, label_totals, window_credit_rows
+from edgeops.telemetry.engine import create_tables, open_engine
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
@@ -84,12 +76,12 @@ class TelemetryStore:
         self.url = url
         self.schema = schema
         try:
-            self.engine = _engine(url, schema)
+            self.engine = open_engine(url, schema)
             if schema:
                 with self.engine.begin() as conn:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             upgrade(self.engine, schema)   # tables of an older edgeops, before create_all adds what is missing
-            _create_tables(self.engine)
+            create_tables(self.engine)
             self.dialect = self.engine.dialect.name
             # Windows go through a temporary staging table (_copy_windows). PostgreSQL grants TEMPORARY to every
             # role by default; a database that revoked it gets the prepared single-row INSERT instead.
@@ -156,6 +148,9 @@ class TelemetryStore:
             count = conn.exec_driver_sql(self._sqlite_window_insert, params).rowcount
         result.windows += count
         result.duplicates += len(windows) - count
+        credits = [row for w, _ in windows if w.feedback_for for row in window_credit_rows(w, now)]
+        if credits:   # labels credited to their predictions' windows (credits.py); idempotent on their own key
+            insert_credits(conn, self._insert, credits)
 
     @cached_property
     def _sqlite_window_insert(self) -> str:
@@ -345,6 +340,15 @@ class TelemetryStore:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def add_labels(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Store label credits (LabelRow columns but id) in one transaction; returns the keys that were new."""
+        with self.engine.begin() as conn:
+            return insert_credits(conn, self._insert, rows)
+
+    def label_totals(self, since: datetime | None = None, model: str | None = None) -> dict[Any, LabelTotals]:
+        """Labels per (model, version, device) and fleet-wide (device None) for predictions made since ``since``."""
+        return label_totals(self.engine, since, model)
+
     def models(self) -> list[tuple[str, int]]:
         """(model, version) pairs that have windows."""
         table = WindowRow.__table__
@@ -379,37 +383,3 @@ def _occurred(ts: str) -> datetime | None:
         return parse_ts(ts)
     except ValueError:
         return None
-
-
-def _create_tables(engine: Engine, attempts: int = 3) -> None:
-    """``create_all`` looks before it creates, so two ingest instances opening a new store together can both
-    see a table missing and the slower one fails with "already exists". Looking again settles it; an error that
-    another look does not cure (permissions, say) is raised after the last attempt."""
-    for attempt in range(attempts):
-        try:
-            Base.metadata.create_all(engine)
-            return
-        except DBAPIError:
-            if attempt == attempts - 1:
-                raise
-
-
-def _engine(url: str, schema: str | None) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": BUSY_S})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    engine = create_engine(url, pool_pre_ping=True)
-    return engine.execution_options(schema_translate_map={None: schema}) if schema else engine
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers (the monitor) run while the ingest writes; the connection's busy timeout (``timeout``
-    above) lets two writers take turns."""
-    cursor = dbapi_conn.cursor()
-    use_wal(cursor)
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
