@@ -5,7 +5,7 @@
       → markdown artifact ``edgeops-drift-report`` (per model version: drift evidence per feature and health over
         time as PNG charts, the latest check point's statistics, a device × feature view; retired versions last)
       → markdown artifact ``edgeops-performance`` (per model version: performance estimated without labels and
-        realized from labels)
+        realized from labels, and a chart of both over time with their intervals)
       → ``edgeops.drift.detected`` / ``edgeops.health.degraded`` (errors, latency) / ``edgeops.performance.degraded``
         (estimated or realized) once per episode (state kept in the telemetry DB); the retrain deployment's
         trigger listens to drift and performance (deployments/prefect.yaml)
@@ -101,7 +101,7 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
                              "over time and devices × features, per model version")
     create_markdown_artifact(key="edgeops-performance", markdown=performance_markdown(report),
                              description="Performance estimated without labels (CBPE / DLE) and realized from "
-                             "labels, with intervals, against each release's test metrics")
+                             "labels, over time with intervals, against each release's test metrics")
     for spec in events:
         emit_to_prefect(spec)
         logger.warning("%s: %s", spec.event, spec.resource["prefect.resource.id"])

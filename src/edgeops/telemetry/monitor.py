@@ -39,6 +39,7 @@ from edgeops.performance import Judged, PerformanceThresholds, TrendPoint, estim
 from edgeops.realized import LabelTotals, RealizedThresholds, judge_realized
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
 from edgeops.telemetry.performance_events import performance_events
+from edgeops.telemetry.performance_trends import PerformanceTrend, add_arrived_feedback, performance_trends
 from edgeops.telemetry.store import TelemetryStore
 from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health_trends
 
@@ -87,6 +88,7 @@ class MonitorReport:
     performance: list[Judged] = field(default_factory=list)   # estimated without labels, per scope
     performance_thresholds: PerformanceThresholds = field(default_factory=PerformanceThresholds)
     performance_trend: dict[tuple[str, int], list[TrendPoint]] = field(default_factory=dict)   # fleet, per hour
+    performance_chart: dict[tuple[str, int], PerformanceTrend] = field(default_factory=dict)   # estimated + realized
 
     @property
     def fleet(self) -> list[ScopeReport]:
@@ -181,12 +183,14 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
     performance = performance or PerformanceThresholds()
     judged = judge_performance(windows, references, performance, per_device=per_device)
     trend = estimate_trend(windows, references, confidence=performance.confidence)
+    hourly = add_arrived_feedback(store.hourly_label_totals(since=labels_since, model=model), windows)
+    chart = performance_trends(trend, hourly, references, performance, realized, now)
     ends = [parse_ts(windows[0].end), parse_ts(windows[-1].end)] if windows else [now]   # stored oldest first
     buckets = chart_buckets(ends[0], ends[-1], thresholds.window_s)
     return MonitorReport(now, since, scopes, devices, sorted(unreferenced), thresholds,
                          retired_scopes(totals, devices, labels), health, health_trends(windows, buckets), buckets,
                          realized, labels_since, performance=judged, performance_thresholds=performance,
-                         performance_trend=trend)
+                         performance_trend=trend, performance_chart=chart)
 
 
 def retired_scopes(totals: dict[Scope, WindowTotals], devices: Iterable[dict[str, Any]],
