@@ -78,10 +78,14 @@ def _chart(report: MonitorReport, trend: PerformanceTrend, retired: bool) -> lis
     png = performance_chart(trend, report.generated)
     step = "hour" if trend.step_hours == 1 else f"{trend.step_hours} hours"
     interval = "Wilson" if trend.metric == "accuracy" else "Student t"
-    parts = [f"Estimated {name} of the whole fleet per hour (line; band: its "
-             f"{report.performance_thresholds.confidence:.0%} interval) and realized {name} from labels per {step}, "
-             f"placed at the time of the predictions they judge (points; bars: the {report.realized.confidence:.0%} "
-             f"{interval} interval; hollow: fewer than {trend.min_labels} labels, too few for a verdict)."]
+    estimated = (f"Estimated {name} of the whole fleet per hour (line; band: its "
+                 f"{report.performance_thresholds.confidence:.0%} interval)" if trend.estimated else
+                 "No estimate (see the table)")
+    realized = (f"realized {name} from labels per {step}, placed at the time of the predictions they judge (points; "
+                f"bars: the {report.realized.confidence:.0%} {interval} interval; hollow: fewer than "
+                f"{trend.min_labels} labels, too few for a verdict)" if trend.realized else
+                "no labels for these predictions yet")
+    parts = [f"{estimated}; {realized}."]
     if trend.reference is not None:
         parts.append(f"Solid line: the release's test {name} ({trend.reference:.3g}); dashed: the threshold the "
                      "estimate is judged against"

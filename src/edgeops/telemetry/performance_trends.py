@@ -79,7 +79,9 @@ def add_arrived_feedback(hourly: HourlyLabels, windows: Iterable[TelemetryWindow
 
 def realized_step(hourly: Mapping[datetime, LabelTotals], min_labels: int) -> int:
     """The smallest step of REALIZED_STEPS_H (hours) whose median bin with labels holds ``min_labels``; the
-    largest when none does."""
+    largest when none does (and hourly when there are no labels at all)."""
+    if not any(t.labelled > 0 for t in hourly.values()):
+        return REALIZED_STEPS_H[0]
     for step in REALIZED_STEPS_H:
         bins = _bins(hourly, step)
         if bins and statistics.median(t.labelled for t in bins.values()) >= min_labels:
