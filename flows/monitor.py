@@ -1,13 +1,14 @@
 """Monitoring as a Prefect flow: drift and health from stored telemetry, shown in the Prefect UI.
 
     scheduled run → run_monitor (edgeops.telemetry.monitor, plain functions)
-      → table artifact ``edgeops-fleet-status`` (every device: presence, release, drift and health verdicts)
+      → table artifact ``edgeops-fleet-status`` (every device: presence, release, drift, health and performance)
       → markdown artifact ``edgeops-drift-report`` (per model version: drift evidence per feature and health over
         time as PNG charts, the latest check point's statistics, a device × feature view; retired versions last)
-      → markdown artifact ``edgeops-performance`` (per model version: performance estimated without labels)
-      → ``edgeops.drift.detected`` / ``edgeops.health.degraded`` / ``edgeops.performance.degraded`` once per
-        episode (state kept in the telemetry DB), which the retrain deployment's trigger listens to
-        (deployments/prefect.yaml)
+      → markdown artifact ``edgeops-performance`` (per model version: performance estimated without labels and
+        realized from labels, and a chart of both over time with their intervals)
+      → ``edgeops.drift.detected`` / ``edgeops.health.degraded`` (errors, latency) / ``edgeops.performance.degraded``
+        (estimated or realized) once per episode (state kept in the telemetry DB); the retrain deployment's
+        trigger listens to drift and performance (deployments/prefect.yaml)
 
 Parameters are plain JSON so the flow runs as a scheduled deployment as well as in-process.
 """
@@ -99,8 +100,8 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
                              description="Drift over time (two-sample chi-square per check point; PSI, JS), health "
                              "over time and devices × features, per model version")
     create_markdown_artifact(key="edgeops-performance", markdown=performance_markdown(report),
-                             description="Performance estimated without labels (CBPE / DLE), with intervals, "
-                             "against each release's test metrics")
+                             description="Performance estimated without labels (CBPE / DLE) and realized from "
+                             "labels, over time with intervals, against each release's test metrics")
     for spec in events:
         emit_to_prefect(spec)
         logger.warning("%s: %s", spec.event, spec.resource["prefect.resource.id"])
@@ -108,8 +109,11 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
                                                         if s.verdict == "drift"],
                "retired": [f"{s.model}@{s.version}" for s in report.fleet if report.is_retired(s)],
                "events": [s.event for s in events], "unreferenced": report.unreferenced,
-               "performance_degraded": [f"{j.scope.model}@{j.scope.version}" for j in report.performance
-                                        if j.scope.device is None and j.verdict == "degraded"]}
+               "performance_degraded": [
+                   *(f"{j.scope.model}@{j.scope.version}" for j in report.performance
+                     if j.scope.device is None and j.verdict == "degraded"),
+                   *(f"{s.model}@{s.version} (realized)" for s in report.current
+                     if s.health.realized is not None and s.health.realized.verdict == "degraded")]}
     logger.info("monitor: %s", summary)
     return summary
 

@@ -263,8 +263,9 @@ def assess_health(totals: WindowTotals, thresholds: HealthThresholds = HealthThr
                   realized: Realized | None = None) -> Health:
     """Error rate = errors / requests (a window's ``count`` includes failed requests); latency as described on
     WindowTotals. Accuracy / MAE are ``realized``'s (realized.py: labels credited to their predictions, an
-    interval, a verdict only with enough labels), which makes the verdict ``degraded`` when it is; without it,
-    the windows' own feedback is reported and not judged."""
+    interval, a verdict only with enough labels), carried here to be shown beside health; without it, the windows'
+    own feedback is. Neither decides health: health is whether the service answers (errors, latency), and a
+    realized degradation is a performance finding (telemetry/performance_events.py), not a second health one."""
     errors = sum(totals.errors.values())
     rate = errors / totals.count if totals.count else None
     p95 = totals.p95_estimate
@@ -280,8 +281,6 @@ def assess_health(totals: WindowTotals, thresholds: HealthThresholds = HealthThr
         problems.append(f"error rate {rate:.1%} > {thresholds.max_error_rate:.1%}")
     if thresholds.max_latency_p95_ms is not None and p95 is not None and p95 > thresholds.max_latency_p95_ms:
         problems.append(f"p95 latency {p95:.1f} ms > {thresholds.max_latency_p95_ms} ms")
-    if realized is not None and realized.verdict == "degraded":
-        problems.append(realized.reason)
     verdict: HealthVerdict = "degraded" if problems else "ok"
     if not problems and totals.count < thresholds.min_requests:
         verdict, problems = "insufficient_data", [f"{totals.count} < {thresholds.min_requests} requests"]

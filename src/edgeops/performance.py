@@ -324,6 +324,14 @@ class Judged:
                 else self.estimate.metric, "threshold": self.threshold, "reason": self.reason}
 
 
+def estimate_threshold(metric: str, reference: float, thresholds: PerformanceThresholds) -> float:
+    """The level an estimate of ``metric`` is judged against: the release's test value minus the tolerance
+    (accuracy, F1), or times (1 + tolerance) for MAE. The verdict and the report's chart draw the same line."""
+    if metric == "mae":
+        return reference * (1 + thresholds.mae_tolerance)
+    return reference - (thresholds.accuracy_tolerance if metric == "accuracy" else thresholds.f1_tolerance)
+
+
 def judge_estimate(scope: ScopeEstimate, thresholds: PerformanceThresholds) -> Judged:
     """The verdict on one scope's estimate against the release's own test metric (module docstring)."""
     regression = scope.get("mae") is not None
@@ -336,14 +344,12 @@ def judge_estimate(scope: ScopeEstimate, thresholds: PerformanceThresholds) -> J
                       reason=f"{estimate.rows} < {thresholds.min_rows} predictions")
     if estimate.reference is None:
         return Judged(scope, "insufficient_data", estimate, reason=f"the release has no test {metric} to compare")
+    threshold = estimate_threshold(metric, estimate.reference, thresholds)
     if regression:
-        threshold = estimate.reference * (1 + thresholds.mae_tolerance)
         if estimate.low > threshold:
             return Judged(scope, "degraded", estimate, threshold,
                           f"estimated MAE {estimate.value:.3g} (at least {estimate.low:.3g}) > {threshold:.3g}")
         return Judged(scope, "ok", estimate, threshold)
-    tolerance = thresholds.accuracy_tolerance if metric == "accuracy" else thresholds.f1_tolerance
-    threshold = estimate.reference - tolerance
     if estimate.high < threshold:
         return Judged(scope, "degraded", estimate, threshold,
                       f"estimated {metric} {estimate.value:.3f} (at most {estimate.high:.3f}) < {threshold:.3f}")
@@ -359,4 +365,4 @@ def judge_performance(windows: Iterable[TelemetryWindow], references: Callable[[
 
 __all__ = ["CONFIDENCE", "Estimate", "HitRates", "Judged", "PerformanceThresholds", "PerformanceVerdict",
            "ScopeEstimate", "TrendPoint", "estimate_classifier", "estimate_performance", "estimate_regressor",
-           "estimate_trend", "hit_rates", "judge_estimate", "judge_performance"]
+           "estimate_threshold", "estimate_trend", "hit_rates", "judge_estimate", "judge_performance"]

@@ -139,4 +139,5 @@ def test_late_labels_after_a_rollout_and_a_kill_are_credited_to_the_old_version_
     fleet = {s.version: s.health for s in report.scopes if s.device is None}
     assert (fleet[1].labelled, fleet[1].accuracy) == (140, pytest.approx(right / 140))
     assert (fleet[2].labelled, fleet[2].accuracy) == (10, 1.0)
-    assert fleet[1].verdict == "degraded" and "over 140 labels < 0.75" in fleet[1].reason
+    realized = fleet[1].realized
+    assert realized is not None and realized.verdict == "degraded" and "over 140 labels < 0.75" in realized.reason

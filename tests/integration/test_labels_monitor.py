@@ -68,11 +68,15 @@ def test_accuracy_well_below_the_releases_test_accuracy_is_degraded_by_default(s
                  for i in range(10)])
     report = run_monitor(store, manifest_references(manifests[:1]), now=NOW + timedelta(minutes=1))
     health = fleet(report, 1).health
-    assert health.verdict == "degraded" and "accuracy 0.5 [0.431, 0.569] over 200 labels < 0.75" in health.reason
-    events = [e for e in episode_events(store, report) if e.event == "edgeops.health.degraded"]
-    assert {e.resource["prefect.resource.id"] for e in events} == {"edgeops.model.churn", "edgeops.device.a"}
-    realized = next(e for e in events if e.resource["prefect.resource.id"] == "edgeops.model.churn").payload["realized"]
-    assert (realized["labelled"], realized["verdict"], realized["threshold"]) == (200, "degraded", pytest.approx(0.75))
+    assert health.realized is not None and health.verdict == "ok"    # the service answers; the model is wrong
+    assert "accuracy 0.5 [0.431, 0.569] over 200 labels < 0.75" in health.realized.reason
+    events = episode_events(store, report)
+    assert "edgeops.health.degraded" not in [e.event for e in events]
+    performance = [e for e in events if e.event == "edgeops.performance.degraded"]
+    assert {e.resource["prefect.resource.id"] for e in performance} == {"edgeops.model.churn", "edgeops.device.a"}
+    payload = next(e for e in performance if e.resource["prefect.resource.id"] == "edgeops.model.churn").payload
+    assert (payload["source"], payload["labelled"], payload["verdict"], payload["threshold"]) == (
+        "realized", 200, "degraded", pytest.approx(0.75))
 
 
 def test_late_labels_are_credited_to_the_old_version_and_its_time(store: TelemetryStore, manifests: list[Path]) -> None:
@@ -89,7 +93,7 @@ def test_late_labels_are_credited_to_the_old_version_and_its_time(store: Telemet
                          now=NOW + timedelta(minutes=5), label_window=timedelta(hours=24))
     assert fleet(report, 1).windows == 0   # churn@1 has no window in the last hour: judged on its labels alone
     assert (fleet(report, 1).health.labelled, fleet(report, 1).health.accuracy) == (160, 0.5)
-    assert fleet(report, 1).health.verdict == "degraded"
+    assert fleet(report, 1).health.realized.verdict == "degraded"  # type: ignore[union-attr]
     assert (fleet(report, 2).health.labelled, fleet(report, 2).health.accuracy) == (20, 0.5)   # not the 180 arrived
     assert fleet(report, 2).health.realized.verdict == "insufficient_data"  # type: ignore[union-attr]
     by_device = {(s.device, s.version): s.health.labelled for s in report.scopes if s.device}
@@ -139,4 +143,5 @@ def test_the_monitor_flow_takes_the_thresholds_as_parameters(store: TelemetrySto
                  for i in range(10)])
     summary = monitor_flow(db=store.url, manifests=[str(manifests[0])], per_device=False, min_labels=80,
                            min_accuracy=0.9)
-    assert summary["events"] == ["edgeops.health.degraded"]
+    assert summary["events"] == ["edgeops.performance.degraded"]
+    assert summary["performance_degraded"] == ["churn@1 (realized)"]

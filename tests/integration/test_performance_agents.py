@@ -97,5 +97,5 @@ def test_a_shift_onto_the_decision_boundary_raises_performance_degraded_before_a
     assert "edgeops.device.shifted" in about and "edgeops.device.steady" not in about, about
     assert sum(e.resource["prefect.resource.id"] == "edgeops.device.shifted" for e in events) == 1
     payload = next(e.payload for e in events if e.resource["prefect.resource.id"] == "edgeops.device.shifted")
-    assert payload["metric"] == "accuracy" and payload["source"] == "estimate" and payload["reference"] == 0.8
+    assert payload["metric"] == "accuracy" and payload["source"] == "estimated" and payload["reference"] == 0.8
     assert repeated == [], "an open episode raises no second event"

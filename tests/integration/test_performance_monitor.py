@@ -89,6 +89,8 @@ def test_the_flow_publishes_the_estimate_and_raises_one_event_per_episode(store:
     markdown = performance_markdown(report)
     assert "| churn@5 | accuracy |" in markdown and "| unsure | churn@5 | accuracy |" in markdown
     assert "## churn@5 per hour" in markdown and "| predictions |" in markdown
+    assert "![Estimated and realized accuracy over time, churn@5](data:image/png;base64," in markdown
+    assert "no labels for these predictions yet" in markdown and report.performance_chart["churn", 5].step_hours == 1
     with prefect_test_harness():
         summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
         again = monitor_flow(db=store.url, manifests=[str(manifest_path)])

@@ -155,3 +155,20 @@ def test_label_credits_are_stored_once_and_summed_by_prediction_time_on_postgres
     assert (totals["load", 1, None].abs_error_sum, totals["load", 1, None].abs_error_sq_sum) == (6.0, 10.0)
     assert set(pg_store.label_totals(since=datetime(2025, 12, 31, 23, 30, tzinfo=UTC))) == {("load", 1, "a"),
                                                                                           ("load", 1, None)}
+
+
+def test_label_credits_are_summed_per_hour_of_their_predictions_on_postgresql(pg_store: TelemetryStore) -> None:
+    """The chart's hourly realized series: date_trunc on PostgreSQL (SQLite truncates text), fleet-wide."""
+    from edge_agent.protocol import FeedbackCredit
+
+    credits = (FeedbackCredit("churn", 2, "2025-12-31T23:05:00.000Z", 30, correct=20),
+               FeedbackCredit("churn", 2, "2025-12-31T23:55:00.000Z", 10, correct=1),
+               FeedbackCredit("churn", 2, "2026-01-01T00:00:00.000Z", 5, correct=5),
+               FeedbackCredit("load", 1, "2026-01-01T00:59:59.000Z", 4, abs_error_sum=6.0, abs_error_sq_sum=10.0))
+    pg_store.write([replace(window("a", 7), feedback_for=credits), replace(window("b", 7), feedback_for=credits[:1])])
+    hourly = pg_store.hourly_label_totals(since=datetime(2025, 12, 31, 22, tzinfo=UTC))
+    churn = {at: (t.labelled, t.correct) for at, t in hourly["churn", 2].items()}
+    assert churn == {datetime(2025, 12, 31, 23, tzinfo=UTC): (70, 41), datetime(2026, 1, 1, 0, tzinfo=UTC): (5, 5)}
+    load = hourly["load", 1][datetime(2026, 1, 1, 0, tzinfo=UTC)]
+    assert (load.labelled, load.abs_error_sum, load.abs_error_sq_sum, load.unspread) == (4, 6.0, 10.0, 0)
+    assert set(pg_store.hourly_label_totals(model="load")) == {("load", 1)}

@@ -84,12 +84,15 @@ def test_without_a_test_metric_or_a_threshold_there_is_no_verdict() -> None:
     assert (empty.verdict, empty.labelled, empty.value) == ("insufficient_data", 0, None)
 
 
-def test_a_degraded_realized_verdict_makes_health_degraded_and_says_why() -> None:
+def test_a_degraded_realized_verdict_is_shown_with_health_but_does_not_make_it_degraded() -> None:
+    """Health is whether the service answers; a realized degradation is a performance finding and raises
+    edgeops.performance.degraded (telemetry/performance_events.py), not a second, health event."""
     totals = WindowTotals("churn", 3, count=1000)
     health = assess_health(totals, realized=judge_realized(accuracy_labels(60, 100), "binary", TEST_ACCURACY))
-    assert health.verdict == "degraded" and "accuracy 0.6 [0.502, 0.691] over 100 labels" in health.reason
+    assert health.verdict == "ok" and health.reason == ""
     assert (health.labelled, health.accuracy, health.mae) == (100, 0.6, None)
     assert health.to_dict()["realized"]["verdict"] == "degraded"
+    assert "accuracy 0.6 [0.502, 0.691] over 100 labels" in health.to_dict()["realized"]["reason"]
 
 
 @pytest.mark.parametrize("bad", [{"min_labels": 0}, {"confidence": 1.0}, {"accuracy_tolerance": -0.1},

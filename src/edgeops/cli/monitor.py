@@ -70,7 +70,8 @@ def run(
         min=0.0, help="An absolute maximum MAE instead of the relative one.")] = None,
     fail_on: Annotated[list[FailOn] | None, typer.Option(
         help="Exit 1 when a fleet-wide scope of a version some device runs is in this state (repeatable): "
-        "drift, degraded (health), performance (estimated without labels).")] = None,
+        "drift, degraded (health: errors, latency), performance (estimated without labels, or realized from "
+        "labels).")] = None,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -118,6 +119,8 @@ def run(
     failing += [f"{j.scope.model}@{j.scope.version} (estimated performance)" for j in report.performance
                 if "performance" in wanted and j.scope.device is None and j.verdict == "degraded"
                 and (j.scope.model, j.scope.version, None) not in report.retired]
+    failing += [f"{s.model}@{s.version} (realized performance)" for s in report.current if "performance" in wanted
+                and s.health.realized is not None and s.health.realized.verdict == "degraded"]
     if failing:
         typer.echo("failing (--fail-on): " + ", ".join(failing), err=True)
         raise typer.Exit(1)
@@ -152,15 +155,17 @@ def scope_line(scope: ScopeReport, retired: bool = False) -> str:
         health += f", errors {h.error_rate:.1%}"
     if h.latency_p95_ms is not None:
         health += f", p95 {h.latency_p95_ms:.1f} ms (max {h.latency_p95_max_ms:.1f})"
-    if h.realized is not None and h.realized.value is not None:
-        health += f", {h.realized.describe()}"
+    labels = ""
+    if h.realized is not None and h.realized.value is not None:   # realized performance: judged apart from health
+        labels = f" | realized {h.realized.describe()}"
         if h.realized.threshold is not None:
-            health += f" (threshold {h.realized.threshold:.3g})"
+            labels += f" (threshold {h.realized.threshold:.3g})"
+        labels += {"degraded": " DEGRADED", "ok": " ok"}.get(h.realized.verdict, " (no verdict)")
     elif h.accuracy is not None:
         health += f", accuracy {h.accuracy:.3f}"
     elif h.mae is not None:
         health += f", MAE {h.mae:.3g}"
-    return f"{head}: {drift} | {health}" + (f" [{h.reason}]" if h.reason else "")
+    return f"{head}: {drift} | {health}" + (f" [{h.reason}]" if h.reason else "") + labels
 
 
 def _name(name: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, literal_column, select
 
 from edge_agent.protocol import TelemetryWindow
 from edgeops.drift import Scope, parse_ts
@@ -65,3 +65,31 @@ def label_totals(engine: Engine, since: datetime | None = None, model: str | Non
                 int(labelled or 0), float(correct or 0), None if abs_sum is None else float(abs_sum),
                 None if abs_sum is None else float(sq_sum or 0.0))
     return totals
+
+
+def hourly_label_totals(engine: Engine, since: datetime | None = None,
+                        model: str | None = None) -> dict[tuple[str, int], dict[datetime, LabelTotals]]:
+    """Fleet-wide credits per model version and UTC hour of their predictions (the hour their window started),
+    for the report's chart of realized performance over time. The database truncates to the hour, so a week of
+    a large fleet comes back as at most 168 rows per version."""
+    table = LabelRow.__table__
+    if engine.dialect.name == "postgresql":
+        hour = func.date_trunc(literal_column("'hour'"), table.c.window_start)
+    else:       # SQLite keeps datetimes as text: 2026-01-01 12:34:56.000000
+        hour = func.strftime("%Y-%m-%d %H:00:00", table.c.window_start)
+    query = select(table.c.model, table.c.version, hour.label("hour"), func.sum(table.c.labelled),
+                   func.sum(table.c.correct), func.sum(table.c.abs_error_sum), func.sum(table.c.abs_error_sq_sum)
+                   ).group_by(table.c.model, table.c.version, hour)
+    if since is not None:
+        query = query.where(table.c.window_start >= since.astimezone(UTC).replace(tzinfo=None))
+    if model is not None:
+        query = query.where(table.c.model == model)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    out: dict[tuple[str, int], dict[datetime, LabelTotals]] = {}
+    for name, version, at, labelled, correct, abs_sum, sq_sum in rows:
+        start = (at if isinstance(at, datetime) else datetime.fromisoformat(at)).replace(tzinfo=UTC)
+        out.setdefault((name, version), {}).setdefault(start, LabelTotals()).add(
+            int(labelled or 0), float(correct or 0), None if abs_sum is None else float(abs_sum),
+            None if abs_sum is None else float(sq_sum or 0.0))
+    return out

@@ -37,7 +37,9 @@ from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
 from edgeops.errors import ConfigError, EdgeopsError
 from edgeops.performance import Judged, PerformanceThresholds, TrendPoint, estimate_trend, judge_performance
 from edgeops.realized import LabelTotals, RealizedThresholds, judge_realized
-from edgeops.telemetry.events import EventSpec, drift_event, health_event, performance_event
+from edgeops.telemetry.events import EventSpec, drift_event, health_event
+from edgeops.telemetry.performance_events import performance_events
+from edgeops.telemetry.performance_trends import PerformanceTrend, add_arrived_feedback, performance_trends
 from edgeops.telemetry.store import TelemetryStore
 from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health_trends
 
@@ -86,6 +88,7 @@ class MonitorReport:
     performance: list[Judged] = field(default_factory=list)   # estimated without labels, per scope
     performance_thresholds: PerformanceThresholds = field(default_factory=PerformanceThresholds)
     performance_trend: dict[tuple[str, int], list[TrendPoint]] = field(default_factory=dict)   # fleet, per hour
+    performance_chart: dict[tuple[str, int], PerformanceTrend] = field(default_factory=dict)   # estimated + realized
 
     @property
     def fleet(self) -> list[ScopeReport]:
@@ -180,22 +183,34 @@ def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: st
     performance = performance or PerformanceThresholds()
     judged = judge_performance(windows, references, performance, per_device=per_device)
     trend = estimate_trend(windows, references, confidence=performance.confidence)
+    hourly = add_arrived_feedback(store.hourly_label_totals(since=labels_since, model=model), windows)
+    chart = performance_trends(trend, hourly, references, performance, realized, now)
     ends = [parse_ts(windows[0].end), parse_ts(windows[-1].end)] if windows else [now]   # stored oldest first
     buckets = chart_buckets(ends[0], ends[-1], thresholds.window_s)
     return MonitorReport(now, since, scopes, devices, sorted(unreferenced), thresholds,
-                         retired_scopes(totals, devices), health, health_trends(windows, buckets), buckets,
+                         retired_scopes(totals, devices, labels), health, health_trends(windows, buckets), buckets,
                          realized, labels_since, performance=judged, performance_thresholds=performance,
-                         performance_trend=trend)
+                         performance_trend=trend, performance_chart=chart)
 
 
-def retired_scopes(totals: dict[Scope, WindowTotals], devices: Iterable[dict[str, Any]]) -> frozenset[Scope]:
+def retired_scopes(totals: dict[Scope, WindowTotals], devices: Iterable[dict[str, Any]],
+                   labelled: Iterable[Scope] = ()) -> frozenset[Scope]:
     """The scopes whose release no device that sent their windows runs any more: each such device's latest
     ``reported`` state names another release. A device that never reported keeps its version current (nothing
-    says it moved on), so telemetry without presence information is never called retired."""
+    says it moved on), so telemetry without presence information is never called retired. A fleet-wide scope
+    with labels but no windows in the span (``labelled``: late labels of an older version) has no senders to ask;
+    it is retired when devices report running its model and none of them runs its version."""
     running = {d["device"]: (d["model"], d["version"]) for d in devices if d.get("model") is not None}
-    return frozenset(key for key, total in totals.items()
-                     if (senders := total.devices if key[2] is None else {key[2]})
-                     and all(running.get(dev, key[:2]) != key[:2] for dev in senders))
+
+    def senders(key: Scope) -> set[str]:
+        if key[2] is not None:
+            return {key[2]}
+        if key in totals:
+            return totals[key].devices
+        return {dev for dev, (name, _) in running.items() if name == key[0]}
+
+    return frozenset(key for key in {*totals, *labelled}
+                     if (who := senders(key)) and all(running.get(dev, key[:2]) != key[:2] for dev in who))
 
 
 Slots = dict[str, dict[str, np.ndarray]]    # check point time (ISO) → series name → counts vector
@@ -267,11 +282,13 @@ def _vector(vec: np.ndarray | None, size: int) -> np.ndarray:
 
 
 def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSpec]:
-    """``edgeops.drift.detected`` / ``edgeops.health.degraded`` once per episode. Drift: the scope's check points
-    after the last one judged by an earlier run (kept in the store) advance its episode; the event marks the
-    first check point that rejected. Health: an event when the verdict over the window turns ``degraded``; the
-    episode closes when it is ``ok`` again (``insufficient_data`` leaves it as it is). Fleet-wide events are
-    about ``edgeops.model.{name}`` — what the retrain trigger matches; per-device ones about the device."""
+    """``edgeops.drift.detected`` / ``edgeops.health.degraded`` / ``edgeops.performance.degraded`` once per
+    episode. Drift: the scope's check points after the last one judged by an earlier run (kept in the store)
+    advance its episode; the event marks the first check point that rejected. Health (errors, latency): an event
+    when the verdict over the window turns ``degraded``; the episode closes when it is ``ok`` again
+    (``insufficient_data`` leaves it as it is). Performance, estimated or realized: performance_events.py.
+    Fleet-wide events are about ``edgeops.model.{name}`` — what the retrain trigger matches; per-device ones
+    about the device."""
     events: list[EventSpec] = []
     for scope in report.scopes:
         where = scope.device or "*"
@@ -288,22 +305,6 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
             if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
                 events.append(health_event(scope.model, scope.version, scope.device, detail))
     return events + performance_events(store, report)
-
-
-def performance_events(store: TelemetryStore, report: MonitorReport) -> list[EventSpec]:
-    """``edgeops.performance.degraded`` once per episode: when a scope's estimate turns ``degraded``; the episode
-    closes when it is ``ok`` again (``insufficient_data`` leaves it as it is), like health."""
-    events = []
-    for judged in report.performance:
-        if judged.verdict == "insufficient_data" or judged.estimate is None:
-            continue
-        scope, estimate = judged.scope, judged.estimate
-        detail = {"scope": scope.device or "fleet", "windows": scope.windows, "source": "estimate",
-                  **estimate.to_dict(), "threshold": judged.threshold, "reason": judged.reason}
-        if store.set_episode("performance", scope.model, scope.version, scope.device or "*",
-                             judged.verdict == "degraded", detail):
-            events.append(performance_event(scope.model, scope.version, scope.device, detail))
-    return events
 
 
 def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: dict[str, Any],

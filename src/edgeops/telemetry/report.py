@@ -10,17 +10,21 @@ from typing import Any
 
 from edgeops.drift import ScopeReport
 from edgeops.drift_checks import DriftThresholds
+from edgeops.realized import Realized
 from edgeops.telemetry.monitor import MonitorReport
 from edgeops.telemetry.report_charts import drift_trend_chart, health_chart, series_label
 from edgeops.telemetry.trends import MAX_DEVICE_ROWS, MAX_SERIES, charted_series, device_drift, evidence_trend
 
 
 def fleet_rows(report: MonitorReport) -> list[dict[str, Any]]:
-    """One row per known device: presence, what it runs, and its drift and health verdicts."""
+    """One row per known device: presence, what it runs, and its drift, health and performance verdicts."""
     by_device = {(s.device, s.model, s.version): s for s in report.scopes if s.device is not None}
+    estimated = {(j.scope.device, j.scope.model, j.scope.version): j.verdict for j in report.performance
+                 if j.scope.device is not None}
     rows = []
     for dev in report.devices:
-        scope = by_device.get((dev["device"], dev["model"], dev["version"]))
+        key = (dev["device"], dev["model"], dev["version"])
+        scope = by_device.get(key)
         rows.append({
             "device": dev["device"], "status": dev["status"] or "unknown", "state": dev["state"] or "",
             "release": f"{dev['model']}@{dev['version']}" if dev["model"] else "",
@@ -28,8 +32,18 @@ def fleet_rows(report: MonitorReport) -> list[dict[str, Any]]:
             "health": scope.health.verdict if scope else "",
             "error_rate": _pct(scope.health.error_rate) if scope else "",
             "p95_ms": _num(scope.health.latency_p95_ms) if scope else "",
+            "performance": _performance(estimated.get(key), scope.health.realized if scope else None),
         })
     return rows
+
+
+def _performance(estimated: str | None, realized: Realized | None) -> str:
+    """``degraded (realized)``, ``degraded (estimated)``, ``ok``, or empty without a verdict from either source."""
+    verdicts = {"estimated": estimated, "realized": None if realized is None else realized.verdict}
+    degraded = [source for source, verdict in verdicts.items() if verdict == "degraded"]
+    if degraded:
+        return f"degraded ({', '.join(degraded)})"
+    return "ok" if "ok" in verdicts.values() else ""
 
 
 def drift_markdown(report: MonitorReport, thresholds: DriftThresholds | None = None) -> str:

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from edgeops.drift import PREDICTION
+from edgeops.telemetry.performance_trends import PerformanceTrend
 from edgeops.telemetry.trends import QUANTILES, EvidenceTrend, HealthPoint
 
-DRIFT, CALM, EPISODE, GREY = "#d62728", "#1f77b4", "#f4c7c3", "#555555"
+DRIFT, CALM, EPISODE, GREY, LABELS = "#d62728", "#1f77b4", "#f4c7c3", "#555555", "#d95f02"
 
 
 def _pyplot() -> Any:
@@ -131,4 +132,70 @@ def health_chart(points: Sequence[HealthPoint], bucket_s: float, max_error_rate:
     return _png(fig)
 
 
-__all__ = ["drift_trend_chart", "health_chart", "series_label"]
+def performance_chart(trend: PerformanceTrend, end: datetime) -> str:
+    """The fleet's estimate per hour as a line in its interval band, realized performance per bin as points with
+    their interval (hollow: fewer labels than a verdict needs; a horizontal bar spans a bin of several hours),
+    the release's test value (solid) and the degradation thresholds (dashed: the estimate's; dotted: the labels',
+    drawn when it differs)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=80)
+    half_hour = timedelta(minutes=30)
+    values: list[float] = []
+    if trend.estimated:
+        hours = int((trend.estimated[-1].start - trend.estimated[0].start).total_seconds() // 3600) + 1
+        grid = np.full((3, hours), np.nan)          # value, low, high per hour; gaps stay NaN and break the line
+        for p in trend.estimated:
+            i = int((p.start - trend.estimated[0].start).total_seconds() // 3600)
+            grid[:, i] = (p.estimate.value, p.estimate.low, p.estimate.high)
+        times = np.array([_naive(trend.estimated[0].start + half_hour + timedelta(hours=i)) for i in range(hours)],
+                         dtype="datetime64[s]")
+        ax.fill_between(times, grid[1], grid[2], color=CALM, alpha=0.22, lw=0, label="estimated, interval")
+        ax.plot(times, grid[0], color=CALM, lw=1.1, marker="." if len(trend.estimated) < 30 else None, ms=4,
+                label="estimated")
+        values += [v for v in grid[1:].ravel() if np.isfinite(v)]
+    if trend.realized:
+        step = timedelta(hours=trend.step_hours)
+        for enough in (True, False):
+            chosen = [p for p in trend.realized if (p.realized.labelled >= trend.min_labels) == enough
+                      and p.realized.value is not None]
+            if not chosen:
+                continue
+            x = np.array([_naive(p.start + step / 2) for p in chosen], dtype="datetime64[s]")
+            y = np.array([p.realized.value for p in chosen], dtype=float)
+            low = np.array([p.realized.low if p.realized.low is not None else v for p, v in zip(chosen, y,
+                                                                                                  strict=True)])
+            high = np.array([p.realized.high if p.realized.high is not None else v for p, v in zip(chosen, y,
+                                                                                                    strict=True)])
+            ax.errorbar(x, y, yerr=[y - low, high - y], fmt="o", ms=3.5, color=LABELS, lw=0.9, capsize=0,
+                        mfc=LABELS if enough else "white", zorder=3,
+                        label="realized (labels)" if enough else f"realized, < {trend.min_labels} labels")
+            if trend.step_hours > 1:      # the hours the bin pools
+                ax.hlines(y, x - np.timedelta64(int(step.total_seconds() // 2), "s"),
+                          x + np.timedelta64(int(step.total_seconds() // 2), "s"), color=LABELS, lw=0.9, zorder=3)
+            values += [*low.tolist(), *high.tolist()]
+    if trend.reference is not None:
+        ax.axhline(trend.reference, color=GREY, lw=0.8, label=f"test {trend.reference:.3g}")
+        values.append(trend.reference)
+    if trend.estimate_threshold is not None:
+        ax.axhline(trend.estimate_threshold, color=DRIFT, ls="--", lw=0.8,
+                   label=f"threshold {trend.estimate_threshold:.3g}")
+        values.append(trend.estimate_threshold)
+    if trend.realized_threshold is not None and (trend.estimate_threshold is None
+                                                 or abs(trend.realized_threshold - trend.estimate_threshold) > 1e-9):
+        ax.axhline(trend.realized_threshold, color=DRIFT, ls=":", lw=0.9,
+                   label=f"labels' threshold {trend.realized_threshold:.3g}")
+        values.append(trend.realized_threshold)
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(0.1 * (hi - lo), 0.01)
+        ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 1.005) if trend.metric == "accuracy" else hi + pad)
+    ax.set_ylabel("accuracy" if trend.metric == "accuracy" else "MAE", fontsize=8)
+    ax.tick_params(labelsize=7)
+    _time_axis(ax)
+    ax.set_xlim(_naive(trend.start), _naive(max(end, trend.start + timedelta(hours=1))))
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=4, fontsize=7, frameon=False, borderaxespad=0.2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+__all__ = ["drift_trend_chart", "health_chart", "performance_chart", "series_label"]

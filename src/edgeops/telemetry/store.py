@@ -33,7 +33,7 @@ from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, c
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
 from edgeops.realized import LabelTotals
-from edgeops.telemetry.credits import insert_credits, label_totals, window_credit_rows
+from edgeops.telemetry.credits import hourly_label_totals, insert_credits, label_totals, window_credit_rows
 from edgeops.telemetry.engine import create_tables, open_engine
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
@@ -348,6 +348,11 @@ class TelemetryStore:
     def label_totals(self, since: datetime | None = None, model: str | None = None) -> dict[Any, LabelTotals]:
         """Labels per (model, version, device) and fleet-wide (device None) for predictions made since ``since``."""
         return label_totals(self.engine, since, model)
+
+    def hourly_label_totals(self, since: datetime | None = None,
+                            model: str | None = None) -> dict[tuple[str, int], dict[datetime, LabelTotals]]:
+        """Fleet-wide labels per (model, version) and UTC hour of their predictions, since ``since``."""
+        return hourly_label_totals(self.engine, since, model)
 
     def models(self) -> list[tuple[str, int]]:
         """(model, version) pairs that have windows."""
