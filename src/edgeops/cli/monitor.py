@@ -57,7 +57,7 @@ def run(
         thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
                                       recent_windows=recent_windows, recovery_windows=recovery_windows)
         span = hours if hours is not None else cfg.monitor.hours
-        references = manifest_references(manifest) if manifest else registry_references(cfg.registry.root)
+        references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
         store = TelemetryStore(db)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
