@@ -22,13 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Engine,
-    create_engine,
-    event,
     func,
     or_,
     select,
@@ -42,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
-from edgeops.sqlite_wal import BUSY_S, use_wal
+from edgeops.sql_engine import create_all, open_engine
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
@@ -84,12 +80,9 @@ class TelemetryStore:
         self.url = url
         self.schema = schema
         try:
-            self.engine = _engine(url, schema)
-            if schema:
-                with self.engine.begin() as conn:
-                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            self.engine = open_engine(url, schema)
             upgrade(self.engine, schema)   # tables of an older edgeops, before create_all adds what is missing
-            _create_tables(self.engine)
+            create_all(Base.metadata, self.engine)
             self.dialect = self.engine.dialect.name
             # Windows go through a temporary staging table (_copy_windows). PostgreSQL grants TEMPORARY to every
             # role by default; a database that revoked it gets the prepared single-row INSERT instead.
@@ -379,37 +372,3 @@ def _occurred(ts: str) -> datetime | None:
         return parse_ts(ts)
     except ValueError:
         return None
-
-
-def _create_tables(engine: Engine, attempts: int = 3) -> None:
-    """``create_all`` looks before it creates, so two ingest instances opening a new store together can both
-    see a table missing and the slower one fails with "already exists". Looking again settles it; an error that
-    another look does not cure (permissions, say) is raised after the last attempt."""
-    for attempt in range(attempts):
-        try:
-            Base.metadata.create_all(engine)
-            return
-        except DBAPIError:
-            if attempt == attempts - 1:
-                raise
-
-
-def _engine(url: str, schema: str | None) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": BUSY_S})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    engine = create_engine(url, pool_pre_ping=True)
-    return engine.execution_options(schema_translate_map={None: schema}) if schema else engine
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers (the monitor) run while the ingest writes; the connection's busy timeout (``timeout``
-    above) lets two writers take turns."""
-    cursor = dbapi_conn.cursor()
-    use_wal(cursor)
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
