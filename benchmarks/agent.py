@@ -13,13 +13,21 @@ how the rounds are run), then all of them as one table with the machine's load:
      and loading the same model (both in clean venvs)                                          ≤ 1.25×
   6. install size: venv with the wheel (no extras) vs onnxruntime+numpy+paho+cryptography     ≤ 1.1×
   7. bytes on the wire per update (desired + manifest + artifact payloads + topics) vs ONNX    ≤ 1.02×
+  8. the feedback log (answers kept on disk for labels after a restart): Agent.predict and
+     predict_many(100) of an agent that writes it / the same agent keeping answers in memory only,
+     wall and process CPU (the owner thread's writes included)                                ≤ 1.05×
+  9. score counts (what performance estimation needs), the same release with / without its score
+     calibration: model run + telemetry bookkeeping (binning included), thread CPU, 1 and 100 rows ≤ 1.05×
+     (a compaction every 100 rows / 10 batches; after every batch and the whole Agent's wall: no target)
 Two models: "small" (logistic regression, 3 columns, a few KB of ONNX: worst case for overheads) and
-"forest" (random forest on 20 numeric columns, made by the edgeops pipeline: a realistic size).
+"forest" (random forest on 20 numeric columns, made by the edgeops pipeline: a realistic size). Both carry a
+score calibration (manifest 1.2), as pipeline releases do. ``--only-scores`` runs measure 9 alone.
 Uses the machine's Mosquitto when it answers on 127.0.0.1:1883, else starts one on a free port.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +50,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import serving  # noqa: E402
 from releases import Release, build_release, new_key, public_pem, sign, signed_desired  # noqa: E402
+from rounds import interleaved_cpu, spread  # noqa: E402
 from services import free_port, machine_broker_url, running_mosquitto, wait_port  # noqa: E402
 
 from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import AgentConfig  # noqa: E402
 from edge_agent.protocol import ReleaseManifest, Topics  # noqa: E402
 from edge_agent.store import ModelStore, Pointer  # noqa: E402
+from edge_agent.telemetry import TelemetryRecorder  # noqa: E402
 
 RESULTS: list[serving.Ratio] = []
 
@@ -162,6 +172,118 @@ def bench_http(tmp: Path, name: str, release: Release, key_path: Path, rounds: i
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+def bench_feedback_log(tmp: Path, release: Release, key_path: Path, broker: str, prefix: str, rounds: int,
+                       calls: int) -> None:
+    """Two agents serving the same release, one without its feedback log (answers in memory only, as before the
+    log existed); both owner threads run, so the log's writes count in the process CPU time."""
+    agents = []
+    for name, log in (("log-off", False), ("log-on", True)):
+        data_dir = tmp / f"agent-{name}"
+        install(data_dir, release)
+        agent = Agent(AgentConfig(device_id=f"bench-{name}", data_dir=data_dir, public_keys=(key_path,),
+                                  broker_url=broker, topic_prefix=prefix))
+        if not log:
+            agent._recent.log = None   # benchmark only: the memory without its log
+        agents.append(agent.start())
+    off, on = agents
+    row, batch = records_for(release.manifest, 1)[0], records_for(release.manifest, 100)
+    try:
+        for label, (wall, cpu) in (
+                ("predict, 1 row", interleaved_cpu(lambda: off.predict(row), lambda: on.predict(row), rounds, calls)),
+                ("predict_many, 100 rows", interleaved_cpu(lambda: off.predict_many(batch),
+                                                           lambda: on.predict_many(batch), rounds,
+                                                           max(calls // 10, 50)))):   # rounds of ~20 ms
+            RESULTS.append(serving.Ratio(f"feedback log on / off: {label}", wall, 1.05,
+                                         detail=f"process CPU {spread(cpu)}"))
+            print(RESULTS[-1].line(), flush=True)
+    finally:
+        for agent in agents:
+            agent.stop()
+    log_bytes = sum(p.stat().st_size for p in (tmp / "agent-log-on" / "feedback").iterdir())
+    print(f"  (feedback log after the runs: {log_bytes / 1024:.0f} KiB for {on._recent.held} answers kept)", flush=True)
+
+
+# 9. score counts ----------------------------------------------------------------------------------------------
+def without_calibration(release: Release, key: Any) -> Release:
+    """The same model and manifest without its calibration: the agent then counts no scores."""
+    return Release(sign(dataclasses.replace(release.manifest, calibration=None), key), release.data)
+
+
+def thread_cpu(fns: dict[str, Callable[[], Any]], rounds: int, calls: int) -> dict[str, list[float]]:
+    """Per round, this thread's CPU seconds per call of each function, the order rotating every round: CPU time
+    of the calling thread is what the work costs, whatever else the machine runs."""
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for fn in fns.values():
+        for _ in range(min(calls, 100)):
+            fn()
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, started = fns[name], time.thread_time()
+            for _ in range(calls):
+                fn()
+            out[name].append((time.thread_time() - started) / calls)
+    return out
+
+
+def bench_scores(tmp: Path, name: str, release: Release, key: Any, key_path: Path, broker: str, prefix: str,
+                 rounds: int, calls: int) -> None:
+    """9. What counting scores adds to a prediction: the model's own run (ModelRunner) plus the telemetry
+    bookkeeping with and without score counts, each in this thread's CPU time, binning included. The agent bins
+    once per tick (0.1 s): under load many calls share a compaction, so the target is measured compacting every
+    100 single rows or every 10 batches; a compaction after every batch (a device sending one batch per tick,
+    where the cost is per tick, not per row) is shown beside. Then the whole Agent's wall time with / without,
+    which a loaded machine makes noisy."""
+    from edge_agent.inference import ModelRunner
+
+    plain = without_calibration(release, key)
+    runner = ModelRunner(release.manifest, release.data)
+    row, batch = records_for(release.manifest, 1)[0], records_for(release.manifest, 100)
+    single, answers = runner.predict(row), runner.predict_many(batch)
+    recorders = {"off": TelemetryRecorder(plain.manifest, "bench", 3600, 10**9),
+                 "on": TelemetryRecorder(release.manifest, "bench", 3600, 10**9)}
+    counter = {"off": 0, "on": 0}
+
+    def one(side: str) -> None:
+        recorders[side].record(row, single, 0.1)
+        counter[side] += 1
+        if counter[side] % 100 == 0:
+            recorders[side].compact()
+
+    def many(side: str, every: int) -> None:
+        recorders[side].record_many(batch, answers.answers, 0.1, answers.columns, answers.matrix)
+        counter[side] += 1
+        if counter[side] % every == 0:
+            recorders[side].compact()
+
+    model_one, model_many = (lambda: runner.predict(row)), (lambda: runner.predict_many(batch))
+    for rows, model, n, every in ((1, model_one, calls, 100), (100, model_many, max(calls // 50, 20), 10),
+                                  (100, model_many, max(calls // 50, 20), 1)):
+        tel = one if rows == 1 else (lambda side, e=every: many(side, e))
+        cpu = thread_cpu({"model": model, "off": lambda t=tel: t("off"), "on": lambda t=tel: t("on")}, rounds, n)
+        ratios = [(m + a) / (m + b) for m, a, b in zip(cpu["model"], cpu["on"], cpu["off"], strict=True)]
+        added = statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)) / rows * 1e6
+        worst = every == 1   # a compaction per batch: what a device sending one batch per tick pays, rarely
+        run_us = statistics.median(cpu["model"]) / rows * 1e6
+        RESULTS.append(serving.Ratio(
+            f"score counts on / off, {rows}-row calls, compact every {every} ({name})", ratios, None if worst else 1.05,
+            detail=f"thread CPU; +{added:.2f} µs a row on a model run of {run_us:.1f} µs a row"))
+        print(RESULTS[-1].line(), flush=True)
+    off = start_agent(tmp, f"{name}-scores-off", plain, key_path, broker, prefix)
+    on = start_agent(tmp, f"{name}-scores-on", release, key_path, broker, prefix)
+    try:
+        for rows, call_off, call_on, n in (
+                (1, lambda: off.predict(row), lambda: on.predict(row), calls),
+                (100, lambda: off.predict_many(batch), lambda: on.predict_many(batch), max(calls // 50, 20))):
+            wall, process = interleaved_cpu(call_off, call_on, rounds, n)
+            RESULTS.append(serving.Ratio(f"Agent with / without score counts, {rows}-row calls ({name})", wall,
+                                         None, detail=f"wall; process CPU {spread(process)}"))
+            print(RESULTS[-1].line(), flush=True)
+    finally:
+        on.stop()
+        off.stop()
 
 
 # 3 + 4. clean venvs: RSS and install size --------------------------------------------------------------
@@ -328,6 +450,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="single-row calls per side and round")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one HTTP load round")
     parser.add_argument("--skip-venvs", action="store_true", help="skip RSS and install size (no venv builds)")
+    parser.add_argument("--only-scores", action="store_true", help="measure 9 (score counts) alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp_name, broker_url(Path(tmp_name)) as broker:
         tmp = Path(tmp_name)
@@ -337,10 +460,12 @@ def main() -> int:
         key_path.write_bytes(public_pem(key))
         print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, broker {broker}; building models ...",
               flush=True)
-        small, forest = build_release("small", 1, key), forest_release(key)
+        small, forest = build_release("small", 1, key, calibrated=True), forest_release(key)
         print(f"models: small {len(small.data)} B ONNX, forest {len(forest.data)} B ONNX", flush=True)
         load_before = os.getloadavg()[0]
         for name, release in (("small", small), ("forest", forest)):
+            bench_scores(tmp, name, release, key, key_path, broker, prefix, args.rounds, args.calls)
+        for name, release in (() if args.only_scores else (("small", small), ("forest", forest))):
             agent = start_agent(tmp, name, release, key_path, broker, prefix)
             try:
                 bench_predict(name, agent, release, args.rounds, args.calls)
@@ -351,19 +476,23 @@ def main() -> int:
             bench_http(tmp, name, release, key_path, max(args.rounds // 2, 3), args.seconds)
             for result in RESULTS[-2:]:
                 print(result.line(), flush=True)
-        updater = start_agent(tmp, "update", None, key_path, broker, prefix)
-        try:
-            bench_wire(updater, forest, broker, prefix, "bench-update", key)
-        finally:
-            updater.stop()
-        wire_ratio_for(small, prefix, "bench-update", key)
-        if not args.skip_venvs:
+        if not args.only_scores:
+            bench_feedback_log(tmp, small, key_path, broker, prefix, args.rounds, args.calls)
+            updater = start_agent(tmp, "update", None, key_path, broker, prefix)
+            try:
+                bench_wire(updater, forest, broker, prefix, "bench-update", key)
+            finally:
+                updater.stop()
+            wire_ratio_for(small, prefix, "bench-update", key)
+        if not args.skip_venvs and not args.only_scores:
             bench_venvs(tmp, forest, key_path, broker, prefix)
         clear = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         host, port = broker.split("://", 1)[1].rsplit(":", 1)
         clear.connect(host, int(port))
         clear.loop_start()
-        for device in ("bench-small", "bench-forest", "bench-update", "rss"):
+        for device in ("bench-small", "bench-forest", "bench-update", "rss", *(f"bench-{n}-scores-{side}"
+                                                                               for n in ("small", "forest")
+                                                                               for side in ("on", "off"))):
             for channel in ("status", "reported"):
                 clear.publish(Topics(prefix).device(device, channel), b"", qos=1, retain=True).wait_for_publish(10)
         clear.disconnect()

@@ -317,10 +317,14 @@ def _counts(vec: list[int]) -> Any:
 
 
 class _Manifest:
-    """A stand-in with what run_monitor reads of a release manifest: its name, version and reference bins."""
+    """A stand-in with what run_monitor reads of a release manifest: its name, version, task, test metrics,
+    reference bins, and no calibration table (no performance estimate)."""
 
     def __init__(self, refs: dict[str, Reference]) -> None:
+        from types import SimpleNamespace
+
         self.name, self.version = "bench", 1
+        self.outputs, self.metrics, self.calibration = SimpleNamespace(task="classification"), {}, None
         self.reference = {n: r for n, r in refs.items() if n != "__prediction__"}
         self.prediction_reference = refs["__prediction__"]
 

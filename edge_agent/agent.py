@@ -21,6 +21,7 @@ from .config import AgentConfig
 from .desired import DESIRED_FILE, DesiredGuard
 from .errors import AgentError, FeedbackError, ModelError, NoModelError, VerificationError, short_reason
 from .feedback import FeedbackMemory
+from .feedback_log import FeedbackLog
 from .http_api import HttpApi
 from .inference import ModelRunner, Prediction
 from .installer import Installer, boot
@@ -35,7 +36,6 @@ from .verify import KeyRing
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_MEMORY = 10_000  # predictions remembered for feedback (oldest forgotten first)
 _STOP = object()
 
 
@@ -53,9 +53,11 @@ class Agent:
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.link = MqttLink(config, self.inbox)
         self.outbox = Outbox(self.store.path("outbox.sqlite"), config.outbox_max_windows)
+        kept = config.feedback_max_predictions   # answers kept for feedback; the log holds the last half to all
+        self._recent = FeedbackMemory(kept, FeedbackLog(self.store.path("feedback"), kept // 2))
         self.pump = TelemetryPump(self.outbox, self.link, self.topics, self.device,
                                   interval_s=config.telemetry_interval_s,
-                                  max_predictions=config.telemetry_max_predictions)
+                                  max_predictions=config.telemetry_max_predictions, memory=self._recent)
         self.events = EventCourier(self.link, self.topics.device(self.device, "events"))
         self.installer = Installer(self)
         self.desired_guard = DesiredGuard(self.store.path(DESIRED_FILE), self.keyring,
@@ -69,7 +71,6 @@ class Agent:
         self.probation: Probation | None = None
         self.latencies = LatencyWindow()
         self.lock = threading.Lock()  # guards the probation watcher and the runner swap (callers vs owner)
-        self._recent = FeedbackMemory(FEEDBACK_MEMORY)
         self._thread: threading.Thread | None = None
         self._http: HttpApi | None = None
 
@@ -102,6 +103,7 @@ class Agent:
                 state = dataclasses.replace(state, phase="serving")
         self._state, self._runner = state, runner
         self.store.write_state(state.to_json())
+        self._recent.load()   # before the first window opens: its ids must not repeat those given before a restart
         self.pump.on_model_changed(None if runner is None else runner.manifest)
         return self
 
@@ -128,6 +130,7 @@ class Agent:
             self.pump.flush()
         except Exception:
             log.exception("telemetry flush at shutdown failed")
+        self._recent.close()
         self.link.stop(clean=clean)
         self.outbox.close()
 
@@ -143,9 +146,10 @@ class Agent:
             self._failed(runner, exc, (time.perf_counter() - start) * 1e3)
             raise
         wall_ms, cost_ms = (time.perf_counter() - start) * 1e3, (time.thread_time() - cpu) * 1e3
-        self.pump.record(record, prediction, wall_ms, None)
+        given = self.pump.record(record, prediction, wall_ms, None)
+        if given is not None:   # the id that names this release and telemetry window (protocol/feedback.py)
+            prediction.id = given
         self._judge(runner, cost_ms)
-        self._remember(runner, prediction)
         return prediction
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> Sequence[Prediction]:
@@ -164,22 +168,24 @@ class Agent:
             return predictions
         rows = len(predictions)
         per_row, cost_ms = (time.perf_counter() - start) * 1e3 / rows, (time.thread_time() - cpu) * 1e3 / rows
-        self.pump.record_many(records, predictions.answers, per_row, predictions.columns)
+        given = self.pump.record_many(records, predictions.answers, per_row, predictions.columns, predictions.matrix)
+        if given is not None:
+            predictions.key, predictions.base = given
         self._judge(runner, cost_ms)
-        self._recent.remember_batch(predictions.key, runner.regression, predictions.answers)
         return predictions
 
     def feedback(self, prediction_id: str, truth: Any) -> None:
-        """Ground truth for an earlier prediction: its label (classifier) or value (regressor)."""
-        regression, value = self._recent.lookup(prediction_id)
-        if regression:
+        """Ground truth for an earlier prediction: its label (classifier) or value (regressor). It is credited
+        to the release and telemetry window that made the prediction (the next window reports it)."""
+        window, value = self._recent.lookup(prediction_id)
+        if window.regression:
             if isinstance(truth, bool) or not isinstance(truth, int | float) or not math.isfinite(truth):
                 raise FeedbackError("value: must be a finite number for a regression model")
-            self.pump.record_feedback(abs_error=abs(float(value) - float(truth)))
+            self.pump.record_feedback(abs_error=abs(float(value) - float(truth)), about=window)
         else:
             if truth is None or isinstance(truth, dict | list):
                 raise FeedbackError("label: must be a class label")
-            self.pump.record_feedback(correct=str(truth) == str(value))
+            self.pump.record_feedback(correct=str(truth) == str(value), about=window)
 
     # bookkeeping per prediction ---------------------------------------------------------------------
     def _judge(self, runner: ModelRunner, cost_ms: float) -> None:
@@ -190,11 +196,6 @@ class Agent:
         elif probation.ref.model == runner.manifest.name and probation.ref.version == runner.manifest.version:
             with self.lock:
                 probation.record(cost_ms, False)
-
-    def _remember(self, runner: ModelRunner, prediction: Prediction) -> None:
-        # Remembered for feedback; a plain dict insert is atomic, the owner thread trims the oldest.
-        self._recent.remember(prediction.id, runner.regression,
-                              prediction.value if runner.regression else prediction.label)
 
     def _failed(self, runner: ModelRunner, exc: AgentError, latency_ms: float) -> None:
         """An InputError is the caller's ("input", the bad record is not binned); a ModelError the model's."""
@@ -278,7 +279,7 @@ class Agent:
             self._publish_report(held)
         self.pump.tick()
         self.events.tick()
-        self._recent.trim()
+        self._recent.flush()
 
     # state, reporting -----------------------------------------------------------------------------
     def transition(self, **changes: Any) -> AgentState:

@@ -57,6 +57,9 @@ class AgentConfig:
     telemetry_interval_s: float = 60.0
     telemetry_max_predictions: int = 10_000
     outbox_max_windows: int = 10_000
+    feedback_max_predictions: int = 100_000
+    """Answers kept for ``/v1/feedback`` (in memory and in ``data_dir/feedback/``, across restarts): a label for
+    an older prediction is refused as expired."""
     probation_s: float = 60.0
     probation_min_predictions: int = 20
     probation_max_error_rate: float = 0.05
@@ -91,7 +94,8 @@ class AgentConfig:
     def _check_ranges(self) -> None:
         positive = ("http_request_timeout_s", "http_idle_timeout_s", "http_backlog", "keepalive_s",
                     "max_artifact_bytes", "fetch_timeout_s", "telemetry_interval_s", "telemetry_max_predictions",
-                    "outbox_max_windows", "probation_max_latency_factor", "reconnect_min_s", "reconnect_max_s")
+                    "outbox_max_windows", "feedback_max_predictions", "probation_max_latency_factor",
+                    "reconnect_min_s", "reconnect_max_s")
         for name in positive:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -133,6 +137,7 @@ _KINDS: dict[str, int] = {
     "topic_prefix": _STR, "username": _OPT_STR, "password": _OPT_STR, "ca_file": _PATH,
     "tls_insecure": _BOOL, "keepalive_s": _INT, "max_artifact_bytes": _INT, "fetch_timeout_s": _FLOAT,
     "telemetry_interval_s": _FLOAT, "telemetry_max_predictions": _INT, "outbox_max_windows": _INT,
+    "feedback_max_predictions": _INT,
     "probation_s": _FLOAT, "probation_min_predictions": _INT, "probation_max_error_rate": _FLOAT,
     "probation_max_latency_factor": _FLOAT, "probation_latency_floor_ms": _FLOAT, "reconnect_min_s": _FLOAT,
     "reconnect_max_s": _FLOAT, "report_steps_after_s": _FLOAT, "desired_signatures": _STR,

@@ -37,8 +37,10 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 @dataclass(slots=True)
 class Prediction:
     """One answer. Classifiers set ``label`` and ``probabilities`` (class → p in manifest order);
-    regressors set ``value``. ``id`` identifies the prediction for later feedback. (Not frozen: a frozen
-    dataclass's ``__init__`` costs a microsecond more on the hot path.)"""
+    regressors set ``value``. ``id`` identifies the prediction for later feedback: the agent sets it to the id
+    that names the release and telemetry window (protocol/feedback.py); a bare ``ModelRunner`` gives a local one.
+    (Not frozen: a frozen dataclass's ``__init__`` costs a microsecond more on the hot path, and the agent sets
+    ``id`` after counting the prediction.)"""
 
     id: str
     label: Any = None
@@ -56,17 +58,20 @@ class PredictionBatch(Sequence[Prediction]):
     """A batch's answers as onnxruntime gave them: ids, ``Prediction`` objects and probability dicts are made
     only for the rows someone reads (one bookkeeping step per batch, not per row).
 
-    Ids are ``{key}.{i:x}``: the batch's key and the row's index, so feedback finds a row of a remembered
-    batch without an entry per row."""
+    Ids are ``{key}{base + i:x}``: the agent sets ``key`` and ``base`` to its telemetry window's id head and the
+    batch's first row in it (protocol/feedback.py), so every row has an id without an entry per row."""
 
-    __slots__ = ("_classes", "_json_classes", "answers", "columns", "key", "probabilities", "regression")
+    __slots__ = ("_classes", "_json_classes", "answers", "base", "columns", "key", "matrix", "probabilities",
+                 "regression")
 
     def __init__(self, key: str, answers: list[Any], probabilities: list[list[float]] | None,
-                 classes: tuple[Any, ...], json_classes: tuple[str, ...]) -> None:
+                 classes: tuple[Any, ...], json_classes: tuple[str, ...], matrix: np.ndarray | None = None) -> None:
         self.key = key
+        self.base = 0
         self.answers = answers  # labels (classifier) or values (regressor), one per row
         self.columns: dict[str, list[Any]] = {}  # the input columns' values as the caller gave them
         self.probabilities = probabilities
+        self.matrix = matrix  # the probabilities as onnxruntime gave them (rows × classes), for telemetry
         self.regression = probabilities is None
         self._classes = classes
         self._json_classes = json_classes
@@ -75,7 +80,7 @@ class PredictionBatch(Sequence[Prediction]):
         return len(self.answers)
 
     def id(self, index: int) -> str:
-        return f"{self.key}.{index:x}"
+        return f"{self.key}{self.base + index:x}"
 
     def _at(self, i: int) -> Prediction:
         if self.probabilities is None:
@@ -99,10 +104,10 @@ class PredictionBatch(Sequence[Prediction]):
         """What ``[p.to_json() for p in batch]`` gives, without the objects in between."""
         key = self.key
         if self.probabilities is None:
-            return [{"id": f"{key}.{i:x}", "value": v} for i, v in enumerate(self.answers)]
+            return [{"id": f"{key}{i:x}", "value": v} for i, v in enumerate(self.answers, self.base)]
         names = self._json_classes
-        return [{"id": f"{key}.{i:x}", "label": label, "probabilities": dict(zip(names, row, strict=False))}
-                for i, (label, row) in enumerate(zip(self.answers, self.probabilities, strict=True))]
+        return [{"id": f"{key}{i:x}", "label": label, "probabilities": dict(zip(names, row, strict=False))}
+                for i, (label, row) in enumerate(zip(self.answers, self.probabilities, strict=True), self.base)]
 
 
 def _check_number(value: Any, field: str, nullable: bool) -> float:
@@ -306,15 +311,16 @@ class ModelRunner:
         return self._run(self._feeds(records, False))
 
     def _shape(self, outputs: list[Any], n: int) -> PredictionBatch:
-        key = f"{self._id_prefix}x{next(self._batches):x}"  # "x" is no hex digit: never a single row's id
+        key = f"{self._id_prefix}x{next(self._batches):x}."  # "x" is no hex digit: never a single row's id
         if self._regression:
             values = np.asarray(outputs[0], dtype=np.float64).reshape(n, -1)[:, 0].tolist()
             return PredictionBatch(key, values, None, (), ())
         labels = outputs[0].reshape(n).tolist()
-        probs = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1).tolist()
+        matrix = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1)
         class_of = self._class_of
         label_of = {label: class_of.get(_key(label), label) for label in set(labels)}  # each distinct label once
-        return PredictionBatch(key, [label_of[label] for label in labels], probs, self._classes, self._json_classes)
+        return PredictionBatch(key, [label_of[label] for label in labels], matrix.tolist(), self._classes,
+                               self._json_classes, matrix)
 
 
 def _key(value: Any) -> str:

@@ -3,7 +3,10 @@
 ``TelemetryRecorder`` accumulates one window (thread-safe: predictions arrive on HTTP threads) and closes it
 every ``interval_s`` or ``max_predictions``, whichever comes first. A window holds counts, errors by kind,
 latency quantiles, per-feature counts on the manifest's reference bins, prediction counts and feedback
-metrics. Raw rows never leave the device: only counts do.
+metrics, and, for a classifier whose release carries a score calibration, score counts (protocol/performance.py:
+what the control plane estimates accuracy from without labels). Raw rows never leave the device: only counts
+do. Each answer counted is also kept in the window's ``AnswerWindow`` for labels that come later, and
+``record`` returns the id that names it (feedback.py).
 
 ``TelemetryPump`` (owner thread only) turns closed windows into outbox rows and publishes them, at most
 ``MAX_INFLIGHT`` unacknowledged at a time, in seq order; a row is deleted on PUBACK only (see outbox.py), and not
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .feedback import MAX_CREDITS, AnswerWindow, FeedbackMemory, FeedbackTally
 from .link import MqttLink
 from .outbox import Outbox
 from .protocol import (
@@ -32,10 +36,13 @@ from .protocol import (
     CategoricalBins,
     CountAccumulator,
     ReleaseManifest,
+    ScoreCalibration,
+    ScoreCounts,
     TelemetryWindow,
     Topics,
     categorical_bin,
 )
+from .scoring import freeze_scores, score_cells
 from .uplink import NoSubscriberBackoff
 
 log = logging.getLogger(__name__)
@@ -105,7 +112,8 @@ class _Window:
     """The mutable state of one open window. Counters change under the recorder's lock; rows and predictions
     wait in ``pending`` and are binned in bulk by ``bin_pending`` (under ``binning``), off the hot path."""
 
-    def __init__(self, manifest: ReleaseManifest, start: float, buffer: int) -> None:
+    def __init__(self, manifest: ReleaseManifest, start: float, buffer: int, given: AnswerWindow | None,
+                 score_bins: int = 0) -> None:
         self.start = start
         self.count = 0
         self.errors: dict[str, int] = {}
@@ -119,10 +127,13 @@ class _Window:
         self.blocks: list[list[list[Any]]] = []  # a batch's values column by column, in features order
         self.pending = 0  # rows in ``rows`` and ``blocks``
         self.predicted: list[Any] = []
+        self.score_bins = score_bins  # 0: this release's windows carry no score counts
+        self.scores = np.zeros(len(manifest.outputs.classes or ()) * 2 * score_bins, dtype=np.int64)
+        self.scored: list[tuple[float, ...]] = []  # probabilities of single records
+        self.scored_blocks: list[np.ndarray] = []  # a batch's probability matrix
         self.binning = threading.Lock()
-        self.labelled = 0
-        self.correct = 0
-        self.abs_error_sum = 0.0
+        self.given = given  # the answers of this window, kept for feedback (feedback.py); their ids name it
+        self.tally = FeedbackTally()
 
     def add_latency(self, latency_ms: float, rng: random.Random) -> None:
         if not math.isfinite(latency_ms):
@@ -138,14 +149,19 @@ class _Window:
             if j < self.buffer:
                 self.latencies[j] = latency_ms
 
-    def take_pending(self) -> tuple[list[tuple[Any, ...]], list[list[list[Any]]], list[Any]]:
-        """Call under the recorder's lock: hands out the pending rows, blocks and predictions (O(1))."""
-        rows, blocks, predicted = self.rows, self.blocks, self.predicted
-        self.rows, self.blocks, self.predicted, self.pending = [], [], [], 0
-        return rows, blocks, predicted
+    def take_pending(self) -> "_Pending":
+        """Call under the recorder's lock: hands out the pending rows, blocks, predictions and scores (O(1))."""
+        pending = (self.rows, self.blocks, self.predicted, self.scored, self.scored_blocks)
+        self.rows, self.blocks, self.predicted, self.scored, self.scored_blocks, self.pending = [], [], [], [], [], 0
+        return pending
 
-    def bin_pending(self, rows: list[tuple[Any, ...]], blocks: list[list[list[Any]]], predicted: list[Any]) -> None:
+    def bin_pending(self, rows: list[tuple[Any, ...]], blocks: list[list[list[Any]]], predicted: list[Any],
+                    scored: list[tuple[float, ...]], scored_blocks: list[np.ndarray]) -> None:
         with self.binning:
+            if scored or scored_blocks:  # one pass over everything pending: numpy's cost is per call
+                matrices = [*([np.array(scored, dtype=np.float64)] if scored else []), *scored_blocks]
+                pending = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+                self.scores += score_cells(pending, self.score_bins)
             if rows or blocks:
                 columns = [list(column) for column in zip(*rows, strict=True)] if rows \
                     else [[] for _ in self.features]
@@ -159,14 +175,20 @@ class _Window:
 
     @property
     def empty(self) -> bool:
-        return self.count == 0 and self.labelled == 0
+        return self.count == 0 and self.tally.labelled == 0
+
+    def score_counts(self) -> ScoreCounts | None:
+        return freeze_scores(self.scores, self.score_bins) if self.score_bins and self.scores.any() else None
+
+
+_Pending = tuple[list[tuple[Any, ...]], list[list[list[Any]]], list[Any], list[tuple[float, ...]], list[np.ndarray]]
 
 
 class TelemetryRecorder:
     """Accumulates predictions for one model version; ``close_window`` hands out a finished window."""
 
     def __init__(self, manifest: ReleaseManifest, device: str, interval_s: float, max_predictions: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, memory: FeedbackMemory | None = None) -> None:
         self.manifest = manifest
         self.device = device
         self.interval_s = interval_s
@@ -176,17 +198,32 @@ class TelemetryRecorder:
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._buffer = max(1, min(max_predictions, LATENCY_BUFFER))
-        self._window = _Window(manifest, clock(), self._buffer)
+        calibration, self._classes = manifest.calibration, len(manifest.outputs.classes or ())
+        self._score_bins = calibration.bins if isinstance(calibration, ScoreCalibration) \
+            and manifest.outputs.task != "regression" and calibration.classes == self._classes else 0
+        self._memory = memory
+        self._regression = manifest.outputs.task == "regression"
+        self._window = self._new_window(clock())
+
+    def _new_window(self, start: float) -> _Window:
+        memory, m = self._memory, self.manifest
+        given = None if memory is None else memory.open_window(m.name, m.version, start, self._regression)
+        return _Window(m, start, self._buffer, given, self._score_bins)
 
     def record(self, record: Mapping[str, Any] | None, prediction: Any | None, latency_ms: float,
-               error: str | None = None) -> None:
+               error: str | None = None) -> str | None:
         """One prediction (or failed attempt). ``error`` is a short kind (``input``, ``model`` ...), never a
         message with data in it. ``record`` feeds the feature bins; pass None when it is not a mapping.
 
         The hot path only copies the reference columns' values (the caller may reuse its dict) and appends;
-        binning happens in bulk in ``compact`` (the owner thread calls it every tick) or at close."""
+        binning happens in bulk in ``compact`` (the owner thread calls it every tick) or at close.
+
+        Returns the prediction's id when a feedback memory keeps the answer (the window's head and its row)."""
         key = None if prediction is None else _prediction_key(prediction, self.manifest.outputs.task)
         row = None if record is None else tuple(record.get(col) for col in self._columns)
+        probabilities = getattr(prediction, "probabilities", None) if self._score_bins else None
+        scores = None if not probabilities else tuple(probabilities.values())
+        kept, at = None, 0
         with self._lock:
             win = self._window
             win.count += 1
@@ -198,22 +235,34 @@ class TelemetryRecorder:
                 win.pending += 1
             if prediction is not None:
                 win.predicted.append(key)
+                kept = win.given
+                if kept is not None:
+                    at = len(kept.answers)
+                    kept.answers.append(getattr(prediction, "value" if self._regression else "label", prediction))
+            if scores is not None and len(scores) == self._classes:
+                win.scored.append(scores)
             overdue = win.pending >= MAX_PENDING
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
             self.compact()
+        return None if kept is None else f"{kept.head}{at:x}"
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
-                    inputs: Mapping[str, list[Any]] | None = None) -> None:
+                    inputs: Mapping[str, list[Any]] | None = None,
+                    probabilities: np.ndarray | None = None) -> tuple[str, int] | None:
         """A batch the model answered (``answers``: its labels, or its values for a regressor): one request, so
         one latency sample (its time per row) and one pass under the lock; its rows and answers are counted and
-        binned exactly as ``record`` would count each."""
+        binned exactly as ``record`` would count each. Returns (id head, first row) when answers are kept.
+        ``probabilities`` (rows × classes, a classifier's) feed the score counts; the matrix is kept as it is and
+        binned off the hot path."""
         if not records:
-            return
+            return None
         given = {} if inputs is None else inputs  # columns the caller already extracted (the model's inputs)
         columns = [given[col] if col in given else [record.get(col) for record in records] for col in self._columns]
         task = self.manifest.outputs.task
         key_of = {answer: _prediction_key(answer, task) for answer in set(answers)}  # few distinct: each once
         keys = [key_of[answer] for answer in answers]
+        scored = self._score_bins and probabilities is not None \
+            and np.shape(probabilities) == (len(records), self._classes)
         with self._lock:
             win = self._window
             win.count += len(records)
@@ -221,9 +270,16 @@ class TelemetryRecorder:
             win.blocks.append(columns)
             win.pending += len(records)
             win.predicted.extend(keys)
+            kept = win.given
+            at = 0 if kept is None else len(kept.answers)
+            if kept is not None:
+                kept.answers.extend(answers)
+            if scored:
+                win.scored_blocks.append(probabilities)  # type: ignore[arg-type]
             overdue = win.pending >= MAX_PENDING
         if overdue:
             self.compact()
+        return None if kept is None else (kept.head, at)
 
     def compact(self) -> None:
         """Bin what is pending into the open window's counts (bounded memory; cheap to call often)."""
@@ -232,30 +288,30 @@ class TelemetryRecorder:
             pending = win.take_pending()
         win.bin_pending(*pending)
 
-    def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
-        """Ground truth for an earlier prediction: ``correct`` for classifiers, ``abs_error`` for regressors."""
+    def record_feedback(self, correct: bool | None = None, abs_error: float | None = None,
+                        about: AnswerWindow | None = None) -> None:
+        """Ground truth for an earlier prediction: ``correct`` for classifiers, ``abs_error`` for regressors;
+        ``about`` is the window that made the prediction (its release and time get the credit)."""
         with self._lock:
-            win = self._window
-            if correct is not None:
-                win.labelled += 1
-                win.correct += int(bool(correct))
-            elif abs_error is not None and math.isfinite(abs_error):
-                win.labelled += 1
-                win.abs_error_sum += abs(float(abs_error))
+            self._window.tally.add(about, correct, abs_error)
 
     def due(self, now: float | None = None) -> bool:
         now = self.clock() if now is None else now
         with self._lock:
             win = self._window
-            return win.count >= self.max_predictions or now - win.start >= self.interval_s
+            return win.count >= self.max_predictions or now - win.start >= self.interval_s \
+                or len(win.tally.credits) >= MAX_CREDITS
 
     def close_window(self, seq: int, dropped: int = 0, epoch: str = "") -> TelemetryWindow | None:
         """Finish the open window and start the next one. None when nothing happened (no seq is used).
         ``epoch`` is the outbox's, within which ``seq`` counts."""
         now = self.clock()
+        fresh = self._new_window(now)
         with self._lock:
-            win, self._window = self._window, _Window(self.manifest, now, self._buffer)
+            win, self._window = self._window, fresh
             pending = win.take_pending()
+        if win.given is not None:
+            win.given.closed = True
         win.bin_pending(*pending)
         if win.empty:
             return None
@@ -267,19 +323,19 @@ class TelemetryRecorder:
         if len(kept):
             p50, p95, p99 = np.quantile(kept, [0.5, 0.95, 0.99])
             latency = {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(win.max_latency)}
-        feedback: dict[str, float] = {}
-        if win.labelled:
-            feedback["labelled"] = float(win.labelled)
-            if self.manifest.outputs.task == "regression":
-                feedback["mae"] = win.abs_error_sum / win.labelled
-            else:
-                feedback["accuracy"] = win.correct / win.labelled
         return TelemetryWindow(
             device=self.device, seq=seq, model=self.manifest.name, version=self.manifest.version,
             start=_iso(win.start), end=_iso(end), count=win.count, errors=dict(win.errors), latency_ms=latency,
             features={col: acc.freeze() for col, acc in win.features.items()},
-            predictions=win.predictions.freeze(), feedback=feedback, dropped=dropped, epoch=epoch,
+            predictions=win.predictions.freeze(), feedback=win.tally.feedback(self._regression), dropped=dropped,
+            epoch=epoch, feedback_for=win.tally.feedback_for(), scores=win.score_counts(),
         )
+
+    def retire(self) -> None:
+        """This recorder is replaced (after ``close_window``): its open window will never hold answers."""
+        given = self._window.given
+        if given is not None:
+            given.closed = True
 
 
 class TelemetryPump:
@@ -288,7 +344,8 @@ class TelemetryPump:
 
     def __init__(self, outbox: Outbox, link: MqttLink, topics: Topics, device: str, *,
                  interval_s: float = 60.0, max_predictions: int = 10_000,
-                 clock: Callable[[], float] = time.time, backoff: NoSubscriberBackoff | None = None) -> None:
+                 clock: Callable[[], float] = time.time, backoff: NoSubscriberBackoff | None = None,
+                 memory: FeedbackMemory | None = None) -> None:
         self.outbox = outbox
         self.link = link
         self.topic = topics.device(device, "telemetry")
@@ -297,6 +354,7 @@ class TelemetryPump:
         self.max_predictions = max_predictions
         self.clock = clock
         self.backoff = backoff or NoSubscriberBackoff(f"telemetry windows on {self.topic}")
+        self.memory = memory
         self.recorder: TelemetryRecorder | None = None
         self._inflight: dict[int, int] = {}  # mid → seq
         self._handed: set[int] = set()  # seqs the link holds (paho re-sends them itself after a reconnect)
@@ -305,26 +363,29 @@ class TelemetryPump:
 
     def on_model_changed(self, manifest: ReleaseManifest | None) -> None:
         """Close the old model's window (its counts belong to it), then record for ``manifest``."""
+        old = self.recorder
         self.flush()
+        if old is not None:
+            old.retire()
         self.recorder = None if manifest is None else TelemetryRecorder(
-            manifest, self.device, self.interval_s, self.max_predictions, self.clock)
+            manifest, self.device, self.interval_s, self.max_predictions, self.clock, self.memory)
 
     def record(self, record: Mapping[str, Any] | None, prediction: Any | None, latency_ms: float,
-               error: str | None = None) -> None:
+               error: str | None = None) -> str | None:
         recorder = self.recorder
-        if recorder is not None:
-            recorder.record(record, prediction, latency_ms, error)
+        return None if recorder is None else recorder.record(record, prediction, latency_ms, error)
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
-                    inputs: Mapping[str, list[Any]] | None = None) -> None:
+                    inputs: Mapping[str, list[Any]] | None = None,
+                    probabilities: np.ndarray | None = None) -> tuple[str, int] | None:
         recorder = self.recorder
-        if recorder is not None:
-            recorder.record_many(records, answers, latency_ms, inputs)
+        return None if recorder is None else recorder.record_many(records, answers, latency_ms, inputs, probabilities)
 
-    def record_feedback(self, correct: bool | None = None, abs_error: float | None = None) -> None:
+    def record_feedback(self, correct: bool | None = None, abs_error: float | None = None,
+                        about: AnswerWindow | None = None) -> None:
         recorder = self.recorder
         if recorder is not None:
-            recorder.record_feedback(correct, abs_error)
+            recorder.record_feedback(correct, abs_error, about)
 
     def tick(self, now: float | None = None) -> None:
         """Call often (each pass of the owner loop): closes a due window, keeps the pipe to the broker full."""

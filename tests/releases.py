@@ -151,8 +151,9 @@ class Release:
 
 
 def build_release(name: str, version: int, key: Ed25519PrivateKey, *, task: str = "binary", seed: int = 0,
-                  chunk_size: int = 1 << 20, data: bytes | None = None) -> Release:
-    """A signed release of a real model; ``data`` overrides the ONNX bytes (the manifest describes them)."""
+                  chunk_size: int = 1 << 20, data: bytes | None = None, calibrated: bool = False) -> Release:
+    """A signed release of a real model; ``data`` overrides the ONNX bytes (the manifest describes them).
+    ``calibrated`` adds the calibration table (manifest 1.2) measured on the training frame."""
     pipe, onnx_bytes, frame = trained(task, seed)
     data = onnx_bytes if data is None else data
     refs, pred_ref = _reference(frame, pipe, task)
@@ -165,8 +166,18 @@ def build_release(name: str, version: int, key: Ed25519PrivateKey, *, task: str 
         name=name, version=version, created="2026-11-27T12:00:00.000Z", artifact=artifact_info(data, chunk_size),
         inputs=inputs, outputs=outputs, reference=refs, prediction_reference=pred_ref,
         golden=_golden(pipe, frame, task), lineage=Lineage(data_sha256="0" * 64, config_sha256="1" * 64),
-        metrics={"accuracy": 0.8} if task == "binary" else {"r2": 0.9})
+        metrics={"accuracy": 0.8} if task == "binary" else {"r2": 0.9},
+        calibration=_calibration(pipe, seed, task, pred_ref) if calibrated else None)
     return Release(sign(manifest, key), data)
+
+
+def _calibration(pipe: Any, seed: int, task: str, pred_ref: Reference) -> Any:
+    from edgeops.calibration import error_calibration, score_calibration
+
+    frame, label, value = training_frame(seed)
+    if task == "binary":
+        return score_calibration(pipe.predict_proba(frame), np.asarray(label))
+    return error_calibration(pipe.predict(frame), np.asarray(value, dtype=float), pred_ref.bins)
 
 
 # ways to spoil a release ------------------------------------------------------------------------------

@@ -149,6 +149,36 @@ def unique_prefix() -> str:
     return f"edgeops-test/{uuid.uuid4().hex[:12]}"
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Live processes whose command line or environment names ``text`` (a test's work dir): every process a
+    local stack starts has it in one of them (configs, PREFECT_HOME, the telemetry db URL). This process and its
+    ancestors do not count (the test itself), nor do zombies: they have exited, and PID 1 of a container may
+    never reap the orphans among them. (Not "anything with pytest in its command line": the work dir is under
+    /tmp/pytest-of-<user>/, so that would overlook every process that names it.)"""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in _this_process_and_ancestors():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            if (proc / "stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in cmdline or text in (proc / "environ").read_bytes().decode(errors="replace"):
+                found.append(f"{proc.name}: {cmdline[:160]}")
+    return found
+
+
+def _this_process_and_ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 POSTGRES_URL = os.environ.get("EDGEOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -8,6 +8,7 @@ from .bins import MISSING, OVERFLOW, UNDERFLOW, UNSEEN, categorical_bin, numeric
 from .broker import BrokerAddress
 from .canonical import MAX_MESSAGE_BYTES, canonical_json, key_id, parse_json, sha256_hex
 from .errors import ProtocolError
+from .feedback import FeedbackCredit, PredictionRef, parse_prediction_id, prediction_id_head
 from .histogram import Bins, CategoricalBins, CountAccumulator, Counts, NumericBins, Reference
 from .manifest import (
     DTYPES,
@@ -36,18 +37,30 @@ from .messages import (
     parse_instant,
 )
 from .names import check_labels, check_name, check_version, parse_label, parse_version
+from .performance import (
+    MAX_SCORED_CLASSES,
+    SCORE_BINS,
+    Calibration,
+    ErrorCalibration,
+    ScoreCalibration,
+    ScoreCells,
+    ScoreCounts,
+    score_bin,
+)
 from .schema import CURRENT as SCHEMA_VERSIONS
 from .schema import check_schema
 from .steps import StepReports
 from .topics import DEFAULT_PREFIX, Topics
 
 __all__ = [
-    "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MISSING",
-    "OVERFLOW", "SCHEMA_VERSIONS", "SIGNATURE_ALGORITHM", "TASKS", "TRANSIENT_STATES", "UNDERFLOW", "UNSEEN",
-    "AgentEvent", "ArtifactInfo", "Bins", "BrokerAddress", "CategoricalBins", "CountAccumulator", "Counts", "Desired",
-    "GoldenSamples",
-    "InputSpec", "Lineage", "NumericBins", "OutputSpec", "ProtocolError", "Reference", "ReleaseManifest",
-    "Reported", "Signature", "Status", "StepReports", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin",
-    "check_labels", "check_name", "check_schema", "check_version", "iso_ms", "key_id", "now_iso", "numeric_bin",
-    "parse_instant", "parse_json", "parse_label", "parse_manifest", "parse_version", "sha256_hex",
+    "DEFAULT_PREFIX", "DTYPES", "EVENT_KINDS", "LIFECYCLE_STATES", "MAX_MESSAGE_BYTES", "MAX_SCORED_CLASSES",
+    "MISSING", "OVERFLOW", "SCHEMA_VERSIONS", "SCORE_BINS", "SIGNATURE_ALGORITHM", "TASKS", "TRANSIENT_STATES",
+    "UNDERFLOW", "UNSEEN", "AgentEvent", "ArtifactInfo", "Bins", "BrokerAddress", "Calibration",
+    "CategoricalBins", "CountAccumulator", "Counts", "Desired", "ErrorCalibration", "FeedbackCredit",
+    "GoldenSamples", "InputSpec", "Lineage", "NumericBins", "OutputSpec", "PredictionRef", "ProtocolError",
+    "Reference", "ReleaseManifest", "Reported", "ScoreCalibration", "ScoreCells", "ScoreCounts", "Signature",
+    "Status", "StepReports", "TelemetryWindow", "Topics", "canonical_json", "categorical_bin", "check_labels",
+    "check_name", "check_schema", "check_version", "iso_ms", "key_id", "now_iso", "numeric_bin",
+    "parse_instant", "parse_json", "parse_label", "parse_manifest", "parse_prediction_id", "parse_version",
+    "prediction_id_head", "score_bin", "sha256_hex",
 ]

@@ -14,6 +14,7 @@ from .errors import ProtocolError
 from .fields import check_type, float_list, optional, require
 from .histogram import Reference
 from .names import check_name, check_version
+from .performance import Calibration, ErrorCalibration, ScoreCalibration, parse_calibration
 from .schema import MANIFEST, check_schema, tag
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -228,6 +229,8 @@ class ReleaseManifest:
     lineage: Lineage
     metrics: dict[str, float] = field(default_factory=dict)
     signature: Signature | None = None
+    calibration: Calibration | None = None
+    """1.2: the reference for estimating performance without labels (performance.py); None in a 1.0 manifest."""
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
@@ -243,6 +246,24 @@ class ReleaseManifest:
             raise ProtocolError("golden inputs must name every input column", field="golden.inputs")
         if not set(self.reference) <= columns:
             raise ProtocolError("reference names a column that is not an input", field="reference")
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        """A calibration must fit the outputs it describes: one row per class, or one value per prediction bin
+        plus underflow and overflow."""
+        cal = self.calibration
+        if cal is None:
+            return
+        if isinstance(cal, ScoreCalibration):
+            if self.outputs.task == "regression" or cal.classes != len(self.outputs.classes or ()):
+                raise ProtocolError(f"score calibration has {cal.classes} classes, the outputs "
+                                    f"{len(self.outputs.classes or ())}", field="calibration")
+        elif isinstance(cal, ErrorCalibration):
+            wanted = self.prediction_reference.bins.size + 2
+            if self.outputs.task != "regression" or self.prediction_reference.bins.kind != "numeric" \
+                    or len(cal.rows) != wanted:
+                raise ProtocolError(f"error calibration needs {wanted} values for a regressor's prediction bins",
+                                    field="calibration")
 
     def input_spec(self, column: str) -> InputSpec:
         for spec in self.inputs:
@@ -258,6 +279,7 @@ class ReleaseManifest:
             "reference": {"features": {col: ref.to_json() for col, ref in self.reference.items()},
                           "prediction": self.prediction_reference.to_json()},
             "golden": self.golden.to_json(), "lineage": self.lineage.to_json(), "metrics": self.metrics,
+            "calibration": None if self.calibration is None else self.calibration.to_json(),
         }
         if signed and self.signature is not None:
             obj["signature"] = self.signature.to_json()
@@ -293,6 +315,7 @@ class ReleaseManifest:
             lineage=Lineage.from_json(require(obj, "lineage", dict)),
             metrics={k: check_type(v, float, f"metrics.{k}") for k, v in metrics.items()},
             signature=None if sig is None else Signature.from_json(sig),
+            calibration=parse_calibration(obj.get("calibration")),
         )
 
 

@@ -8,10 +8,12 @@ from typing import Any, ClassVar, Literal
 
 from .canonical import canonical_json, parse_json
 from .errors import ProtocolError
+from .feedback import FeedbackCredit
 from .fields import check_type, float_list, optional, require
 from .histogram import Counts
 from .manifest import Signature
 from .names import check_labels, check_name, check_version, is_name, is_version
+from .performance import ScoreCounts
 from .schema import CURRENT, DESIRED, EVENT, REPORTED, STATUS, TELEMETRY, check_schema, tag
 
 LIFECYCLE_STATES = ("idle", "serving", "fetching", "verifying", "self_testing", "activating",
@@ -264,6 +266,12 @@ class TelemetryWindow(_Message):
     ``features`` maps column → Counts on the manifest's reference bins (same order); ``predictions`` the
     same for the outputs. ``latency_ms`` holds p50/p95/p99/max. ``dropped`` counts windows a full outbox
     discarded since the last delivered one, so loss is reported, never silent.
+
+    ``feedback`` sums the labels that *arrived* in this window (1.0 meaning, kept for older control planes);
+    ``feedback_for`` (1.2) credits the same labels to the release and window of the predictions they are about
+    (protocol/feedback.py). A receiver that reads ``feedback_for`` ignores ``feedback`` of such a window.
+    ``scores`` (1.2, classifiers whose release carries a score calibration) counts predicted probabilities per
+    class (performance.py); the member is absent when there are none.
     """
 
     SCHEMA: ClassVar[str] = TELEMETRY
@@ -281,15 +289,22 @@ class TelemetryWindow(_Message):
     feedback: dict[str, float] = field(default_factory=dict)
     dropped: int = 0
     epoch: str = ""
+    feedback_for: tuple[FeedbackCredit, ...] = ()
+    scores: ScoreCounts | None = None
     ts: str = field(default_factory=now_iso)
 
     def to_json(self) -> dict[str, Any]:
-        return {**_envelope(TELEMETRY, self.device, self.ts), "epoch": self.epoch, "seq": self.seq,
-                "model": self.model, "version": self.version, "start": self.start, "end": self.end, "count": self.count,
-                "errors": self.errors, "latency_ms": self.latency_ms,
-                "features": {col: c.to_json() for col, c in self.features.items()},
-                "predictions": None if self.predictions is None else self.predictions.to_json(),
-                "feedback": self.feedback, "dropped": self.dropped}
+        obj = {**_envelope(TELEMETRY, self.device, self.ts), "epoch": self.epoch, "seq": self.seq,
+               "model": self.model, "version": self.version, "start": self.start, "end": self.end, "count": self.count,
+               "errors": self.errors, "latency_ms": self.latency_ms,
+               "features": {col: c.to_json() for col, c in self.features.items()},
+               "predictions": None if self.predictions is None else self.predictions.to_json(),
+               "feedback": self.feedback, "dropped": self.dropped}
+        if self.feedback_for:
+            obj["feedback_for"] = [credit.to_json() for credit in self.feedback_for]
+        if self.scores is not None:
+            obj["scores"] = self.scores.to_json()
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "TelemetryWindow":
@@ -306,7 +321,8 @@ class TelemetryWindow(_Message):
         errors = require(obj, "errors", dict)
         latency = require(obj, "latency_ms", dict)
         feedback = optional(obj, "feedback", dict, default={})
-        preds = obj.get("predictions")
+        credits = optional(obj, "feedback_for", list, default=[])
+        preds, scores = obj.get("predictions"), obj.get("scores")
         return cls(
             device=device, ts=ts, seq=seq, model=check_name(require(obj, "model", str), "model"),
             version=check_version(require(obj, "version", int)), start=require(obj, "start", str),
@@ -318,6 +334,8 @@ class TelemetryWindow(_Message):
             predictions=None if preds is None else Counts.from_json(preds, "predictions"),
             feedback={k: check_type(v, float, f"feedback.{k}") for k, v in feedback.items()},
             dropped=optional(obj, "dropped", int, default=0), epoch=epoch,
+            feedback_for=tuple(FeedbackCredit.from_json(c, f"feedback_for[{i}]") for i, c in enumerate(credits)),
+            scores=None if scores is None else ScoreCounts.from_json(scores),
         )
 
     @classmethod
@@ -327,7 +345,7 @@ class TelemetryWindow(_Message):
         accepts only what the checked path accepts, with the same result, so verdicts and messages stay those of
         the checked path (tests/unit/test_protocol_window_fast.py compares the two). Why: the ingest validates
         every window it stores, and the checked path cost more than the JSON decoding."""
-        if type(obj) is not dict:
+        if type(obj) is not dict or obj.get("feedback_for") is not None:   # credits are rare: the checked path
             return None
         schema = obj.get("schema")
         if type(schema) is not dict or type(name := schema.get("name")) is not str or name != TELEMETRY \
@@ -365,13 +383,18 @@ class TelemetryWindow(_Message):
         predictions = None if preds is None else Counts._plain(preds)
         if preds is not None and predictions is None:
             return None
+        raw_scores = obj.get("scores")
+        scores = None if raw_scores is None else ScoreCounts._plain(raw_scores)
+        if raw_scores is not None and scores is None:
+            return None
         return cls(device=device, ts=ts, seq=seq, model=model, version=version, start=start, end=end, count=count,
                    errors=dict(errors), latency_ms=dict(zip(latency, latency_values, strict=True)),
                    features=counts, predictions=predictions,
-                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped, epoch=epoch)
+                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped, epoch=epoch,
+                   scores=scores)
 
 
-_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY], "1.0"})   # other minors are fine too: the checked path
+_FAST_TAG_VERSIONS = frozenset({CURRENT[TELEMETRY], "1.1", "1.0"})   # other minors are fine too: the checked path
 _INT = frozenset({int})
 _NUMBER_TYPES = frozenset({int, float})
 

@@ -21,11 +21,11 @@ TELEMETRY = "edgeops.telemetry"
 EVENT = "edgeops.event"
 
 CURRENT: dict[str, str] = {
-    MANIFEST: "1.0",
+    MANIFEST: "1.2",  # 1.2: calibration (1.1 was never written: its saved example is a made-up newer minor)
     DESIRED: "1.1",  # 1.1: counter, expires, signature; model and version null = a signed clear
     REPORTED: "1.0",
     STATUS: "1.0",
-    TELEMETRY: "1.1",  # 1.1: epoch
+    TELEMETRY: "1.2",  # 1.1: epoch; 1.2: feedback_for, scores
     EVENT: "1.0",
 }
 SUPPORTED_MAJORS: dict[str, frozenset[int]] = {name: frozenset({1}) for name in CURRENT}

@@ -148,10 +148,52 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    """How realized performance (labels) is judged (docs/monitoring.md, "Labels and realized performance";
+    realized.RealizedThresholds has the same fields but ``hours``)."""
+
+    hours: float = 168.0
+    """Labels count for the predictions made in the last N hours (by the time of the prediction, not the label)."""
+    min_labels: int = 50
+    """No verdict on accuracy / MAE before this many labels per model version and scope."""
+    confidence: float = 0.95
+    """Level of the confidence interval (Wilson for accuracy, Student t for MAE)."""
+    accuracy_tolerance: float = 0.05
+    """Degraded when the interval's upper bound is below the release's test accuracy minus this."""
+    mae_tolerance: float = 0.25
+    """Degraded when the interval's lower bound is above the release's test MAE times (1 + this)."""
+    min_accuracy: float | None = None
+    """An absolute minimum accuracy instead of the relative one."""
+    max_mae: float | None = None
+    """An absolute maximum MAE instead of the relative one."""
+
+
+@dataclass(frozen=True)
+class PerformanceConfig:
+    """When the monitor calls a version's performance, estimated without labels, degraded (docs/monitoring.md,
+    "Performance without labels"; performance.PerformanceThresholds has the same fields)."""
+
+    metric: str = "accuracy"
+    """What a classifier is judged on: ``accuracy`` or ``f1`` (regressors: MAE)."""
+    accuracy_tolerance: float = 0.05
+    """Degraded when the estimate's upper bound is below the release's test accuracy minus this."""
+    f1_tolerance: float = 0.05
+    """The same for F1 (``metric: f1``)."""
+    mae_tolerance: float = 0.25
+    """Degraded when the estimate's lower bound is above the release's test MAE times (1 + this)."""
+    min_rows: int = 200
+    """No verdict before this many predictions per version and scope."""
+    confidence: float = 0.95
+    """Level of the estimate's interval."""
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     hours: float = 24.0
     """Telemetry the monitor reads: the last N hours (health sums it; drift judges every check point in it)."""
     drift: DriftConfig = field(default_factory=DriftConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
 
 @dataclass(frozen=True)
@@ -419,6 +461,17 @@ def _check_monitor(monitor: MonitorConfig) -> None:
               "monitor.drift.recovery_windows": (drift.recovery_windows >= 1, "must be at least 1"),
               "monitor.drift.recover_p": (0 < drift.recover_p < 1, "must be between 0 and 1"),
               "monitor.drift.min_expected": (drift.min_expected > 0, "must be positive")}
+    labels = monitor.labels
+    checks.update({
+        "monitor.labels.hours": (labels.hours > 0, "must be positive"),
+        "monitor.labels.min_labels": (labels.min_labels >= 1, "must be at least 1"),
+        "monitor.labels.confidence": (0 < labels.confidence < 1, "must be between 0 and 1"),
+        "monitor.labels.accuracy_tolerance": (0 <= labels.accuracy_tolerance <= 1, "must be between 0 and 1"),
+        "monitor.labels.mae_tolerance": (labels.mae_tolerance >= 0, "must not be negative"),
+        "monitor.labels.min_accuracy": (labels.min_accuracy is None or 0 <= labels.min_accuracy <= 1,
+                                        "must be between 0 and 1"),
+        "monitor.labels.max_mae": (labels.max_mae is None or labels.max_mae >= 0, "must not be negative")})
+    checks.update(_performance_checks(monitor.performance))
     for key, (ok, message) in checks.items():
         if not ok:
             raise ConfigError(key, message)
@@ -439,6 +492,15 @@ def _check_storage(cfg: ProjectConfig) -> None:
                           "give it to the worker in PGPASSWORD or ~/.pgpass")
 
 
+def _performance_checks(perf: PerformanceConfig) -> dict[str, tuple[bool, str]]:
+    return {"monitor.performance.metric": (perf.metric in ("accuracy", "f1"), "must be accuracy or f1"),
+            "monitor.performance.accuracy_tolerance": (0 <= perf.accuracy_tolerance <= 1, "must be between 0 and 1"),
+            "monitor.performance.f1_tolerance": (0 <= perf.f1_tolerance <= 1, "must be between 0 and 1"),
+            "monitor.performance.mae_tolerance": (perf.mae_tolerance >= 0, "must not be negative"),
+            "monitor.performance.min_rows": (perf.min_rows >= 1, "must be at least 1"),
+            "monitor.performance.confidence": (0 < perf.confidence < 1, "must be between 0 and 1")}
+
+
 def _under(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else base / path
 
@@ -456,7 +518,7 @@ def _sqlite_under(base: Path, url: str) -> str:
 
 __all__ = [
     "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "DriftConfig",
-    "ExportConfig", "GateConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "ProjectConfig", "RegistryConfig",
-    "RolloutConfig", "S3Config", "SplitConfig", "config_sha256", "config_to_dict", "import_estimator", "is_url",
-    "load_config", "local_state_dir",
+    "ExportConfig", "GateConfig", "LabelsConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "PerformanceConfig",
+    "ProjectConfig", "RegistryConfig", "RolloutConfig", "S3Config", "SplitConfig", "config_sha256", "config_to_dict",
+    "import_estimator", "is_url", "load_config", "local_state_dir",
 ]

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +150,6 @@ def agent_config(home: Path, device: str, broker_url: str, prefix: str, public_k
     return config
 
 
-def edgeops_argv() -> list[str]:
-    script = Path(sys.executable).with_name("edgeops")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from edgeops.cli import main; main()"]
-
-
-def flows_root() -> Path:
-    """The directory holding the ``flows`` package (a checkout, or site-packages when installed)."""
-    spec = find_spec("flows")
-    if spec is None or spec.origin is None:
-        raise EdgeopsError("the flows package is not importable; install edgeops with its control extra")
-    return Path(spec.origin).parents[1]
-
-
 def samples_stored(db_url: str, version: int) -> int:
     from .telemetry.store import TelemetryStore
 
@@ -235,6 +221,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["DemoOptions", "DemoResult", "DemoTimeout", "agent_argv", "agent_config", "edgeops_argv", "flows_root",
+__all__ = ["DemoOptions", "DemoResult", "DemoTimeout", "agent_argv", "agent_config",
            "new_prefix", "prepare_work_dir", "run_demo", "samples_stored", "shifted", "start_broker", "utc_now",
            "write_project"]

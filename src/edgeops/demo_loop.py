@@ -24,8 +24,6 @@ from .demo import (
     Say,
     agent_argv,
     agent_config,
-    edgeops_argv,
-    flows_root,
     new_prefix,
     samples_stored,
     shifted,
@@ -34,6 +32,7 @@ from .demo import (
     write_project,
 )
 from .errors import EdgeopsError
+from .stack import services as svc
 from .supervisor import Child, ServiceError, Supervisor, free_port
 
 SERVER_START_S = 120.0
@@ -74,7 +73,7 @@ class DemoLoop:
         self.spawn_agents(env)
         if server is not None:
             self.log("starting Prefect server ...")
-            self.sup.wait_until(server, lambda: pf.api_healthy(self.api_url), min(SERVER_START_S, self._left()),
+            self.sup.wait_until(server, lambda: svc.api_healthy(self.api_url), min(SERVER_START_S, self._left()),
                                 "healthy Prefect API")
             self.log(f"Prefect server up: UI {self.result.prefect_ui}")
         else:
@@ -99,17 +98,16 @@ class DemoLoop:
         environment of every child: that API, the broker, and the ``flows`` package importable."""
         api_url = os.environ.get("PREFECT_API_URL")
         server: Child | None = None
+        home: Path | None = None
         if api_url:
-            if not pf.api_healthy(api_url):
+            if not svc.api_healthy(api_url):
                 raise ServiceError(f"PREFECT_API_URL {api_url} does not answer (unset it to let the demo start "
                                    "its own Prefect server)")
-            env = dict(os.environ)
         else:
-            server, api_url = pf.spawn_server(self.sup, self.work / "prefect", os.environ)
-            env = pf.server_env(os.environ, self.work / "prefect", api_url)
-        env.update(EDGEOPS_MQTT_URL=self.result.broker_url, PYTHONPATH=os.pathsep.join(
-            p for p in (str(flows_root()), os.environ.get("PYTHONPATH", "")) if p))
-        self.result.prefect_ui = pf.ui_url(api_url)
+            home = self.work / "prefect"
+            server, api_url = svc.spawn_server(self.sup, home, os.environ)
+        env = svc.client_env(os.environ, api_url, self.result.broker_url, home)
+        self.result.prefect_ui = svc.ui_url(api_url)
         self.api_url = api_url
         return server, env
 
@@ -126,11 +124,11 @@ class DemoLoop:
                  f"{', '.join(map(str, self.ports.values()))}; telemetry every {o.telemetry_interval_s:g} s)")
 
     def start_ingest(self, env: dict[str, str]) -> None:
-        ingest = self.sup.spawn("ingest", [*edgeops_argv(), "telemetry", "serve", "--db", self.db_url, "--broker",
-                                           self.result.broker_url, "--prefix", self.prefix, "--events", "--config",
-                                           str(self.config), "--flush-ms", "100"], env=env)
-        self.sup.wait_until(ingest, lambda: "ingest " in ingest.log.read_text(errors="replace"),
-                            self._left(), "ingest start-up line")
+        ready = self.work / "ingest.ready"
+        ingest = svc.spawn_ingest(self.sup, env, db_url=self.db_url, broker_url=self.result.broker_url,
+                                  prefix=self.prefix, ready_file=ready, config=self.config, flush_ms=100)
+        self.sup.wait_until(ingest, lambda: svc.ingest_subscribed(ready, ingest.pid), self._left(),
+                            "ingest subscription")
         self.log(f"telemetry ingest running (edgeops telemetry serve → {self.work / 'telemetry.db'})")
 
     def train_v1(self) -> None:
@@ -188,7 +186,7 @@ class DemoLoop:
                             "registry_root": str(self.work / ".edgeops" / "registry")},
                 "retrain": {"model": MODEL, "data": str(self.work / "data"), "config_path": str(self.config),
                             "policy": ROLLOUT_POLICY, "broker_url": self.result.broker_url, "prefix": self.prefix}}
-        serving = pf.serve_deployments(self.sup, env, spec, flows_root())
+        serving = svc.spawn_serving(self.sup, env, "flows.serve_demo", spec, svc.flows_root())
         self.settings = temporary_settings({PREFECT_API_URL: self.api_url})
         self.settings.__enter__()
         self.view = pf.PrefectView(self.api_url)

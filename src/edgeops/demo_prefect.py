@@ -2,70 +2,26 @@
 reads back through the API (monitor runs and their drift report, the drift event, the retrain run).
 
 Everything here talks to the Prefect API over HTTP like any client would; the flows themselves run in the
-serving process (flows/serve_demo.py), never in the demo's own process.
+serving process (flows/serve_demo.py), never in the demo's own process. The server and the serving process are
+started the way ``edgeops up`` starts its own (stack/services.py).
 """
 
-import json
 import re
-import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 
-from .supervisor import Child, ServiceError, Supervisor, free_port
+from .supervisor import Child, ServiceError, Supervisor
 
 MODEL_RESOURCE = "edgeops.model."
 DRIFT_REPORT_KEY = "edgeops-drift-report"
 _SCOPE_HEADER = re.compile(r"^## (?P<model>[^@\s]+)@(?P<version>\d+): \*\*(?P<verdict>\w+)\*\*")
 _FEATURE_ROW = re.compile(r"^\| (?P<name>[^|]+?) \| (?P<n>\d+) \| (?P<psi>[^|]*) \| [^|]* \| [^|]* \| "
                           r"(?P<verdict>\w+) \|$")
-
-
-def api_healthy(api_url: str) -> bool:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def server_env(base: Mapping[str, str], home: Path, api_url: str) -> dict[str, str]:
-    """Environment of our own server and of every process that uses it: its own PREFECT_HOME (so its own
-    SQLite database and no profile of the user's), no analytics, the UI pointed at this API."""
-    env = {k: v for k, v in base.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, PREFECT_UI_API_URL=api_url,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    return env
-
-
-def spawn_server(supervisor: Supervisor, home: Path, base_env: Mapping[str, str]) -> tuple[Child, str]:
-    """``prefect server start`` on a free port (not waited for: the caller does other work meanwhile)."""
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    home.mkdir(parents=True, exist_ok=True)
-    env = server_env(base_env, home, api_url)
-    env.pop("PREFECT_API_URL")  # the server itself must not think it is a client of another server
-    prefect = Path(sys.executable).with_name("prefect")
-    argv = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
-    child = supervisor.spawn("prefect-server", [*argv, "server", "start", "--host", "127.0.0.1", "--port",
-                                                str(port)], env=env)
-    return child, api_url
-
-
-def ui_url(api_url: str) -> str:
-    return api_url.removesuffix("/api")
-
-
-def serve_deployments(supervisor: Supervisor, env: Mapping[str, str], spec: Mapping[str, Any], cwd: Path) -> Child:
-    """The serving process (flows/serve_demo.py); it polls for scheduled runs every second."""
-    env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
-    return supervisor.spawn("prefect-serve", [sys.executable, "-m", "flows.serve_demo", json.dumps(spec)],
-                            env=env, cwd=cwd)
 
 
 @dataclass
@@ -188,5 +144,4 @@ def wait_final(view: PrefectView, run_id: UUID, deadline: float, poll_s: float =
         time.sleep(poll_s)
 
 
-__all__ = ["DRIFT_REPORT_KEY", "PrefectView", "ScopeVerdict", "api_healthy", "parse_drift_report",
-           "serve_deployments", "server_env", "spawn_server", "ui_url", "wait_final", "wait_served"]
+__all__ = ["DRIFT_REPORT_KEY", "PrefectView", "ScopeVerdict", "parse_drift_report", "wait_final", "wait_served"]

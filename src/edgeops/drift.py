@@ -30,6 +30,7 @@ from scipy.spatial.distance import jensenshannon
 from edge_agent.protocol import Counts, Reference, TelemetryWindow
 from edgeops.drift_checks import DriftThresholds
 from edgeops.drift_stats import drift_pvalues, homogeneity, noise_levels
+from edgeops.realized import Realized
 
 Verdict = Literal["ok", "drift", "insufficient_data"]
 HealthVerdict = Literal["ok", "degraded", "insufficient_data"]
@@ -42,8 +43,6 @@ class HealthThresholds:
     max_error_rate: float = 0.05
     max_latency_p95_ms: float | None = None     # None: latency is reported, not judged
     min_requests: int = 50
-    min_accuracy: float | None = None
-    max_mae: float | None = None
 
 
 def _pair(reference: Sequence[float], observed: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +187,9 @@ class WindowTotals:
             self.p95_sum += p95 * window.count
             self.p95_weight += window.count
             self.p95_max = p95 if self.p95_max is None else max(self.p95_max, p95)
-        for key, value in normalise_feedback(window.feedback).items():
-            self.feedback[key] = self.feedback.get(key, 0.0) + value
+        if not window.feedback_for:   # else its labels are credited to their predictions' windows (realized.py)
+            for key, value in normalise_feedback(window.feedback).items():
+                self.feedback[key] = self.feedback.get(key, 0.0) + value
 
     def _sum(self, total: np.ndarray | None, counts: Counts) -> np.ndarray | None:
         vec = np.asarray(counts.vector(), dtype=np.int64)
@@ -251,34 +251,42 @@ class Health:
     dropped: int
     verdict: HealthVerdict
     reason: str = ""
+    realized: Realized | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["realized"] = None if self.realized is None else self.realized.to_dict()
+        return out
 
 
-def assess_health(totals: WindowTotals, thresholds: HealthThresholds = HealthThresholds()) -> Health:
-    """Error rate = errors / requests (a window's ``count`` includes failed requests); latency and live
-    accuracy/MAE as described on WindowTotals and normalise_feedback."""
+def assess_health(totals: WindowTotals, thresholds: HealthThresholds = HealthThresholds(),
+                  realized: Realized | None = None) -> Health:
+    """Error rate = errors / requests (a window's ``count`` includes failed requests); latency as described on
+    WindowTotals. Accuracy / MAE are ``realized``'s (realized.py: labels credited to their predictions, an
+    interval, a verdict only with enough labels), which makes the verdict ``degraded`` when it is; without it,
+    the windows' own feedback is reported and not judged."""
     errors = sum(totals.errors.values())
     rate = errors / totals.count if totals.count else None
     p95 = totals.p95_estimate
     labelled = int(totals.feedback.get("labelled", 0))
     accuracy = totals.feedback["correct"] / labelled if labelled and "correct" in totals.feedback else None
     mae = totals.feedback["abs_error_sum"] / labelled if labelled and "abs_error_sum" in totals.feedback else None
+    if realized is not None:
+        labelled = realized.labelled
+        accuracy = realized.value if realized.metric == "accuracy" else None
+        mae = realized.value if realized.metric == "mae" else None
     problems = []
     if rate is not None and rate > thresholds.max_error_rate:
         problems.append(f"error rate {rate:.1%} > {thresholds.max_error_rate:.1%}")
     if thresholds.max_latency_p95_ms is not None and p95 is not None and p95 > thresholds.max_latency_p95_ms:
         problems.append(f"p95 latency {p95:.1f} ms > {thresholds.max_latency_p95_ms} ms")
-    if thresholds.min_accuracy is not None and accuracy is not None and accuracy < thresholds.min_accuracy:
-        problems.append(f"accuracy {accuracy:.3f} < {thresholds.min_accuracy}")
-    if thresholds.max_mae is not None and mae is not None and mae > thresholds.max_mae:
-        problems.append(f"MAE {mae:.3g} > {thresholds.max_mae}")
+    if realized is not None and realized.verdict == "degraded":
+        problems.append(realized.reason)
     verdict: HealthVerdict = "degraded" if problems else "ok"
     if not problems and totals.count < thresholds.min_requests:
         verdict, problems = "insufficient_data", [f"{totals.count} < {thresholds.min_requests} requests"]
     return Health(totals.count, errors, rate, p95, totals.p95_max, labelled, accuracy, mae, totals.dropped,
-                  verdict, "; ".join(problems))
+                  verdict, "; ".join(problems), realized)
 
 
 # --- one report per scope ----------------------------------------------------------------------------------

@@ -31,14 +31,16 @@ from scipy.stats import beta, betabinom, chi2
 
 
 def homogeneity(reference: np.ndarray, observed: np.ndarray, min_expected: float = 5.0,
-                pooled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                pooled: np.ndarray | None = None, lambda_: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chi-square test of homogeneity of ``reference`` (bins) against every row of ``observed`` (rows, bins).
 
     Pooling, per row, from the column totals c = r + o (both samples together — choosing bins by the reference
     counts alone would favour bins where the reference happened to be high): a column is kept when the smaller
     sample expects ``min_expected`` values in it (c · min(R, n) / N), the others form one pooled column, and a
     pooled column still below that joins the smallest kept column. The statistic is ``power_divergence`` on the
-    non-empty columns, referred to chi-square with (columns − 1) degrees of freedom.
+    non-empty columns, referred to chi-square with (columns − 1) degrees of freedom (``lambda_`` = 1: Pearson's,
+    which benchmarks/drift_tail.py compares).
 
     Returns (statistic, degrees of freedom, p-value) per
     row; a row with fewer than two columns gets (0, 0, 1): nothing to test. Bins of the mask ``pooled`` always
@@ -67,7 +69,7 @@ def homogeneity(reference: np.ndarray, observed: np.ndarray, min_expected: float
     cols_o = np.column_stack([o_eff, np.where(pool_ok, pool_o, 0.0)])
     used = (cols_r + cols_o) > 0
     dof = np.maximum(np.where(n > 0, used.sum(axis=1) - 1, 0), 0).astype(np.int64)
-    stat = np.where(dof > 0, power_divergence(cols_r, cols_o, big_r, n, used), 0.0)
+    stat = np.where(dof > 0, power_divergence(cols_r, cols_o, big_r, n, used, lambda_), 0.0)
     p = np.where(dof > 0, chi2.sf(stat, np.maximum(dof, 1)), 1.0)
     return stat, dof, p
 
@@ -75,18 +77,19 @@ def homogeneity(reference: np.ndarray, observed: np.ndarray, min_expected: float
 CRESSIE_READ = 2.0 / 3.0
 
 
-def power_divergence(cols_r: np.ndarray, cols_o: np.ndarray, big_r: float, n: np.ndarray, used: np.ndarray
-                     ) -> np.ndarray:
-    """Cressie–Read's statistic (λ = 2/3) per row of the 2 × k tables (``cols_r`` over ``cols_o``): 2/(λ(λ+1)) ·
-    Σ O·((O/E)^λ − 1) over both rows' non-empty columns, E from the margins."""
+def power_divergence(cols_r: np.ndarray, cols_o: np.ndarray, big_r: float, n: np.ndarray, used: np.ndarray,
+                     lambda_: float | None = None) -> np.ndarray:
+    """The power-divergence statistic (λ = 2/3 unless given) per row of the 2 × k tables (``cols_r`` over
+    ``cols_o``): 2/(λ(λ+1)) · Σ O·((O/E)^λ − 1) over both rows' non-empty columns, E from the margins."""
+    lam = CRESSIE_READ if lambda_ is None else lambda_
     total = big_r + n
     share = (cols_r + cols_o) / total[:, None]
     expected_r, expected_o = share * big_r, share * n[:, None]
     out = np.zeros(len(n))
     for observed, expected in ((cols_r, expected_r), (cols_o, expected_o)):
         safe = np.where(used & (expected > 0), expected, 1.0)
-        out += np.where(used, observed * ((observed / safe) ** CRESSIE_READ - 1.0), 0.0).sum(axis=1)
-    return out * 2.0 / (CRESSIE_READ * (CRESSIE_READ + 1.0))
+        out += np.where(used, observed * ((observed / safe) ** lam - 1.0), 0.0).sum(axis=1)
+    return out * 2.0 / (lam * (lam + 1.0))
 
 
 OUTSIDE = 3          # Counts.vector() ends with underflow, overflow, unseen, missing: the first three are outside
@@ -100,8 +103,8 @@ def outside_mask(size: int) -> np.ndarray:
     return mask
 
 
-def drift_pvalues(reference: np.ndarray, observed: np.ndarray, min_expected: float = 5.0, *, numeric: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def drift_pvalues(reference: np.ndarray, observed: np.ndarray, min_expected: float = 5.0, *, numeric: bool = False,
+                  lambda_: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """p-value per row of ``observed`` (rows, bins in Counts.vector() layout) that it comes from the reference's
     distribution; returns (p, chi-square statistic, outside p).
 
@@ -122,9 +125,9 @@ def drift_pvalues(reference: np.ndarray, observed: np.ndarray, min_expected: flo
     obs = np.atleast_2d(np.asarray(observed, dtype=float))
     out = outside_mask(ref.size)
     if not numeric:
-        stat, _dof, p = homogeneity(ref, obs, min_expected, pooled=out)
+        stat, _dof, p = homogeneity(ref, obs, min_expected, pooled=out, lambda_=lambda_)
         return p, stat, np.ones(len(obs))
-    stat, _dof, p_in = homogeneity(ref[~out], obs[:, ~out], min_expected)
+    stat, _dof, p_in = homogeneity(ref[~out], obs[:, ~out], min_expected, lambda_=lambda_)
     a = ref[out].sum() + 2.0
     b = max(ref.sum() + 1.0 - ref[out].sum(), 1.0)
     x = obs[:, out].sum(axis=1)

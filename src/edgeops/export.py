@@ -3,7 +3,8 @@
 Steps: one typed ONNX input per column ([N, 1] float32 or string, with a safe name) → convert (no ZipMap, so
 classifiers output a plain probability matrix) → ``onnx.checker`` → run the holdout through onnxruntime and
 compare with scikit-learn (ParityError when outside the tolerance) → golden samples (holdout rows the device
-must reproduce before it activates the model) → reference bins (reference.py) → ``build_manifest``.
+must reproduce before it activates the model) → reference bins (reference.py) → calibration table of the
+holdout (calibration.py: what lets the control plane estimate performance without labels) → ``build_manifest``.
 """
 
 import re
@@ -20,9 +21,11 @@ import pandas as pd
 from edge_agent.protocol import (
     MAX_MESSAGE_BYTES,
     ArtifactInfo,
+    Calibration,
     GoldenSamples,
     InputSpec,
     Lineage,
+    NumericBins,
     OutputSpec,
     ProtocolError,
     Reference,
@@ -31,6 +34,7 @@ from edge_agent.protocol import (
     sha256_hex,
 )
 
+from .calibration import class_indices, error_calibration, score_calibration
 from .config import ExportConfig
 from .errors import ExportError, ParityError, one_line
 from .reference import categorical_reference, numeric_reference, prediction_reference
@@ -69,6 +73,7 @@ class ExportResult:
     golden: GoldenSamples
     reference: dict[str, Reference]
     prediction_reference: Reference
+    calibration: Calibration | None = None
 
 
 def safe_input_names(columns: list[str]) -> dict[str, str]:
@@ -243,11 +248,27 @@ def export_model(trained: TrainedModel, cfg: ExportConfig) -> ExportResult:
                           f"(tolerance {parity.tolerance:.3g}){agree}", parity)
     outputs = _output_spec(model, trained)
     preds = trained.pipeline.predict(trained.X_train)
+    predicted = prediction_reference(preds, trained.task, trained.classes, cfg.numeric_bins)
     return ExportResult(onnx_bytes=onnx_bytes, opset=model_opset(model), inputs=inputs, outputs=outputs,
                         parity=parity, golden=golden_samples(trained, row_ok, parity, cfg.golden_rows),
-                        reference=feature_references(trained, cfg.numeric_bins),
-                        prediction_reference=prediction_reference(preds, trained.task, trained.classes,
-                                                                  cfg.numeric_bins))
+                        reference=feature_references(trained, cfg.numeric_bins), prediction_reference=predicted,
+                        calibration=holdout_calibration(trained, onnx_bytes, inputs, predicted))
+
+
+def holdout_calibration(trained: TrainedModel, onnx_bytes: bytes, inputs: tuple[InputSpec, ...],
+                        predicted: Reference) -> Calibration | None:
+    """The calibration table of the ONNX model's outputs on the holdout (calibration.py); None when the holdout
+    is empty or the classifier has too many classes to count scores."""
+    if len(trained.X_test) == 0:
+        return None
+    out = run_onnx(onnx_bytes, inputs, trained.X_test)
+    if trained.task == "regression":
+        if not isinstance(predicted.bins, NumericBins):
+            return None
+        values = _column(out[0], len(trained.X_test), "value").astype("float64")
+        return error_calibration(values, trained.y_test.to_numpy(dtype="float64"), predicted.bins)
+    probabilities = np.asarray(out[1], dtype="float64").reshape(len(trained.X_test), -1)
+    return score_calibration(probabilities, class_indices(trained.y_test.tolist(), trained.classes or []))
 
 
 def build_manifest(name: str, version: int, export: ExportResult, lineage: Lineage, metrics: dict[str, float],
@@ -264,7 +285,8 @@ def build_manifest(name: str, version: int, export: ExportResult, lineage: Linea
         manifest = ReleaseManifest(name=name, version=version, created=created or now_iso(), artifact=artifact,
                                    inputs=export.inputs, outputs=export.outputs, reference=export.reference,
                                    prediction_reference=export.prediction_reference, golden=export.golden,
-                                   lineage=lineage, metrics={k: float(v) for k, v in metrics.items()})
+                                   lineage=lineage, metrics={k: float(v) for k, v in metrics.items()},
+                                   calibration=export.calibration)
         size = len(manifest.to_bytes()) + MANIFEST_SIGNATURE_ROOM
     except ProtocolError as exc:
         raise ExportError(f"cannot build the release manifest: {exc}") from exc
@@ -327,5 +349,5 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["ExportResult", "ParityReport", "build_manifest", "check_parity", "convert", "export_model",
-           "feature_references", "golden_samples", "input_specs", "model_opset", "onnx_feeds", "run_onnx",
-           "safe_input_names"]
+           "feature_references", "golden_samples", "holdout_calibration", "input_specs", "model_opset", "onnx_feeds",
+           "run_onnx", "safe_input_names"]

@@ -3,7 +3,8 @@
 SQLite: the file's folder is created, WAL lets readers (a monitor, ``rollout status``) run while a writer
 commits, and the busy timeout lets two writers take turns. PostgreSQL: connections are checked before use (a
 restarted server must not fail the next step), and ``schema`` puts the tables in a schema of their own (tests
-use a throw-away one). Passwords never need to be in the URL: psycopg reads PGPASSWORD and ~/.pgpass.
+use a throw-away one; ``create_schema`` makes it). Passwords never need to be in the URL: psycopg reads
+PGPASSWORD and ~/.pgpass.
 """
 
 from pathlib import Path
@@ -51,10 +52,14 @@ def open_engine(url: str, schema: str | None = None, *, explicit_begin: bool = F
             event.listen(engine, "begin", _sqlite_begin)
         return engine
     engine = create_engine(url, pool_pre_ping=True)
+    return engine.execution_options(schema_translate_map={None: schema}) if schema else engine
+
+
+def create_schema(engine: Engine, schema: str | None) -> None:
+    """Create the PostgreSQL schema the tables go in, when one is asked for and missing."""
     if schema:
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    return engine.execution_options(schema_translate_map={None: schema}) if schema else engine
 
 
 def create_all(metadata: MetaData, engine: Engine, attempts: int = 3) -> None:
@@ -86,4 +91,4 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(BEGIN_OPTION, "BEGIN"))
 
 
-__all__ = ["BEGIN_OPTION", "create_all", "open_engine", "shown_url", "sqlite_file", "sqlite_url"]
+__all__ = ["BEGIN_OPTION", "create_all", "create_schema", "open_engine", "shown_url", "sqlite_file", "sqlite_url"]

@@ -7,7 +7,8 @@ must never leave one of them behind — not on success, not on an error, not on 
   only us, and we stop the children in a known order; stopping signals the child's whole *process group*,
   which also reaches what the child started itself (the Prefect runner's flow-run subprocesses, uvicorn);
 * on Linux every child gets ``PR_SET_PDEATHSIG`` = SIGTERM: if we are killed with SIGKILL, the kernel still
-  tells the children to stop;
+  tells the children to stop (``die_with_parent=False`` for services meant to outlive us: ``edgeops up``
+  detaches them and ``edgeops down`` stops them by process group, with ``stop_groups``);
 * ``stop_all`` stops children in reverse start order (agents before the broker they publish their last
   state to), SIGTERM first, SIGKILL after a grace period.
 
@@ -78,11 +79,12 @@ class Child:
 class Supervisor:
     """The children of one run; a context manager that stops them all on exit."""
 
-    def __init__(self, log_dir: Path, grace_s: float = 15.0, infra: tuple[str, ...] = ("mosquitto", "prefect-server")
-                 ) -> None:
+    def __init__(self, log_dir: Path, grace_s: float = 15.0, infra: tuple[str, ...] = ("mosquitto", "prefect-server"),
+                 *, die_with_parent: bool = True) -> None:
         self.log_dir = Path(log_dir)
         self.grace_s = grace_s
         self.infra = infra
+        self.die_with_parent = die_with_parent and sys.platform == "linux"
         self.children: list[Child] = []
 
     def __enter__(self) -> "Supervisor":
@@ -101,7 +103,7 @@ class Supervisor:
                 proc = subprocess.Popen(list(argv), env=dict(env) if env is not None else None, cwd=cwd,
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True,
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                        preexec_fn=_die_with_parent if self.die_with_parent else None)
             except OSError as exc:
                 raise ServiceError(f"cannot start {name} ({argv[0]}): {exc.strerror or exc}") from exc
         child = Child(name, proc, log)
@@ -124,18 +126,9 @@ class Supervisor:
         return [c for c in self.children if not c.alive()]
 
     def stop(self, *children: Child) -> None:
-        """SIGTERM to each child's process group (all at once, so they shut down in parallel), SIGKILL to
-        what is left of a group after the grace period; reaps the children."""
+        """Stop each child's whole process group (``stop_groups``), then reap the children."""
+        stop_groups([child.pid for child in children], self.grace_s)
         for child in children:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            # Whatever is left of the group (the child, or grandchildren that outlived it) is killed now.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.proc.wait(5)
 
@@ -148,6 +141,33 @@ class Supervisor:
             if child.name in self.infra:
                 self.stop(child)
         self.children.clear()
+
+    def detach(self) -> list[Child]:
+        """Let the children run on after we exit (nothing stops them on exit any more); what was running."""
+        children, self.children = self.children, []
+        return children
+
+
+def stop_groups(pgids: Sequence[int], grace_s: float, poll_s: float = 0.1) -> list[int]:
+    """SIGTERM to every process group (all at once, so they shut down in parallel), SIGKILL to what is left of
+    a group after ``grace_s`` (the leader, or grandchildren that outlived it); the groups still alive after
+    that (none, unless a process is stuck in the kernel). Works on any group, not only on our children."""
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    left = [pgid for pgid in pgids if group_alive(pgid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        left = [pgid for pgid in left if group_alive(pgid)]
+    for pgid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while left and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        left = [pgid for pgid in left if group_alive(pgid)]
+    return left
 
 
 def group_alive(pid: int) -> bool:
@@ -182,13 +202,14 @@ def mosquitto_binary() -> str | None:
     return None
 
 
-def start_mosquitto(supervisor: Supervisor, work: Path, timeout_s: float = 15.0) -> str:
-    """Mosquitto on a free port of 127.0.0.1 (anonymous, no persistence: a throw-away local broker)."""
+def start_mosquitto(supervisor: Supervisor, work: Path, timeout_s: float = 15.0, port: int | None = None) -> str:
+    """Mosquitto on ``port`` (default: a free one) of 127.0.0.1 (anonymous, no persistence: a local broker
+    whose retained state goes with it)."""
     binary = mosquitto_binary()
     if binary is None:
         raise ServiceError("the mosquitto binary is missing: install it (apt-get install mosquitto, "
                            "brew install mosquitto) or set EDGEOPS_MQTT_URL to a running broker")
-    port = free_port()
+    port = port or free_port()
     conf = work / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
                     "max_queued_messages 100000\nset_tcp_nodelay true\n")
@@ -198,4 +219,4 @@ def start_mosquitto(supervisor: Supervisor, work: Path, timeout_s: float = 15.0)
 
 
 __all__ = ["Child", "ServiceError", "Supervisor", "free_port", "group_alive", "mosquitto_binary", "port_open",
-           "start_mosquitto"]
+           "start_mosquitto", "stop_groups"]

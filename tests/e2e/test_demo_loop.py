@@ -3,7 +3,6 @@
 drift on the shifted feature → edgeops.drift.detected → triggered retrain → canary rollout → every agent on
 v2, v2 champion. Afterwards nothing it started may still run; also not after a Ctrl-C in the middle."""
 
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from services import processes_mentioning
 
 from edgeops.registry import Registry
 from edgeops.supervisor import group_alive
@@ -28,21 +28,6 @@ SHIFTED = "monthly charges"  # DemoOptions.shift_feature
 def demo_env() -> dict[str, str]:
     """No broker and no Prefect API from the outside: the demo must start its own, on free ports."""
     return {k: v for k, v in os.environ.items() if k not in ("EDGEOPS_MQTT_URL", "PREFECT_API_URL")}
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Live processes whose command line or environment names ``text`` (the demo's work dir): every process
-    the demo starts has it in one of them (agents' configs, the broker's config, PREFECT_HOME, the db URL)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (proc / "environ").read_bytes().decode(errors="replace")
-            if (text in cmdline or text in environ) and "pytest" not in cmdline:
-                found.append(f"{proc.name}: {cmdline[:160]}")
-    return found
 
 
 def test_retrain_trigger_of_the_demo_is_the_deployed_one() -> None:

@@ -274,9 +274,16 @@ def test_a_kept_alive_connection_serves_many_requests_even_after_an_error(agent:
 def test_feedback_for_a_prediction(agent: Agent) -> None:
     _, body = call(agent, "POST", "/v1/predict", {"record": ROW})
     pid = body["prediction"]["id"]
+    assert pid.startswith("churn@1:") and pid.endswith(":0")   # release, window, row
     assert call(agent, "POST", "/v1/feedback", {"prediction_id": pid, "label": 1}) == (200, {"ok": True})
-    status, err = call(agent, "POST", "/v1/feedback", {"prediction_id": "nope", "label": 1})
+    _, body = call(agent, "POST", "/v1/predict", {"records": [ROW, ROW]})
+    batch_ids = [p["id"] for p in body["predictions"]]
+    assert batch_ids == [pid[:-1] + "1", pid[:-1] + "2"]   # the same window's next rows
+    assert call(agent, "POST", "/v1/feedback", {"prediction_id": batch_ids[1], "label": 0}) == (200, {"ok": True})
+    status, err = call(agent, "POST", "/v1/feedback", {"prediction_id": pid[:-1] + "3", "label": 1})
     assert status == 422 and "prediction_id: unknown or expired" in err["error"]
+    status, err = call(agent, "POST", "/v1/feedback", {"prediction_id": "nope", "label": 1})
+    assert status == 422 and "prediction_id: 'nope' is not a prediction id" in err["error"]
     status, err = call(agent, "POST", "/v1/feedback", {"prediction_id": pid})
     assert status == 400 and "'label' or 'value'" in err["error"]
     status, err = call(agent, "POST", "/v1/feedback", {"label": 1})

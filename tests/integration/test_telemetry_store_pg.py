@@ -134,3 +134,24 @@ def test_two_stores_opening_an_old_schema_at_once_upgrade_it_once() -> None:
         cleanup = TelemetryStore(POSTGRES_URL, schema=schema)
         cleanup.drop_schema()
         cleanup.close()
+
+
+def test_label_credits_are_stored_once_and_summed_by_prediction_time_on_postgresql(pg_store: TelemetryStore) -> None:
+    from edge_agent.protocol import FeedbackCredit
+
+    credits = (FeedbackCredit("churn", 2, "2025-12-31T23:00:00.000Z", 30, correct=20),
+               FeedbackCredit("load", 1, "2026-01-01T00:00:00.000Z", 4, abs_error_sum=6.0, abs_error_sq_sum=10.0))
+    late = replace(window("a", 7), feedback_for=credits)
+    assert pg_store.write([late, late]).windows == 1
+    pg_store.write([replace(late, seq=8, feedback_for=credits[:1])])   # another window, another credit
+    pg_store.write([late])                                             # a redelivery credits nothing again
+    assert pg_store.add_labels([{"key": "p/churn@2:1:0", "source": "import", "model": "churn", "version": 2,
+                                 "device": None, "window_start": datetime(2025, 12, 31, 23), "labelled": 1,
+                                 "correct": 1, "abs_error_sum": None, "abs_error_sq_sum": None,
+                                 "received_at": datetime(2026, 1, 3)}] * 2) == ["p/churn@2:1:0"]
+    totals = pg_store.label_totals(since=datetime(2025, 12, 31, 22, tzinfo=UTC))
+    assert (totals["churn", 2, "a"].labelled, totals["churn", 2, "a"].correct) == (60, 40)
+    assert (totals["churn", 2, None].labelled, totals["churn", 2, None].correct) == (61, 41)
+    assert (totals["load", 1, None].abs_error_sum, totals["load", 1, None].abs_error_sq_sum) == (6.0, 10.0)
+    assert set(pg_store.label_totals(since=datetime(2025, 12, 31, 23, 30, tzinfo=UTC))) == {("load", 1, "a"),
+                                                                                          ("load", 1, None)}

@@ -180,3 +180,11 @@ def test_the_far_tail_holds_on_sparse_high_cardinality_tables() -> None:
         rejected += int((drift_pvalues(ref, obs)[0] < 1e-4).sum())
         draws += len(windows)
     assert rejected / draws < 1.4e-4       # 33 in 200,000 with Pearson (1.65x), 22 with Cressie-Read
+
+
+def test_lambda_one_is_pearson_as_scipy_computes_it() -> None:
+    ref = np.array([400, 300, 200, 50, 6])
+    obs = np.array([[4000, 3000, 2000, 500, 100]])
+    stat, dof, p = homogeneity(ref, obs, lambda_=1.0)
+    want = chi2_contingency(np.array([ref, obs[0]]), correction=False)
+    assert (stat[0], p[0], dof[0]) == pytest.approx((want.statistic, want.pvalue, want.dof), rel=1e-9)

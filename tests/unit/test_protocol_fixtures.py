@@ -22,8 +22,10 @@ from edge_agent.protocol import (
     AgentEvent,
     Counts,
     Desired,
+    FeedbackCredit,
     ProtocolError,
     Reported,
+    ScoreCounts,
     Status,
     TelemetryWindow,
     canonical_json,
@@ -127,6 +129,8 @@ def write_missing_examples() -> None:
     newer["deployment_hints"] = {"min_ram_mb": 64}  # a field 1.0 does not know
     newer["inputs"][0]["unit"] = "years"
     _write("manifest-1.1.json", _signed(newer, key))
+    calibrated = build_release("churn", 7, key, chunk_size=512, calibrated=True).manifest
+    _write("manifest-1.2.json", calibrated.to_bytes())  # 1.2: calibration
     future = manifest.to_json()
     future["schema"]["version"] = "2.0"
     _write("manifest-2.0.json", _signed(future, key))
@@ -157,6 +161,19 @@ def write_missing_examples() -> None:
         features={"age in years": Counts((3, 10, 12, 9, 4), underflow=1, missing=1),
                   "plan": Counts((20, 15, 3), unseen=2)},
         predictions=Counts((25, 15)), feedback={"labelled": 10.0, "accuracy": 0.8}, ts=ts).to_bytes())
+    _write("telemetry-1.2.json", TelemetryWindow(  # 1.2: feedback_for credits labels to their predictions' windows
+        device="press-17", epoch="5eed0f1c2a3b4d5e", seq=13, model="churn", version=8, start=ts, end=ts, count=0,
+        feedback={"labelled": 3.0, "accuracy": 2 / 3},
+        feedback_for=(FeedbackCredit("churn", 7, "2026-11-27T11:58:00.000Z", 2, correct=1),
+                      FeedbackCredit("churn", 8, "2026-11-27T11:59:00.000Z", 1, correct=1)), ts=ts).to_bytes())
+    _write("telemetry-1.2-scores.json", TelemetryWindow(  # 1.2: scores (the member is absent when there are none)
+        device="press-17", epoch="5eed0f1c2a3b4d5e", seq=13, model="churn", version=7, start=ts, end=ts, count=40,
+        errors={}, latency_ms={"p50": 0.2, "p95": 0.4, "p99": 0.9, "max": 1.5},
+        features={"age in years": Counts((3, 10, 12, 9, 5), underflow=1), "plan": Counts((20, 15, 5))},
+        predictions=Counts((25, 15)), scores=ScoreCounts(
+            predicted=((0,) * 10 + (2, 3, 2, 4, 1, 3, 2, 3, 2, 3), (0,) * 10 + (1, 1, 2, 1, 2, 1, 2, 1, 2, 2)),
+            other=((1, 2, 1, 2, 1, 2, 1, 1, 2, 2) + (0,) * 10, (3, 2, 3, 2, 4, 1, 3, 2, 3, 2) + (0,) * 10)),
+        ts=ts).to_bytes())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.protocol import Counts, ProtocolError, TelemetryWindow
+from edge_agent.protocol import Counts, ProtocolError, ScoreCounts, TelemetryWindow
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +40,9 @@ def outcome(fn: Any, obj: Any) -> tuple[str, Any]:
 
 counts = st.builds(Counts, st.lists(st.integers(0, 50), min_size=1, max_size=4).map(tuple),
                    *[st.integers(0, 3)] * 4)
+scores = st.integers(1, 3).flatmap(lambda k: st.integers(1, 4).flatmap(lambda b: st.builds(
+    ScoreCounts, *[st.lists(st.lists(st.integers(0, 9), min_size=b, max_size=b).map(tuple), min_size=k,
+                            max_size=k).map(tuple)] * 2, st.just(b))))
 floats = st.floats(allow_nan=False, allow_infinity=False)
 windows = st.builds(
     TelemetryWindow, device=st.sampled_from(["dev-1", "press.17"]), seq=st.integers(0, 2**40),
@@ -49,7 +52,8 @@ windows = st.builds(
     latency_ms=st.dictionaries(st.sampled_from(["p50", "p95"]), floats, max_size=2),
     features=st.dictionaries(st.text(max_size=3), counts, max_size=3),
     predictions=st.none() | counts, feedback=st.dictionaries(st.sampled_from(["labelled", "correct"]), floats),
-    dropped=st.integers(0, 5), epoch=st.sampled_from(["", "0", "9f3a", "ab" * 16]), ts=st.text(max_size=3))
+    dropped=st.integers(0, 5), epoch=st.sampled_from(["", "0", "9f3a", "ab" * 16]), scores=st.none() | scores,
+    ts=st.text(max_size=3))
 
 BOUNDARY: list[Any] = [None, True, False, -1, 0, 1, 2**31 - 1, 2**31, 10**400, -(10**400), 1.0, -0.5,
                         float("inf"), float("-inf"), "", "x", "dev..1", "1.0", "1.7", "2.0", "edgeops.telemetry",
@@ -57,12 +61,15 @@ BOUNDARY: list[Any] = [None, True, False, -1, 0, 1, 2**31 - 1, 2**31, 10**400, -
                         {"counts": [1, 2]}, {"counts": [1, 2], "missing": -1}, {"counts": [1, True]},
                         {"counts": []}, {"counts": [1, -1]}, {"counts": [1], "unseen": 1.0},
                         {"name": "edgeops.telemetry", "version": "1.3"}, {"name": "edgeops.status", "version": "1.0"},
-                        "ab12", "AB12", "a" * 33, "0" * 32, "<delete>"]
+                        "ab12", "AB12", "a" * 33, "0" * 32, "<delete>", 100, 101, [[1, 2], [0, 1]], [[1, 2]],
+                        [[1, True], [0, 1]], [[1, -1], [0, 1]], [[1, 2, 3], [0, 1, 2]], [[1, 2], 3], [[]],
+                        {"bins": 2, "predicted": [[1, 2]], "other": [[0, 1]]}]
 TOP = ["schema", "device", "ts", "seq", "model", "version", "start", "end", "count", "errors", "latency_ms",
-       "features", "predictions", "feedback", "dropped", "epoch"]
+       "features", "predictions", "feedback", "dropped", "epoch", "scores"]
 PATHS: list[tuple[str, ...]] = [(k,) for k in TOP] + [
     ("schema", "name"), ("schema", "version"), ("errors", "input"), ("errors", "new"), ("latency_ms", "p95"),
     ("latency_ms", "new"), ("feedback", "labelled"), ("feedback", "new"), ("features", "f0"), ("features", "new"),
+    ("scores", "bins"), ("scores", "predicted"), ("scores", "other"),
     *[(part, key) for part in ("predictions", "features.f0") for key in ("counts", "underflow", "missing")]]
 edits = st.lists(st.tuples(st.sampled_from(PATHS), st.sampled_from(BOUNDARY) | st.floats() | st.integers()),
                  max_size=3)
@@ -72,7 +79,8 @@ def sample_window() -> TelemetryWindow:
     return TelemetryWindow(device="dev-1", seq=3, model="churn", version=2, start="2026-01-01T00:00:00Z",
                            end="2026-01-01T00:01:00Z", count=10, errors={"input": 1}, latency_ms={"p95": 2.5},
                            features={"f0": Counts((1, 2), missing=1)}, predictions=Counts((4, 6)),
-                           feedback={"labelled": 3.0}, epoch="5eed")
+                           feedback={"labelled": 3.0}, epoch="5eed",
+                           scores=ScoreCounts(((1, 2), (0, 3)), ((3, 0), (2, 1)), bins=2))
 
 
 def mutate(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -2,6 +2,7 @@ import dataclasses
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +19,7 @@ from edge_agent.protocol import (
     parse_manifest,
     sha256_hex,
 )
+from edgeops.calibration import score_calibration
 from edgeops.errors import SigningError
 from edgeops.signing import (
     check_signature,
@@ -89,6 +91,8 @@ def _tampered(manifest: ReleaseManifest) -> list[tuple[str, ReleaseManifest]]:
         ("golden", dataclasses.replace(manifest, golden=dataclasses.replace(manifest.golden, tolerance=1.0))),
         ("lineage", dataclasses.replace(manifest, lineage=dataclasses.replace(manifest.lineage, parent_version=1))),
         ("metrics", dataclasses.replace(manifest, metrics={"accuracy": 0.99})),
+        ("calibration", dataclasses.replace(manifest, calibration=score_calibration(
+            np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1])))),
     ]
 
 

@@ -27,7 +27,11 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("rollout", "edgeops.cli.rollout"),
     ("telemetry", "edgeops.cli.telemetry"),
     ("monitor", "edgeops.cli.monitor"),
+    ("labels", "edgeops.cli.labels"),
     ("demo", "edgeops.cli.demo:demo"),
+    ("up", "edgeops.cli.stack:up"),
+    ("down", "edgeops.cli.stack:down"),
+    ("status", "edgeops.cli.stack:status"),
 ]
 
 
@@ -73,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     if _missing_control_extra():
         print(CONTROL_EXTRA_MESSAGE, file=sys.stderr)
         raise SystemExit(EXIT_MISSING_EXTRA)
+    from edgeops.stack.state import adopt_stack
+
+    adopt_stack(sys.argv[1:] if argv is None else argv)  # the project's running stack, unless the user's env says else
     try:
         app = build_app()
     except ImportError as exc:

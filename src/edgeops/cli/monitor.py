@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from ..drift import PREDICTION, HealthThresholds, ScopeReport
-from ..telemetry.monitor import drift_thresholds, manifest_references, registry_references, run_monitor
+from ..telemetry.monitor import (
+    drift_thresholds,
+    manifest_references,
+    performance_thresholds,
+    realized_thresholds,
+    registry_references,
+    run_monitor,
+)
+from ..telemetry.performance_report import performance_line
 from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
 from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 
@@ -23,6 +31,7 @@ def monitor() -> None:
 class FailOn(StrEnum):
     drift = "drift"
     degraded = "degraded"
+    performance = "performance"
 
 
 @app.command("run")
@@ -43,25 +52,49 @@ def run(
         help="Also test the last N check points pooled [default: 3].")] = None,
     recovery_windows: Annotated[int | None, typer.Option(
         help="A drift episode ends after N quiet check points in a row [default: 10].")] = None,
+    label_hours: Annotated[float | None, typer.Option(
+        min=0.01, help="Labels count for the predictions of the last N hours [default: monitor.labels.hours, 168].")
+    ] = None,
+    min_labels: Annotated[int | None, typer.Option(
+        min=1, help="No accuracy / MAE verdict before N labels per version and scope [default: 50].")] = None,
+    confidence: Annotated[float | None, typer.Option(
+        min=0.5, max=0.9999, help="Confidence level of the accuracy / MAE interval [default: 0.95].")] = None,
+    accuracy_tolerance: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Degraded when accuracy is surely below test accuracy minus this [default: 0.05].")
+    ] = None,
+    mae_tolerance: Annotated[float | None, typer.Option(
+        min=0.0, help="Degraded when MAE is surely above test MAE × (1 + this) [default: 0.25].")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="An absolute minimum accuracy instead of the relative one.")] = None,
+    max_mae: Annotated[float | None, typer.Option(
+        min=0.0, help="An absolute maximum MAE instead of the relative one.")] = None,
     fail_on: Annotated[list[FailOn] | None, typer.Option(
         help="Exit 1 when a fleet-wide scope of a version some device runs is in this state (repeatable): "
-        "drift, degraded.")] = None,
+        "drift, degraded (health), performance (estimated without labels).")] = None,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Judge every check point of the stored telemetry against each release's reference (two-sample chi-square,
-    false alarms budgeted per month; PSI and JS as effect sizes) and check health. Defaults come from
-    edgeops.yaml ``monitor``; options override them."""
+    false alarms budgeted per month; PSI and JS as effect sizes) and check health, with realized accuracy / MAE
+    from labels (an interval, a verdict only with enough labels, against the release's test metrics), and estimate
+    performance without labels (edgeops.yaml ``monitor.performance``). Defaults come from edgeops.yaml
+    ``monitor``; options override them."""
     cfg = load_project_config(config)
     with user_errors():
         thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
                                       recent_windows=recent_windows, recovery_windows=recovery_windows)
+        realized = realized_thresholds(cfg.monitor.labels, min_labels=min_labels, confidence=confidence,
+                                       accuracy_tolerance=accuracy_tolerance, mae_tolerance=mae_tolerance,
+                                       min_accuracy=min_accuracy, max_mae=max_mae)
+        performance = performance_thresholds(cfg.monitor.performance)
         span = hours if hours is not None else cfg.monitor.hours
+        label_span = label_hours if label_hours is not None else cfg.monitor.labels.hours
         references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
         store = TelemetryStore(db)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
-                                 thresholds=thresholds)
+                                 thresholds=thresholds, realized=realized, label_window=timedelta(hours=label_span),
+                                 performance=performance)
         finally:
             store.close()
     if json_out:
@@ -71,16 +104,22 @@ def run(
             typer.echo(f"no telemetry with a known reference in the last {span:g} h")
         for scope in report.scopes:
             typer.echo(scope_line(scope, retired=report.is_retired(scope)))
+        for judged in report.performance:
+            typer.echo(performance_line(judged))
         for ref in report.unreferenced:
             typer.echo(f"{ref}: telemetry but no manifest (not in the registry; pass --manifest)", err=True)
         series = max((len(s.features) + (s.prediction is not None) for s in report.scopes), default=1)
         typer.echo(f"thresholds: last {span:g} h; drift: {thresholds.describe(series)}; "
-                   f"health: error rate > {HealthThresholds().max_error_rate:.0%}")
+                   f"health: error rate > {HealthThresholds().max_error_rate:.0%}; labels of the last "
+                   f"{label_span:g} h: {realized.describe()}")
     wanted = {f.value for f in fail_on or []}
-    failing = [s for s in report.current if ("drift" in wanted and s.verdict == "drift")
+    failing = [f"{s.model}@{s.version}" for s in report.current if ("drift" in wanted and s.verdict == "drift")
                or ("degraded" in wanted and s.health.verdict == "degraded")]
+    failing += [f"{j.scope.model}@{j.scope.version} (estimated performance)" for j in report.performance
+                if "performance" in wanted and j.scope.device is None and j.verdict == "degraded"
+                and (j.scope.model, j.scope.version, None) not in report.retired]
     if failing:
-        typer.echo("failing (--fail-on): " + ", ".join(f"{s.model}@{s.version}" for s in failing), err=True)
+        typer.echo("failing (--fail-on): " + ", ".join(failing), err=True)
         raise typer.Exit(1)
 
 
@@ -113,9 +152,13 @@ def scope_line(scope: ScopeReport, retired: bool = False) -> str:
         health += f", errors {h.error_rate:.1%}"
     if h.latency_p95_ms is not None:
         health += f", p95 {h.latency_p95_ms:.1f} ms (max {h.latency_p95_max_ms:.1f})"
-    if h.accuracy is not None:
+    if h.realized is not None and h.realized.value is not None:
+        health += f", {h.realized.describe()}"
+        if h.realized.threshold is not None:
+            health += f" (threshold {h.realized.threshold:.3g})"
+    elif h.accuracy is not None:
         health += f", accuracy {h.accuracy:.3f}"
-    if h.mae is not None:
+    elif h.mae is not None:
         health += f", MAE {h.mae:.3g}"
     return f"{head}: {drift} | {health}" + (f" [{h.reason}]" if h.reason else "")
 

@@ -52,7 +52,7 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
     from flows.pipeline import pipeline_flow
 
     if not PREFECT_API_URL.value():
-        typer.echo("starting a temporary Prefect server for this run (set PREFECT_API_URL to use a running one)",
+        typer.echo("starting a temporary Prefect server for this run (`edgeops up` or PREFECT_API_URL avoid it)",
                    err=True)
     else:
         check_prefect_api(PREFECT_API_URL.value())

@@ -1,7 +1,10 @@
 """``edgeops telemetry``: run the ingest service, and look at what it stored."""
 
+import json
 import logging
 import os
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +34,8 @@ def serve(
     events: Annotated[bool | None, typer.Option(
         "--events/--no-events", help="Emit Prefect events (default: when PREFECT_API_URL is set).")] = None,
     config: ConfigOption = None,
+    ready_file: Annotated[Path | None, typer.Option(
+        "--ready-file", help="Keep this file saying whether the ingest is subscribed (for `edgeops up`).")] = None,
 ) -> None:
     """Run the ingest until SIGINT/SIGTERM. Messages are acknowledged only after they are committed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -46,10 +51,27 @@ def serve(
             service = IngestService(ingest_cfg, emit=emit_to_prefect if emit_events else discard).start(wait_s=None)
         typer.echo(f"ingest {ingest_cfg.mqtt_client_id}: {ingest_cfg.broker_url} → {db} "
                    f"(group {group}, events {'on' if emit_events else 'off'}); Ctrl-C to stop", err=True)
-        while signals.wait(30) is None:
-            logging.getLogger("edgeops.telemetry").info("%s", service.stats)
+        subscribed: bool | None = None
+        next_stats = time.monotonic() + 30
+        while signals.wait(0.2 if ready_file is not None else 30) is None:
+            if ready_file is not None and service.connected != subscribed:
+                subscribed = service.connected
+                write_ready(ready_file, subscribed)
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + 30
+                logging.getLogger("edgeops.telemetry").info("%s", service.stats)
         service.stop()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
     typer.echo(f"stopped: {service.stats}", err=True)
+
+
+def write_ready(path: Path, subscribed: bool) -> None:
+    """``{"pid": ..., "subscribed": ...}``, replaced atomically: a supervisor reads it while we write. The pid
+    tells a stale file of an earlier ingest from ours."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "subscribed": subscribed}), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @app.command()

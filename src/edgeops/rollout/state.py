@@ -46,7 +46,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from edgeops.config import ProjectConfig, is_url, local_state_dir
 from edgeops.errors import RolloutError
 from edgeops.rollout.plan import RolloutPolicy, Tally
-from edgeops.sql_engine import BEGIN_OPTION, create_all, open_engine, shown_url, sqlite_file, sqlite_url
+from edgeops.sql_engine import (
+    BEGIN_OPTION,
+    create_all,
+    create_schema,
+    open_engine,
+    shown_url,
+    sqlite_file,
+    sqlite_url,
+)
 
 ACTIVE = ("running", "paused", "aborting")
 FINAL = ("completed", "aborted")
@@ -179,6 +187,7 @@ class RolloutStore:
         try:
             self.engine = open_engine(self.url, schema, explicit_begin=True)
             self.dialect = self.engine.dialect.name
+            create_schema(self.engine, schema)
             create_all(_metadata, self.engine)
             self._add_flow_run_column()
         except SQLAlchemyError as exc:

@@ -1,4 +1,4 @@
-"""Prefect events the telemetry side raises: device presence, model lifecycle, drift and health.
+"""Prefect events the telemetry side raises: device presence, model lifecycle, drift, health and performance.
 
 The store and the ingest service only *describe* events (``EventSpec``) and hand them to an injectable
 ``Emitter`` callable, so they can be tested without Prefect. ``emit_to_prefect`` is the production emitter; it
@@ -71,6 +71,13 @@ def drift_event(model: str, version: int, device: str | None, payload: dict[str,
 def health_event(model: str, version: int, device: str | None, payload: dict[str, Any]) -> EventSpec:
     resource, related = scope_resource(model, device)
     return EventSpec("edgeops.health.degraded", resource, related, {"model": model, "version": version, **payload})
+
+
+def performance_event(model: str, version: int, device: str | None, payload: dict[str, Any]) -> EventSpec:
+    """``edgeops.performance.degraded``: performance (estimated without labels) fell below the release's own."""
+    resource, related = scope_resource(model, device)
+    return EventSpec("edgeops.performance.degraded", resource, related,
+                     {"model": model, "version": version, **payload})
 
 
 def emit_to_prefect(spec: EventSpec) -> object:

@@ -64,7 +64,9 @@ def _scope_section(report: MonitorReport, scope: ScopeReport, thresholds: DriftT
     lines = [head, "",
              f"Health **{h.verdict}**: {h.requests} requests, error rate {_pct(h.error_rate)}, p95 latency "
              f"{_num(h.latency_p95_ms)} ms (window max {_num(h.latency_p95_max_ms)}), accuracy {_num(h.accuracy)}, "
-             f"MAE {_num(h.mae)}" + (f" — {h.reason}" if h.reason else ""), ""]
+             f"MAE {_num(h.mae)}" + (f", realized {h.realized.describe()} ({h.realized.verdict})"
+                                     if h.realized is not None and h.realized.value is not None else "")
+             + (f" — {h.reason}" if h.reason else ""), ""]
     lines += _drift_trend(report, scope)
     lines += ["Latest check point (last windows pooled):", "",
               "| feature | n | PSI (noise) | JS (noise) | chi-square p | verdict |", "|---|---:|---:|---:|---:|---|"]

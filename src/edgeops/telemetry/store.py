@@ -24,13 +24,7 @@ from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import (
-    func,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -38,7 +32,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
-from edgeops.sql_engine import create_all, open_engine
+from edgeops.realized import LabelTotals
+from edgeops.telemetry.credits import insert_credits, label_totals, window_credit_rows
+from edgeops.telemetry.engine import create_tables, open_engine
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
@@ -81,8 +77,11 @@ class TelemetryStore:
         self.schema = schema
         try:
             self.engine = open_engine(url, schema)
+            if schema:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             upgrade(self.engine, schema)   # tables of an older edgeops, before create_all adds what is missing
-            create_all(Base.metadata, self.engine)
+            create_tables(self.engine)
             self.dialect = self.engine.dialect.name
             # Windows go through a temporary staging table (_copy_windows). PostgreSQL grants TEMPORARY to every
             # role by default; a database that revoked it gets the prepared single-row INSERT instead.
@@ -149,6 +148,9 @@ class TelemetryStore:
             count = conn.exec_driver_sql(self._sqlite_window_insert, params).rowcount
         result.windows += count
         result.duplicates += len(windows) - count
+        credits = [row for w, _ in windows if w.feedback_for for row in window_credit_rows(w, now)]
+        if credits:   # labels credited to their predictions' windows (credits.py); idempotent on their own key
+            insert_credits(conn, self._insert, credits)
 
     @cached_property
     def _sqlite_window_insert(self) -> str:
@@ -337,6 +339,15 @@ class TelemetryStore:
             query = query.where(table.c.device == device)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def add_labels(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Store label credits (LabelRow columns but id) in one transaction; returns the keys that were new."""
+        with self.engine.begin() as conn:
+            return insert_credits(conn, self._insert, rows)
+
+    def label_totals(self, since: datetime | None = None, model: str | None = None) -> dict[Any, LabelTotals]:
+        """Labels per (model, version, device) and fleet-wide (device None) for predictions made since ``since``."""
+        return label_totals(self.engine, since, model)
 
     def models(self) -> list[tuple[str, int]]:
         """(model, version) pairs that have windows."""

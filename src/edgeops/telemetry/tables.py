@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edge_agent.protocol.messages import EPOCH_CHARS
@@ -78,3 +78,27 @@ class EpisodeRow(Base):
     started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]
     detail: Mapped[dict[str, Any] | None]
+
+
+class LabelRow(Base):
+    """Labels credited to the release and window of their predictions (telemetry 1.2 ``feedback_for``, or a label
+    table ingested by ``edgeops labels ingest``). ``key`` says where the credit came from and makes writing it
+    idempotent: ``w/{device}/{epoch}/{seq}/{model}@{version}/{start}`` for a window's credit (a redelivered window
+    credits nothing twice), ``p/{prediction id}`` for an ingested label (the first label of a prediction wins).
+    ``device`` is null for ingested labels: a prediction id does not name its device."""
+
+    __tablename__ = "telemetry_labels"
+    __table_args__ = (UniqueConstraint("key", name="uq_telemetry_label_key"),
+                      Index("ix_telemetry_label_model_start", "model", "version", "window_start"))
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))     # "agent" or "import"
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    device: Mapped[str | None] = mapped_column(String(128))
+    window_start: Mapped[datetime]
+    labelled: Mapped[int]
+    correct: Mapped[int | None]
+    abs_error_sum: Mapped[float | None] = mapped_column(Float)
+    abs_error_sq_sum: Mapped[float | None] = mapped_column(Float)
+    received_at: Mapped[datetime]
