@@ -13,6 +13,7 @@
 Parameters are plain JSON so the flow runs as a scheduled deployment as well as in-process.
 """
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
         db: Telemetry store URL (the ingest's store).
         model: Only this model; empty for every model with telemetry.
         hours: Telemetry read per run, in hours (default 24): health sums it, drift judges every check point in it.
-        registry_root: Release registry folder (default: edgeops.yaml registry.root).
+        registry_root: Release registry folder or s3://bucket/prefix URL (default: edgeops.yaml registry.root).
         manifests: Reference manifest files to use instead of the registry.
         per_device: Also judge and report every device, not only the fleet.
         false_alarms: Expected false drift episodes per device (and for the fleet) per 30 days of unchanged
@@ -85,7 +86,7 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
     if manifests:
         references = manifest_references(Path(p) for p in manifests)
     else:
-        references = registry_references(Path(registry_root) if registry_root else cfg.registry.root)
+        references = registry_references(replace(cfg.registry, root=registry_root) if registry_root else cfg.registry)
     store = TelemetryStore(db)
     try:
         report = run_monitor(store, references, model=model, window=timedelta(hours=hours), per_device=per_device,

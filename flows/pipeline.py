@@ -74,7 +74,7 @@ def pipeline_flow(data: str, model: str | None = None, target: str | None = None
     request = steps.make_request(Path(data), model, target, None if config_path is None else Path(config_path),
                                  overrides)
     key = steps.load_signing_key(request.config)
-    registry = Registry(request.config.registry.root)
+    registry = Registry.from_config(request.config.registry)
     champion = steps.load_champion(registry, request.model)
     df, data_sha256 = load_task(request.data)
     validation = validate_task(df, request.target, request.config, champion)

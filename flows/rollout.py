@@ -113,8 +113,10 @@ def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout
     policy, and taken from the stored policy when resuming) each wave must also pass the telemetry health gate
     (edgeops.rollout.health). Desired states are signed with the release key in ``keys_dir`` (a path on the
     worker; the key itself never travels as a parameter) and expire ``desired_lifetime_days`` after signing.
+    ``db_path`` is the rollout state: a SQLite file on the worker, or a database URL (``rollout.state_url``,
+    e.g. PostgreSQL shared by every worker; its password comes from PGPASSWORD or ~/.pgpass, never the URL).
     Returns the final rollout record as JSON."""
-    store = RolloutStore(Path(db_path))
+    store = RolloutStore(db_path)
     signer = DesiredSigner(load_private_key(key_paths(Path(keys_dir))[0]), lifetime_s=desired_lifetime_days * 86400.0)
     topics = Topics(prefix)
     with ControlClient(broker_url, username=username, password=password,

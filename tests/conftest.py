@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from services import POSTGRES_URL, Mosquitto, machine_broker_url, running_mosquitto, unique_prefix
 
 if TYPE_CHECKING:
+    from seaweedfs import SeaweedFS
+
     from edgeops.telemetry.store import TelemetryStore
 
 
@@ -90,3 +92,42 @@ def pg_store() -> Iterator["TelemetryStore"]:
     yield store
     store.drop_schema()
     store.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]:
+    """A SeaweedFS S3 server of the session's own on free ports (tests/seaweedfs.py), stopped at the end."""
+    from seaweedfs import running_seaweedfs
+
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_root(s3_server: "SeaweedFS", monkeypatch: pytest.MonkeyPatch) -> str:
+    """An ``s3://`` registry root unique to this test, with the standard AWS variables pointing at the session's
+    server (child processes inherit them)."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.bucket}/{uuid.uuid4().hex[:12]}/registry"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own on the machine's server (the URL a team would configure), dropped
+    afterwards even if a connection is left open."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"edgeops_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

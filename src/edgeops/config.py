@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -85,10 +86,30 @@ class ExportConfig:
     min_label_agreement: float = 1.0
 
 
+ADDRESSING_STYLES: tuple[str, ...] = ("auto", "path", "virtual")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where an ``s3://`` registry is served from. Credentials are never here: boto3 finds them where it always
+    does (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role), so none lands in a file or a
+    flow parameter. AWS_ENDPOINT_URL, when set, wins over ``endpoint_url`` (the environment wins, as for MQTT)."""
+
+    endpoint_url: str | None = None
+    """An S3-compatible server (SeaweedFS, MinIO, Ceph): ``http://host:8333``; null for AWS itself."""
+    region: str | None = None
+    profile: str | None = None
+    """A profile of ~/.aws/config and ~/.aws/credentials (null: AWS_PROFILE, else the default chain)."""
+    addressing_style: str = "auto"
+    """``path`` for servers that do not serve ``bucket.host`` names; ``auto`` lets botocore choose."""
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
-    root: Path = Path(".edgeops/registry")
+    root: Path | str = Path(".edgeops/registry")
+    """A local folder (a Path), or object storage as an ``s3://bucket/prefix`` URL (kept as text)."""
     keys_dir: Path = Path(".edgeops/keys")
+    s3: S3Config = field(default_factory=S3Config)
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,9 @@ class RolloutConfig:
     desired_lifetime_days: float = 7.0
     """How long a device acts on a signed desired state: a device that was offline for longer refuses it and
     keeps serving what it runs until a rollout signs a new one (docs/agent-operations.md)."""
+    state_url: str | None = None
+    """Where rollout state lives: a SQLAlchemy URL (``postgresql+psycopg://host/db`` for a team, shared by
+    every worker), or null for SQLite at ``rollouts.db`` beside a local registry (docs/rollout.md)."""
 
 
 @dataclass(frozen=True)
@@ -203,9 +227,27 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     _check_semantics(cfg)
     if path is not None:
         base = Path(path).parent
-        cfg = dataclasses.replace(cfg, registry=RegistryConfig(
-            root=_under(base, cfg.registry.root), keys_dir=_under(base, cfg.registry.keys_dir)))
+        root = cfg.registry.root
+        cfg = dataclasses.replace(cfg, registry=dataclasses.replace(
+            cfg.registry, root=_under(base, root) if isinstance(root, Path) else root,
+            keys_dir=_under(base, cfg.registry.keys_dir)))
+        if cfg.rollout.state_url is not None:
+            cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(
+                cfg.rollout, state_url=_sqlite_under(base, cfg.rollout.state_url)))
     return cfg
+
+
+def local_state_dir(cfg: ProjectConfig) -> Path:
+    """The folder of a project's local state (``rollouts.db``, quickstart's sample data): the registry's parent
+    when the registry is a folder (``.edgeops`` by default), else the keys folder's parent (an S3 registry has no
+    folder here, and the keys always do)."""
+    root = cfg.registry.root
+    return root.parent if isinstance(root, Path) else cfg.registry.keys_dir.parent
+
+
+def is_url(location: Path | str) -> bool:
+    """Whether a location is a URL (``s3://...``) rather than a local path; a Path never is."""
+    return isinstance(location, str) and "://" in location
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -331,6 +373,8 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         options = get_args(kind)
         if value is None and type(None) in options:
             return None
+        if set(options) == {Path, str}:  # a local path or a URL: a URL is no path ("s3://b" would become "s3:/b")
+            return value if is_url(value) else _scalar(value, Path, key)
         inner = [o for o in options if o is not type(None)]
         return _convert(value, inner[0], key)
     if get_origin(kind) is dict:
@@ -400,6 +444,7 @@ def _check_semantics(cfg: ProjectConfig) -> None:
         if not 0.0 <= getattr(cfg.data, key) <= 1.0:
             raise ConfigError(f"data.{key}", "must be between 0 and 1")
     _check_monitor(cfg.monitor)
+    _check_storage(cfg)
     if cfg.name is not None:
         try:
             check_name(cfg.name)
@@ -432,6 +477,21 @@ def _check_monitor(monitor: MonitorConfig) -> None:
             raise ConfigError(key, message)
 
 
+def _check_storage(cfg: ProjectConfig) -> None:
+    root = cfg.registry.root
+    if is_url(root) and not str(root).startswith("s3://"):
+        raise ConfigError("registry.root", f"{root!r}: a local folder or an s3://bucket/prefix URL")
+    if cfg.registry.s3.addressing_style not in ADDRESSING_STYLES:
+        raise ConfigError("registry.s3.addressing_style", f"must be one of {', '.join(ADDRESSING_STYLES)}")
+    state = cfg.rollout.state_url
+    if state is not None and not is_url(state):
+        raise ConfigError("rollout.state_url", f"{state!r} is not a database URL (sqlite:///path/rollouts.db, "
+                          "postgresql+psycopg://host/db)")
+    if state is not None and urlsplit(state).password is not None:
+        raise ConfigError("rollout.state_url", "must not hold a password (it would travel as a flow parameter): "
+                          "give it to the worker in PGPASSWORD or ~/.pgpass")
+
+
 def _performance_checks(perf: PerformanceConfig) -> dict[str, tuple[bool, str]]:
     return {"monitor.performance.metric": (perf.metric in ("accuracy", "f1"), "must be accuracy or f1"),
             "monitor.performance.accuracy_tolerance": (0 <= perf.accuracy_tolerance <= 1, "must be between 0 and 1"),
@@ -445,9 +505,20 @@ def _under(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _sqlite_under(base: Path, url: str) -> str:
+    """``sqlite:///rel/x.db`` resolved against the config file's folder, like every other path in it."""
+    head = "sqlite:///"
+    if not url.startswith(head):
+        return url
+    path, sep, query = url[len(head):].partition("?")
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return url
+    return f"{head}{_under(base, Path(path))}{sep}{query}"
+
+
 __all__ = [
     "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "DriftConfig",
     "ExportConfig", "GateConfig", "LabelsConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "PerformanceConfig",
-    "ProjectConfig", "RegistryConfig", "SplitConfig", "config_sha256", "config_to_dict", "import_estimator",
-    "load_config",
+    "ProjectConfig", "RegistryConfig", "RolloutConfig", "S3Config", "SplitConfig", "config_sha256", "config_to_dict",
+    "import_estimator", "is_url", "load_config", "local_state_dir",
 ]

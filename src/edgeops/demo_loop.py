@@ -159,7 +159,7 @@ class DemoLoop:
         from .rollout.signer import desired_signer
 
         cfg = load_config(self.config)
-        record = Registry(cfg.registry.root).get(MODEL, 1)
+        record = Registry.from_config(cfg.registry).get(MODEL, 1)
         topics = Topics(self.prefix)
         with ControlClient(self.result.broker_url) as client:
             def online() -> bool:
@@ -294,7 +294,7 @@ class DemoLoop:
             if state != "Completed":
                 raise EdgeopsError(f"retrain run '{run.name}' ended {state}: {message}")
             self.log(f"retrain run '{run.name}': {message}")
-            champion = Registry(load_config(self.config).registry.root).champion(MODEL)
+            champion = Registry.from_config(load_config(self.config).registry).champion(MODEL)
             self.result.champion = None if champion is None else champion.version
             if champion is None or champion.version == self.result.version_before:
                 raise EdgeopsError(f"retrain run '{run.name}' made no new champion: {message}")

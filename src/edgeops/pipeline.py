@@ -24,7 +24,7 @@ from edge_agent.protocol import Lineage, ProtocolError, ReleaseManifest, check_n
 
 from .config import ProjectConfig, config_sha256, load_config
 from .data import file_sha256, load_table
-from .errors import ConfigError, DataError, ValidationFailed
+from .errors import ConfigError, DataError, RegistryError, ValidationFailed
 from .export import ExportResult, ParityReport, build_manifest, export_model
 from .gates import GateResult, evaluate_gates
 from .registry import CANDIDATE, CHAMPION, SAMPLE_FILE, Registry, ReleaseRecord
@@ -131,10 +131,10 @@ def load_champion(registry: Registry, model: str) -> Champion:
     record = registry.champion(model)
     if record is None:
         return Champion()
-    path = record.file(SAMPLE_FILE)
     try:
-        sample = None if path is None else pd.read_parquet(path)
-    except (OSError, ValueError):
+        data = record.read_file(SAMPLE_FILE)
+        sample = None if data is None else pd.read_parquet(io.BytesIO(data))
+    except (OSError, ValueError, RegistryError):
         sample = None  # drift against the champion is a bonus; a damaged sample must not block training
     return Champion(record=record, sample=sample)
 
@@ -213,7 +213,7 @@ def register_step(registry: Registry, request: PipelineRequest, key: Ed25519Priv
 def run_pipeline(request: PipelineRequest) -> PipelineResult:
     """Every step in order, without Prefect (the flow does the same with tasks, artifacts and logs)."""
     key = load_signing_key(request.config)
-    registry = Registry(request.config.registry.root)
+    registry = Registry.from_config(request.config.registry)
     champion = load_champion(registry, request.model)
     df, data_sha256 = load_step(request.data)
     validation = validate_step(df, request.target, request.config, champion)

@@ -81,7 +81,7 @@ def test_flow_registers_a_release_with_artifacts(project: Path, prefect_harness:
     result = state.result()
     assert result.passed and result.record.aliases == ("candidate", "champion")
     assert result.record.manifest.lineage.data_sha256 == file_sha256(Path("train.csv"))
-    assert result.record.file("sample.parquet") is not None
+    assert result.record.read_file("sample.parquet") is not None
     artifacts = flow_artifacts(state.state_details.flow_run_id)
     assert {"churn-pipeline", "churn-metrics"} <= set(artifacts)
     assert "Metrics vs gates" in str(artifacts["churn-pipeline"].data)

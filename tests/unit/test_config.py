@@ -183,3 +183,33 @@ def test_monitor_settings_come_from_the_file_and_overrides(tmp_path: Path) -> No
                       {"monitor.drift.recent_windows": "5"})
     assert cfg.monitor.hours == 2.0 and cfg.monitor.drift.false_alarms == 0.1
     assert cfg.monitor.drift.recent_windows == 5 and cfg.monitor.drift.window_s == 60.0
+
+
+def test_an_s3_registry_root_stays_a_url_and_state_urls_resolve_like_paths(tmp_path: Path) -> None:
+    """``Path("s3://bucket/x")`` is ``s3:/bucket/x``: a URL must never become a path (nor be joined to the file's
+    folder), while a relative SQLite file in ``rollout.state_url`` is resolved like every other path."""
+    from edgeops.config import local_state_dir
+
+    path = write(tmp_path, "registry:\n  root: s3://models/team-a/\n  s3: {endpoint_url: 'http://seaweed:8333', "
+                           "addressing_style: path}\nrollout:\n  state_url: sqlite:///state/rollouts.db\n")
+    cfg = load_config(path)
+    assert cfg.registry.root == "s3://models/team-a/" and cfg.registry.s3.endpoint_url == "http://seaweed:8333"
+    assert cfg.rollout.state_url == f"sqlite:///{tmp_path}/state/rollouts.db"
+    assert local_state_dir(cfg) == tmp_path / ".edgeops"   # beside the keys, as the registry is remote
+    assert local_state_dir(load_config(write(tmp_path, "registry: {root: reg}\n"))) == tmp_path
+    overridden = load_config(None, {"registry.root": "s3://b/p", "rollout.state_url": "postgresql+psycopg://db/x"})
+    assert overridden.registry.root == "s3://b/p" and overridden.rollout.state_url == "postgresql+psycopg://db/x"
+    assert config_sha256(overridden) == config_sha256(ProjectConfig())   # where things are stored is no model input
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"registry.root": "gs://bucket/x"}, "registry.root"),
+    ({"registry.s3.addressing_style": "sideways"}, "registry.s3.addressing_style"),
+    ({"registry.s3.secret_access_key": "x"}, "registry.s3.secret_access_key"),   # secrets stay with boto3
+    ({"rollout.state_url": "rollouts.db"}, "rollout.state_url"),
+    ({"rollout.state_url": "postgresql+psycopg://edgeops:secret@db/edgeops"}, "rollout.state_url"),
+])
+def test_storage_settings_are_checked(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, overrides)
+    assert caught.value.key == key

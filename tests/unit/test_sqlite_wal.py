@@ -38,5 +38,5 @@ def test_use_wal_gives_up_after_its_wait(old_file: Path) -> None:
 def test_a_rollout_store_opens_once_the_writer_commits(old_file: Path) -> None:
     with write_lock_held(old_file, commit_after_s=0.3):
         store = RolloutStore(old_file)
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
+    assert sqlite3.connect(old_file).execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -46,7 +46,7 @@ def ingest(
     cfg = load_project_config(config)
     columns = LabelColumns(id_column, label_column, prediction_column)
     with user_errors():
-        references = manifest_references(manifest) if manifest else registry_references(cfg.registry.root)
+        references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
         rows = csv_rows(csv_path, columns) if csv_path is not None else sql_rows(sql or "", table or "", columns)
         store = TelemetryStore(db)
         try:

@@ -11,7 +11,7 @@ app = typer.Typer(help="Registered model versions and their aliases.", no_args_i
 
 
 def open_registry(config: ConfigOption) -> Registry:
-    return Registry(load_project_config(config).registry.root)
+    return Registry.from_config(load_project_config(config).registry)
 
 
 def _line(record: ReleaseRecord) -> str:

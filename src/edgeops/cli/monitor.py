@@ -90,7 +90,7 @@ def run(
         performance = performance_thresholds(cfg.monitor.performance)
         span = hours if hours is not None else cfg.monitor.hours
         label_span = label_hours if label_hours is not None else cfg.monitor.labels.hours
-        references = manifest_references(manifest) if manifest else registry_references(cfg.registry.root)
+        references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
         store = TelemetryStore(db)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,

@@ -86,7 +86,7 @@ def report(result: "PipelineResult", json_out: bool) -> None:
         typer.echo(f"onnx parity: {parity_line(result.export.parity)}")
         if result.passed:
             typer.echo(result.headline())
-            typer.echo(f"  onnx: {result.record.onnx_path}")
+            typer.echo(f"  onnx: {result.record.onnx_location}")
     if not result.passed:
         fail(result.headline(), code=EXIT_REJECTED)
 

@@ -1,10 +1,10 @@
 """``edgeops quickstart``: from nothing to a signed release in one command."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..config import local_state_dir
 from ..signing import generate_keys, key_paths
 from .common import ConfigOption, JsonOption, load_project_config, user_errors
 from .pipeline import report, run_flow
@@ -24,7 +24,7 @@ def quickstart(rows: Annotated[int, typer.Option("--rows", min=100, help="Rows o
         if not key_paths(cfg.registry.keys_dir)[0].exists():
             private, _ = generate_keys(cfg.registry.keys_dir)
             typer.echo(f"created signing key {private}", err=json_out)
-        data = write_sample(Path(cfg.registry.root).parent / "sample" / "churn.csv", "binary", rows, seed)
+        data = write_sample(local_state_dir(cfg) / "sample" / "churn.csv", "binary", rows, seed)
         typer.echo(f"wrote {rows} rows of sample churn data to {data}", err=json_out)
         request = make_request(data, MODEL, TARGETS["binary"], config)
         result = run_flow(request, config, {})

@@ -45,7 +45,7 @@ def publish(ref: RefArgument, broker: BrokerOption = None, force: Annotated[bool
     """Publish a signed, registered release: the artifact (chunked if large), then the manifest, retained."""
     cfg = load_project_config(config)
     with user_errors():
-        record = Registry(cfg.registry.root).resolve(ref)
+        record = Registry.from_config(cfg.registry).resolve(ref)
         result, url = publish_record(record, cfg, broker, force)
     if json_out:
         print_json({"release": result.ref, "broker": url, "messages": result.messages, "bytes": result.bytes,

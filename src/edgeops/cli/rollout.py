@@ -29,7 +29,7 @@ from ..registry import Registry
 from ..rollout.controller import RolloutController, start_rollout
 from ..rollout.plan import RolloutPolicy, parse_fraction
 from ..rollout.signer import desired_signer
-from ..rollout.state import RolloutRecord, RolloutStore
+from ..rollout.state import RolloutRecord, RolloutStore, state_exists, state_location
 from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
 from .fleet import BrokerOption, TargetOption, control_client
 from .release import publish_record
@@ -43,9 +43,9 @@ IdArgument = Annotated[str, typer.Argument(help="Rollout id (see `edgeops rollou
 WaitOption = Annotated[bool, typer.Option("--wait", help="Show a live progress bar instead of periodic lines.")]
 
 
-def rollouts_db(cfg: ProjectConfig) -> Path:
-    """``rollouts.db`` beside the registry directory (``.edgeops/rollouts.db`` by default)."""
-    return cfg.registry.root.parent / "rollouts.db"
+def rollouts_db(cfg: ProjectConfig) -> Path | str:
+    """``rollout.state_url``, else ``rollouts.db`` beside the registry directory (``.edgeops/rollouts.db``)."""
+    return state_location(cfg)
 
 
 def rollout_store(cfg: ProjectConfig) -> RolloutStore:
@@ -54,7 +54,7 @@ def rollout_store(cfg: ProjectConfig) -> RolloutStore:
 
 def existing_store(cfg: ProjectConfig, rollout_id: str) -> RolloutStore:
     """The rollout database for commands that only read or change existing rollouts (none is created)."""
-    if not rollouts_db(cfg).exists():
+    if not state_exists(rollouts_db(cfg)):
         raise RolloutError(f"no rollout {rollout_id!r}: there is no rollout database at {rollouts_db(cfg)}")
     return rollout_store(cfg)
 
@@ -105,7 +105,7 @@ def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, 
     watcher = threading.Thread(target=_watch, args=(store, rollout_id, wait, stop), daemon=True)
     watcher.start()
     try:
-        rollout_flow(broker_url=url, db_path=str(store.path), prefix=prefix, rollout_id=rollout_id,
+        rollout_flow(broker_url=url, db_path=store.url, prefix=prefix, rollout_id=rollout_id,
                      keys_dir=str(cfg.registry.keys_dir), desired_lifetime_days=cfg.rollout.desired_lifetime_days,
                      username=cfg.mqtt.username, password=cfg.mqtt.password,
                      ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file))
@@ -160,7 +160,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
                                max_failure=parse_fraction(max_failure, "max-failure"), min_executed=min_executed,
                                device_timeout_s=device_timeout, health_db=health_db)
         desired_signer(cfg)  # no signing key: fail before anything is published or planned
-        record = Registry(cfg.registry.root).resolve(release)
+        record = Registry.from_config(cfg.registry).resolve(release)
         result, url = publish_record(record, cfg, broker)
         if not result.skipped:
             typer.echo(f"published {result.ref} on {url}", err=True)
@@ -208,7 +208,7 @@ def status(rollout_id: Annotated[str | None, typer.Argument(help="A rollout id; 
         if rollout_id:
             records = [existing_store(cfg, rollout_id).get(rollout_id)]
         else:
-            records = rollout_store(cfg).records() if rollouts_db(cfg).exists() else []
+            records = rollout_store(cfg).records() if state_exists(rollouts_db(cfg)) else []
     if json_out:
         print_json(records[0].to_json() if rollout_id else [r.to_json() for r in records])
         return

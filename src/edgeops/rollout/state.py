@@ -1,16 +1,19 @@
-"""Rollout state in SQLite, written after every step, so that ``status`` and ``abort`` work from another
-process and a restarted controller resumes where the last one stopped (STYLE: persist before transition).
+"""Rollout state, written after every step, so that ``status`` and ``abort`` work from another process (or
+another machine) and a restarted controller resumes where the last one stopped (STYLE: persist before
+transition). SQLite (``rollouts.db``) is the embedded default; PostgreSQL, by URL (``rollout.state_url``), is
+shared by every worker and operator of a team.
 
-Creation runs in one ``BEGIN IMMEDIATE`` transaction that checks for active rollouts on any of the same
-devices, so two concurrent rollouts on overlapping targets cannot both start: the second gets RolloutError.
+Creating a rollout checks for active rollouts on any of the same devices and inserts in one transaction that
+no other creation can interleave with (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory
+lock per fleet), so two concurrent rollouts on overlapping targets cannot both start: the second gets
+RolloutError. Claims, the abort flag and the flow-run swap read and write their row under the same exclusion
+(PostgreSQL: ``SELECT ... FOR UPDATE``).
 """
 
-import contextlib
+import hashlib
 import json
 import os
 import socket
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,28 +23,65 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import (
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from edgeops.config import ProjectConfig, is_url, local_state_dir
 from edgeops.errors import RolloutError
 from edgeops.rollout.plan import RolloutPolicy, Tally
-from edgeops.sqlite_wal import BUSY_S, use_wal
+from edgeops.sql_engine import (
+    BEGIN_OPTION,
+    create_all,
+    create_schema,
+    open_engine,
+    shown_url,
+    sqlite_file,
+    sqlite_url,
+)
 
 ACTIVE = ("running", "paused", "aborting")
 FINAL = ("completed", "aborted")
 STALE_AFTER_S = 15.0
 """A controller whose heartbeat is older than this is presumed dead (its rollout may be resumed)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL, scope TEXT NOT NULL,
-    selector TEXT NOT NULL, policy TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    wave INTEGER NOT NULL DEFAULT 0, waves INTEGER NOT NULL, abort_requested TEXT,
-    controller TEXT, heartbeat REAL, created TEXT NOT NULL, updated TEXT NOT NULL, flow_run TEXT);
-CREATE TABLE IF NOT EXISTS rollout_devices (
-    rollout_id TEXT NOT NULL REFERENCES rollouts(id), device TEXT NOT NULL, wave INTEGER NOT NULL,
-    previous BLOB, outcome TEXT NOT NULL DEFAULT 'pending', detail TEXT NOT NULL DEFAULT '',
-    offline INTEGER NOT NULL DEFAULT 0, desired_at REAL, finished_at REAL, restored INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (rollout_id, device));
-CREATE INDEX IF NOT EXISTS rollout_devices_device ON rollout_devices(device);
-"""
+_metadata = MetaData()
+# The same tables (names, columns, types) that earlier edgeops created in SQLite by hand: old files open as is.
+rollouts = Table(
+    "rollouts", _metadata,
+    Column("id", Text, primary_key=True), Column("model", Text, nullable=False),
+    Column("version", Integer, nullable=False), Column("scope", Text, nullable=False),
+    Column("selector", Text, nullable=False), Column("policy", Text, nullable=False),
+    Column("status", Text, nullable=False), Column("reason", Text, nullable=False, server_default=""),
+    Column("wave", Integer, nullable=False, server_default="0"), Column("waves", Integer, nullable=False),
+    Column("abort_requested", Text), Column("controller", Text), Column("heartbeat", Double),
+    Column("created", Text, nullable=False), Column("updated", Text, nullable=False), Column("flow_run", Text))
+rollout_devices = Table(
+    "rollout_devices", _metadata,
+    Column("rollout_id", Text, ForeignKey("rollouts.id"), primary_key=True), Column("device", Text, primary_key=True),
+    Column("wave", Integer, nullable=False), Column("previous", LargeBinary),
+    Column("outcome", Text, nullable=False, server_default="pending"),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("offline", Integer, nullable=False, server_default="0"), Column("desired_at", Double),
+    Column("finished_at", Double), Column("restored", Integer, nullable=False, server_default="0"),
+    Index("rollout_devices_device", "device"))
+_R, _D = rollouts.c, rollout_devices.c
 
 
 def _now() -> str:
@@ -136,40 +176,63 @@ class RolloutRecord:
 
 
 class RolloutStore:
-    """The rollouts database (``.edgeops/rollouts.db`` next to the registry by default)."""
+    """The rollout state at ``where``: a SQLAlchemy URL (``postgresql+psycopg://host/db``,
+    ``sqlite:///path``) or the path of a SQLite file (``.edgeops/rollouts.db`` beside the registry by default).
+    ``schema`` puts the tables in a PostgreSQL schema of their own (tests use a throw-away one)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # one connection per store, shared under a lock: opening one per step costs a WAL checkpoint each time
-        self._db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        use_wal(self._db)
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._add_column("rollouts", "flow_run TEXT")  # databases made before the column existed
+    def __init__(self, where: Path | str, *, schema: str | None = None) -> None:
+        self.url = str(where) if is_url(where) else sqlite_url(Path(where))
+        self.path = sqlite_file(self.url)
+        self.schema = schema
+        try:
+            self.engine = open_engine(self.url, schema, explicit_begin=True)
+            self.dialect = self.engine.dialect.name
+            create_schema(self.engine, schema)
+            create_all(_metadata, self.engine)
+            self._add_flow_run_column()
+        except SQLAlchemyError as exc:
+            raise RolloutError(f"cannot open the rollout state at {self.where}: {str(exc).splitlines()[0]}") from exc
 
-    def _add_column(self, table: str, column: str) -> None:
-        if column.split()[0] in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-            return
-        with contextlib.suppress(sqlite3.OperationalError):  # another process added it just now
-            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    @property
+    def where(self) -> str:
+        """The file, or the URL without its password, for messages."""
+        return str(self.path) if self.path is not None else shown_url(self.url)
+
+    def _add_flow_run_column(self) -> None:
+        """SQLite files made before the column existed gain it (PostgreSQL stores were created with it)."""
+        with self.engine.connect() as conn:
+            if "flow_run" in {c["name"] for c in inspect(conn).get_columns("rollouts", schema=self.schema)}:
+                return
+        try:
+            with self._begin() as db:
+                db.execute(text("ALTER TABLE rollouts ADD COLUMN flow_run TEXT"))
+        except SQLAlchemyError:  # another process added it just now
+            pass
 
     def close(self) -> None:
-        self._db.close()
+        self.engine.dispose()
+
+    def drop_schema(self) -> None:
+        """Remove the tables (and the schema, if one was given). For tests."""
+        _metadata.drop_all(self.engine)
+        if self.schema:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
 
     @contextmanager
-    def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _begin(self, immediate: bool = False) -> Iterator[Connection]:
+        """One transaction; ``immediate`` takes SQLite's write lock at once (PostgreSQL locks rows or the fleet)."""
+        with self.engine.connect() as conn:
+            if immediate:
+                conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
+            with conn.begin():
+                yield conn
+
+    def _locked_row(self, db: Connection, rollout_id: str, *columns: Any) -> Any:
+        row = db.execute(select(*columns).where(_R.id == rollout_id).with_for_update()).first()
+        if row is None:
+            raise RolloutError(f"no rollout {rollout_id!r} in {self.where}")
+        return row
 
     def create(self, *, model: str, version: int, scope: str, selector: Mapping[str, str], policy: RolloutPolicy,
                plan: Sequence[Sequence[str]], previous: Mapping[str, bytes | None],
@@ -177,23 +240,24 @@ class RolloutStore:
         """Record a planned rollout, refusing it when an active rollout in ``scope`` targets any of its devices."""
         rid = rollout_id or f"{model}-v{version}-{uuid.uuid4().hex[:8]}"
         devices = [d for wave in plan for d in wave]
-        with self._connect(immediate=True) as db:
+        with self._begin(immediate=True) as db:
+            if self.dialect == "postgresql":   # creations in one fleet take turns; other fleets are not held up
+                db.execute(select(func.pg_advisory_xact_lock(_fleet_lock(scope))))
             self._refuse_overlap(db, scope, devices)
             now = _now()
-            db.execute("INSERT INTO rollouts (id, model, version, scope, selector, policy, status, waves, created,"
-                       " updated) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                       (rid, model, version, scope, json.dumps(dict(selector)), json.dumps(policy.to_json()),
-                        len(plan), now, now))
-            db.executemany("INSERT INTO rollout_devices (rollout_id, device, wave, previous) VALUES (?, ?, ?, ?)",
-                           [(rid, d, i, previous.get(d)) for i, wave in enumerate(plan) for d in wave])
+            db.execute(rollouts.insert().values(
+                id=rid, model=model, version=version, scope=scope, selector=json.dumps(dict(selector)),
+                policy=json.dumps(policy.to_json()), status="running", waves=len(plan), created=now, updated=now))
+            if devices:
+                db.execute(rollout_devices.insert(), [{"rollout_id": rid, "device": d, "wave": i,
+                                                      "previous": previous.get(d)}
+                                                     for i, wave in enumerate(plan) for d in wave])
         return self.get(rid)
 
     @staticmethod
-    def _refuse_overlap(db: sqlite3.Connection, scope: str, devices: Sequence[str]) -> None:
-        marks = ",".join("?" * len(ACTIVE))
-        rows = db.execute(
-            f"SELECT r.id, r.status, d.device FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
-            f"WHERE r.scope = ? AND r.status IN ({marks})", (scope, *ACTIVE)).fetchall()
+    def _refuse_overlap(db: Connection, scope: str, devices: Sequence[str]) -> None:
+        rows = db.execute(select(_R.id, _R.status, _D.device).select_from(rollout_devices.join(rollouts))
+                          .where(_R.scope == scope, _R.status.in_(ACTIVE))).all()
         wanted = set(devices)
         clash: dict[tuple[str, str], list[str]] = {}
         for rid, status, device in rows:
@@ -206,86 +270,117 @@ class RolloutStore:
                                f"wait for it, abort it, or resume it with `edgeops rollout resume {rid}`")
 
     def get(self, rollout_id: str) -> RolloutRecord:
-        with self._connect() as db:
-            row = db.execute("SELECT id, model, version, scope, selector, policy, status, waves, wave, reason, "
-                             "abort_requested, controller, heartbeat, created, updated FROM rollouts WHERE id = ?",
-                             (rollout_id,)).fetchone()
+        with self._begin() as db:
+            row = db.execute(select(_R.id, _R.model, _R.version, _R.scope, _R.selector, _R.policy, _R.status,
+                                    _R.waves, _R.wave, _R.reason, _R.abort_requested, _R.controller, _R.heartbeat,
+                                    _R.created, _R.updated).where(_R.id == rollout_id)).first()
             if row is None:
-                raise RolloutError(f"no rollout {rollout_id!r} in {self.path}")
-            devs = db.execute("SELECT device, wave, previous, outcome, detail, offline, desired_at, finished_at,"
-                              " restored FROM rollout_devices WHERE rollout_id = ?", (rollout_id,)).fetchall()
+                raise RolloutError(f"no rollout {rollout_id!r} in {self.where}")
+            devs = db.execute(select(_D.device, _D.wave, _D.previous, _D.outcome, _D.detail, _D.offline,
+                                     _D.desired_at, _D.finished_at, _D.restored)
+                              .where(_D.rollout_id == rollout_id)).all()
         rec = RolloutRecord(id=row[0], model=row[1], version=row[2], scope=row[3], selector=json.loads(row[4]),
                             policy=RolloutPolicy.from_json(json.loads(row[5])), status=row[6], waves=row[7],
                             wave=row[8], reason=row[9], abort_requested=row[10], controller=row[11],
                             heartbeat=row[12], created=row[13], updated=row[14])
         for d in devs:
-            rec.devices[d[0]] = DeviceRecord(device=d[0], wave=d[1], previous=d[2], outcome=d[3], detail=d[4],
-                                             offline=bool(d[5]), desired_at=d[6], finished_at=d[7],
-                                             restored=bool(d[8]))
+            rec.devices[d[0]] = DeviceRecord(device=d[0], wave=d[1], previous=None if d[2] is None else bytes(d[2]),
+                                             outcome=d[3], detail=d[4], offline=bool(d[5]), desired_at=d[6],
+                                             finished_at=d[7], restored=bool(d[8]))
         return rec
 
     def records(self, *, active_only: bool = False) -> list[RolloutRecord]:
-        with self._connect() as db:
-            query = "SELECT id FROM rollouts"
-            if active_only:
-                query += f" WHERE status IN ({','.join('?' * len(ACTIVE))})"
-            ids = [r[0] for r in db.execute(query + " ORDER BY created, id", ACTIVE if active_only else ())]
+        query = select(_R.id).order_by(_R.created, _R.id)
+        with self._begin() as db:
+            ids = db.execute(query.where(_R.status.in_(ACTIVE)) if active_only else query).scalars().all()
         return [self.get(rid) for rid in ids]
 
     def save(self, rec: RolloutRecord, devices: Sequence[DeviceRecord] = ()) -> None:
         """Persist the rollout row (status, wave, reason, heartbeat) and the given device rows in one step.
         The abort flag is never overwritten here: it belongs to ``request_abort``."""
         rec.updated = _now()
-        with self._connect() as db:
-            db.execute("UPDATE rollouts SET status = ?, wave = ?, reason = ?, controller = ?, heartbeat = ?, "
-                       "updated = ? WHERE id = ?",
-                       (rec.status, rec.wave, rec.reason, rec.controller, rec.heartbeat, rec.updated, rec.id))
-            db.executemany("UPDATE rollout_devices SET outcome = ?, detail = ?, offline = ?, desired_at = ?, "
-                           "finished_at = ?, restored = ? WHERE rollout_id = ? AND device = ?",
-                           [(d.outcome, d.detail, int(d.offline), d.desired_at, d.finished_at, int(d.restored),
-                             rec.id, d.device) for d in devices])
+        with self._begin() as db:
+            db.execute(update(rollouts).where(_R.id == rec.id).values(
+                status=rec.status, wave=rec.wave, reason=rec.reason, controller=rec.controller,
+                heartbeat=rec.heartbeat, updated=rec.updated))
+            if devices:
+                db.execute(_DEVICE_UPDATE, [{"b_rid": rec.id, "b_device": d.device, "b_outcome": d.outcome,
+                                             "b_detail": d.detail, "b_offline": int(d.offline),
+                                             "b_desired_at": d.desired_at, "b_finished_at": d.finished_at,
+                                             "b_restored": int(d.restored)} for d in devices])
 
     def claim(self, rollout_id: str, controller: str) -> RolloutRecord:
         """Become the rollout's controller; refused while another live controller heartbeats on it."""
-        with self._connect(immediate=True) as db:
-            row = db.execute("SELECT controller, heartbeat, status FROM rollouts WHERE id = ?",
-                             (rollout_id,)).fetchone()
-            if row is None:
-                raise RolloutError(f"no rollout {rollout_id!r} in {self.path}")
-            owner, beat, _status = row
+        with self._begin(immediate=True) as db:
+            owner, beat = self._locked_row(db, rollout_id, _R.controller, _R.heartbeat)
             if owner not in (None, controller) and controller_alive(owner, beat):
                 raise RolloutError(f"rollout {rollout_id} is being run by controller {owner} "
                                    f"(heartbeat {time.time() - beat:.0f}s ago)")
-            db.execute("UPDATE rollouts SET controller = ?, heartbeat = ? WHERE id = ?",
-                       (controller, time.time(), rollout_id))
+            db.execute(update(rollouts).where(_R.id == rollout_id).values(controller=controller,
+                                                                           heartbeat=time.time()))
         return self.get(rollout_id)
 
     def release_claim(self, rollout_id: str, controller: str) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE rollouts SET controller = NULL, heartbeat = NULL WHERE id = ? AND controller = ?",
-                       (rollout_id, controller))
+        with self._begin() as db:
+            db.execute(update(rollouts).where(_R.id == rollout_id, _R.controller == controller)
+                       .values(controller=None, heartbeat=None))
 
     def swap_flow_run(self, rollout_id: str, flow_run: str) -> str | None:
         """Record the Prefect flow run now driving the rollout; returns the one recorded before (None at first)."""
-        with self._connect(immediate=True) as db:
-            row = db.execute("SELECT flow_run FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-            if row is None:
-                raise RolloutError(f"no rollout {rollout_id!r} in {self.path}")
-            db.execute("UPDATE rollouts SET flow_run = ? WHERE id = ?", (flow_run, rollout_id))
-        return row[0]  # type: ignore[no-any-return]
+        with self._begin(immediate=True) as db:
+            (previous,) = self._locked_row(db, rollout_id, _R.flow_run)
+            db.execute(update(rollouts).where(_R.id == rollout_id).values(flow_run=flow_run))
+        return previous  # type: ignore[no-any-return]
 
     def request_abort(self, rollout_id: str, reason: str = "aborted by operator") -> RolloutRecord:
         """Set the abort flag the controller polls; RolloutError when the rollout already finished."""
-        with self._connect(immediate=True) as db:
-            row = db.execute("SELECT status FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-            if row is None:
-                raise RolloutError(f"no rollout {rollout_id!r} in {self.path}")
-            if row[0] in FINAL:
-                raise RolloutError(f"rollout {rollout_id} already {row[0]}; nothing to abort")
-            db.execute("UPDATE rollouts SET abort_requested = ? WHERE id = ?", (reason, rollout_id))
+        with self._begin(immediate=True) as db:
+            (status,) = self._locked_row(db, rollout_id, _R.status)
+            if status in FINAL:
+                raise RolloutError(f"rollout {rollout_id} already {status}; nothing to abort")
+            db.execute(update(rollouts).where(_R.id == rollout_id).values(abort_requested=reason))
         return self.get(rollout_id)
 
     def abort_requested(self, rollout_id: str) -> str | None:
-        with self._connect() as db:
-            row = db.execute("SELECT abort_requested FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-        return None if row is None else row[0]
+        with self._begin() as db:
+            return db.execute(select(_R.abort_requested).where(_R.id == rollout_id)).scalar()  # type: ignore[no-any-return]
+
+
+_DEVICE_UPDATE = update(rollout_devices).where(
+    _D.rollout_id == bindparam("b_rid"), _D.device == bindparam("b_device")).values(
+    outcome=bindparam("b_outcome"), detail=bindparam("b_detail"), offline=bindparam("b_offline"),
+    desired_at=bindparam("b_desired_at"), finished_at=bindparam("b_finished_at"), restored=bindparam("b_restored"))
+
+
+def _fleet_lock(scope: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL's advisory lock on one fleet's rollout creations."""
+    return int.from_bytes(hashlib.sha256(scope.encode()).digest()[:8], "big", signed=True)
+
+
+def state_location(cfg: ProjectConfig) -> Path | str:
+    """Where the project's rollout state lives: ``rollout.state_url``, else ``rollouts.db`` in the local state
+    folder (beside a local registry: ``.edgeops/rollouts.db``)."""
+    return cfg.rollout.state_url or local_state_dir(cfg) / "rollouts.db"
+
+
+def open_rollout_store(cfg: ProjectConfig) -> RolloutStore:
+    """The rollout state edgeops.yaml names (what the CLI, the rollout flow and retrain share)."""
+    return RolloutStore(state_location(cfg))
+
+
+def state_exists(where: Path | str) -> bool:
+    """Whether rollout state was ever written there, without creating any (``status`` must not create it)."""
+    if not is_url(where):
+        return Path(where).exists()
+    path = sqlite_file(str(where))
+    if path is not None:
+        return path.exists()
+    engine = open_engine(str(where))
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).has_table("rollouts")
+    except SQLAlchemyError as exc:
+        raise RolloutError(f"cannot read the rollout state at {shown_url(str(where))}: "
+                           f"{str(exc).splitlines()[0]}") from exc
+    finally:
+        engine.dispose()

@@ -137,7 +137,8 @@ def start(project: Path, cfg: ProjectConfig, options: UpOptions, say: Say, begin
         config_file = options.config or (project / DEFAULT_FILE if (project / DEFAULT_FILE).is_file() else None)
         ingest = spawn_ingest(supervisor, env, db_url=db_url, broker_url=broker_url, prefix=cfg.mqtt.prefix,
                               ready_file=ready, config=config_file)
-        registry_root = cfg.registry.root if cfg.registry.root.is_absolute() else project / cfg.registry.root
+        root = cfg.registry.root   # an s3:// URL is passed on as it is
+        registry_root = project / root if isinstance(root, Path) and not root.is_absolute() else root
         monitor = spawn_serving(supervisor, env, "flows.serve", [monitor_spec(db_url, registry_root,
                                                                               options.monitor_every_s)],
                                 project, name=MONITOR, poll_s=10)
@@ -169,7 +170,7 @@ def start(project: Path, cfg: ProjectConfig, options: UpOptions, say: Say, begin
         raise
 
 
-def monitor_spec(db_url: str, registry_root: Path, every_s: float) -> dict[str, Any]:
+def monitor_spec(db_url: str, registry_root: Path | str, every_s: float) -> dict[str, Any]:
     return {"flow": "monitor", "name": MONITOR_NAME, "interval_s": every_s, "tags": ["edgeops", "monitoring"],
             "parameters": {"db": db_url, "registry_root": str(registry_root)},
             "description": "Drift and health from the stack's telemetry store (started by `edgeops up`)."}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow, parse_manifest
-from edgeops.config import DriftConfig, LabelsConfig, PerformanceConfig
+from edgeops.config import DriftConfig, LabelsConfig, PerformanceConfig, RegistryConfig
 from edgeops.drift import (
     PREDICTION,
     HealthThresholds,
@@ -46,11 +46,12 @@ from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health
 ReferenceSource = Callable[[str, int], ReleaseManifest | None]
 
 
-def registry_references(root: Path) -> ReferenceSource:
-    """Manifests from the release registry (``Registry(root).get(model, version)``); None when unknown."""
+def registry_references(where: RegistryConfig | Path | str) -> ReferenceSource:
+    """Manifests from the release registry (edgeops.yaml's ``registry`` section, or a folder or ``s3://`` URL);
+    None when unknown."""
     from edgeops.registry import Registry
 
-    registry = Registry(root)
+    registry = Registry.from_config(where) if isinstance(where, RegistryConfig) else Registry(where)
 
     @cache
     def lookup(model: str, version: int) -> ReleaseManifest | None:
