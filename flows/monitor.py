@@ -34,11 +34,11 @@ from edgeops.telemetry.monitor import (
 )
 from edgeops.telemetry.performance_report import performance_markdown
 from edgeops.telemetry.report import drift_markdown, fleet_rows
-from edgeops.telemetry.store import DEFAULT_DB_URL, TelemetryStore
+from edgeops.telemetry.store import TelemetryStore
 
 
 @flow(name="monitor", log_prints=False)
-def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: float | None = None,
+def monitor_flow(db: str | None = None, model: str | None = None, hours: float | None = None,
                  registry_root: str | None = None, manifests: list[str] | None = None,
                  per_device: bool = True, false_alarms: float | None = None, window_s: float | None = None,
                  recent_windows: int | None = None, recovery_windows: int | None = None,
@@ -52,7 +52,8 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
     performance verdicts always take ``monitor.performance``.
 
     Args:
-        db: Telemetry store URL (the ingest's store).
+        db: Telemetry store URL, the ingest's store (default: telemetry.url in edgeops.yaml, else
+            sqlite:///.edgeops/telemetry.db beside it).
         model: Only this model; empty for every model with telemetry.
         hours: Telemetry read per run, in hours (default 24): health sums it, drift judges every check point in it.
         registry_root: Release registry folder or s3://bucket/prefix URL (default: edgeops.yaml registry.root).
@@ -87,7 +88,7 @@ def monitor_flow(db: str = DEFAULT_DB_URL, model: str | None = None, hours: floa
         references = manifest_references(Path(p) for p in manifests)
     else:
         references = registry_references(replace(cfg.registry, root=registry_root) if registry_root else cfg.registry)
-    store = TelemetryStore(db)
+    store = TelemetryStore(db or cfg.telemetry.url)
     try:
         report = run_monitor(store, references, model=model, window=timedelta(hours=hours), per_device=per_device,
                              thresholds=thresholds, realized=realized, label_window=timedelta(hours=label_hours),

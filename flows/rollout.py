@@ -5,6 +5,10 @@ react to (a deployment trigger may, for instance, page someone on ``edgeops.roll
 Parameters are plain JSON so the flow can also run as a deployment. ``edgeops rollout start`` plans the
 rollout first (so a refused rollout fails before any Prefect start-up cost) and then runs this flow in-process
 with the new ``rollout_id``; ``edgeops rollout resume`` runs it with an existing id.
+
+No parameter carries a secret or the broker: Prefect stores parameters and shows them in its UI. The broker,
+its credentials and the signing key come from edgeops.yaml and the worker's environment or Prefect Secret
+blocks (edgeops.credentials), the same source every flow of edgeops reads.
 """
 
 import re
@@ -22,14 +26,15 @@ from prefect.runtime import flow_run as flow_run_ctx
 from prefect.states import Crashed
 
 from edge_agent.protocol import Topics
+from edgeops.config import load_config
+from edgeops.credentials import mqtt_settings
 from edgeops.drift import parse_ts
 from edgeops.mqtt import ControlClient
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.health import TelemetryHealthGate
 from edgeops.rollout.plan import RolloutPolicy, always_advance
-from edgeops.rollout.signer import DesiredSigner
-from edgeops.rollout.state import RolloutRecord, RolloutStore, controller_identity
-from edgeops.signing import key_paths, load_private_key
+from edgeops.rollout.signer import desired_signer
+from edgeops.rollout.state import RolloutRecord, RolloutStore, controller_identity, open_rollout_store
 from edgeops.telemetry.store import TelemetryStore
 
 EVENTS = ("started", "wave.completed", "completed", "aborted")
@@ -103,24 +108,38 @@ def _take_over_flow_run(store: RolloutStore, rollout_id: str) -> None:
 
 
 @flow(name="edgeops-rollout", log_prints=True)
-def rollout_flow(broker_url: str, db_path: str, prefix: str = "edgeops", rollout_id: str | None = None,
-                 release: str | None = None, target: dict[str, str] | None = None,
-                 policy: dict[str, Any] | None = None, username: str | None = None, password: str | None = None,
-                 ca_file: str | None = None, health_db: str | None = None, keys_dir: str = ".edgeops/keys",
-                 desired_lifetime_days: float = 7.0) -> dict[str, Any]:
-    """Run (or resume) rollout ``rollout_id``; or plan a new one of ``release`` ("churn@4", published) to the
-    devices matching ``target`` first. With ``health_db`` (the telemetry store's URL; stored with a new rollout's
-    policy, and taken from the stored policy when resuming) each wave must also pass the telemetry health gate
-    (edgeops.rollout.health). Desired states are signed with the release key in ``keys_dir`` (a path on the
-    worker; the key itself never travels as a parameter) and expire ``desired_lifetime_days`` after signing.
-    ``db_path`` is the rollout state: a SQLite file on the worker, or a database URL (``rollout.state_url``,
-    e.g. PostgreSQL shared by every worker; its password comes from PGPASSWORD or ~/.pgpass, never the URL).
-    Returns the final rollout record as JSON."""
-    store = RolloutStore(db_path)
-    signer = DesiredSigner(load_private_key(key_paths(Path(keys_dir))[0]), lifetime_s=desired_lifetime_days * 86400.0)
-    topics = Topics(prefix)
-    with ControlClient(broker_url, username=username, password=password,
-                       ca_file=Path(ca_file) if ca_file else None) as client:
+def rollout_flow(release: str | None = None, target: dict[str, str] | None = None,
+                 policy: dict[str, Any] | None = None, rollout_id: str | None = None, health_db: str | None = None,
+                 config_path: str | None = None, broker_url: str | None = None, prefix: str | None = None,
+                 db_path: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a staged rollout: canary, then waves; abort and restore on failures.
+
+    Desired states are signed with the release key (edgeops.credentials: $EDGEOPS_SIGNING_KEY, the Secret block
+    ``signing.key_secret``, or ``registry.keys_dir``) and expire after ``rollout.desired_lifetime_days``.
+    Returns the final rollout record as JSON.
+
+    Args:
+        release: Release to roll out, e.g. churn@4 (published first with `edgeops release publish`); leave
+            empty to resume rollout_id.
+        target: Device labels a new rollout is limited to, e.g. {"site": "berlin"}; empty: every device.
+        policy: Rollout policy of a new rollout: canary ("10%" or 0.1), waves, max_failure ("5%"),
+            device_timeout_s, min_executed.
+        rollout_id: An existing rollout to run or resume (what `edgeops rollout status` lists).
+        health_db: Telemetry store URL: each wave must then also pass the health gate (error rate, p95 latency);
+            stored with a new rollout, taken from it when resuming.
+        config_path: edgeops.yaml to read (default: $EDGEOPS_CONFIG, else ./edgeops.yaml on the worker).
+        broker_url: MQTT broker (default: $EDGEOPS_MQTT_URL, else mqtt.url). Credentials never go here: they
+            come from the worker's environment or Prefect Secret blocks (docs/deployments.md).
+        prefix: Topic prefix (default: mqtt.prefix).
+        db_path: Rollout state: a SQLite file on the worker, or a database URL whose password comes from
+            PGPASSWORD or ~/.pgpass (default: rollout.state_url, else rollouts.db beside the registry).
+    """
+    cfg = load_config(Path(config_path) if config_path else None)
+    mqtt = mqtt_settings(cfg, broker_url, prefix)
+    store = RolloutStore(db_path) if db_path else open_rollout_store(cfg)
+    signer = desired_signer(cfg)
+    topics = Topics(mqtt.prefix)
+    with ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file) as client:
         if rollout_id is None:
             if release is None:
                 raise ValueError("give rollout_id (run or resume) or release (start a new rollout)")

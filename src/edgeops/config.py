@@ -8,6 +8,7 @@ reference with defaults is docs/pipeline.md; docs/edgeops.example.yaml is a comp
 import dataclasses
 import hashlib
 import importlib
+import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,9 +20,12 @@ import yaml
 
 from edge_agent.protocol import MAX_MESSAGE_BYTES, TASKS, ProtocolError, canonical_json, check_name
 
+from .config_control import ModelSource, RetrainConfig, SigningConfig, TelemetryConfig, check_control
 from .errors import ConfigError
 
 DEFAULT_FILE = Path("edgeops.yaml")
+CONFIG_ENV = "EDGEOPS_CONFIG"
+"""The config file of a worker that runs somewhere else than the project directory (docs/deployments.md)."""
 CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "f1", "roc_auc", "log_loss")
 REGRESSION_METRICS: tuple[str, ...] = ("rmse", "mae", "r2")
 METRICS: tuple[str, ...] = CLASSIFICATION_METRICS + REGRESSION_METRICS
@@ -118,7 +122,11 @@ class MqttConfig:
     prefix: str = "edgeops"
     username: str | None = None
     password: str | None = None
+    """Kept for old files; prefer $EDGEOPS_MQTT_PASSWORD on the worker or ``password_secret``."""
     ca_file: Path | None = None
+    username_secret: str | None = None
+    password_secret: str | None = None
+    """Prefect Secret blocks holding the broker credentials (edgeops.credentials: the environment wins)."""
 
 
 @dataclass(frozen=True)
@@ -208,16 +216,25 @@ class ProjectConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    models: dict[str, ModelSource] = field(default_factory=dict)
+    """Per model: where its training data comes from (retrains read it; docs/continuous-training.md)."""
     name: str | None = None
     """Model name in the registry (a CLI flag may override it)."""
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ProjectConfig:
-    """Load ``path`` (None: ./edgeops.yaml when it exists, else the defaults) and apply dotted overrides.
+    """Load ``path`` (None: $EDGEOPS_CONFIG, else ./edgeops.yaml when it exists, else the defaults) and apply
+    dotted overrides.
 
     Override values may be strings as typed on a command line (``{"seed": "3"}``); they are parsed as YAML
-    scalars when the key is not a text field. Relative registry paths are resolved against the file's folder.
+    scalars when the key is not a text field. Relative registry and data paths are resolved against the file's
+    folder.
     """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
     if path is None and DEFAULT_FILE.is_file():
         path = DEFAULT_FILE
     raw = _read_yaml(path) if path is not None else {}
@@ -230,7 +247,9 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         root = cfg.registry.root
         cfg = dataclasses.replace(cfg, registry=dataclasses.replace(
             cfg.registry, root=_under(base, root) if isinstance(root, Path) else root,
-            keys_dir=_under(base, cfg.registry.keys_dir)))
+            keys_dir=_under(base, cfg.registry.keys_dir)),
+            models={name: source.under(base) for name, source in cfg.models.items()},
+            telemetry=TelemetryConfig(url=_sqlite_under(base, cfg.telemetry.url)))
         if cfg.rollout.state_url is not None:
             cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(
                 cfg.rollout, state_url=_sqlite_under(base, cfg.rollout.state_url)))
@@ -445,6 +464,7 @@ def _check_semantics(cfg: ProjectConfig) -> None:
             raise ConfigError(f"data.{key}", "must be between 0 and 1")
     _check_monitor(cfg.monitor)
     _check_storage(cfg)
+    check_control(cfg.models, cfg.retrain, cfg.telemetry)
     if cfg.name is not None:
         try:
             check_name(cfg.name)
@@ -518,7 +538,8 @@ def _sqlite_under(base: Path, url: str) -> str:
 
 __all__ = [
     "CLASSIFICATION_METRICS", "LOWER_IS_BETTER", "METRICS", "REGRESSION_METRICS", "DataChecks", "DriftConfig",
-    "ExportConfig", "GateConfig", "LabelsConfig", "ModelSpec", "MonitorConfig", "MqttConfig", "PerformanceConfig",
-    "ProjectConfig", "RegistryConfig", "RolloutConfig", "S3Config", "SplitConfig", "config_sha256", "config_to_dict",
-    "import_estimator", "is_url", "load_config", "local_state_dir",
+    "ExportConfig", "GateConfig", "LabelsConfig", "ModelSource", "ModelSpec", "MonitorConfig", "MqttConfig",
+    "PerformanceConfig", "ProjectConfig", "RegistryConfig", "RetrainConfig", "RolloutConfig", "S3Config",
+    "SigningConfig", "SplitConfig", "TelemetryConfig", "config_sha256", "config_to_dict", "import_estimator",
+    "is_url", "load_config", "local_state_dir",
 ]

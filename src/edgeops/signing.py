@@ -58,12 +58,18 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         raise SigningError(f"no signing key at {path}: {INIT_HINT}") from None
     except OSError as exc:
         raise SigningError(f"cannot read signing key {path}: {exc.strerror or exc}") from exc
+    return parse_private_key(data, str(path))
+
+
+def parse_private_key(data: bytes, where: str) -> Ed25519PrivateKey:
+    """A PKCS8 PEM Ed25519 private key from bytes (a file's, or a Secret block's text); ``where`` names the
+    source in the error, never the bytes."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise SigningError(f"{path} is not an unencrypted PEM private key") from exc
+        raise SigningError(f"{where} is not an unencrypted PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningError(f"{path} is not an Ed25519 private key")
+        raise SigningError(f"{where} is not an Ed25519 private key")
     return key
 
 

@@ -82,8 +82,9 @@ def restores(payload: bytes, previous: bytes | None) -> bool:
         and now.signature is not None and now.counter > before.counter  # type: ignore[operator]
 
 
-def keys_dir(tmp: Path) -> Path:
-    """A project key directory holding KEY, as `edgeops keys init` leaves it (for the rollout flow)."""
+def project_config(tmp: Path) -> str:
+    """An edgeops.yaml whose key directory holds KEY, as `edgeops keys init` leaves it: the rollout flow reads the
+    key on its own (a key is never a flow parameter)."""
     from cryptography.hazmat.primitives import serialization
 
     from edgeops.signing import key_paths
@@ -92,7 +93,8 @@ def keys_dir(tmp: Path) -> Path:
     private.parent.mkdir(parents=True, exist_ok=True)
     private.write_bytes(KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
-    return private.parent
+    (tmp / "edgeops.yaml").write_text("registry: {keys_dir: keys}\n")
+    return str(tmp / "edgeops.yaml")
 
 
 def desired_now(client: ControlClient, topics: Topics) -> dict[str, bytes]:
@@ -335,7 +337,7 @@ def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
                             policy=replace(POLICY, health_db=url))
         assert store.get(rec.id).policy.health_db == url
         final = rollout_flow(broker_url=session_broker, db_path=str(store.path), prefix=topics.prefix,
-                             rollout_id=rec.id, keys_dir=str(keys_dir(tmp_path)))
+                             rollout_id=rec.id, config_path=project_config(tmp_path))
     assert_canary_aborted_by_the_gate(store.get(final["id"]))
 
 
@@ -356,7 +358,7 @@ def test_a_resumed_rollout_marks_the_dead_controllers_flow_run_crashed(
             orphan = client.create_flow_run(rollout_flow, state=Running())  # what the dead controller left
         assert store.swap_flow_run(rec.id, str(orphan.id)) is None
         final = rollout_flow(broker_url=session_broker, db_path=str(store.path), prefix=topics.prefix,
-                             rollout_id=rec.id, keys_dir=str(keys_dir(tmp_path)))
+                             rollout_id=rec.id, config_path=project_config(tmp_path))
     assert final["status"] == "completed"
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(orphan.id).state

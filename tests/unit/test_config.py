@@ -156,7 +156,8 @@ def test_to_dict_round_trips_through_yaml(tmp_path: Path) -> None:
                              "model.params.n_estimators": 5, "mqtt.ca_file": "/etc/ca.pem"})
     path = write(tmp_path, yaml.safe_dump(config_to_dict(cfg)))
     again = load_config(path)
-    assert config_to_dict(again) == {**config_to_dict(cfg), "registry": config_to_dict(again)["registry"]}
+    resolved = {k: config_to_dict(again)[k] for k in ("registry", "telemetry")}  # relative to the file's folder
+    assert config_to_dict(again) == {**config_to_dict(cfg), **resolved}
 
 
 def test_config_hash_tracks_what_decides_the_model() -> None:
@@ -173,7 +174,7 @@ def test_the_documented_example_is_the_defaults() -> None:
     cfg = load_config(EXAMPLE)
     defaults = config_to_dict(ProjectConfig())
     loaded = config_to_dict(cfg)
-    loaded["registry"] = defaults["registry"]  # resolved against docs/
+    loaded["registry"], loaded["telemetry"] = defaults["registry"], defaults["telemetry"]  # resolved against docs/
     assert loaded == defaults
     assert set(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))) == set(defaults)
 

@@ -9,6 +9,7 @@ from rich.table import Table
 from edge_agent.protocol import Topics
 
 from ..config import ProjectConfig
+from ..credentials import mqtt_settings
 from ..fleet import DeviceView, parse_selector, read_fleet
 from ..mqtt import ControlClient
 from .common import ConfigOption, JsonOption, broker_url, load_project_config, print_json, user_errors
@@ -27,9 +28,10 @@ def fleet() -> None:
 
 
 def control_client(flag: str | None, cfg: ProjectConfig) -> ControlClient:
-    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config."""
-    return ControlClient(broker_url(flag, cfg), username=cfg.mqtt.username, password=cfg.mqtt.password,
-                         ca_file=cfg.mqtt.ca_file).connect()
+    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config, with the
+    credentials every part of edgeops uses (edgeops.credentials: environment, Secret block, config)."""
+    mqtt = mqtt_settings(cfg, broker_url(flag, cfg))
+    return ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file).connect()
 
 
 def _row(d: DeviceView) -> list[str]:

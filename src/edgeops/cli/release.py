@@ -8,10 +8,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.protocol import Topics, parse_version
 
 from ..config import ProjectConfig
-from ..errors import RegistryError
+from ..credentials import public_key
+from ..errors import RegistryError, SigningError
 from ..publish import PublishResult, publish_release, unpublish_release
 from ..registry import Registry, ReleaseRecord, is_version_ref, parse_ref
-from ..signing import key_paths, load_public_key
 from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 from .fleet import BrokerOption, control_client
 
@@ -21,9 +21,12 @@ RefArgument = Annotated[str, typer.Argument(help="churn@4, churn@champion, or ch
 
 
 def project_public_key(cfg: ProjectConfig) -> Ed25519PublicKey | None:
-    """The project's public key, when present: publishing then checks the signature before anything leaves."""
-    path = key_paths(cfg.registry.keys_dir)[1]
-    return load_public_key(path) if path.exists() else None
+    """The project's public key, when known (``release.pub``, or derived from the release key wherever
+    edgeops.credentials finds it): publishing then checks the signature before anything leaves."""
+    try:
+        return public_key(cfg)
+    except SigningError:
+        return None
 
 
 def publish_record(record: ReleaseRecord, cfg: ProjectConfig, broker: str | None,

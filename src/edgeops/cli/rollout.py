@@ -90,10 +90,11 @@ def _watch(store: RolloutStore, rollout_id: str, live: bool, stop: threading.Eve
                 break
 
 
-def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, rollout_id: str,
+def run_in_flow(config: Path | None, url: str, prefix: str, store: RolloutStore, rollout_id: str,
                 wait: bool) -> RolloutRecord:
     """Run the controller as a Prefect flow run in this process, with progress shown from the database. The
-    health gate comes from the rollout's stored policy, so ``resume`` applies the gate ``start`` was given."""
+    health gate comes from the rollout's stored policy, so ``resume`` applies the gate ``start`` was given.
+    The flow reads the key and the broker's credentials from ``config`` itself: none is a flow parameter."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
@@ -106,9 +107,7 @@ def run_in_flow(cfg: ProjectConfig, url: str, prefix: str, store: RolloutStore, 
     watcher.start()
     try:
         rollout_flow(broker_url=url, db_path=store.url, prefix=prefix, rollout_id=rollout_id,
-                     keys_dir=str(cfg.registry.keys_dir), desired_lifetime_days=cfg.rollout.desired_lifetime_days,
-                     username=cfg.mqtt.username, password=cfg.mqtt.password,
-                     ca_file=None if cfg.mqtt.ca_file is None else str(cfg.mqtt.ca_file))
+                     config_path=None if config is None else str(config))
     finally:
         stop.set()
         watcher.join(5)
@@ -174,7 +173,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
             client.close()
         typer.echo(f"rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves "
                    f"(canary {len(rec.wave_devices(0))})", err=True)
-        final = run_in_flow(cfg, url, cfg.mqtt.prefix, store, rec.id, wait)
+        final = run_in_flow(config, url, cfg.mqtt.prefix, store, rec.id, wait)
     _finish(final, json_out)
 
 
@@ -186,7 +185,7 @@ def resume(rollout_id: IdArgument, wait: WaitOption = False, broker: BrokerOptio
     with user_errors():
         store = existing_store(cfg, rollout_id)
         url, prefix = _rollout_scope(store.get(rollout_id), broker)
-        final = run_in_flow(cfg, url, prefix, store, rollout_id, wait)
+        final = run_in_flow(config, url, prefix, store, rollout_id, wait)
     _finish(final, json_out)
 
 

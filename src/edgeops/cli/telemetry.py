@@ -11,6 +11,7 @@ import typer
 
 from edge_agent.shutdown import StopSignals
 
+from ..credentials import mqtt_settings
 from ..telemetry.events import discard, emit_to_prefect
 from ..telemetry.ingest import IngestConfig, IngestService
 from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
@@ -41,9 +42,11 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
     emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
-    ingest_cfg = IngestConfig(broker_url=broker_url(broker, cfg), db_url=db, prefix=prefix or cfg.mqtt.prefix,
+    with user_errors():
+        mqtt = mqtt_settings(cfg, broker_url(broker, cfg), prefix)
+    ingest_cfg = IngestConfig(broker_url=mqtt.url, db_url=db, prefix=mqtt.prefix,
                               group=group, instance=instance, batch_size=batch_size, flush_ms=flush_ms,
-                              username=cfg.mqtt.username, password=cfg.mqtt.password, ca_file=cfg.mqtt.ca_file)
+                              username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file)
     # Not Event.set() from a signal handler: it can deadlock against the main thread's own Event.wait (see
     # edge_agent/shutdown.py, where an agent hung that way). Signals are caught from here on, start-up included.
     with StopSignals() as signals:

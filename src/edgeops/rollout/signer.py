@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.protocol import Desired, ProtocolError, Signature, iso_ms
 
 from ..config import ProjectConfig
-from ..signing import key_paths, load_private_key, public_key_id
+from ..credentials import signing_key
+from ..signing import public_key_id
 
 DEFAULT_LIFETIME_S = 7 * 24 * 3600.0
 """How long a device acts on a desired state after it was signed (``rollout.desired_lifetime_days``)."""
@@ -73,7 +74,7 @@ class DesiredSigner:
 
 
 def desired_signer(cfg: ProjectConfig) -> DesiredSigner:
-    """The signer of a project: its release key (``registry.keys_dir``) and ``rollout.desired_lifetime_days``.
-    Raises SigningError with a hint when the key is missing."""
-    return DesiredSigner(load_private_key(key_paths(cfg.registry.keys_dir)[0]),
-                         lifetime_s=cfg.rollout.desired_lifetime_days * 86400.0)
+    """The signer of a project: its release key (edgeops.credentials.signing_key: the environment, a Secret
+    block, or ``registry.keys_dir``) and ``rollout.desired_lifetime_days``. SigningError with a hint when the key
+    is missing."""
+    return DesiredSigner(signing_key(cfg), lifetime_s=cfg.rollout.desired_lifetime_days * 86400.0)
