@@ -11,6 +11,7 @@ would cost more than the step itself (and a retrain must never be skipped becaus
 """
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from edgeops import pipeline as steps
+from edgeops.config import ModelSource
+from edgeops.datasource import newest_data
 from edgeops.errors import ValidationFailed
 from edgeops.export import ExportResult
 from edgeops.gates import GateResult
@@ -68,11 +71,25 @@ def artifact_key(model: str, what: str) -> str:
 
 @flow(name="edgeops-pipeline", description="Validate, train, gate, export to ONNX and register a signed release.")
 def pipeline_flow(data: str, model: str | None = None, target: str | None = None, config_path: str | None = None,
-                  overrides: dict[str, Any] | None = None) -> steps.PipelineResult:
-    """Run the pipeline on ``data``; a failed gate still returns (the release is registered as rejected)."""
+                  overrides: dict[str, Any] | None = None, source: dict[str, str] | None = None
+                  ) -> steps.PipelineResult:
+    """Run the pipeline; a failed gate still returns (the release is registered as rejected). The release
+    records its recipe (target, task, estimator, data source), which the model's retrains repeat.
+
+    Args:
+        data: Training data on the worker: a .csv/.parquet file, a folder (its newest such file), or a glob
+            (its newest match, e.g. data/churn-*.csv).
+        model: Model name in the registry (default: name in edgeops.yaml).
+        target: Target column (default: data.target in edgeops.yaml).
+        config_path: edgeops.yaml to read (default: $EDGEOPS_CONFIG, else ./edgeops.yaml on the worker).
+        overrides: Config keys by dotted name, e.g. {"model.estimator": "sklearn.ensemble.RandomForestClassifier"}.
+        source: Where the data came from, recorded for retrains, e.g. {"sql": "...", "database_url_secret":
+            "..."} (default: data itself).
+    """
     logger = get_run_logger()
-    request = steps.make_request(Path(data), model, target, None if config_path is None else Path(config_path),
+    request = steps.make_request(newest_data(data), model, target, None if config_path is None else Path(config_path),
                                  overrides)
+    request = replace(request, source=ModelSource.from_json(source) or ModelSource(data=data))
     key = steps.load_signing_key(request.config)
     registry = Registry.from_config(request.config.registry)
     champion = steps.load_champion(registry, request.model)

@@ -22,14 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.protocol import Lineage, ProtocolError, ReleaseManifest, check_name
 
-from .config import ProjectConfig, config_sha256, load_config
+from .config import ModelSource, ProjectConfig, config_sha256, load_config
+from .credentials import signing_key
 from .data import file_sha256, load_table
 from .errors import ConfigError, DataError, RegistryError, ValidationFailed
 from .export import ExportResult, ParityReport, build_manifest, export_model
 from .gates import GateResult, evaluate_gates
 from .registry import CANDIDATE, CHAMPION, SAMPLE_FILE, Registry, ReleaseRecord
-from .signing import key_paths, load_private_key, sign_manifest
-from .training import TrainedModel, train_model
+from .signing import sign_manifest
+from .training import DEFAULT_ESTIMATORS, TrainedModel, train_model
 from .validation import ValidationReport, validate_data
 
 SAMPLE_ROWS = 2000
@@ -43,6 +44,8 @@ class PipelineRequest:
     data: Path
     model: str
     config: ProjectConfig
+    source: ModelSource | None = None
+    """Where ``data`` came from (a glob, a query), recorded in the release's recipe for retrains; None: the file."""
 
     @property
     def target(self) -> str:
@@ -113,7 +116,7 @@ def make_request(data: Path, model: str | None = None, target: str | None = None
 
 def load_signing_key(cfg: ProjectConfig) -> Ed25519PrivateKey:
     """Loaded first so that a missing key stops the run before any work or registry write."""
-    return load_private_key(key_paths(cfg.registry.keys_dir)[0])
+    return signing_key(cfg)
 
 
 def code_revision(cwd: Path | None = None) -> str | None:
@@ -181,11 +184,22 @@ def sample_bytes(df: pd.DataFrame, seed: int, rows: int = SAMPLE_ROWS) -> bytes 
 
 
 def build_report(validation: ValidationReport, gate: GateResult, export: ExportResult,
-                 metrics: Mapping[str, float]) -> dict[str, Any]:
+                 metrics: Mapping[str, float], recipe: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the registry keeps about the run, made JSON-safe."""
     report = {"validation": validation.to_dict(), "gates": [asdict(c) for c in gate.checks],
-              "parity": export.parity.to_dict(), "metrics": dict(metrics), "reasons": list(gate.reasons)}
+              "parity": export.parity.to_dict(), "metrics": dict(metrics), "reasons": list(gate.reasons),
+              **({"recipe": dict(recipe)} if recipe is not None else {})}
     return json.loads(json.dumps(report, default=str))
+
+
+def training_recipe(request: PipelineRequest, trained: TrainedModel) -> dict[str, Any]:
+    """What a retrain of this release must repeat (edgeops.retrain_recipe): the target, the task and estimator
+    as trained (not as configured: an inferred task or a default estimator is pinned here), and the source."""
+    spec = request.config.model
+    params = dict(spec.params) if spec.estimator else {**DEFAULT_ESTIMATORS[trained.task][1], **spec.params}
+    source = request.source or ModelSource(data=str(request.data))
+    return {"target": trained.target, "task": trained.task, "estimator": trained.estimator, "params": params,
+            "scale_numeric": spec.scale_numeric, "missing_token": spec.missing_token, "source": source.to_json()}
 
 
 def register_step(registry: Registry, request: PipelineRequest, key: Ed25519PrivateKey, df: pd.DataFrame,
@@ -202,7 +216,8 @@ def register_step(registry: Registry, request: PipelineRequest, key: Ed25519Priv
 
     sample = sample_bytes(df, cfg.seed)
     record = registry.register(request.model, build, status="registered" if gate.passed else "rejected",
-                               report=build_report(validation, gate, export, trained.metrics),
+                               report=build_report(validation, gate, export, trained.metrics,
+                                                   training_recipe(request, trained)),
                                files={SAMPLE_FILE: sample} if sample is not None else None)
     if gate.passed:
         registry.promote(request.model, record.version, CANDIDATE)

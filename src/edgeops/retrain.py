@@ -1,5 +1,6 @@
-"""Continuous training as plain functions: retrain a model on the newest data, gate it against the champion,
-and roll the new version out canary-first to the devices that run the model.
+"""Continuous training as plain functions: retrain a model on its newest data with its champion's recipe
+(edgeops.retrain_recipe), gate it against the champion, and roll the new version out canary-first to the
+devices that run the model.
 
 Promotion order — candidate → canary rollout → champion on completion. The pipeline makes a passing release
 the ``candidate`` (and the champion only when the model has none yet); this module promotes it to
@@ -9,14 +10,16 @@ name a version that has proven itself on real devices, not one that a canary is 
 rollout restores every device (the controller's rollback) and leaves the old champion in place; the new
 version stays a ``candidate`` for a person to look at.
 
-flows/retrain.py adds Prefect around the same steps (the pipeline and rollout flows as subflows, artifacts,
-events); tests call ``run_retrain`` directly.
+Planning (``plan_retrain``) reads no data: it resolves the model, its recipe, the broker and the policy, so a
+mistake fails before any work. ``retrain_request`` then materializes the data (a query runs here) for as long
+as the pipeline needs it. flows/retrain.py adds Prefect around the same steps (the pipeline and rollout flows as
+subflows, the cooldown, artifacts, events); tests call ``run_retrain`` directly.
 """
 
 import json
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,22 +27,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.protocol import ProtocolError, Topics, check_name
 
-from .config import ProjectConfig
-from .errors import ConfigError, DataError, RolloutError
+from .config import ProjectConfig, load_config
+from .credentials import mqtt_settings, public_key
+from .datasource import materialized
+from .errors import ConfigError, RolloutError
 from .fleet import read_fleet
 from .mqtt import ControlClient
 from .pipeline import PipelineRequest, PipelineResult, make_request, run_pipeline
 from .publish import PublishResult, publish_release
 from .registry import CHAMPION, Registry, ReleaseRecord
+from .retrain_recipe import Recipe, database_url, resolve_recipe
 from .rollout.controller import RolloutController, start_rollout
 from .rollout.plan import RolloutPolicy
 from .rollout.signer import desired_signer
-from .rollout.state import RolloutRecord, RolloutStore
-from .signing import key_paths, load_public_key
+from .rollout.state import RolloutRecord, RolloutStore, open_rollout_store
 
 MODEL_RESOURCE = "edgeops.model."
 """Prefect resource ids of models (``edgeops.model.churn``); a drift event about a model names one."""
-DATA_SUFFIXES = (".csv", ".parquet")
 DEFAULT_POLICY = RolloutPolicy(canary=0.1, waves=3, max_failure=0.05)
 
 Outcome = Literal["promoted", "rejected", "no_devices", "aborted"]
@@ -55,20 +59,6 @@ def model_name(text: str) -> str:
     return name
 
 
-def newest_data(path: Path) -> Path:
-    """A file is used as it is; a directory stands for "the newest data": its most recently modified
-    .csv/.parquet file (where an export job drops a fresh extract)."""
-    path = Path(path)
-    if not path.is_dir():
-        if not path.is_file():
-            raise DataError(f"data not found: {str(path)!r} is neither a file nor a directory")
-        return path
-    files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
-    if not files:
-        raise DataError(f"no .csv or .parquet file in the data directory {str(path)!r}")
-    return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
-
-
 def policy_from_json(obj: Mapping[str, Any] | None) -> RolloutPolicy:
     """A rollout policy from deployment parameters (``RolloutPolicy.from_json``); a bad one is a ConfigError
     about the ``policy`` parameter."""
@@ -81,14 +71,14 @@ def policy_from_json(obj: Mapping[str, Any] | None) -> RolloutPolicy:
 @dataclass(frozen=True)
 class RolloutTarget:
     """Where the new version goes: the fleet on ``broker_url``/``prefix``, devices matching ``selector``
-    that run the model."""
+    that run the model. The credentials were looked up on this worker (edgeops.credentials)."""
 
     broker_url: str
     prefix: str
     selector: dict[str, str] = field(default_factory=dict)
     policy: RolloutPolicy = DEFAULT_POLICY
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
 
     def client(self) -> ControlClient:
@@ -97,11 +87,25 @@ class RolloutTarget:
 
 
 @dataclass(frozen=True)
+class RetrainPlan:
+    """Everything decided before the data is read: the model, its recipe (what to train on which data), the
+    project config, where the new version goes, and why the retrain runs."""
+
+    model: str
+    recipe: Recipe
+    config: ProjectConfig
+    config_path: Path | None
+    target: RolloutTarget
+    trigger: dict[str, Any] = field(default_factory=dict)
+    """Why this retrain runs: the drift event's payload (and id), shown in the summary."""
+
+
+@dataclass(frozen=True)
 class RetrainRequest:
     pipeline: PipelineRequest
     target: RolloutTarget
     trigger: dict[str, Any] = field(default_factory=dict)
-    """Why this retrain runs: the drift event's payload (and id), shown in the summary."""
+    recipe: Recipe | None = None
 
     @property
     def model(self) -> str:
@@ -112,33 +116,49 @@ class RetrainRequest:
         return self.pipeline.config
 
 
-def make_retrain_request(model: str, data: Path, *, target: str | None = None, config_path: Path | None = None,
-                         overrides: Mapping[str, Any] | None = None, selector: Mapping[str, str] | None = None,
-                         policy: Mapping[str, Any] | None = None, broker_url: str | None = None,
-                         prefix: str | None = None, trigger: Mapping[str, Any] | None = None) -> RetrainRequest:
-    """Resolve everything before any work: model name, newest data file, config, broker (flag →
-    $EDGEOPS_MQTT_URL → config, as the CLI does) and rollout policy."""
-    pipeline = make_request(newest_data(data), model_name(model), target, config_path, overrides)
-    cfg = pipeline.config
-    rollout = RolloutTarget(broker_url=broker_url or os.environ.get("EDGEOPS_MQTT_URL") or cfg.mqtt.url,
-                            prefix=prefix or cfg.mqtt.prefix, selector=dict(selector or {}),
-                            policy=policy_from_json(policy), username=cfg.mqtt.username,
-                            password=cfg.mqtt.password, ca_file=cfg.mqtt.ca_file)
-    return RetrainRequest(pipeline=pipeline, target=rollout, trigger=dict(trigger or {}))
+def plan_retrain(model: str, data: str | Path | None = None, *, target: str | None = None,
+                 config_path: Path | None = None, overrides: Mapping[str, Any] | None = None,
+                 selector: Mapping[str, str] | None = None, policy: Mapping[str, Any] | None = None,
+                 broker_url: str | None = None, prefix: str | None = None,
+                 trigger: Mapping[str, Any] | None = None) -> RetrainPlan:
+    """Resolve everything before any work: the model's name, its recipe from the registry's champion and
+    edgeops.yaml (``data``/``target``/``overrides`` win), the broker (flag → $EDGEOPS_MQTT_URL → config, with
+    credentials from the worker's environment or Secret blocks) and the rollout policy."""
+    name = model_name(model)
+    cfg = load_config(config_path, overrides)
+    champion = Registry.from_config(cfg.registry).champion(name)
+    recipe = resolve_recipe(name, cfg, champion, data=None if data is None else str(data), target=target,
+                            overrides=overrides)
+    mqtt = mqtt_settings(cfg, broker_url, prefix)
+    rollout = RolloutTarget(broker_url=mqtt.url, prefix=mqtt.prefix, selector=dict(selector or {}),
+                            policy=policy_from_json(policy), username=mqtt.username, password=mqtt.password,
+                            ca_file=mqtt.ca_file)
+    return RetrainPlan(model=name, recipe=recipe, config=cfg, config_path=config_path, target=rollout,
+                       trigger=dict(trigger or {}))
+
+
+@contextmanager
+def retrain_request(plan: RetrainPlan) -> Iterator[RetrainRequest]:
+    """The plan with its data as a file (the newest of a glob or folder, or a query's result, removed on exit)."""
+    source = plan.recipe.source
+    with materialized(source, database_url(source, plan.model)) as path:
+        pipeline = make_request(path, plan.model, plan.recipe.target, plan.config_path, plan.recipe.overrides)
+        yield RetrainRequest(pipeline=replace(pipeline, source=source), target=plan.target, trigger=plan.trigger,
+                             recipe=plan.recipe)
 
 
 def rollout_store(cfg: ProjectConfig) -> RolloutStore:
-    """The same database `edgeops rollout status` reads: ``rollouts.db`` beside the registry directory."""
-    return RolloutStore(cfg.registry.root.parent / "rollouts.db")
+    """The same rollout state `edgeops rollout status` reads (``rollout.state_url``, else ``rollouts.db`` beside
+    a local registry)."""
+    return open_rollout_store(cfg)
 
 
-def project_public_key(cfg: ProjectConfig) -> Ed25519PublicKey | None:
-    path = key_paths(cfg.registry.keys_dir)[1]
-    return load_public_key(path) if path.exists() else None
+def project_public_key(cfg: ProjectConfig) -> Ed25519PublicKey:
+    return public_key(cfg)
 
 
-def champion_version(request: RetrainRequest) -> int | None:
-    record = Registry(request.config.registry.root).champion(request.model)
+def champion_version(request: RetrainRequest | RetrainPlan) -> int | None:
+    record = Registry.from_config(request.config.registry).champion(request.model)
     return None if record is None else record.version
 
 
@@ -167,7 +187,7 @@ def plan_rollout(client: ControlClient, request: RetrainRequest, record: Release
 def conclude(request: RetrainRequest, record: ReleaseRecord, rollout: RolloutRecord) -> ReleaseRecord:
     """The promotion rule of the module doc: champion only after a completed rollout."""
     if rollout.status == "completed":
-        return Registry(request.config.registry.root).promote(request.model, record.version, CHAMPION)
+        return Registry.from_config(request.config.registry).promote(request.model, record.version, CHAMPION)
     return record
 
 
@@ -197,8 +217,11 @@ class RetrainResult:
         return f"{ref} rolled out ({self.rollout.reason}) and promoted to champion (was {before})"
 
     def to_json(self) -> dict[str, Any]:
+        recipe = self.request.recipe
         return {"model": self.request.model, "outcome": self.outcome, "version": self.record.version,
-                "data": str(self.request.pipeline.data), "champion_before": self.champion_before,
+                "data": str(self.request.pipeline.data), "target": self.request.pipeline.target,
+                "source": None if recipe is None else recipe.source.describe(),
+                "recipe": None if recipe is None else recipe.origin, "champion_before": self.champion_before,
                 "champion_after": self.champion_after, "headline": self.headline(),
                 "rollout": None if self.rollout is None else self.rollout.to_json()}
 
@@ -211,9 +234,14 @@ def outcome_of(pipeline: PipelineResult, rollout: RolloutRecord | None) -> Outco
     return "promoted" if rollout.status == "completed" else "aborted"
 
 
-def run_retrain(request: RetrainRequest, **controller: Any) -> RetrainResult:
-    """Every step without Prefect: pipeline → (gates passed) publish → canary rollout → promote on completion.
-    ``controller`` goes to RolloutController (poll_s, gate, on_event)."""
+def run_retrain(plan: RetrainPlan, **controller: Any) -> RetrainResult:
+    """Every step without Prefect: data → pipeline → (gates passed) publish → canary rollout → promote on
+    completion. ``controller`` goes to RolloutController (poll_s, gate, on_event)."""
+    with retrain_request(plan) as request:
+        return retrain_now(request, **controller)
+
+
+def retrain_now(request: RetrainRequest, **controller: Any) -> RetrainResult:
     before = champion_version(request)
     pipeline = run_pipeline(request.pipeline)
     record, rollout = pipeline.record, None
@@ -245,7 +273,10 @@ def summary_markdown(result: RetrainResult) -> str:
     req, pipe = result.request, result.pipeline
     lines = [f"# Retrain {req.model}: {result.outcome}", "", result.headline(), "", "## Why", "",
              *trigger_markdown(req.trigger), "", "## What", "",
-             f"- data `{req.pipeline.data}` (sha256 `{result.record.manifest.lineage.data_sha256[:16]}`)",
+             f"- data `{req.pipeline.data}` (sha256 `{result.record.manifest.lineage.data_sha256[:16]}`)"
+             + ("" if req.recipe is None else f" from {req.recipe.source.describe()}"),
+             f"- target `{req.pipeline.target}`, task {result.record.manifest.outputs.task}"
+             + ("" if req.recipe is None or not req.recipe.origin else f" ({req.recipe.describe()})"),
              f"- new version {result.record.ref}, aliases: {', '.join(result.record.aliases) or '-'}",
              f"- champion before {result.champion_before}, after {result.champion_after}", "",
              "## Metrics vs gates", "", pipe.gate.to_markdown(), ""]

@@ -10,11 +10,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from edge_agent.protocol import Topics
+from edgeops.datasource import newest_data
 from edgeops.errors import ConfigError, DataError
 from edgeops.mqtt import ControlClient
 from edgeops.pipeline import make_request, run_pipeline
 from edgeops.registry import Registry
-from edgeops.retrain import make_retrain_request, model_name, newest_data, run_retrain, summary_markdown
+from edgeops.retrain import model_name, plan_retrain, run_retrain, summary_markdown
 from edgeops.samples import make_sample, make_shifted_sample
 from edgeops.signing import generate_keys, key_paths, load_public_key
 from edgeops.simulate import SimDevice, SimFleet
@@ -54,8 +55,8 @@ def fleet_devices(project: Path) -> list[SimDevice]:
 
 
 def request_for(project: Path, **kwargs: object) -> object:
-    return make_retrain_request("edgeops.model.churn", project / "data", config_path=project / "edgeops.yaml",
-                                policy=POLICY, selector={"site": "berlin"}, trigger=DRIFT, **kwargs)  # type: ignore
+    return plan_retrain("edgeops.model.churn", project / "data", config_path=project / "edgeops.yaml",
+                        policy=POLICY, selector={"site": "berlin"}, trigger=DRIFT, **kwargs)  # type: ignore
 
 
 def test_retrain_rolls_out_canary_first_and_promotes_after_completion(project: Path, session_broker: str,
@@ -135,5 +136,7 @@ def test_request_inputs_are_checked_before_any_work(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("x\n1\n")
     (tmp_path / "notes.txt").write_text("newest, but not data")
     assert newest_data(tmp_path) == tmp_path / "a.csv"
+    (tmp_path / "edgeops.yaml").write_text("")
     with pytest.raises(ConfigError, match="unknown rollout policy key"):
-        make_retrain_request("churn", tmp_path / "a.csv", target="x", policy={"canary_size": 1})
+        plan_retrain("churn", tmp_path / "a.csv", target="x", policy={"canary_size": 1},
+                     config_path=tmp_path / "edgeops.yaml")
