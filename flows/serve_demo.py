@@ -16,13 +16,14 @@ from flows.serve import serve_all
 RETRAIN_TRIGGER: dict[str, Any] = {
     "type": "event",
     "enabled": True,
-    "description": "One retrain per drift or degraded-performance episode of a model.",
+    "description": "Every drift or degraded-performance event of a model starts a retrain run; the run applies "
+                   "the cooldown.",
     "match": {"prefect.resource.id": "edgeops.model.*"},
     "expect": ["edgeops.drift.detected", "edgeops.performance.degraded"],
     "for_each": ["prefect.resource.id"],
     "posture": "Reactive",
     "threshold": 1,
-    "within": 3600,
+    "within": 0,
     "parameters": {
         "model": "{{ event.resource.id }}",
         "drift": "{{ event.payload }}",

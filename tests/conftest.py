@@ -60,6 +60,15 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[str]:
+    """A `prefect server start` of this test's own (free port, own PREFECT_HOME and SQLite): its API URL."""
+    from prefect_procs import running_prefect_server
+
+    with running_prefect_server(tmp_path / "prefect-server") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker URL shared by the session: the machine's Mosquitto, or one of our own when it is absent."""
