@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-import yaml
-
 from edge_agent.protocol import MAX_MESSAGE_BYTES, TASKS, ProtocolError, canonical_json, check_name
 
 from .errors import ConfigError
@@ -296,6 +294,8 @@ def import_estimator(path: str, key: str = "model.estimator") -> type:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # only when there is a file: a project without one pays nothing for it (docs/cli.md)
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -316,6 +316,8 @@ def _apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
     if not key or any(not p for p in parts):
         raise ConfigError(key, "is not a dotted config key")
     if isinstance(value, str) and not _accepts_text(parts):
+        import yaml
+
         try:
             value = yaml.safe_load(value) if value.strip() else value
         except yaml.YAMLError as exc:
