@@ -95,7 +95,8 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table(*(Column(h, overflow="fold") for h in headers), title=title, title_justify="left")
+    table = Table(*(Column(h, overflow="fold", min_width=len(h)) for h in headers), title=title,
+                  title_justify="left")
     for row in cells:
         table.add_row(*(Text(cell, style=(styles or {}).get(cell, "")) for cell in row))
     Console().print(table)
