@@ -146,3 +146,12 @@ def test_piped_tables_are_whole_tab_separated_lines(project: Path) -> None:
 @pytest.mark.parametrize(("count", "text"), [(0, "0 devices"), (1, "1 device"), (2, "2 devices")])
 def test_plurals(count: int, text: str) -> None:
     assert plural(count, "device") == text
+
+
+def test_a_command_registered_without_a_summary_is_listed_from_its_docstring(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeops.cli
+
+    monkeypatch.setattr(edgeops.cli, "SUBCOMMANDS", [*edgeops.cli.SUBCOMMANDS,
+                                                     ("again", "edgeops.cli.quickstart:quickstart")])
+    result = runner.invoke(build_app(), ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "again" in result.stdout and "Create a signing key if missing" in result.stdout

@@ -7,9 +7,10 @@ inside ``main()`` after that check.
 Command groups are registered in ``SUBCOMMANDS``, one line each: ``(name, "module", "summary")`` for a module
 exposing ``app = typer.Typer(...)`` (the summary is the group's help), or ``(name, "module:function",
 "summary")`` for a single top-level command (its docstring is its help). ``edgeops --help`` lists the
-summaries without importing any command module; a command's module is imported only when that command runs
-(cli/lazy.py), and each imports the heavy libraries (Prefect, scikit-learn, pandas, scipy, SQLAlchemy) inside
-the functions that use them (tests/unit/test_cli_fast.py holds them to it).
+summaries without importing any command module (a line without a summary is imported to be listed); a
+command's module is imported only when that command runs (cli/lazy.py), and each imports the heavy libraries
+(Prefect, scikit-learn, pandas, scipy, SQLAlchemy) inside the functions that use them
+(tests/unit/test_cli_fast.py holds them to it).
 """
 
 import importlib
@@ -49,8 +50,8 @@ def build_app() -> Any:
     from .lazy import LazyGroup
 
     class Edgeops(LazyGroup):
-        entries: ClassVar[dict[str, tuple[str, str]]] = {name: (target, summary)
-                                                         for name, target, summary in SUBCOMMANDS}
+        entries: ClassVar[dict[str, tuple[str, str | None]]] = {
+            entry[0]: (entry[1], entry[2] if len(entry) == 3 else None) for entry in SUBCOMMANDS}
 
     piped = sys.stdout is None or not sys.stdout.isatty()
     app = typer.Typer(name="edgeops", cls=Edgeops, no_args_is_help=True, add_completion=False,

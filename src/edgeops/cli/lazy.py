@@ -15,7 +15,7 @@ from typer import _click
 from typer.core import TyperCommand, TyperGroup
 
 
-def load_command(name: str, target: str, summary: str) -> _click.Command:
+def load_command(name: str, target: str, summary: str | None) -> _click.Command:
     """The Click command for ``module`` (its ``app``, a Typer group whose help is ``summary``) or
     ``module:function`` (one command: its docstring is the help, ``summary`` the line in a listing)."""
     module_name, _, attr = target.partition(":")
@@ -26,15 +26,16 @@ def load_command(name: str, target: str, summary: str) -> _click.Command:
         command = typer.main.get_command(single)
     else:  # a group even with one command (``pipeline run``), as ``add_typer`` made it
         command = typer.main.get_group(module.app)
-        command.help = summary
+        command.help = summary or command.help
     command.name = name
     return command
 
 
 class LazyGroup(TyperGroup):
-    """``entries``: name → (target, summary), in the order ``edgeops --help`` lists them."""
+    """``entries``: name → (target, summary), in the order ``edgeops --help`` lists them. An entry without a
+    summary (None) is imported even to be listed, for its help."""
 
-    entries: ClassVar[dict[str, tuple[str, str]]] = {}
+    entries: ClassVar[dict[str, tuple[str, str | None]]] = {}
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -47,7 +48,7 @@ class LazyGroup(TyperGroup):
         if cmd_name in self.commands or cmd_name not in self.entries:
             return self.commands.get(cmd_name)
         target, summary = self.entries[cmd_name]
-        if self._listing:
+        if self._listing and summary:
             return TyperCommand(name=cmd_name, help=summary)  # a help line only: nothing imported
         command = self.commands[cmd_name] = load_command(cmd_name, target, summary)
         return command
