@@ -41,8 +41,9 @@ def broker_origin(flag: str | None) -> str:
     return "$EDGEOPS_MQTT_URL" if os.environ.get("EDGEOPS_MQTT_URL") else "mqtt.url of the config"
 
 
-def control_client(flag: str | None, cfg: "ProjectConfig") -> "ControlClient":
-    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config."""
+def control_client(flag: str | None, cfg: "ProjectConfig", origin: str | None = None) -> "ControlClient":
+    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config. ``origin`` says
+    where the URL came from when the caller passes one it did not get from the user (a rollout's record)."""
     from ..errors import BrokerError
     from ..mqtt import ControlClient
 
@@ -51,8 +52,8 @@ def control_client(flag: str | None, cfg: "ProjectConfig") -> "ControlClient":
     try:
         return client.connect()
     except BrokerError as exc:
-        hint = "" if flag else "; --broker or $EDGEOPS_MQTT_URL chooses another"
-        raise BrokerError(f"{exc} (URL from {broker_origin(flag)}{hint})") from exc
+        hint = "" if flag or origin else "; --broker or $EDGEOPS_MQTT_URL chooses another"
+        raise BrokerError(f"{exc} (URL from {origin or broker_origin(flag)}{hint})") from exc
 
 
 def _row(d: "DeviceView") -> list[str]:
