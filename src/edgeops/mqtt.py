@@ -48,6 +48,8 @@ def broker_address(url: str) -> BrokerAddress:
 
 @dataclass(frozen=True)
 class Received:
+    """One message as the control client hands it on, off paho's network thread."""
+
     topic: str
     payload: bytes
     retained: bool

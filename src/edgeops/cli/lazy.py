@@ -7,7 +7,6 @@ without importing them.
 """
 
 import importlib
-from difflib import get_close_matches
 from typing import Any, ClassVar
 
 import typer
@@ -66,6 +65,8 @@ class LazyGroup(TyperGroup):
         try:
             return self._click_resolve_command(ctx, args)
         except _click.exceptions.UsageError as exc:
+            from difflib import get_close_matches  # only for a typo (difflib imports heapq: ~1 ms)
+
             matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
             if matches:
                 exc.message = exc.message.rstrip(".") + ". Did you mean " + ", ".join(map(repr, matches)) + "?"
