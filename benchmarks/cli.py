@@ -13,8 +13,9 @@ with stdout piped, as in a script, and bytecode caching on:
     edgeops --help / models list / fleet ls --json      vs  python -c "import typer, rich"   target <= 1.5x
     edgeops pipeline run with a bad target (the error)   vs  python -c "import pandas"        target <= 2x
 
-and, for context (no target): ``models list`` in a project with an edgeops.yaml (PyYAML is imported then), and
-``edgeops --help`` on a terminal (a pty: Typer's rich help). Each command's exit code and output are checked
+and, for context (no target): ``models list`` in a project with an edgeops.yaml (PyYAML is imported then),
+importing paho-mqtt beside Typer (what any MQTT command pays before it connects), and ``edgeops --help`` on a
+terminal (a pty: Typer's rich help). Each command's exit code and output are checked
 once before timing. The ``edgeops up`` rows of issue 17 live with that command's benchmark.
 """
 
@@ -158,6 +159,8 @@ def main() -> None:
              "target column 'churn' is not in the data (columns: 'tenure months'"),
             ("edgeops models list, with an edgeops.yaml", typer_rich, [*edgeops, "models", "list"], None,
              work / "configured", 0, "churn@3"),
+            ("floor of fleet ls: import typer, rich, paho.mqtt.client", typer_rich,
+             [py, "-c", "import typer, rich, paho.mqtt.client"], None, work, 0, ""),
         ]
         print(f"{len(cases) + 1} measures, {args.rounds} rounds of {args.calls} processes per side; "
               f"{edgeops[-1]} in {work}", flush=True)
