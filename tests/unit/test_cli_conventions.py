@@ -127,12 +127,17 @@ def test_models_show_is_words_not_python(project: Path) -> None:
     assert "accuracy\t0.61\tFAILED\taccuracy 0.61 misses >= 0.8" in rejected
 
 
-def test_a_table_on_a_narrow_terminal_folds_but_never_cuts(project: Path) -> None:
-    shown = on_a_terminal(["models", "list"], project, columns=60)
-    assert "…" not in shown and "MODEL@VERSION" in shown
-    body = [line.split("│") for line in shown.splitlines() if line.startswith("│")]
-    first_column = "".join(cells[1].strip() for cells in body)  # a folded cell goes on in the next line
-    assert first_column == "churn-prediction-for-the-northern-region@1churn-prediction-for-the-northern-region@2"
+@pytest.mark.parametrize("columns", [60, 200])
+def test_a_table_on_a_terminal_folds_but_never_cuts(project: Path, columns: int) -> None:
+    shown = on_a_terminal(["models", "list"], project, columns=columns)
+    lines = [line for line in shown.splitlines() if line.strip()]
+    assert "…" not in shown and all(len(line) <= columns and line[-1] in "┓┃┩│┘" for line in lines), shown
+    body = [line.split("│")[1:-1] for line in lines if line.startswith("│")]
+    column = ["".join(cells[i].strip() for cells in body) for i in range(5)]  # a folded cell goes on below
+    assert column[0] == "churn-prediction-for-the-northern-region@1churn-prediction-for-the-northern-region@2"
+    assert column[4].replace(" ", "") == "accuracy=0.91roc_auc=0.87accuracy=0.61"
+    if columns == 200:  # room for everything on one line per row
+        assert len(body) == 2
 
 
 def test_piped_tables_are_whole_tab_separated_lines(project: Path) -> None:

@@ -81,6 +81,10 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
+SHORT_CELL = 32
+"""A column whose cells are all this short stays one line wide when the terminal has room; longer ones wrap."""
+
+
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
                 styles: Mapping[str, str] | None = None) -> None:
     """A table that never cuts a value. On a terminal: rich, as wide as the terminal, long cells wrap, and a
@@ -95,8 +99,13 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table(*(Column(h, overflow="fold", min_width=len(h)) for h in headers), title=title,
-                  title_justify="left")
+    console = Console()
+    longest = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    whole: list[int | None] = [n if n <= SHORT_CELL else len(h) for n, h in zip(longest, headers, strict=True)]
+    if sum(n or 0 for n in whole) + 3 * len(headers) + 1 > console.width:
+        whole = [None] * len(headers)  # no room: every column may wrap (a header too), rich shares the width
+    table = Table(*(Column(h, overflow="fold", min_width=w) for h, w in zip(headers, whole, strict=True)),
+                  title=title, title_justify="left")
     for row in cells:
         table.add_row(*(Text(cell, style=(styles or {}).get(cell, "")) for cell in row))
-    Console().print(table)
+    console.print(table, crop=False)  # were rich ever to need more than the width, wrap rather than cut

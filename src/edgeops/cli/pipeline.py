@@ -82,7 +82,8 @@ def report(result: "PipelineResult", json_out: bool) -> None:
     else:
         typer.echo(f"validation: {result.validation.summary()}")
         print_table(["METRIC", "VALUE", "GATE", "DETAIL"],
-                    ([row["metric"], f"{row['value']:.4g}", "ok" if row["passed"] else "FAILED", row["gates"]]
+                    ([row["metric"], f"{row['value']:.4g}",
+                      "-" if row["gates"] == "-" else "ok" if row["passed"] else "FAILED", row["gates"]]
                      for row in metrics_table(result.metrics, result.gate)), styles={"ok": "green", "FAILED": "red"})
         typer.echo(f"onnx parity: {parity_line(result.export.parity)}")
         if result.passed:
