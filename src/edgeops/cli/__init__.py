@@ -106,9 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     if _missing_control_extra():
         print(CONTROL_EXTRA_MESSAGE, file=sys.stderr)
         raise SystemExit(EXIT_MISSING_EXTRA)
-    from edgeops.stack.state import adopt_stack
+    from edgeops.stack import STATE_FILE
 
-    adopt_stack(sys.argv[1:] if argv is None else argv)  # the project's running stack, unless the user's env says else
+    if STATE_FILE.exists():  # no stack here (most runs): spare every command the state module's import
+        from edgeops.stack.state import adopt_stack
+
+        adopt_stack(sys.argv[1:] if argv is None else argv)  # the running stack, unless the user's env says else
     _plain_help_when_piped()
     try:
         build_app()(args=argv, prog_name="edgeops")  # a command's module is imported in here
