@@ -1,6 +1,7 @@
 """The local HTTP JSON endpoint, bound to 127.0.0.1 unless configured otherwise.
 
-    POST /v1/predict   {"record": {...}} or {"records": [{...}, ...]}
+    POST /v1/predict   {"record": {...}} or {"records": [{...}, ...]}; the answer names the model that gave it,
+                       {"prediction": {...}, "model": "churn@3"} (or "predictions": [...])
     POST /v1/feedback  {"prediction_id": "...", "label": ...} or {"prediction_id": "...", "value": ...}
     GET  /v1/health    {"status": "ok"|"no_model", "state": ..., "model": ..., "version": ...}
     GET  /v1/model     the serving model's name, version, task, inputs and classes
@@ -147,17 +148,20 @@ class _Handler(JsonHandler):
         if "record" in body:
             if not isinstance(body["record"], dict):
                 raise _ApiError(HTTPStatus.BAD_REQUEST, "record: must be an object of column values")
-            return HTTPStatus.OK, {"prediction": self.agent.predict(body["record"]).to_json()}
+            serving = self.agent.current
+            return HTTPStatus.OK, {"prediction": self.agent.predict(body["record"]).to_json(),
+                                   "model": _answered_by(serving, self.agent.current)}
         records = body["records"]
         if not isinstance(records, list):
             raise _ApiError(HTTPStatus.BAD_REQUEST, "records: must be a list of objects")
         if len(records) > MAX_BATCH:
             raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                             f"records: {len(records)} exceeds the limit of {MAX_BATCH} records per request")
+        serving = self.agent.current
         predictions = self.agent.predict_many(records)
         answers = predictions.to_json() if isinstance(predictions, PredictionBatch) \
             else [p.to_json() for p in predictions]
-        return HTTPStatus.OK, {"predictions": answers}
+        return HTTPStatus.OK, {"predictions": answers, "model": _answered_by(serving, self.agent.current)}
 
     def _feedback(self) -> tuple[HTTPStatus, dict[str, Any]]:
         body = self._body()
@@ -188,6 +192,14 @@ class _Handler(JsonHandler):
             "classes": None if manifest.outputs.classes is None else list(manifest.outputs.classes),
             "metrics": manifest.metrics,
         }
+
+
+def _answered_by(before: tuple[str, int] | None, after: tuple[str, int] | None) -> str | None:
+    """``model@version`` that answered: the model serving just before ``predict`` took it. A swap landing in
+    those few bytecodes would be misnamed; one during the inference (far likelier) is not. ``after`` only
+    stands in when no model served before (then ``predict`` refused, unless one arrived in between)."""
+    serving = before or after
+    return None if serving is None else f"{serving[0]}@{serving[1]}"
 
 
 _Handler.routes = {

@@ -5,7 +5,6 @@ sorted, no insignificant whitespace, UTF-8, and NaN/Infinity refused (they are n
 bytes depend on the encoder).
 """
 
-import hashlib
 import json
 import math
 from typing import Any
@@ -68,6 +67,8 @@ def parse_json(payload: bytes | str, *, limit: int = MAX_MESSAGE_BYTES) -> dict[
 
 
 def sha256_hex(data: bytes) -> str:
+    import hashlib  # not at the top: loading OpenSSL's hashes costs a CLI command that never hashes ~2 ms
+
     return hashlib.sha256(data).hexdigest()
 
 

@@ -174,6 +174,8 @@ class GoldenSamples:
 
 @dataclass(frozen=True)
 class Lineage:
+    """Where a release came from: its data, config, code and the champion it was trained to replace."""
+
     data_sha256: str
     config_sha256: str
     code_revision: str | None = None
@@ -194,6 +196,8 @@ class Lineage:
 
 @dataclass(frozen=True)
 class Signature:
+    """The Ed25519 signature over the canonical JSON of the rest of the manifest."""
+
     key_id: str
     value: bytes
     algorithm: str = SIGNATURE_ALGORITHM
@@ -217,6 +221,8 @@ class Signature:
 
 @dataclass(frozen=True)
 class ReleaseManifest:
+    """Everything a device needs to verify, self-test and monitor a release (docs/protocol.md)."""
+
     name: str
     version: int
     created: str

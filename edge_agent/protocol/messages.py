@@ -221,6 +221,8 @@ class Status(_Message):
 
 @dataclass(frozen=True)
 class AgentEvent(_Message):
+    """What happened to a release on a device: installed, rejected or rolled back, and why."""
+
     SCHEMA: ClassVar[str] = EVENT
     device: str
     event: str

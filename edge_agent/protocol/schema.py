@@ -36,6 +36,8 @@ and '١', and ``int`` refuses more than 4300 digits."""
 
 @dataclass(frozen=True)
 class SchemaTag:
+    """A message's ``schema`` field: its name and ``major.minor`` version."""
+
     name: str
     version: str
 

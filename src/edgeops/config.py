@@ -6,7 +6,6 @@ reference with defaults is docs/pipeline.md; docs/edgeops.example.yaml is a comp
 """
 
 import dataclasses
-import hashlib
 import importlib
 import os
 import types
@@ -16,9 +15,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-import yaml
-
-from edge_agent.protocol import MAX_MESSAGE_BYTES, TASKS, ProtocolError, canonical_json, check_name
+from edge_agent.protocol import MAX_MESSAGE_BYTES, TASKS, ProtocolError, canonical_json, check_name, sha256_hex
 
 from .config_control import ModelSource, RetrainConfig, SigningConfig, TelemetryConfig, check_control
 from .errors import ConfigError
@@ -66,6 +63,8 @@ class DataChecks:
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """How the data is split into training and holdout rows (the holdout scores the gates)."""
+
     test_size: float = 0.25
     stratify: bool = True
 
@@ -82,6 +81,8 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """The ONNX export: parity tolerance, golden rows and reference bins kept in the manifest."""
+
     parity_tolerance: float = 1e-4
     golden_rows: int = 20
     numeric_bins: int = 10
@@ -110,6 +111,8 @@ class S3Config:
 
 @dataclass(frozen=True)
 class RegistryConfig:
+    """Where releases and the signing keys live (paths relative to the config file)."""
+
     root: Path | str = Path(".edgeops/registry")
     """A local folder (a Path), or object storage as an ``s3://bucket/prefix`` URL (kept as text)."""
     keys_dir: Path = Path(".edgeops/keys")
@@ -118,6 +121,8 @@ class RegistryConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
+    """The broker the control plane talks to, and the topic prefix of the fleet."""
+
     url: str = "mqtt://127.0.0.1:1883"
     prefix: str = "edgeops"
     username: str | None = None
@@ -131,6 +136,8 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
+    """Rollout settings that are not per rollout."""
+
     desired_lifetime_days: float = 7.0
     """How long a device acts on a signed desired state: a device that was offline for longer refuses it and
     keeps serving what it runs until a rollout signs a new one (docs/agent-operations.md)."""
@@ -197,6 +204,8 @@ class PerformanceConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
+    """What ``edgeops monitor run`` and the monitor flow read, and how they judge drift."""
+
     hours: float = 24.0
     """Telemetry the monitor reads: the last N hours (health sums it; drift judges every check point in it)."""
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -206,6 +215,8 @@ class MonitorConfig:
 
 @dataclass(frozen=True)
 class ProjectConfig:
+    """One ``edgeops.yaml``: every section, each with documented defaults."""
+
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataChecks = field(default_factory=DataChecks)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -291,7 +302,7 @@ def config_sha256(cfg: ProjectConfig) -> str:
     Registry location and MQTT settings are left out: moving the registry does not change a model."""
     full = config_to_dict(cfg)
     relevant = {k: full[k] for k in ("model", "data", "split", "seed", "export")}
-    return hashlib.sha256(canonical_json(relevant)).hexdigest()
+    return sha256_hex(canonical_json(relevant))
 
 
 def import_estimator(path: str, key: str = "model.estimator") -> type:
@@ -315,6 +326,8 @@ def import_estimator(path: str, key: str = "model.estimator") -> type:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # only when there is a file: a project without one pays nothing for it (docs/cli.md)
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -335,6 +348,8 @@ def _apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
     if not key or any(not p for p in parts):
         raise ConfigError(key, "is not a dotted config key")
     if isinstance(value, str) and not _accepts_text(parts):
+        import yaml
+
         try:
             value = yaml.safe_load(value) if value.strip() else value
         except yaml.YAMLError as exc:

@@ -127,7 +127,8 @@ def check_columns(df: pd.DataFrame, target: str, parse_ratio: float) -> None:
     Checked: the target exists, has no missing values and more than one value; no feature is all missing;
     no numeric column holds garbage text; there is at least one feature."""
     if target not in df.columns:
-        raise DataError(f"target column {target!r} is not in the data (columns: {_names(df)})", column=target)
+        raise DataError(f"target column {target!r} is not in the data (columns: {describe_columns(df)})",
+                        column=target)
     if df.shape[1] < 2:
         raise DataError("the data has no feature columns besides the target", column=target)
     y = df[target]
@@ -145,10 +146,11 @@ def check_columns(df: pd.DataFrame, target: str, parse_ratio: float) -> None:
                             f"e.g. {garbage[0]!r}", column=col)
 
 
-def _names(df: pd.DataFrame, limit: int = 10) -> str:
+def describe_columns(df: pd.DataFrame, limit: int = 10) -> str:
+    """The first ``limit`` column names, quoted, for messages that say which columns a table does have."""
     cols = [repr(c) for c in df.columns[:limit]]
     return ", ".join(cols) + (", ..." if df.shape[1] > limit else "")
 
 
-__all__ = ["ColumnKind", "as_numeric", "as_text", "check_columns", "column_kind", "file_sha256",
-           "frame_sha256", "load_table", "numeric_garbage", "with_text_columns"]
+__all__ = ["ColumnKind", "as_numeric", "as_text", "check_columns", "column_kind", "describe_columns",
+           "file_sha256", "frame_sha256", "load_table", "numeric_garbage", "with_text_columns"]

@@ -20,6 +20,8 @@ _M = TypeVar("_M", Reported, Status)
 
 @dataclass(frozen=True)
 class DeviceView:
+    """One device as its retained ``reported`` and ``status`` messages describe it."""
+
     device: str
     labels: dict[str, str] = field(default_factory=dict)
     model: str | None = None
@@ -51,6 +53,8 @@ class DeviceView:
 
 @dataclass(frozen=True)
 class FleetSnapshot:
+    """Every device under the prefix, and the messages that could not be read."""
+
     devices: list[DeviceView]
     problems: list[str] = field(default_factory=list)
 

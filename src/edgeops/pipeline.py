@@ -20,14 +20,16 @@ from typing import Any
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.protocol import Lineage, ProtocolError, ReleaseManifest, check_name
+from edge_agent.protocol import Lineage, ReleaseManifest
 
-from .config import ModelSource, ProjectConfig, config_sha256, load_config
-from .credentials import signing_key
+from .config import ModelSource, ProjectConfig, config_sha256
 from .data import file_sha256, load_table
-from .errors import ConfigError, DataError, RegistryError, ValidationFailed
+from .errors import DataError, RegistryError, ValidationFailed
 from .export import ExportResult, ParityReport, build_manifest, export_model
 from .gates import GateResult, evaluate_gates
+from .pipeline_request import PipelineRequest as PipelineRequest  # re-exported: callers import them from here
+from .pipeline_request import load_signing_key as load_signing_key
+from .pipeline_request import make_request as make_request
 from .registry import CANDIDATE, CHAMPION, SAMPLE_FILE, Registry, ReleaseRecord
 from .signing import sign_manifest
 from .training import DEFAULT_ESTIMATORS, TrainedModel, train_model
@@ -35,22 +37,6 @@ from .validation import ValidationReport, validate_data
 
 SAMPLE_ROWS = 2000
 """Training rows kept with each release: enough for a KS drift test against the next run's data."""
-
-
-@dataclass(frozen=True)
-class PipelineRequest:
-    """What to run: the data file, the registry name of the model, and the loaded project config."""
-
-    data: Path
-    model: str
-    config: ProjectConfig
-    source: ModelSource | None = None
-    """Where ``data`` came from (a glob, a query), recorded in the release's recipe for retrains; None: the file."""
-
-    @property
-    def target(self) -> str:
-        assert self.config.data.target is not None  # make_request guarantees it
-        return self.config.data.target
 
 
 @dataclass(frozen=True)
@@ -92,31 +78,6 @@ class PipelineResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.record.summary(), "passed": self.passed, "report": self.record.report}
-
-
-def make_request(data: Path, model: str | None = None, target: str | None = None, config_path: Path | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> PipelineRequest:
-    """Load the config (flags win over edgeops.yaml) and check that a model name and target are known."""
-    merged = dict(overrides or {})
-    if target is not None:
-        merged["data.target"] = target
-    if model is not None:
-        merged["name"] = model
-    cfg = load_config(config_path, merged)
-    if cfg.data.target is None:
-        raise ConfigError("data.target", "no target column: pass --target or set data.target in edgeops.yaml")
-    if cfg.name is None:
-        raise ConfigError("name", "no model name: pass --model or set name in edgeops.yaml")
-    try:
-        check_name(cfg.name, "model")
-    except ProtocolError as exc:
-        raise ConfigError("name", exc.reason) from None
-    return PipelineRequest(data=Path(data), model=cfg.name, config=cfg)
-
-
-def load_signing_key(cfg: ProjectConfig) -> Ed25519PrivateKey:
-    """Loaded first so that a missing key stops the run before any work or registry write."""
-    return signing_key(cfg)
 
 
 def code_revision(cwd: Path | None = None) -> str | None:

@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
-from services import Mosquitto
+from services import Mosquitto, wait_until
 
 from edgeops.mqtt import ControlClient
 
@@ -56,3 +56,18 @@ def test_collect_retained_ends_when_an_acl_drops_its_marker(tmp_path: Path, topi
         assert 1.5 < waited < 10  # the marker never came: it gave up after a quiet spell, not at the deadline
     finally:
         broker.stop()
+
+
+def test_the_end_of_state_marker_travels_at_qos_0(session_broker: str, topic_prefix: str) -> None:
+    """At QoS 1 the broker wrote a PUBACK and then the marker; without TCP_NODELAY on its side the marker waited
+    for our delayed ACK (40 ms on Linux) on every read of the fleet. A watcher subscribed at QoS 1 gets each
+    message at the QoS it was published with, so it sees which one the marker had."""
+    with ControlClient(session_broker) as watcher, ControlClient(session_broker) as client:
+        watcher._client.subscribe(f"{topic_prefix}/control/#", qos=1)
+        watcher.subscribe(f"{topic_prefix}/control/+/other")  # its SUBACK: the first subscription is in place
+        seen: list[int] = []
+        watcher._client.on_message = lambda _c, _u, msg: seen.append(msg.qos)
+        client.collect_retained(f"{topic_prefix}/devices/+/reported", sync_root=topic_prefix)
+        watcher.publish(f"{topic_prefix}/control/x/other", b"after", retain=False)  # ordered behind the marker
+        assert wait_until(lambda: len(seen) >= 2, 10)
+    assert seen[0] == 0

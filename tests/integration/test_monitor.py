@@ -4,6 +4,7 @@ one event per episode, the CLI, the report artifacts, and the Prefect flow."""
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_monitor_cli_fails_on_drift_and_takes_thresholds(store: TelemetryStore, 
 
     base = ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only"]
     failing = CliRunner().invoke(app, [*base, "--fail-on", "drift"])
-    assert failing.exit_code == 1 and "failing (--fail-on): churn@3" in failing.output
+    assert failing.exit_code == 5 and "failing (--fail-on drift): churn@3" in failing.output  # EXIT_DRIFT
     assert CliRunner().invoke(app, [*base, "--fail-on", "degraded"]).exit_code == 0     # errors are 1 %
     quieter = CliRunner().invoke(app, [*base, "--false-alarms", "0.05", "--recent-windows", "1"])
     assert "p < 2.9e-07 (0.05 false episodes / 30 days over 4 series, 60 s windows, latest and last 1 pooled)" \
@@ -155,6 +156,26 @@ def test_monitor_cli_fails_on_drift_and_takes_thresholds(store: TelemetryStore, 
     assert "(2 false episodes / 30 days" in configured.output
     bad = CliRunner().invoke(app, [*base, "--recent-windows", "0"])
     assert bad.exit_code != 0
+
+
+def test_too_little_telemetry_says_how_much_a_verdict_needs(tmp_path: Path, manifest_path: Path) -> None:
+    from edgeops.cli.monitor import app
+
+    manifest = ReleaseManifest.from_json(json.loads(manifest_path.read_bytes()))
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'few.db'}")
+    few = windows(manifest, "quiet", None, 3)[:1]
+    store.write([replace(few[0], count=1, errors={}, features={c: Counts((1,) + (0,) * (len(r.counts.counts) - 1))
+                                                               for c, r in manifest.reference.items()},
+                         predictions=None)])
+    store.close()
+    base = ["run", "--manifest", str(manifest_path), "--db", f"sqlite:///{tmp_path / 'few.db'}"]
+    text = CliRunner().invoke(app, [*base, "--fleet-only", "--fail-on", "drift", "--fail-on", "degraded"])
+    assert text.exit_code == 0, text.output
+    assert text.output.startswith("churn@3 fleet (1 device, 1 window): not enough data for drift "
+                                  "(at most 1 observation per feature; a test needs two bins expected to hold >= 5 "
+                                  "values each) | health: not enough data (1 request, judged from 50)"), text.output
+    assert "a feature is tested once two of its bins expect >= 5 values; health: error rate > 5%, judged from 50 " \
+           "requests" in text.output
 
 
 def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path,

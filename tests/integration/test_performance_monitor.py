@@ -67,7 +67,7 @@ def test_the_cli_prints_the_estimate_per_scope_and_fails_on_performance(store: T
     assert devices.exit_code == 0, devices.output        # --fail-on judges fleet-wide scopes only
 
 
-def test_fail_on_performance_exits_1_when_the_fleet_estimate_is_degraded(tmp_path: Path, manifest_path: Path) -> None:
+def test_fail_on_performance_exits_6_when_the_fleet_estimate_is_degraded(tmp_path: Path, manifest_path: Path) -> None:
     from edgeops.cli.monitor import app
 
     store = TelemetryStore(f"sqlite:///{tmp_path / 'unsure.db'}")
@@ -76,7 +76,8 @@ def test_fail_on_performance_exits_1_when_the_fleet_estimate_is_degraded(tmp_pat
     store.close()
     failing = CliRunner().invoke(app, ["run", "--manifest", str(manifest_path), "--db", store.url, "--fleet-only",
                                        "--fail-on", "performance"])
-    assert failing.exit_code == 1 and "failing (--fail-on): churn@5 (estimated performance)" in failing.output
+    assert failing.exit_code == 6 and "failing (--fail-on performance): churn@5 (estimated performance)" \
+        in failing.output  # EXIT_DEGRADED
 
 
 def test_the_flow_publishes_the_estimate_and_raises_one_event_per_episode(store: TelemetryStore,

@@ -180,7 +180,7 @@ def test_a_version_every_device_has_moved_on_from_is_retired_not_current(store: 
     run = CliRunner().invoke(app, ["run", *paths, "--db", store.url, "--fail-on", "drift"])
     assert run.exit_code == 0, run.output
     assert "churn@1 fleet (2 devices, 10 windows) — RETIRED (no device runs it any more): DRIFT" in run.output
-    assert "churn@1 device a (1 devices, 5 windows) — MOVED ON (the device runs another release): DRIFT" in run.output
+    assert "churn@1 device a (1 device, 5 windows) — MOVED ON (the device runs another release): DRIFT" in run.output
     assert "churn@2 fleet (2 devices, 30 windows): no drift" in run.output
 
 

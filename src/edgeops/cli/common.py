@@ -1,22 +1,34 @@
-"""What every command shares: one-line errors, config loading, the broker URL rule, JSON output."""
+"""What every command shares: one-line errors, config loading, the broker URL rule, exit codes, and output that
+reads well on a terminal and parses when piped (JSON, tables, plurals).
+
+Every command module imports this one, so it imports only Typer and the standard library at its top.
+"""
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from edge_agent.protocol import ProtocolError
-
-from ..config import ProjectConfig, load_config
 from ..errors import EdgeopsError, one_line
 
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+"""Typer's code for a bad flag or argument; also a missing control extra (edgeops.cli.EXIT_MISSING_EXTRA)."""
 EXIT_REJECTED = 3
-"""A release that failed its gates: registered as rejected, so not an error of the tool, but not a success."""
+"""A release that failed its gates, or a rollout that was aborted and rolled back: the tool worked, the
+outcome is a "no"."""
+EXIT_DRIFT = 5
+"""``monitor run --fail-on drift``: a fleet-wide scope drifted."""
+EXIT_DEGRADED = 6
+"""``monitor run --fail-on degraded``: a fleet-wide scope is degraded; 7 (5 | 6) when both were found."""
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="Project config file (default: ./edgeops.yaml when present).")]
@@ -33,24 +45,67 @@ def fail(exc: BaseException | str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def warn(text: str) -> None:
+    typer.echo(f"edgeops: warning: {one_line(text)}", err=True)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause (edgeops, protocol, file system) into ``fail``."""
+    from edge_agent.protocol import ProtocolError
+
     try:
         yield
     except (EdgeopsError, ProtocolError, OSError) as exc:
         fail(exc)
 
 
-def load_project_config(config: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ProjectConfig:
+def load_project_config(config: Path | None = None, overrides: Mapping[str, Any] | None = None) -> "ProjectConfig":
+    from ..config import load_config
+
     with user_errors():
         return load_config(config, overrides)
 
 
-def broker_url(flag: str | None, cfg: ProjectConfig) -> str:
+def broker_url(flag: str | None, cfg: "ProjectConfig") -> str:
     """The broker to use: the command-line flag, else $EDGEOPS_MQTT_URL, else the config's mqtt.url."""
     return flag or os.environ.get("EDGEOPS_MQTT_URL") or cfg.mqtt.url
 
 
 def print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 device``, ``2 devices``, ``0 devices``."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+SHORT_CELL = 32
+"""A column whose cells are all this short stays one line wide when the terminal has room; longer ones wrap."""
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+                styles: Mapping[str, str] | None = None) -> None:
+    """A table that never cuts a value. On a terminal: rich, as wide as the terminal, long cells wrap, and a
+    cell whose whole text is a key of ``styles`` gets that style. Piped: a header line and one tab-separated
+    line per row, no title and no markup, so ``cut -f``/``awk -F'\\t'`` read it (the gh CLI's convention)."""
+    cells = [["-" if value is None else str(value) for value in row] for row in rows]
+    if not sys.stdout.isatty():
+        for row in (list(headers), *cells):
+            typer.echo("\t".join(" ".join(cell.split()) for cell in row))
+        return
+    from rich.console import Console
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    console = Console()
+    longest = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    whole: list[int | None] = [n if n <= SHORT_CELL else len(h) for n, h in zip(longest, headers, strict=True)]
+    if sum(n or 0 for n in whole) + 3 * len(headers) + 1 > console.width:
+        whole = [None] * len(headers)  # no room: every column may wrap (a header too), rich shares the width
+    table = Table(*(Column(h, overflow="fold", min_width=w) for h, w in zip(headers, whole, strict=True)),
+                  title=title, title_justify="left")
+    for row in cells:
+        table.add_row(*(Text(cell, style=(styles or {}).get(cell, "")) for cell in row))
+    console.print(table, crop=False)  # were rich ever to need more than the width, wrap rather than cut

@@ -1,20 +1,27 @@
 """``edgeops fleet``: the devices the broker knows about, from their retained reported/status messages."""
 
-from typing import Annotated
+import os
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from edge_agent.protocol import Topics
+from .common import (
+    ConfigOption,
+    JsonOption,
+    broker_url,
+    load_project_config,
+    plural,
+    print_json,
+    print_table,
+    user_errors,
+)
 
-from ..config import ProjectConfig
-from ..credentials import mqtt_settings
-from ..fleet import DeviceView, parse_selector, read_fleet
-from ..mqtt import ControlClient
-from .common import ConfigOption, JsonOption, broker_url, load_project_config, print_json, user_errors
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+    from ..fleet import DeviceView
+    from ..mqtt import ControlClient
 
-app = typer.Typer(help="The device fleet as the broker sees it.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 BrokerOption = Annotated[str | None, typer.Option(
     "--broker", help="Broker URL (default: $EDGEOPS_MQTT_URL, else mqtt.url of the config).")]
@@ -27,26 +34,45 @@ def fleet() -> None:
     """The device fleet as the broker sees it (a callback keeps `ls` a subcommand even when run alone)."""
 
 
-def control_client(flag: str | None, cfg: ProjectConfig) -> ControlClient:
-    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config, with the
-    credentials every part of edgeops uses (edgeops.credentials: environment, Secret block, config)."""
-    mqtt = mqtt_settings(cfg, broker_url(flag, cfg))
-    return ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file).connect()
+def broker_origin(flag: str | None) -> str:
+    """Where ``broker_url`` found the URL, for error messages: the user asked for one they may not have chosen."""
+    if flag:
+        return "--broker"
+    return "$EDGEOPS_MQTT_URL" if os.environ.get("EDGEOPS_MQTT_URL") else "mqtt.url of the config"
 
 
-def _row(d: DeviceView) -> list[str]:
-    presence = {True: "[green]online[/]", False: "[red]offline[/]", None: "[dim]unknown[/]"}[d.online]
+def control_client(flag: str | None, cfg: "ProjectConfig", origin: str | None = None) -> "ControlClient":
+    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config. ``origin`` says
+    where the URL came from when the caller passes one it did not get from the user (a rollout's record)."""
+    from ..credentials import mqtt_settings
+    from ..errors import BrokerError
+    from ..mqtt import ControlClient
+
+    mqtt = mqtt_settings(cfg, broker_url(flag, cfg))  # credentials: environment, Secret block, config
+    client = ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file)
+    try:
+        return client.connect()
+    except BrokerError as exc:
+        hint = "" if flag or origin else "; --broker or $EDGEOPS_MQTT_URL chooses another"
+        raise BrokerError(f"{exc} (URL from {origin or broker_origin(flag)}{hint})") from exc
+
+
+def _row(d: "DeviceView") -> list[str]:
     labels = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"
     state = d.state or "-"
     if d.desired_version is not None and d.desired_version != d.version and state != "serving":
         state += f" → {d.desired_version}"
-    return [d.device, labels, d.release, state, presence, d.last_seen or "-", d.last_error or ""]
+    return [d.device, labels, d.release, state, d.presence, d.last_seen or "-", d.last_error or "-"]
 
 
 @app.command("ls")
 def list_devices(target: TargetOption = None, broker: BrokerOption = None, config: ConfigOption = None,
                  json_out: JsonOption = False) -> None:
     """List devices: labels, model@version, lifecycle state, online/offline, last seen, last error."""
+    from edge_agent.protocol import Topics
+
+    from ..fleet import parse_selector, read_fleet
+
     cfg = load_project_config(config)
     with user_errors():
         selector = parse_selector(target or [])
@@ -62,13 +88,12 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
         print_json([d.to_json() for d in devices])
         return
     if not devices:
-        typer.echo("no devices" + (" match the target" if selector else " have reported on this broker/prefix"))
+        where = f"on {client.url} under prefix {cfg.mqtt.prefix!r} (URL from {broker_origin(broker)})"
+        typer.echo(f"no devices match the target {where}" if selector else f"no devices have reported {where}")
         return
-    table = Table("DEVICE", "LABELS", "MODEL@VERSION", "STATE", "STATUS", "LAST SEEN", "LAST ERROR",
-                  title=f"{len(devices)} devices", title_justify="left")
-    for device in devices:
-        table.add_row(*_row(device))
-    Console().print(table)
+    print_table(["DEVICE", "LABELS", "MODEL@VERSION", "STATE", "STATUS", "LAST SEEN", "LAST ERROR"],
+                (_row(device) for device in devices), title=plural(len(devices), "device"),
+                styles={"online": "green", "offline": "red", "unknown": "dim"})
 
 
 if __name__ == "__main__":

@@ -1,23 +1,21 @@
 """``edgeops models``: what the registry holds, and promotion."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..registry import CHAMPION, Registry, ReleaseRecord, is_version_ref, parse_ref
-from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
+from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, print_table, user_errors
 
-app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 
 def open_registry(config: ConfigOption) -> Registry:
     return Registry.from_config(load_project_config(config).registry)
 
 
-def _line(record: ReleaseRecord) -> str:
-    metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(record.manifest.metrics.items()))
-    aliases = ",".join(record.aliases) or "-"
-    return f"{record.ref:<20} {record.status:<10} {aliases:<20} {record.created:<25} {metrics}"
+def _metrics(record: ReleaseRecord) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in sorted(record.manifest.metrics.items())) or "-"
 
 
 @app.command("list")
@@ -36,9 +34,39 @@ def list_models(model: Annotated[str | None, typer.Argument(help="Only this mode
     if not records:
         typer.echo(f"the registry at {registry.root} is empty: run `edgeops pipeline run` or `edgeops quickstart`")
         return
-    typer.echo(f"{'MODEL@VERSION':<20} {'STATUS':<10} {'ALIASES':<20} {'CREATED':<25} METRICS")
-    for record in records:
-        typer.echo(_line(record))
+    print_table(["MODEL@VERSION", "STATUS", "ALIASES", "CREATED", "METRICS"],
+                ([r.ref, r.status, ",".join(r.aliases) or "-", r.created, _metrics(r)] for r in records),
+                styles={"registered": "green", "rejected": "red"})
+
+
+def describe(record: ReleaseRecord) -> list[tuple[str, str]]:
+    """``models show`` as (label, text) lines: words and numbers, never a Python repr."""
+    manifest, lineage = record.manifest, record.manifest.lineage
+    parent = "-" if lineage.parent_version is None else f"{record.model}@{lineage.parent_version}"
+    signed = "no (rejected releases are not signed)" if manifest.signature is None \
+        else f"yes, key {manifest.signature.key_id}"
+    lines = [("status", record.status), ("aliases", ", ".join(record.aliases) or "-"),
+             ("created", record.created), ("task", manifest.outputs.task),
+             ("inputs", ", ".join(spec.column for spec in manifest.inputs) or "-"), ("signed", signed),
+             ("artifact", f"{manifest.artifact.size:,} bytes, sha256 {manifest.artifact.sha256}"),
+             ("onnx", str(record.onnx_path)), ("data", f"sha256 {lineage.data_sha256}"),
+             ("config", f"sha256 {lineage.config_sha256}"), ("code", lineage.code_revision or "-"),
+             ("parent", parent)]
+    lines += [("reason", reason) for reason in record.report.get("reasons", [])]
+    return lines
+
+
+def metric_rows(record: ReleaseRecord) -> list[list[str]]:
+    """One row per metric with the verdict and messages of the gates that judged it (from the run's report)."""
+    gates: dict[str, list[dict[str, Any]]] = {}
+    for check in record.report.get("gates", []):
+        gates.setdefault(str(check.get("metric")), []).append(check)
+    rows = []
+    for name, value in sorted(record.manifest.metrics.items()):
+        checks = gates.get(name, [])
+        verdict = "-" if not checks else "ok" if all(c.get("passed") for c in checks) else "FAILED"
+        rows.append([name, f"{value:.4g}", verdict, "; ".join(str(c.get("message")) for c in checks) or "-"])
+    return rows
 
 
 @app.command("show")
@@ -51,10 +79,15 @@ def show(ref: Annotated[str, typer.Argument(help="churn@3, churn@champion, or ch
     if json_out:
         print_json({**record.summary(), "report": record.report, "manifest": record.manifest.to_json()})
         return
-    summary = record.summary()
-    for key in ("ref", "status", "aliases", "created", "task", "metrics", "sha256", "size", "key_id", "lineage",
-                "reasons", "onnx_path"):
-        typer.echo(f"{key:<10} {summary[key]}")
+    typer.echo(record.ref)
+    for label, text in describe(record):
+        typer.echo(f"  {label:<9} {text}")
+    typer.echo("")
+    rows = metric_rows(record)
+    if rows:
+        print_table(["METRIC", "VALUE", "GATE", "DETAIL"], rows, styles={"ok": "green", "FAILED": "red"})
+    else:
+        typer.echo("no metrics recorded")
 
 
 @app.command("promote")

@@ -1,26 +1,34 @@
-"""``edgeops monitor run``: drift and health of every deployed model version, fleet-wide and per device."""
+"""``edgeops monitor run``: drift and health of every deployed model version, fleet-wide and per device.
+
+Exit codes a script can branch on (docs/cli.md): 0 judged (whatever the verdicts, unless ``--fail-on``),
+5 drift and 6 degraded (health, or performance estimated or realized) when asked for with ``--fail-on`` (7 when
+both were found), 1 error, 2 usage error.
+"""
 
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..drift import PREDICTION, HealthThresholds, ScopeReport
-from ..telemetry.monitor import (
-    drift_thresholds,
-    manifest_references,
-    performance_thresholds,
-    realized_thresholds,
-    registry_references,
-    run_monitor,
+from ..telemetry import DEFAULT_DB_URL
+from .common import (
+    EXIT_DEGRADED,
+    EXIT_DRIFT,
+    ConfigOption,
+    JsonOption,
+    load_project_config,
+    plural,
+    print_json,
+    user_errors,
 )
-from ..telemetry.performance_report import performance_line
-from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
-from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 
-app = typer.Typer(help="Drift and health from stored telemetry.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from ..drift import HealthThresholds, ScopeReport
+    from ..drift_checks import DriftThresholds
+
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 
 @app.callback()
@@ -39,39 +47,39 @@ def run(
     model: Annotated[str | None, typer.Option(help="Only this model (default: every model with telemetry).")] = None,
     db: Annotated[str, typer.Option("--db", help="Telemetry store URL.")] = DEFAULT_DB_URL,
     hours: Annotated[float | None, typer.Option(
-        min=0.01, help="Telemetry of the last N hours [default: monitor.hours, 24].")] = None,
+        min=0.01, help="Telemetry of the last N hours (default: monitor.hours of the config, else 24).")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(
         help="Reference manifest file(s) instead of the registry (repeatable).")] = None,
     devices: Annotated[bool, typer.Option("--devices/--fleet-only", help="Also report each device.")] = True,
     false_alarms: Annotated[float | None, typer.Option(
-        help="Expected false drift episodes per device (and fleet) per 30 days [default: 0.5].")] = None,
+        help="Expected false drift episodes per device (and fleet) per 30 days (default: 0.5).")] = None,
     window_s: Annotated[float | None, typer.Option(
-        help="Check-point length in seconds: windows ending in one such slot are judged together [default: 60].")
-    ] = None,
+        help="Check-point length in seconds: windows ending in one such slot are judged together "
+             "(default: 60).")] = None,
     recent_windows: Annotated[int | None, typer.Option(
-        help="Also test the last N check points pooled [default: 3].")] = None,
+        help="Also test the last N check points pooled (default: 3).")] = None,
     recovery_windows: Annotated[int | None, typer.Option(
-        help="A drift episode ends after N quiet check points in a row [default: 10].")] = None,
+        help="A drift episode ends after N quiet check points in a row (default: 10).")] = None,
     label_hours: Annotated[float | None, typer.Option(
-        min=0.01, help="Labels count for the predictions of the last N hours [default: monitor.labels.hours, 168].")
+        min=0.01, help="Labels count for the predictions of the last N hours (default: monitor.labels.hours, 168).")
     ] = None,
     min_labels: Annotated[int | None, typer.Option(
-        min=1, help="No accuracy / MAE verdict before N labels per version and scope [default: 50].")] = None,
+        min=1, help="No accuracy / MAE verdict before N labels per version and scope (default: 50).")] = None,
     confidence: Annotated[float | None, typer.Option(
-        min=0.5, max=0.9999, help="Confidence level of the accuracy / MAE interval [default: 0.95].")] = None,
+        min=0.5, max=0.9999, help="Confidence level of the accuracy / MAE interval (default: 0.95).")] = None,
     accuracy_tolerance: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Degraded when accuracy is surely below test accuracy minus this [default: 0.05].")
+        min=0.0, max=1.0, help="Degraded when accuracy is surely below test accuracy minus this (default: 0.05).")
     ] = None,
     mae_tolerance: Annotated[float | None, typer.Option(
-        min=0.0, help="Degraded when MAE is surely above test MAE × (1 + this) [default: 0.25].")] = None,
+        min=0.0, help="Degraded when MAE is surely above test MAE × (1 + this) (default: 0.25).")] = None,
     min_accuracy: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="An absolute minimum accuracy instead of the relative one.")] = None,
     max_mae: Annotated[float | None, typer.Option(
         min=0.0, help="An absolute maximum MAE instead of the relative one.")] = None,
     fail_on: Annotated[list[FailOn] | None, typer.Option(
-        help="Exit 1 when a fleet-wide scope of a version some device runs is in this state (repeatable): "
-        "drift, degraded (health: errors, latency), performance (estimated without labels, or realized from "
-        "labels).")] = None,
+        help="Exit 5 when a fleet-wide scope of a version some device runs drifted, 6 when its health (errors, "
+             "latency) or its performance (estimated without labels, or realized from labels) is degraded "
+             "(7: both); repeatable: drift, degraded, performance.")] = None,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -80,7 +88,20 @@ def run(
     from labels (an interval, a verdict only with enough labels, against the release's test metrics), and estimate
     performance without labels (edgeops.yaml ``monitor.performance``). Defaults come from edgeops.yaml
     ``monitor``; options override them."""
+    from ..drift import HealthThresholds
+    from ..telemetry.monitor import (
+        drift_thresholds,
+        manifest_references,
+        performance_thresholds,
+        realized_thresholds,
+        registry_references,
+        run_monitor,
+    )
+    from ..telemetry.performance_report import performance_line
+    from ..telemetry.store import TelemetryStore
+
     cfg = load_project_config(config)
+    health = HealthThresholds()
     with user_errors():
         thresholds = drift_thresholds(cfg.monitor.drift, false_alarms=false_alarms, window_s=window_s,
                                       recent_windows=recent_windows, recovery_windows=recovery_windows)
@@ -94,8 +115,8 @@ def run(
         store = TelemetryStore(db)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
-                                 thresholds=thresholds, realized=realized, label_window=timedelta(hours=label_span),
-                                 performance=performance)
+                                 thresholds=thresholds, health=health, realized=realized,
+                                 label_window=timedelta(hours=label_span), performance=performance)
         finally:
             store.close()
     if json_out:
@@ -104,34 +125,44 @@ def run(
         if not report.scopes:
             typer.echo(f"no telemetry with a known reference in the last {span:g} h")
         for scope in report.scopes:
-            typer.echo(scope_line(scope, retired=report.is_retired(scope)))
+            typer.echo(scope_line(scope, thresholds, health, retired=report.is_retired(scope)))
         for judged in report.performance:
             typer.echo(performance_line(judged))
         for ref in report.unreferenced:
             typer.echo(f"{ref}: telemetry but no manifest (not in the registry; pass --manifest)", err=True)
         series = max((len(s.features) + (s.prediction is not None) for s in report.scopes), default=1)
-        typer.echo(f"thresholds: last {span:g} h; drift: {thresholds.describe(series)}; "
-                   f"health: error rate > {HealthThresholds().max_error_rate:.0%}; labels of the last "
+        typer.echo(f"thresholds: last {span:g} h; drift: {thresholds.describe(series)}; a feature is tested once "
+                   f"two of its bins expect >= {thresholds.min_expected:g} values; health: error rate > "
+                   f"{health.max_error_rate:.0%}, judged from {health.min_requests} requests; labels of the last "
                    f"{label_span:g} h: {realized.describe()}")
     wanted = {f.value for f in fail_on or []}
-    failing = [f"{s.model}@{s.version}" for s in report.current if ("drift" in wanted and s.verdict == "drift")
-               or ("degraded" in wanted and s.health.verdict == "degraded")]
-    failing += [f"{j.scope.model}@{j.scope.version} (estimated performance)" for j in report.performance
-                if "performance" in wanted and j.scope.device is None and j.verdict == "degraded"
-                and (j.scope.model, j.scope.version, None) not in report.retired]
-    failing += [f"{s.model}@{s.version} (realized performance)" for s in report.current if "performance" in wanted
-                and s.health.realized is not None and s.health.realized.verdict == "degraded"]
-    if failing:
-        typer.echo("failing (--fail-on): " + ", ".join(failing), err=True)
-        raise typer.Exit(1)
+    failing = {
+        "drift": [f"{s.model}@{s.version}" for s in report.current if "drift" in wanted and s.verdict == "drift"],
+        "degraded": [f"{s.model}@{s.version}" for s in report.current
+                     if "degraded" in wanted and s.health.verdict == "degraded"],
+        "performance": [f"{j.scope.model}@{j.scope.version} (estimated performance)" for j in report.performance
+                        if "performance" in wanted and j.scope.device is None and j.verdict == "degraded"
+                        and (j.scope.model, j.scope.version, None) not in report.retired]
+        + [f"{s.model}@{s.version} (realized performance)" for s in report.current if "performance" in wanted
+           and s.health.realized is not None and s.health.realized.verdict == "degraded"],
+    }
+    for what, refs in failing.items():
+        if refs:
+            typer.echo(f"failing (--fail-on {what}): " + ", ".join(refs), err=True)
+    code = (EXIT_DRIFT if failing["drift"] else 0) | \
+        (EXIT_DEGRADED if failing["degraded"] or failing["performance"] else 0)
+    if code:
+        raise typer.Exit(code)
 
 
-def scope_line(scope: ScopeReport, retired: bool = False) -> str:
+def scope_line(scope: "ScopeReport", thresholds: "DriftThresholds", health_thresholds: "HealthThresholds",
+               retired: bool = False) -> str:
     """One readable line per model version and scope, e.g.
     ``churn@3 fleet (4 devices, 96 windows): DRIFT in tenure, __prediction__ | errors 0.4% p95 12.0 ms``;
     ``retired``: no device that sent the scope's windows runs that version any more (MonitorReport.retired)."""
     where = "fleet" if scope.device is None else f"device {scope.device}"
-    head = f"{scope.model}@{scope.version} {where} ({scope.devices} devices, {scope.windows} windows)"
+    head = f"{scope.model}@{scope.version} {where} ({plural(scope.devices, 'device')}, " \
+           f"{plural(scope.windows, 'window')})"
     if retired:
         head += " — RETIRED (no device runs it any more)" if scope.device is None else \
             " — MOVED ON (the device runs another release)"
@@ -148,9 +179,15 @@ def scope_line(scope: ScopeReport, retired: bool = False) -> str:
         worst = min(judged, key=lambda r: r.p_value or 1.0)
         drift = f"no drift (lowest p {worst.p_value:.2g} in {_name(worst.name)}, PSI {worst.psi:.3f})"
     else:
-        drift = "not enough data for drift"
+        most = max((r.n for r in results), default=0)
+        drift = (f"not enough data for drift (at most {plural(most, 'observation')} per feature; a test needs two "
+                 f"bins expected to hold >= {thresholds.min_expected:g} values each)")
     h = scope.health
-    health = f"health {h.verdict}: {h.requests} requests"
+    if h.verdict == "insufficient_data":
+        health = f"health: not enough data ({plural(h.requests, 'request')}, judged from " \
+                 f"{health_thresholds.min_requests})"
+    else:
+        health = f"health {h.verdict}: {plural(h.requests, 'request')}"
     if h.error_rate is not None:
         health += f", errors {h.error_rate:.1%}"
     if h.latency_p95_ms is not None:
@@ -165,8 +202,11 @@ def scope_line(scope: ScopeReport, retired: bool = False) -> str:
         health += f", accuracy {h.accuracy:.3f}"
     elif h.mae is not None:
         health += f", MAE {h.mae:.3g}"
-    return f"{head}: {drift} | {health}" + (f" [{h.reason}]" if h.reason else "") + labels
+    reason = f" [{h.reason}]" if h.reason and h.verdict != "insufficient_data" else ""
+    return f"{head}: {drift} | {health}{reason}" + labels
 
 
 def _name(name: str) -> str:
+    from ..drift import PREDICTION
+
     return "predictions" if name == PREDICTION else name

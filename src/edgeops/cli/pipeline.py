@@ -1,7 +1,8 @@
 """``edgeops pipeline run``: the Prefect pipeline flow, in this process.
 
-Cheap mistakes (config, missing signing key, missing data file) are caught before Prefect starts: without
-``PREFECT_API_URL`` Prefect starts a temporary server per process, which costs seconds.
+Cheap mistakes (config, missing signing key, a data file that is missing, empty, unreadable or without the
+target column) are caught before Prefect is imported: without ``PREFECT_API_URL`` Prefect starts a temporary
+server per process, which costs seconds. Only pandas is imported for that (tests/unit/test_cli_fast.py).
 """
 
 import os
@@ -10,13 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import DataError, EdgeopsError
-from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, user_errors
+from ..errors import EdgeopsError
+from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, print_table, user_errors
 
 if TYPE_CHECKING:  # edgeops.pipeline imports scikit-learn and skl2onnx: only when a command needs them
-    from ..pipeline import PipelineRequest, PipelineResult
+    from ..pipeline import PipelineResult
+    from ..pipeline_request import PipelineRequest
 
-app = typer.Typer(help="Validate, train, gate, export and register a model.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -33,11 +35,10 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[str, Any],
              verbose: bool = False) -> "PipelineResult":
     """Check what is cheap to check, then run the flow (Prefect imported only now, quietly unless verbose)."""
-    from ..pipeline import load_signing_key
+    from ..pipeline_request import check_data, load_signing_key
 
     load_signing_key(request.config)
-    if not request.data.is_file():
-        raise DataError(f"data file {str(request.data)!r} does not exist", path=request.data)
+    check_data(request)
     # Prefect's run logs (and its tracebacks for errors we already report in one line) stay out of the
     # user's terminal unless asked for; an explicit PREFECT_LOGGING_LEVEL is respected.
     if verbose:
@@ -80,9 +81,10 @@ def report(result: "PipelineResult", json_out: bool) -> None:
         print_json(result.to_dict())
     else:
         typer.echo(f"validation: {result.validation.summary()}")
-        for row in metrics_table(result.metrics, result.gate):
-            mark = "ok" if row["passed"] else "FAILED"
-            typer.echo(f"  {row['metric']:<10} {row['value']:<10.4g} {mark:<7} {row['gates']}")
+        print_table(["METRIC", "VALUE", "GATE", "DETAIL"],
+                    ([row["metric"], f"{row['value']:.4g}",
+                      "-" if row["gates"] == "-" else "ok" if row["passed"] else "FAILED", row["gates"]]
+                     for row in metrics_table(result.metrics, result.gate)), styles={"ok": "green", "FAILED": "red"})
         typer.echo(f"onnx parity: {parity_line(result.export.parity)}")
         if result.passed:
             typer.echo(result.headline())
@@ -108,7 +110,7 @@ def run(data: Annotated[Path, typer.Option("--data", help="Training data (.csv o
     for key, value in (("model.task", task), ("model.estimator", estimator), ("seed", seed)):
         if value is not None:
             overrides[key] = value
-    from ..pipeline import make_request
+    from ..pipeline_request import make_request
 
     with user_errors():
         request = make_request(data, model, target, config, overrides)

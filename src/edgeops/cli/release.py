@@ -1,37 +1,43 @@
 """``edgeops release``: put a registered release on the broker (retained) or take it down."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.protocol import Topics, parse_version
-
-from ..config import ProjectConfig
-from ..credentials import public_key
-from ..errors import RegistryError, SigningError
-from ..publish import PublishResult, publish_release, unpublish_release
-from ..registry import Registry, ReleaseRecord, is_version_ref, parse_ref
-from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
+from .common import ConfigOption, JsonOption, load_project_config, plural, print_json, user_errors
 from .fleet import BrokerOption, control_client
 
-app = typer.Typer(help="Publish releases to the broker for devices to fetch.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ..config import ProjectConfig
+    from ..publish import PublishResult
+    from ..registry import ReleaseRecord
+
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 RefArgument = Annotated[str, typer.Argument(help="churn@4, churn@champion, or churn.")]
 
 
-def project_public_key(cfg: ProjectConfig) -> Ed25519PublicKey | None:
+def project_public_key(cfg: "ProjectConfig") -> "Ed25519PublicKey | None":
     """The project's public key, when known (``release.pub``, or derived from the release key wherever
     edgeops.credentials finds it): publishing then checks the signature before anything leaves."""
+    from ..credentials import public_key
+    from ..errors import SigningError
+
     try:
         return public_key(cfg)
     except SigningError:
         return None
 
 
-def publish_record(record: ReleaseRecord, cfg: ProjectConfig, broker: str | None,
-                   force: bool = False) -> tuple[PublishResult, str]:
+def publish_record(record: "ReleaseRecord", cfg: "ProjectConfig", broker: str | None,
+                   force: bool = False) -> tuple["PublishResult", str]:
     """Publish a registry record (idempotent); returns the result and the broker URL used."""
+    from edge_agent.protocol import Topics
+
+    from ..publish import publish_release
+
     client = control_client(broker, cfg)
     try:
         result = publish_release(client, Topics(cfg.mqtt.prefix), record.manifest, record.onnx_bytes(),
@@ -46,6 +52,8 @@ def publish(ref: RefArgument, broker: BrokerOption = None, force: Annotated[bool
                 "--force", help="Send again even when the broker already holds the same bytes.")] = False,
             config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Publish a signed, registered release: the artifact (chunked if large), then the manifest, retained."""
+    from ..registry import Registry
+
     cfg = load_project_config(config)
     with user_errors():
         record = Registry.from_config(cfg.registry).resolve(ref)
@@ -56,13 +64,20 @@ def publish(ref: RefArgument, broker: BrokerOption = None, force: Annotated[bool
     elif result.skipped:
         typer.echo(f"{result.ref} is already published on {url} (same bytes); nothing sent")
     else:
-        typer.echo(f"published {result.ref} on {url}: {result.messages} retained messages, {result.bytes} bytes")
+        typer.echo(f"published {result.ref} on {url}: {plural(result.messages, 'retained message')}, "
+                   f"{plural(result.bytes, 'byte')}")
 
 
 @app.command("unpublish")
 def unpublish(ref: Annotated[str, typer.Argument(help="churn@2 (an explicit version).")],
-              broker: BrokerOption = None, config: ConfigOption = None) -> None:
+              broker: BrokerOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Clear the retained manifest and artifact of a release. Devices already running it keep it."""
+    from edge_agent.protocol import Topics, parse_version
+
+    from ..errors import RegistryError
+    from ..publish import unpublish_release
+    from ..registry import is_version_ref, parse_ref
+
     cfg = load_project_config(config)
     with user_errors():
         model, version_text = parse_ref(ref)
@@ -74,8 +89,10 @@ def unpublish(ref: Annotated[str, typer.Argument(help="churn@2 (an explicit vers
             cleared = unpublish_release(client, Topics(cfg.mqtt.prefix), model, version)
         finally:
             client.close()
-    if cleared:
-        typer.echo(f"unpublished {model}@{version} from {client.url}: cleared {cleared} retained messages")
+    if json_out:
+        print_json({"release": f"{model}@{version}", "broker": client.url, "cleared": cleared})
+    elif cleared:
+        typer.echo(f"unpublished {model}@{version} from {client.url}: cleared {plural(cleared, 'retained message')}")
     else:
         typer.echo(f"{model}@{version} was not published on {client.url}; nothing to clear")
 

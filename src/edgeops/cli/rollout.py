@@ -12,62 +12,72 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from edge_agent.protocol import Topics
+from .common import (
+    EXIT_REJECTED,
+    ConfigOption,
+    JsonOption,
+    fail,
+    load_project_config,
+    plural,
+    print_json,
+    print_table,
+    user_errors,
+    warn,
+)
+from .fleet import BrokerOption, TargetOption, broker_origin, control_client
 
-from ..config import ProjectConfig
-from ..errors import RolloutError
-from ..fleet import parse_selector
-from ..mqtt import broker_address
-from ..registry import Registry
-from ..rollout.controller import RolloutController, start_rollout
-from ..rollout.plan import RolloutPolicy, parse_fraction
-from ..rollout.signer import desired_signer
-from ..rollout.state import RolloutRecord, RolloutStore, state_exists, state_location
-from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
-from .fleet import BrokerOption, TargetOption, control_client
-from .release import publish_record
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+    from ..rollout.state import RolloutRecord, RolloutStore
 
-app = typer.Typer(help="Staged rollouts: canary, waves, thresholds, abort and rollback.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 EXIT_COMPLETED = 0
 EXIT_ERROR = 1
-EXIT_ABORTED = 3
+EXIT_ABORTED = EXIT_REJECTED
 IdArgument = Annotated[str, typer.Argument(help="Rollout id (see `edgeops rollout status`).")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Show a live progress bar instead of periodic lines.")]
 
 
-def rollouts_db(cfg: ProjectConfig) -> Path | str:
+def rollouts_db(cfg: "ProjectConfig") -> Path | str:
     """``rollout.state_url``, else ``rollouts.db`` beside the registry directory (``.edgeops/rollouts.db``)."""
+    from ..rollout.state import state_location
+
     return state_location(cfg)
 
 
-def rollout_store(cfg: ProjectConfig) -> RolloutStore:
+def rollout_store(cfg: "ProjectConfig") -> "RolloutStore":
+    from ..rollout.state import RolloutStore
+
     return RolloutStore(rollouts_db(cfg))
 
 
-def existing_store(cfg: ProjectConfig, rollout_id: str) -> RolloutStore:
+def existing_store(cfg: "ProjectConfig", rollout_id: str) -> "RolloutStore":
     """The rollout database for commands that only read or change existing rollouts (none is created)."""
+    from ..errors import RolloutError
+    from ..rollout.state import state_exists
+
     if not state_exists(rollouts_db(cfg)):
         raise RolloutError(f"no rollout {rollout_id!r}: there is no rollout database at {rollouts_db(cfg)}")
     return rollout_store(cfg)
 
 
-def _summary(rec: RolloutRecord) -> str:
+def _summary(rec: "RolloutRecord") -> str:
     t = rec.tally()
     return (f"{rec.id} {rec.release} {rec.status} wave {min(rec.wave + 1, rec.waves)}/{rec.waves}: "
             f"{t['succeeded']} succeeded, {t.failures} failed, {t['offline']} offline, {t['updating']} updating, "
             f"{t['pending']} pending" + (f" — {rec.reason}" if rec.reason else ""))
 
 
-def _watch(store: RolloutStore, rollout_id: str, live: bool, stop: threading.Event) -> None:
+def _watch(store: "RolloutStore", rollout_id: str, live: bool, stop: threading.Event) -> None:
     """Render progress from the database, exactly as another shell's ``status`` would see it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     if not live:
         last = ""
         while not stop.wait(2.0):
@@ -90,8 +100,8 @@ def _watch(store: RolloutStore, rollout_id: str, live: bool, stop: threading.Eve
                 break
 
 
-def run_in_flow(config: Path | None, url: str, prefix: str, store: RolloutStore, rollout_id: str,
-                wait: bool) -> RolloutRecord:
+def run_in_flow(config: Path | None, url: str, prefix: str, store: "RolloutStore", rollout_id: str,
+                wait: bool) -> "RolloutRecord":
     """Run the controller as a Prefect flow run in this process, with progress shown from the database. The
     health gate comes from the rollout's stored policy, so ``resume`` applies the gate ``start`` was given.
     The flow reads the key and the broker's credentials from ``config`` itself: none is a flow parameter."""
@@ -114,7 +124,7 @@ def run_in_flow(config: Path | None, url: str, prefix: str, store: RolloutStore,
     return store.get(rollout_id)
 
 
-def warn_interrupted(store: RolloutStore) -> None:
+def warn_interrupted(store: "RolloutStore") -> None:
     """Start-up detection: say which rollouts lost their controller (they still hold their devices)."""
     for rec in store.records(active_only=True):
         if not rec.controller_alive():
@@ -122,7 +132,7 @@ def warn_interrupted(store: RolloutStore) -> None:
                        f"controller; continue it with `edgeops rollout resume {rec.id}` or abort it", err=True)
 
 
-def _finish(rec: RolloutRecord, json_out: bool) -> None:
+def _finish(rec: "RolloutRecord", json_out: bool) -> None:
     if json_out:
         print_json(rec.to_json())
     else:
@@ -152,6 +162,15 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
           wait: WaitOption = False, broker: BrokerOption = None, config: ConfigOption = None,
           json_out: JsonOption = False) -> None:
     """Roll RELEASE out to the devices matching --target: canary, then waves; abort and roll back on failures."""
+    from edge_agent.protocol import Topics
+
+    from ..fleet import parse_selector
+    from ..registry import Registry
+    from ..rollout.controller import start_rollout
+    from ..rollout.plan import RolloutPolicy, parse_fraction
+    from ..rollout.signer import desired_signer
+    from .release import publish_record
+
     cfg = load_project_config(config)
     with user_errors():
         selector = parse_selector(target or [])
@@ -165,14 +184,19 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
             typer.echo(f"published {result.ref} on {url}", err=True)
         store = rollout_store(cfg)
         warn_interrupted(store)
-        client = control_client(url, cfg)
+        client = control_client(url, cfg, origin=broker_origin(broker))
         try:
             rec = start_rollout(store, client, Topics(cfg.mqtt.prefix), model=record.model, version=record.version,
                                 selector=selector, policy=policy)
         finally:
             client.close()
-        typer.echo(f"rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves "
-                   f"(canary {len(rec.wave_devices(0))})", err=True)
+        typer.echo(f"rollout {rec.id}: {rec.release} to {plural(len(rec.devices), 'device')} in "
+                   f"{plural(rec.waves, 'wave')} (canary {len(rec.wave_devices(0))})", err=True)
+        asked = waves + (1 if policy.canary > 0 else 0)
+        if rec.waves < asked:
+            wanted = f"a canary and {plural(waves, 'wave')} after it" if policy.canary > 0 else plural(waves, "wave")
+            warn(f"--waves: asked for {wanted}, but {plural(len(rec.devices), 'device')} fill only "
+                 f"{plural(rec.waves, 'wave')} (a wave needs at least one device)")
         final = run_in_flow(config, url, cfg.mqtt.prefix, store, rec.id, wait)
     _finish(final, json_out)
 
@@ -189,9 +213,11 @@ def resume(rollout_id: IdArgument, wait: WaitOption = False, broker: BrokerOptio
     _finish(final, json_out)
 
 
-def _rollout_scope(rec: RolloutRecord, flag: str | None) -> tuple[str, str]:
+def _rollout_scope(rec: "RolloutRecord", flag: str | None) -> tuple[str, str]:
     """The broker and prefix a rollout runs on are part of it; a different --broker would address another
     fleet, so it is refused rather than obeyed."""
+    from ..mqtt import broker_address
+
     url, _, prefix = rec.scope.rpartition("|")
     if flag and broker_address(flag) != broker_address(url):
         fail(f"rollout {rec.id} runs on {url}, not on {flag}")
@@ -202,6 +228,8 @@ def _rollout_scope(rec: RolloutRecord, flag: str | None) -> tuple[str, str]:
 def status(rollout_id: Annotated[str | None, typer.Argument(help="A rollout id; all rollouts when omitted.")] = None,
            config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Show one rollout (per-device outcomes) or all of them; reads the rollout database, not the broker."""
+    from ..rollout.state import state_exists
+
     cfg = load_project_config(config)
     with user_errors():
         if rollout_id:
@@ -223,12 +251,13 @@ def status(rollout_id: Annotated[str | None, typer.Argument(help="A rollout id; 
         _device_table(records[0])
 
 
-def _device_table(rec: RolloutRecord) -> None:
-    table = Table("DEVICE", "WAVE", "OUTCOME", "ONLINE", "RESTORED", "DETAIL")
-    for d in sorted(rec.devices.values(), key=lambda d: (d.wave, d.device)):
-        table.add_row(d.device, str(d.wave), d.outcome, "no" if d.offline else "yes", "yes" if d.restored else "",
-                      d.detail)
-    Console().print(table)
+def _device_table(rec: "RolloutRecord") -> None:
+    """Waves numbered from 1, as in the summary line's ``wave 1/3`` (the database counts from 0)."""
+    print_table(["DEVICE", "WAVE", "OUTCOME", "ONLINE", "RESTORED", "DETAIL"],
+                ([d.device, f"{d.wave + 1}/{rec.waves}", d.outcome, "no" if d.offline else "yes",
+                  "yes" if d.restored else "no", d.detail or "-"]
+                 for d in sorted(rec.devices.values(), key=lambda d: (d.wave, d.device))),
+                styles={"succeeded": "green", "failed": "red", "timed_out": "red", "offline": "yellow"})
 
 
 @app.command("abort")
@@ -237,6 +266,11 @@ def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Reco
           = 60.0, broker: BrokerOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Abort a rollout: its controller restores the previous desired state of every device it changed. When no
     controller is alive, this command does the rollback itself."""
+    from edge_agent.protocol import Topics
+
+    from ..rollout.controller import RolloutController
+    from ..rollout.signer import desired_signer
+
     cfg = load_project_config(config)
     with user_errors():
         store = existing_store(cfg, rollout_id)
@@ -249,7 +283,7 @@ def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Reco
                 rec = store.get(rollout_id)
         else:
             url, prefix = _rollout_scope(rec, broker)
-            client = control_client(url, cfg)
+            client = control_client(url, cfg, origin=f"rollout {rec.id}'s record")
             try:
                 rec = RolloutController(store, client, Topics(prefix), signer=desired_signer(cfg)).run(rollout_id)
             finally:

@@ -4,20 +4,28 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge_agent.shutdown import StopSignals
+from ..telemetry import DEFAULT_DB_URL
+from .common import (
+    ConfigOption,
+    JsonOption,
+    broker_url,
+    load_project_config,
+    plural,
+    print_json,
+    print_table,
+    user_errors,
+)
 
-from ..credentials import mqtt_settings
-from ..telemetry.events import discard, emit_to_prefect
-from ..telemetry.ingest import IngestConfig, IngestService
-from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
-from .common import ConfigOption, JsonOption, broker_url, load_project_config, print_json, user_errors
+if TYPE_CHECKING:
+    from ..telemetry.ingest import IngestStats
 
-app = typer.Typer(help="Telemetry ingest: MQTT → telemetry store, with Prefect events.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...).")]
 
@@ -34,11 +42,19 @@ def serve(
     flush_ms: Annotated[int, typer.Option(min=1, help="...or this many ms after a batch's first message.")] = 200,
     events: Annotated[bool | None, typer.Option(
         "--events/--no-events", help="Emit Prefect events (default: when PREFECT_API_URL is set).")] = None,
+    stats_every: Annotated[float, typer.Option(
+        min=0.05, help="Seconds between checks of the counters; a line is logged only when they changed.")] = 30.0,
     config: ConfigOption = None,
     ready_file: Annotated[Path | None, typer.Option(
         "--ready-file", help="Keep this file saying whether the ingest is subscribed (for `edgeops up`).")] = None,
 ) -> None:
     """Run the ingest until SIGINT/SIGTERM. Messages are acknowledged only after they are committed."""
+    from edge_agent.shutdown import StopSignals
+
+    from ..credentials import mqtt_settings
+    from ..telemetry.events import discard, emit_to_prefect
+    from ..telemetry.ingest import IngestConfig, IngestService
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
     emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
@@ -55,18 +71,27 @@ def serve(
         typer.echo(f"ingest {ingest_cfg.mqtt_client_id}: {ingest_cfg.broker_url} → {db} "
                    f"(group {group}, events {'on' if emit_events else 'off'}); Ctrl-C to stop", err=True)
         subscribed: bool | None = None
-        next_stats = time.monotonic() + 30
-        while signals.wait(0.2 if ready_file is not None else 30) is None:
+        last = service.stats
+        next_stats = time.monotonic() + stats_every
+        while signals.wait(min(0.2, stats_every) if ready_file is not None else stats_every) is None:
             if ready_file is not None and service.connected != subscribed:
                 subscribed = service.connected
                 write_ready(ready_file, subscribed)
             if time.monotonic() >= next_stats:
-                next_stats = time.monotonic() + 30
-                logging.getLogger("edgeops.telemetry").info("%s", service.stats)
+                next_stats = time.monotonic() + stats_every
+                now = service.stats
+                if now != last:  # an idle service stays quiet in the log
+                    logging.getLogger("edgeops.telemetry").info("ingest: %s", stats_line(now))
+                    last = now
         service.stop()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
-    typer.echo(f"stopped: {service.stats}", err=True)
+    typer.echo(f"stopped: {stats_line(service.stats)}", err=True)
+
+
+def stats_line(stats: "IngestStats") -> str:
+    """``received 12, stored 10, duplicates 2, ...``: the counters as words, not a dataclass repr."""
+    return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in asdict(stats).items())
 
 
 def write_ready(path: Path, subscribed: bool) -> None:
@@ -80,6 +105,8 @@ def write_ready(path: Path, subscribed: bool) -> None:
 @app.command()
 def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
     """What the store holds: windows per model version, and each device's presence and state."""
+    from ..telemetry.store import TelemetryStore
+
     with user_errors():
         store = TelemetryStore(db)
         summary = {"windows": store.count_windows(), "models": [f"{m}@{v}" for m, v in store.models()],
@@ -89,7 +116,8 @@ def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
     if json_out:
         print_json(summary)
         return
-    typer.echo(f"{summary['windows']} windows; models: {', '.join(summary['models']) or '-'}")
-    for d in summary["devices"]:
-        release = f"{d['model']}@{d['version']}" if d["model"] else "-"
-        typer.echo(f"  {d['device']}: {d['status'] or '?'} {d['state'] or '-'} {release}")
+    typer.echo(f"{plural(summary['windows'], 'window')}; models: {', '.join(summary['models']) or '-'}", err=True)
+    print_table(["DEVICE", "STATUS", "STATE", "MODEL@VERSION"],
+                ([d["device"], d["status"] or "unknown", d["state"] or "-",
+                  f"{d['model']}@{d['version']}" if d["model"] else "-"] for d in summary["devices"]),
+                styles={"online": "green", "offline": "red", "unknown": "dim"})

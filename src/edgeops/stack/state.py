@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgeopsError
+from . import STATE_FILE
 
 SCHEMA = 1
-STATE_FILE = Path(".edgeops") / "stack.json"
 BROKER, PREFECT, INGEST, MONITOR = "mosquitto", "prefect-server", "ingest", "monitor"
 SELF_CONTAINED_COMMANDS = frozenset({"up", "down", "status", "demo"})
 """Commands that do not take the stack's addresses into their environment: the stack's own commands read the

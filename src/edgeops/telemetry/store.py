@@ -33,13 +33,13 @@ from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, c
 from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
 from edgeops.realized import LabelTotals
+from edgeops.telemetry import DEFAULT_DB_URL
 from edgeops.telemetry.credits import hourly_label_totals, insert_credits, label_totals, window_credit_rows
 from edgeops.telemetry.engine import create_tables, open_engine
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
 
-DEFAULT_DB_URL = "sqlite:///.edgeops/telemetry.db"
 _WINDOW_COLUMNS = ("device", "epoch", "seq", "model", "version", "window_start", "window_end", "count", "errors",
                    "dropped", "body", "received_at")   # every column but id, in the order of ``_window_row``
 _PG_STAGING = "edgeops_window_staging"   # a temporary table: one per connection, emptied at every commit

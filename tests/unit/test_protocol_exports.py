@@ -1,0 +1,29 @@
+"""``edge_agent.protocol`` loads its names on first use; every exported name must still resolve, to the object
+its module defines, and ``__all__`` must list exactly the names the lazy table serves."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+import edge_agent.protocol as protocol
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_exported_name_resolves_to_its_modules_object() -> None:
+    assert sorted(protocol.__all__) == sorted(protocol._MODULE_OF)
+    for name in protocol.__all__:
+        module = importlib.import_module(f"edge_agent.protocol.{protocol._MODULE_OF[name]}")
+        assert getattr(protocol, name) is getattr(module, protocol._RENAMED.get(name, name)), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        protocol.nope  # noqa: B018
+
+
+def test_reading_a_manifest_does_not_load_the_message_classes() -> None:
+    code = ("import sys; from edge_agent.protocol import ReleaseManifest, check_name; "
+            "print(sorted(m for m in sys.modules if m.startswith('edge_agent.protocol.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": ":".join(sys.path)}).stdout
+    assert "edge_agent.protocol.manifest" in loaded and "edge_agent.protocol.messages" not in loaded
