@@ -30,7 +30,7 @@ from prefect.states import Completed, State
 
 from edgeops.errors import ConfigError
 from edgeops.retrain import MODEL_RESOURCE, model_name
-from edgeops.retrain_cooldown import STALE_S, Decision, RetrainRun, RunStatus, decide
+from edgeops.retrain_cooldown import STALE_S, Decision, RetrainRun, RunStatus, decide, decision_time
 from flows.pipeline import artifact_key
 
 FLOW_NAME = "edgeops-retrain"
@@ -70,10 +70,10 @@ def check_cooldown(model: str, cooldown_s: float) -> Decision:
     """The decision for this flow run; "run" outside a deployment (module doc)."""
     if deployment_ctx.id is None:
         return Decision("run")
-    now = datetime.now(UTC)
-    since = now - timedelta(seconds=STALE_S + cooldown_s)
     with get_client(sync_client=True) as client:
         me = client.read_flow_run(flow_run_ctx.id)
+        now = decision_time(datetime.now(UTC), me.expected_start_time)
+        since = now - timedelta(seconds=STALE_S + cooldown_s)
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
             flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),

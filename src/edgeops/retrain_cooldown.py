@@ -82,6 +82,13 @@ def decide(me: str, created: datetime, runs: Sequence[RetrainRun], cooldown_s: f
     return Decision("run")
 
 
+def decision_time(clock: datetime, scheduled_for: datetime | None) -> datetime:
+    """The time a run judges the cooldown at: a Prefect runner starts scheduled runs up to its prefetch
+    (10 s by default) early, so a deferred run scheduled for the cooldown's end may start inside it; judging it
+    at the clock would defer it again, depending on when the runner polled."""
+    return max(clock, scheduled_for) if scheduled_for is not None else clock
+
+
 def superseded(drift: dict[str, object] | None, champion: int | None) -> str | None:
     """Why a drift event no longer asks for a retrain: it was about a version that is no longer the champion
     (a retrain since then replaced it; the monitor judges the new version afresh). None: it still stands."""
@@ -91,4 +98,4 @@ def superseded(drift: dict[str, object] | None, champion: int | None) -> str | N
     return f"the drift was about version {version}, and version {champion} is champion since"
 
 
-__all__ = ["STALE_S", "Decision", "RetrainRun", "decide", "superseded"]
+__all__ = ["STALE_S", "Decision", "RetrainRun", "decide", "decision_time", "superseded"]

@@ -14,7 +14,7 @@ import pytest
 from edgeops.config import ModelSource, ProjectConfig
 from edgeops.datasource import materialized, newest_data
 from edgeops.errors import ConfigError, DataError
-from edgeops.retrain_cooldown import Decision, RetrainRun, decide, superseded
+from edgeops.retrain_cooldown import Decision, RetrainRun, decide, decision_time, superseded
 from edgeops.retrain_recipe import resolve_recipe
 
 pytestmark = pytest.mark.unit
@@ -172,3 +172,15 @@ def test_reasons_name_the_run_and_the_time() -> None:
 def test_a_drift_of_a_replaced_champion_is_superseded(drift: dict[str, Any] | None, champion: int | None,
                                                        stale: bool) -> None:
     assert (superseded(drift, champion) is not None) == stale
+
+
+def test_a_deferred_run_started_early_by_the_runner_prefetch_retrains() -> None:
+    """A runner starts a scheduled run up to 10 s early: judged at the clock, the deferred run scheduled for
+    the cooldown's end saw the cooldown still running and deferred itself again (seen in the e2e test)."""
+    last = run("a", "retrained", 0, 10)            # its cooldown ends at 70 min; the deferral is scheduled then
+    scheduled_for = T0 + timedelta(minutes=70)
+    clock = scheduled_for - timedelta(seconds=8)
+    assert decide("me", T0 + timedelta(minutes=11), [last], HOUR, clock).action == "defer"
+    assert decide("me", T0 + timedelta(minutes=11), [last], HOUR, decision_time(clock, scheduled_for)).action == "run"
+    assert decision_time(clock, None) == clock
+    assert decision_time(scheduled_for + timedelta(seconds=5), scheduled_for) == scheduled_for + timedelta(seconds=5)
