@@ -81,9 +81,8 @@ def test_fail_on_performance_exits_6_when_the_fleet_estimate_is_degraded(tmp_pat
 
 
 def test_the_flow_publishes_the_estimate_and_raises_one_event_per_episode(store: TelemetryStore,
-                                                                         manifest_path: Path) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
+                                                                         manifest_path: Path,
+                                                                         prefect_harness: None) -> None:
     from flows.monitor import monitor_flow
 
     report = run_monitor(store, manifest_references([manifest_path]))
@@ -92,9 +91,8 @@ def test_the_flow_publishes_the_estimate_and_raises_one_event_per_episode(store:
     assert "## churn@5 per hour" in markdown and "| predictions |" in markdown
     assert "![Estimated and realized accuracy over time, churn@5](data:image/png;base64," in markdown
     assert "no labels for these predictions yet" in markdown and report.performance_chart["churn", 5].step_hours == 1
-    with prefect_test_harness():
-        summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
-        again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
+    summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
+    again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
     assert summary["events"].count("edgeops.performance.degraded") >= 1
     assert "edgeops.performance.degraded" not in again["events"]
     rows = store.episodes()
