@@ -19,23 +19,55 @@ def _interrupt(*_: Any) -> None:
 
 
 def summary_lines(result: Any) -> list[str]:
+    """What happened, in the facts the demo has: no ``churn@-`` or ``v?`` placeholders for what a loop that did
+    not close never reached."""
     drift = result.drift or {}
     psi = (drift.get("psi") or {}).get(result.drift_feature) if result.drift_feature else None
-    devices = ", ".join(f"{d}@{v}" for d, v in result.devices.items()) or "-"
-    on_new = sum(v == result.version_after and v is not None for v in result.devices.values())
-    lines = [
-        "",
-        f"{'LOOP CLOSED' if result.closed else 'LOOP NOT CLOSED'} in {result.seconds:.1f} s",
-        f"  drift:        '{result.drift_feature or '-'}'" + (f" (fleet PSI {psi})" if psi is not None else ""),
-        f"  model:        churn@{result.version_before or '-'} → churn@{result.version_after or '-'} "
-        f"(champion {result.champion or '-'}; retrain run {result.retrain_run or '-'})",
-        f"  agents on v{result.version_after or '?'}: {on_new}/{len(result.devices) or '?'} ({devices})",
-        f"  Prefect UI:   {result.prefect_ui or '-'}",
-        f"  work dir:     {result.work_dir} (logs/ holds every process's log)",
-        "  milestones:   " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()),
-    ]
+    before, after = result.version_before, result.version_after
+    lines = ["", f"{'LOOP CLOSED' if result.closed else 'LOOP NOT CLOSED'} in {result.seconds:.1f} s"]
+    if result.drift_feature:
+        lines.append(f"  drift:        '{result.drift_feature}'" + (f" (fleet PSI {psi})" if psi is not None else ""))
+    else:
+        lines.append("  drift:        not detected")
+    if before is None:
+        lines.append("  model:        no release was trained")
+    elif after is None:
+        lines.append(f"  model:        churn@{before}, not retrained")
+    else:
+        champion = f"champion churn@{result.champion}" if result.champion else "no champion"
+        run = f"; retrain run {result.retrain_run}" if result.retrain_run else ""
+        lines.append(f"  model:        churn@{before} → churn@{after} ({champion}{run})")
+    lines.append("  agents:       " + agents_line(result.devices, after))
+    lines.append(f"  work dir:     {result.work_dir} (logs/ holds every process's log)")
+    if result.timings:
+        lines.append("  milestones:   " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     if not result.closed:
         lines.append(f"  reason:       {result.reason}")
+    return lines
+
+
+def agents_line(devices: dict[str, int | None], version: int | None) -> str:
+    if not devices:
+        return "none reported a model"
+    each = ", ".join(f"{d} churn@{v}" if v is not None else f"{d} no model" for d, v in devices.items())
+    if version is None:
+        return each
+    on_new = sum(v == version for v in devices.values())
+    return f"{on_new} of {len(devices)} on churn@{version} ({each})"
+
+
+def next_steps(result: Any, kept_running: bool) -> list[str]:
+    """The demo's last lines, printed once everything is stopped (so no URL of a server that is gone)."""
+    lines = ["next:"]
+    if not result.closed:
+        lines.append(f"  read {result.work_dir}/logs/ (one log per process); a busy machine may need a longer "
+                     "--timeout")
+    if not kept_running:
+        lines.append("  edgeops demo --keep-running   the same loop, left running to look around in the Prefect UI "
+                     "(Ctrl-C stops it)")
+    lines += ["  edgeops up                    a broker, Prefect server, ingest, monitor and retrain for your "
+              "project, in the background",
+              "  edgeops quickstart            train churn@1 on sample data; the README's Usage goes on from there"]
     return lines
 
 
@@ -82,5 +114,7 @@ def demo(agents: Annotated[int, typer.Option("--agents", min=1, max=20, help="Ed
     finally:
         signal.signal(signal.SIGTERM, previous)
     say("stopped every process the demo started")
+    for line in next_steps(result, keep_running and bool(result.prefect_ui)):
+        say(line)
     if not result.closed:
         fail(f"demo: {result.reason}", EXIT_NOT_CLOSED)
