@@ -7,7 +7,8 @@ Why serve and not a work pool: it needs no worker setup, and every flow run is a
 stopping this process's group stops them all. The process is started while the Prefect server still boots: it
 imports Prefect and the flows meanwhile, and waits for the server's /health before registering anything.
 Each deployment: ``flow`` (a key of FLOWS), ``name``, and optionally ``parameters``, ``interval_s`` (a
-schedule), ``triggers`` (deployment event triggers as in deployments/prefect.yaml), ``tags``, ``description``.
+schedule), ``triggers`` (deployment event triggers as in deployments/prefect.yaml, or the name of one in
+TRIGGERS), ``tags``, ``description``.
 """
 
 import importlib
@@ -19,6 +20,26 @@ from typing import Any
 
 FLOWS = {"monitor": ("flows.monitor", "monitor_flow"), "retrain": ("flows.retrain", "retrain_flow")}
 API_WAIT_S = 180.0
+RETRAIN_TRIGGER: dict[str, Any] = {
+    "type": "event",
+    "enabled": True,
+    "description": "Every drift or degraded-performance event of a model starts a retrain run; the run applies "
+                   "the cooldown.",
+    "match": {"prefect.resource.id": "edgeops.model.*"},
+    "expect": ["edgeops.drift.detected", "edgeops.performance.degraded"],
+    "for_each": ["prefect.resource.id"],
+    "posture": "Reactive",
+    "threshold": 1,
+    "within": 0,
+    "parameters": {
+        "model": "{{ event.resource.id }}",
+        "drift": "{{ event.payload }}",
+        "event_id": "{{ event.id | string }}",
+    },
+}
+"""The retrain deployment's trigger in deployments/prefect.yaml (tests/e2e/test_demo_loop.py checks they are
+equal), for the deployments served by ``edgeops up`` and ``edgeops demo``."""
+TRIGGERS: dict[str, dict[str, Any]] = {"retrain": RETRAIN_TRIGGER}
 
 
 def to_deployment(spec: Mapping[str, Any]) -> Any:
@@ -27,7 +48,7 @@ def to_deployment(spec: Mapping[str, Any]) -> Any:
 
     module, attr = FLOWS[spec["flow"]]
     flow = getattr(importlib.import_module(module), attr)
-    triggers = [DeploymentEventTrigger(**t) for t in spec.get("triggers", [])]
+    triggers = [DeploymentEventTrigger(**(TRIGGERS[t] if isinstance(t, str) else t)) for t in spec.get("triggers", [])]
     # A module path, not a file path: the serving process runs in the project directory, not the checkout.
     return flow.to_deployment(name=spec["name"], parameters=dict(spec.get("parameters", {})),
                               interval=spec.get("interval_s"), triggers=triggers or None,

@@ -2,8 +2,8 @@
 
     python -m flows.serve_demo '{"monitor": {...parameters}, "retrain": {...parameters}}'
 
-The retrain deployment carries the same trigger as deployments/prefect.yaml (tests/e2e/test_demo_loop.py checks
-that they are equal); the monitor has no schedule: the demo starts its runs, one after the other.
+The retrain deployment carries the trigger of deployments/prefect.yaml (flows/serve.py's RETRAIN_TRIGGER); the
+monitor has no schedule: the demo starts its runs, one after the other.
 """
 
 import json
@@ -11,25 +11,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from flows.serve import serve_all
+from flows.serve import RETRAIN_TRIGGER, serve_all
 
-RETRAIN_TRIGGER: dict[str, Any] = {
-    "type": "event",
-    "enabled": True,
-    "description": "Every drift or degraded-performance event of a model starts a retrain run; the run applies "
-                   "the cooldown.",
-    "match": {"prefect.resource.id": "edgeops.model.*"},
-    "expect": ["edgeops.drift.detected", "edgeops.performance.degraded"],
-    "for_each": ["prefect.resource.id"],
-    "posture": "Reactive",
-    "threshold": 1,
-    "within": 0,
-    "parameters": {
-        "model": "{{ event.resource.id }}",
-        "drift": "{{ event.payload }}",
-        "event_id": "{{ event.id | string }}",
-    },
-}
 MONITOR_DEPLOYMENT = "monitor/demo-monitor"
 RETRAIN_DEPLOYMENT = "edgeops-retrain/demo-retrain"
 

@@ -20,6 +20,7 @@ from services import free_port, processes_mentioning, wait_until
 from edgeops.demo import agent_config
 from edgeops.samples import TARGETS, make_sample, write_sample
 from edgeops.stack.state import process_started
+from edgeops.stack.up import RETRAIN_DEPLOYMENT
 from edgeops.supervisor import group_alive, stop_groups
 from edgeops.telemetry.store import TelemetryStore
 from edgeops.traffic import TrafficDriver, records_of
@@ -80,6 +81,12 @@ def test_up_pipeline_rollout_monitor_down_leaves_nothing_running(project: Path, 
     assert all(s["running"] and s["answering"] for s in status["services"]), status
     broker, api = status["broker_url"], status["prefect_api_url"]
     pids = [s["pid"] for s in status["services"]]
+    # the monitor's drift events start retrain runs: the retrain deployment is served, with its trigger
+    retrain = httpx.get(f"{api}/deployments/name/{RETRAIN_DEPLOYMENT}", timeout=10).json()
+    assert retrain["status"] == "READY", retrain
+    automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+    assert [(sorted(a["trigger"]["expect"]), [x.get("deployment_id") for x in a["actions"]]) for a in automations] == [
+        (["edgeops.drift.detected", "edgeops.performance.degraded"], [retrain["id"]])]
 
     # the pipeline on the quickstart's sample data, through the stack's Prefect server
     keys = edgeops(project, env, "keys", "init")

@@ -3,7 +3,8 @@
     broker (own Mosquitto on a free port, or the one the user named when it answers)
     Prefect server (SQLite under .edgeops/prefect/)   ─┐ spawned together; the ingest and the serving process
     edgeops telemetry serve (→ .edgeops/telemetry.db) ─┤ import their libraries while the server boots
-    monitor deployment served on a schedule           ─┘
+    monitor deployment served on a schedule,          ─┘
+    and the retrain deployment with its trigger (a drift or degraded-performance event of a model starts a run)
 
 The processes outlive the command: each leads a session of its own, with no death signal tied to us, and logs
 to ``.edgeops/stack/logs/``. The project remembers them in ``.edgeops/stack.json`` (state.py) as soon as they
@@ -55,6 +56,8 @@ from .state import (
 
 MONITOR_NAME = "local-monitor"
 MONITOR_DEPLOYMENT = f"monitor/{MONITOR_NAME}"
+RETRAIN_NAME = "local-retrain"
+RETRAIN_DEPLOYMENT = f"edgeops-retrain/{RETRAIN_NAME}"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 Say = Callable[[str], None]
 
@@ -139,9 +142,9 @@ def start(project: Path, cfg: ProjectConfig, options: UpOptions, say: Say, begin
                               ready_file=ready, config=config_file)
         root = cfg.registry.root   # an s3:// URL is passed on as it is
         registry_root = project / root if isinstance(root, Path) and not root.is_absolute() else root
-        monitor = spawn_serving(supervisor, env, "flows.serve", [monitor_spec(db_url, registry_root,
-                                                                              options.monitor_every_s)],
-                                project, name=MONITOR, poll_s=10)
+        # The monitor's events are worth nothing without the deployment their trigger starts: both are served.
+        specs = [monitor_spec(db_url, registry_root, options.monitor_every_s), retrain_spec(config_file)]
+        monitor = spawn_serving(supervisor, env, "flows.serve", specs, project, name=MONITOR, poll_s=10)
         urls = {BROKER: broker_url, PREFECT: api_url, INGEST: db_url, MONITOR: f"{api_url.removesuffix('/api')}"
                 "/deployments"}
         state = StackState(project=str(project), broker_url=broker_url, own_broker=own_broker,
@@ -161,6 +164,9 @@ def start(project: Path, cfg: ProjectConfig, options: UpOptions, say: Say, begin
         supervisor.wait_until(monitor, lambda: deployment_status(api_url, MONITOR_DEPLOYMENT) == "READY", left(),
                               f"served deployment {MONITOR_DEPLOYMENT}")
         log(f"monitor deployment {MONITOR_DEPLOYMENT} served, every {options.monitor_every_s:g} s")
+        supervisor.wait_until(monitor, lambda: deployment_status(api_url, RETRAIN_DEPLOYMENT) == "READY", left(),
+                              f"served deployment {RETRAIN_DEPLOYMENT}")
+        log(f"retrain deployment {RETRAIN_DEPLOYMENT} served (trigger: drift and degraded-performance events)")
         supervisor.detach()
         return state
     except BaseException:
@@ -174,6 +180,16 @@ def monitor_spec(db_url: str, registry_root: Path | str, every_s: float) -> dict
     return {"flow": "monitor", "name": MONITOR_NAME, "interval_s": every_s, "tags": ["edgeops", "monitoring"],
             "parameters": {"db": db_url, "registry_root": str(registry_root)},
             "description": "Drift and health from the stack's telemetry store (started by `edgeops up`)."}
+
+
+def retrain_spec(config_file: Path | None) -> dict[str, Any]:
+    """The retrain deployment of deployments/prefect.yaml, served locally: its runs read the project's config
+    (the serving process runs in the project directory) and the stack's broker ($EDGEOPS_MQTT_URL)."""
+    return {"flow": "retrain", "name": RETRAIN_NAME, "triggers": ["retrain"],
+            "tags": ["edgeops", "continuous-training"],
+            "parameters": {} if config_file is None else {"config_path": str(config_file)},
+            "description": "Retrain a model with its champion's recipe when the monitor reports drift or degraded "
+                           "performance (started by `edgeops up`)."}
 
 
 def service_of(child: Child, url: str | None) -> Service:
@@ -246,4 +262,4 @@ def remember_ports(work: Path, broker_url: str | None, api_url: str) -> None:
     (work / "ports.json").write_text(json.dumps(ports) + "\n", encoding="utf-8")
 
 
-__all__ = ["MONITOR_DEPLOYMENT", "UpOptions", "UpResult", "bring_up", "stack_lock"]
+__all__ = ["MONITOR_DEPLOYMENT", "RETRAIN_DEPLOYMENT", "UpOptions", "UpResult", "bring_up", "stack_lock"]
