@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 
@@ -109,3 +109,27 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     for row in cells:
         table.add_row(*(Text(cell, style=(styles or {}).get(cell, "")) for cell in row))
     console.print(table, crop=False)  # were rich ever to need more than the width, wrap rather than cut
+
+
+def on_terminal(stream: TextIO | None = None) -> bool:
+    """Whether progress may be drawn: ``stream`` (default stderr) is a terminal. Piped or redirected output
+    gets no spinners or bars (a log file full of redraws helps nobody)."""
+    stream = sys.stderr if stream is None else stream
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+@contextmanager
+def activity(message: str, stream: TextIO | None = None) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while long work runs (training, a flow run), on a terminal
+    only; piped, nothing. Transient: once the work is done, the line is gone and the result is printed."""
+    stream = sys.stderr if stream is None else stream
+    if not on_terminal(stream):
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(file=stream, force_terminal=True), transient=True) as progress:
+        progress.add_task(message, total=None)
+        yield

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import EdgeopsError
-from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, print_table, user_errors
+from .common import EXIT_REJECTED, ConfigOption, JsonOption, activity, fail, print_json, print_table, user_errors
 
 if TYPE_CHECKING:  # edgeops.pipeline imports scikit-learn and skl2onnx: only when a command needs them
     from ..pipeline import PipelineResult
@@ -58,8 +58,9 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
     else:
         check_prefect_api(PREFECT_API_URL.value())
 
-    return pipeline_flow(data=str(request.data), model=request.model, target=request.target,
-                         config_path=None if config is None else str(config), overrides=overrides)
+    with activity(f"validating, training, exporting and registering {request.model} on {request.data.name}"):
+        return pipeline_flow(data=str(request.data), model=request.model, target=request.target,
+                             config_path=None if config is None else str(config), overrides=overrides)
 
 
 def check_prefect_api(url: str) -> None:

@@ -1,7 +1,8 @@
 """``edgeops rollout``: staged rollouts of a release to the devices matching a label selector.
 
 Design (docs/rollout.md): ``start`` plans the rollout, then runs the controller *in the foreground* as a
-Prefect flow run in this process; ``--wait`` only chooses a live progress bar over periodic lines. ``status``
+Prefect flow run in this process, with a live progress bar on a terminal and a line per change when piped
+(``--wait`` is accepted and changes nothing: ``start`` always waits for the end). ``status``
 and ``abort`` work from any other shell through the rollout database (abort sets a flag the controller
 polls). A controller that died is taken over by ``resume``; ``abort`` rolls back itself when none is alive.
 
@@ -22,6 +23,7 @@ from .common import (
     JsonOption,
     fail,
     load_project_config,
+    on_terminal,
     plural,
     print_json,
     print_table,
@@ -40,7 +42,8 @@ EXIT_COMPLETED = 0
 EXIT_ERROR = 1
 EXIT_ABORTED = EXIT_REJECTED
 IdArgument = Annotated[str, typer.Argument(help="Rollout id (see `edgeops rollout status`).")]
-WaitOption = Annotated[bool, typer.Option("--wait", help="Show a live progress bar instead of periodic lines.")]
+WaitOption = Annotated[bool, typer.Option("--wait", hidden=True, help="Accepted for old scripts; the command "
+                                                                    "always runs the rollout to its end.")]
 
 
 def rollouts_db(cfg: "ProjectConfig") -> Path | str:
@@ -100,8 +103,8 @@ def _watch(store: "RolloutStore", rollout_id: str, live: bool, stop: threading.E
                 break
 
 
-def run_in_flow(config: Path | None, url: str, prefix: str, store: "RolloutStore", rollout_id: str,
-                wait: bool) -> "RolloutRecord":
+def run_in_flow(config: Path | None, url: str, prefix: str, store: "RolloutStore", rollout_id: str
+                ) -> "RolloutRecord":
     """Run the controller as a Prefect flow run in this process, with progress shown from the database. The
     health gate comes from the rollout's stored policy, so ``resume`` applies the gate ``start`` was given.
     The flow reads the key and the broker's credentials from ``config`` itself: none is a flow parameter."""
@@ -113,7 +116,7 @@ def run_in_flow(config: Path | None, url: str, prefix: str, store: "RolloutStore
     from flows.rollout import rollout_flow
 
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(store, rollout_id, wait, stop), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(store, rollout_id, on_terminal(), stop), daemon=True)
     watcher.start()
     try:
         rollout_flow(broker_url=url, db_path=store.url, prefix=prefix, rollout_id=rollout_id,
@@ -197,7 +200,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
             wanted = f"a canary and {plural(waves, 'wave')} after it" if policy.canary > 0 else plural(waves, "wave")
             warn(f"--waves: asked for {wanted}, but {plural(len(rec.devices), 'device')} fill only "
                  f"{plural(rec.waves, 'wave')} (a wave needs at least one device)")
-        final = run_in_flow(config, url, cfg.mqtt.prefix, store, rec.id, wait)
+        final = run_in_flow(config, url, cfg.mqtt.prefix, store, rec.id)
     _finish(final, json_out)
 
 
@@ -209,7 +212,7 @@ def resume(rollout_id: IdArgument, wait: WaitOption = False, broker: BrokerOptio
     with user_errors():
         store = existing_store(cfg, rollout_id)
         url, prefix = _rollout_scope(store.get(rollout_id), broker)
-        final = run_in_flow(config, url, prefix, store, rollout_id, wait)
+        final = run_in_flow(config, url, prefix, store, rollout_id)
     _finish(final, json_out)
 
 
