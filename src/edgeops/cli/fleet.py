@@ -9,6 +9,7 @@ from .common import (
     ConfigOption,
     JsonOption,
     broker_url,
+    fail,
     load_project_config,
     plural,
     print_json,
@@ -67,8 +68,14 @@ def _row(d: "DeviceView") -> list[str]:
 
 @app.command("ls")
 def list_devices(target: TargetOption = None, broker: BrokerOption = None, config: ConfigOption = None,
+                 wait: Annotated[float, typer.Option(
+                     "--wait", min=0, metavar="SECONDS",
+                     help="Wait up to SECONDS until a device matching --target is online (a device just started); "
+                          "exit 1 if none is.")] = 0.0,
                  json_out: JsonOption = False) -> None:
     """List devices: labels, model@version, lifecycle state, online/offline, last seen, last error."""
+    import time
+
     from edge_agent.protocol import Topics
 
     from ..fleet import parse_selector, read_fleet
@@ -77,11 +84,20 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
     with user_errors():
         selector = parse_selector(target or [])
         client = control_client(broker, cfg)
+        deadline = time.monotonic() + wait
         try:
-            snapshot = read_fleet(client, Topics(cfg.mqtt.prefix))
+            while True:
+                snapshot = read_fleet(client, Topics(cfg.mqtt.prefix))
+                online = [d for d in snapshot.select(selector) if d.presence == "online"]
+                if online or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
         finally:
             client.close()
     devices = snapshot.select(selector)
+    if wait and not online:
+        fail(f"no device matching the target came online within {wait:g} s on {client.url} under prefix "
+             f"{cfg.mqtt.prefix!r}")
     for problem in snapshot.problems:
         typer.echo(f"edgeops: warning: ignored a bad message: {problem}", err=True)
     if json_out:

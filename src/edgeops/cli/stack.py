@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
+from .common import EXIT_USAGE, ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
 
 if TYPE_CHECKING:
     from ..stack.probe import ServiceStatus
@@ -127,25 +127,39 @@ def down(grace: Annotated[float, typer.Option(
         raise typer.Exit(1)
 
 
-def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+FIELDS = ("broker_url", "prefect_api_url", "ui_url", "telemetry_db", "project", "created")
+
+
+def status(config: ConfigOption = None, json_out: JsonOption = False,
+           field: Annotated[str | None, typer.Option(
+               "--field", metavar="NAME", help=f"Print only this value, for scripts, e.g. "
+                                                f"--broker \"$(edgeops status --field broker_url)\" "
+                                                f"({', '.join(FIELDS)}).")] = None) -> None:
     """What the local control plane runs, where, and whether each service answers. Exit 0 when all of it
     runs, 3 when it is down, 4 when it is partly down."""
     from ..stack.probe import probe_stack
     from ..stack.state import read_state
 
+    if field is not None and field not in FIELDS:
+        fail(f"--field must be one of {', '.join(FIELDS)}", EXIT_USAGE)
     cfg = load_project_config(config)
     with user_errors():
         state = read_state(Path.cwd())
         statuses = [] if state is None else probe_stack(state, cfg.mqtt)
     code = _status_code(statuses)
-    if json_out:
+    if json_out or field is not None:
         body: dict[str, Any] = {"up": code == 0, "state": ["up", "", "", "down", "partly down"][code],
                                 "services": [s.to_json() for s in statuses]}
         if state is not None:
             body.update(project=state.project, ui_url=state.ui_url, broker_url=state.broker_url,
                         prefect_api_url=state.prefect_api_url, telemetry_db=state.telemetry_db,
                         created=state.created)
-        print_json(body)
+        if field is None:
+            print_json(body)
+        elif field in body:
+            typer.echo(body[field])
+        else:
+            typer.echo("no stack runs in this project (`edgeops up` starts one)", err=True)
         raise typer.Exit(code)
     if state is None:
         typer.echo("no stack runs in this project (`edgeops up` starts one)")
