@@ -106,6 +106,9 @@ class DemoLoop:
         else:
             home = self.work / "prefect"
             server, api_url = svc.spawn_server(self.sup, home, os.environ)
+            # This process is a client of the server too (Prefect is imported later, to watch runs and events):
+            # its Prefect home is the server's, so the demo writes nothing to ~/.prefect.
+            os.environ["PREFECT_HOME"] = str(home)
         env = svc.client_env(os.environ, api_url, self.result.broker_url, home)
         self.result.prefect_ui = svc.ui_url(api_url)
         self.api_url = api_url

@@ -42,10 +42,11 @@ def test_retrain_trigger_of_the_demo_is_the_deployed_one() -> None:
 def test_demo_closes_the_loop_and_leaves_nothing_running(tmp_path: Path, busy: bool) -> None:
     """Also with a busy loop on every core (issue 17: the loop must close with other work on the machine; the
     demo's waits are deadlines, never a share of the CPU it assumes it gets)."""
-    work = tmp_path / "demo"
+    work, home = tmp_path / "demo", tmp_path / "home"
     with CpuHog() if busy else contextlib.nullcontext():
         proc = subprocess.run([str(EDGEOPS), "demo", "--agents", "3", "--timeout", "240", "--json", "--work-dir",
-                               str(work)], env=demo_env(), cwd=tmp_path, capture_output=True, text=True, timeout=290)
+                               str(work)], env={**demo_env(), "HOME": str(home)}, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=290)
     print(proc.stderr[-6000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -68,6 +69,7 @@ def test_demo_closes_the_loop_and_leaves_nothing_running(tmp_path: Path, busy: b
     assert len(result["pids"]) == 3 + 4  # agents + broker, Prefect server, ingest, serving process
     assert [pid for pid in result["pids"] if group_alive(pid)] == []
     assert processes_mentioning(str(work)) == []
+    assert not (home / ".prefect").exists()  # the demo's Prefect home is its work dir's, its own process's too
     print(f"demo: {result['seconds']} s; milestones {result['timings']}")
 
 
