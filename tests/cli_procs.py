@@ -22,7 +22,7 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 with open(out, "w") as fh:
-    json.dump({"code": code, "modules": sorted({name.split(".")[0] for name in sys.modules})}, fh)
+    json.dump({"code": code, "modules": sorted(sys.modules)}, fh)
 """
 
 
@@ -32,10 +32,12 @@ class CliRun:
     stdout: str
     stderr: str
     modules: frozenset[str]
+    """Every module imported, by its full dotted name."""
 
     def heavy(self, allowed: tuple[str, ...] = ()) -> list[str]:
         """The heavy libraries this run imported, less the ``allowed`` ones."""
-        return [m for m in HEAVY_MODULES if m in self.modules and m not in allowed]
+        packages = {name.split(".")[0] for name in self.modules}
+        return [m for m in HEAVY_MODULES if m in packages and m not in allowed]
 
 
 def run_edgeops(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> CliRun:

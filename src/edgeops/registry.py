@@ -26,26 +26,28 @@ machines sharing a bucket:
 
 import json
 import os
-import random
 import re
-import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.protocol import ProtocolError, ReleaseManifest, check_name, sha256_hex
 from edge_agent.protocol.names import is_name
 
-from .config import RegistryConfig, S3Config, is_url
 from .errors import RegistryError
-from .registry_store import ObjectStore, open_store
+from .registry_store import ObjectStore, is_url, open_store
+
+if TYPE_CHECKING:  # the config's dataclasses are not needed to read a local registry (`edgeops models list`)
+    from .config import RegistryConfig, S3Config
 
 Status = Literal["registered", "rejected"]
 STATUSES: tuple[str, ...] = ("registered", "rejected")
+DEFAULT_ROOT = Path(".edgeops/registry")
+"""``registry.root`` when the config does not say (tests/unit/test_cli_fast.py checks that they agree)."""
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 LATEST = "latest"
@@ -58,6 +60,12 @@ CLAIM_ATTEMPTS = 1000
 ALIAS_ATTEMPTS = 50
 
 Build = Callable[[int], tuple[ReleaseManifest, bytes]]
+
+
+def _jitter(limit_s: float) -> float:
+    import random  # only when promotions race: not at import, which every `edgeops models` command pays
+
+    return random.uniform(0, limit_s)
 
 
 def blob_key(sha256: str) -> str:
@@ -184,12 +192,12 @@ class Registry:
     """The registry at ``root`` (a folder, or ``s3://bucket/prefix`` with ``s3`` settings); cheap to construct,
     safe to share between processes and machines."""
 
-    def __init__(self, root: Path | str, *, s3: S3Config | None = None, store: ObjectStore | None = None) -> None:
+    def __init__(self, root: Path | str, *, s3: "S3Config | None" = None, store: ObjectStore | None = None) -> None:
         self.root = root if is_url(root) else Path(root)
         self.store = store or open_store(self.root, s3)
 
     @classmethod
-    def from_config(cls, cfg: RegistryConfig) -> "Registry":
+    def from_config(cls, cfg: "RegistryConfig") -> "Registry":
         """The registry edgeops.yaml names (``registry.root`` and ``registry.s3``)."""
         return cls(cfg.root, s3=cfg.s3)
 
@@ -224,6 +232,8 @@ class Registry:
     def _claim(self, model: str) -> int:
         taken = self._taken_numbers(model)
         version = (taken[-1] if taken else 0) + 1
+        import socket
+
         body = json.dumps({"writer": f"{socket.gethostname()}:{os.getpid()}", "nonce": uuid.uuid4().hex,
                            "claimed": datetime.now(UTC).isoformat(timespec="seconds")}).encode()
         for _ in range(CLAIM_ATTEMPTS):
@@ -282,7 +292,7 @@ class Registry:
             if self.store.swap(key, json.dumps(aliases, indent=2, sort_keys=True).encode(),
                                None if current is None else current.token):
                 break
-            time.sleep(random.uniform(0, min(0.5, 0.005 * 2 ** attempt)))   # another promotion won: read again
+            time.sleep(_jitter(min(0.5, 0.005 * 2 ** attempt)))   # another promotion won: read again
         else:
             raise RegistryError(f"could not update the aliases of {model}: {ALIAS_ATTEMPTS} attempts lost to "
                                 "other writers")

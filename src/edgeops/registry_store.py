@@ -22,12 +22,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.durable import atomic_write, fsync_dir, write_synced
 
-from .config import S3Config, is_url
 from .errors import RegistryError
+
+if TYPE_CHECKING:  # the config's dataclasses only for an S3 store; a local registry reads without them
+    from .config import S3Config
+
+
+def is_url(location: Path | str) -> bool:
+    """Whether a location is a URL (``s3://...``) rather than a local path; a Path never is. The rule of
+    edgeops.config.is_url, here so that reading a local registry needs no config module (tests/unit/
+    test_cli_fast.py)."""
+    return isinstance(location, str) and "://" in location
 
 STALE_TMP_S = 3600.0
 """A temp file older than this belongs to a writer that died (a live one finishes within seconds): swept."""
@@ -196,11 +205,12 @@ class LocalStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def open_store(root: Path | str, s3: S3Config | None = None) -> ObjectStore:
+def open_store(root: Path | str, s3: "S3Config | None" = None) -> ObjectStore:
     """The store for ``registry.root``: an ``s3://bucket/prefix`` URL or a local folder."""
     if is_url(root):
         if not str(root).startswith("s3://"):
             raise RegistryError(f"registry root {root!r}: a local folder or an s3://bucket/prefix URL")
+        from .config import S3Config
         from .registry_s3 import S3Store  # boto3 is imported only by those who use S3
 
         return S3Store(str(root), s3 or S3Config())

@@ -1,13 +1,17 @@
 """Fast commands: each runs in a fresh interpreter (``edgeops.cli.main``, stdout piped as in a script), and must
 answer without importing the libraries it does not need; input mistakes fail before Prefect is imported."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cli_procs import run_edgeops
 from manifests import fake_manifest
 
-from edgeops.registry import Registry
+from edgeops.config import RegistryConfig
+from edgeops.registry import DEFAULT_ROOT, Registry
 from edgeops.samples import write_sample
 from edgeops.signing import generate_keys, load_private_key, sign_manifest
 
@@ -36,6 +40,29 @@ def test_light_commands_import_no_heavy_library(project: Path, args: list[str], 
     run = run_edgeops(args, project)
     assert run.code == 0, run.stderr
     assert run.heavy(allowed) == [], f"edgeops {' '.join(args)} imported {run.heavy(allowed)}"
+
+
+@pytest.mark.parametrize("args", [["models", "list"], ["models", "show", "churn@2"]])
+def test_a_project_without_a_config_file_reads_its_registry_without_the_config_module(
+        project: Path, args: list[str]) -> None:
+    run = run_edgeops(args, project)
+    assert run.code == 0, run.stderr
+    assert not {"edgeops.config", "cryptography", "socket", "random"} & run.modules, sorted(run.modules)
+
+
+def test_a_config_file_still_names_the_registry(project: Path) -> None:
+    (project / "edgeops.yaml").write_text("registry:\n  root: elsewhere\n")
+    run = run_edgeops(["models", "list"], project)
+    assert run.code == 0, run.stderr
+    assert "elsewhere" in run.stdout, run.stdout  # "the registry at elsewhere is empty"
+    assert RegistryConfig().root == DEFAULT_ROOT  # the default opened without the config is the config's
+
+
+def test_credentials_import_no_cryptography_until_a_key_is_used() -> None:
+    probe = "import sys, edgeops.credentials; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert out.stdout.strip() == "False"
 
 
 def test_models_list_lists_the_registry_when_piped(project: Path) -> None:

@@ -1,16 +1,22 @@
 """``edgeops models``: what the registry holds, and promotion."""
 
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..registry import CHAMPION, Registry, ReleaseRecord, is_version_ref, parse_ref
+from ..registry import CHAMPION, DEFAULT_ROOT, Registry, ReleaseRecord, is_version_ref, parse_ref
 from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, print_table, user_errors
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 
 def open_registry(config: ConfigOption) -> Registry:
+    """The project's registry. Without a config file it is the default folder, opened without building the
+    config (its dataclasses cost `models list` a noticeable share of its time; tests/unit/test_cli_fast.py)."""
+    if config is None and not os.environ.get("EDGEOPS_CONFIG") and not Path("edgeops.yaml").is_file():
+        return Registry(DEFAULT_ROOT)
     return Registry.from_config(load_project_config(config).registry)
 
 
