@@ -73,6 +73,25 @@ def test_fleet_ls_names_the_broker_it_asked_and_where_that_came_from(project: Pr
     assert code == 1 and err.strip().endswith("(URL from --broker)")
 
 
+def test_fleet_ls_wait_returns_once_a_matching_device_is_online(project: Project) -> None:
+    """The README starts an agent in the background and lists it next: `--wait` bridges its start-up."""
+    code, _, err = project.invoke("fleet", "ls", "--target", "site=berlin", "--wait", "1")
+    assert code == 1
+    assert err.strip() == (f"edgeops: no device matching the target came online within 1 s on {project.broker} "
+                           f"under prefix {project.topics.prefix!r}")
+    sims = [SimDevice("late", {"site": "berlin"}, "churn", 1, state="serving")]
+    fleet = SimFleet(project.broker, project.topics, sims)
+    starter = threading.Timer(1.5, fleet.__enter__)  # comes online while `fleet ls` waits
+    starter.start()
+    try:
+        code, out, err = project.invoke("fleet", "ls", "--target", "site=berlin", "--wait", "30", "--json")
+    finally:
+        starter.join()
+        fleet.__exit__(None, None, None)
+    assert code == 0, err
+    assert [(d["device"], d["online"]) for d in json.loads(out)] == [("late", True)]
+
+
 def test_fleet_ls_piped_is_one_whole_line_per_device(project: Project) -> None:
     labels = {"site": "berlin-charlottenburg-north-building-7", "line": "assembly-line-number-12", "shift": "night"}
     sims = [SimDevice("edge-device-with-a-rather-long-name-0001", labels, "churn", 1, state="serving")]

@@ -160,3 +160,13 @@ def test_a_command_registered_without_a_summary_is_listed_from_its_docstring(mon
                                                      ("again", "edgeops.cli.quickstart:quickstart")])
     result = runner.invoke(build_app(), ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "again" in result.stdout and "Create a signing key if missing" in result.stdout
+
+
+def test_status_field_prints_one_value_for_scripts_or_says_why_not(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(build_app(), ["status", "--field", "broker_url"])
+    assert (result.exit_code, result.stdout) == (3, "")  # down: nothing a `$(...)` could mistake for a URL
+    assert "no stack runs in this project" in result.stderr
+    result = runner.invoke(build_app(), ["status", "--field", "nope"])
+    assert result.exit_code == 2 and "--field must be one of broker_url, prefect_api_url" in result.stderr
