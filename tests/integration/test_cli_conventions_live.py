@@ -116,12 +116,13 @@ def test_one_device_and_three_waves_warns_and_numbers_waves_from_one(project: Pr
         assert code == 0, err
         rollout = json.loads(out)
         assert f"rollout {rollout['id']}: churn@2 to 1 device in 1 wave (canary 1)" in err
-        assert ("edgeops: warning: --waves: asked for a canary and 3 waves after it, but 1 device fill only 1 wave "
+        assert ("edgeops: warning: --waves: asked for a canary and 3 waves after it, but 1 device fills only 1 wave "
                 "(a wave needs at least one device)") in err
     code, out, _ = project.invoke("rollout", "status", rollout["id"])
     assert code == 0
     summary, header, row = out.splitlines()
     assert " completed wave 1/1: 1 succeeded, 0 failed" in summary
+    assert summary.count("succeeded") == 1  # a completed rollout's reason only repeated the counts
     assert header.split("\t") == ["DEVICE", "WAVE", "OUTCOME", "ONLINE", "RESTORED", "DETAIL"]
     assert row.split("\t")[:4] == ["d0", "1/1", "succeeded", "yes"]
 

@@ -73,7 +73,7 @@ def _summary(rec: "RolloutRecord") -> str:
     t = rec.tally()
     return (f"{rec.id} {rec.release} {rec.status} wave {min(rec.wave + 1, rec.waves)}/{rec.waves}: "
             f"{t['succeeded']} succeeded, {t.failures} failed, {t['offline']} offline, {t['updating']} updating, "
-            f"{t['pending']} pending" + (f" — {rec.reason}" if rec.reason else ""))
+            f"{t['pending']} pending" + (f" — {rec.reason}" if rec.reason and rec.status != "completed" else ""))
 
 
 def _watch(store: "RolloutStore", rollout_id: str, live: bool, stop: threading.Event) -> None:
@@ -198,7 +198,8 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
         asked = waves + (1 if policy.canary > 0 else 0)
         if rec.waves < asked:
             wanted = f"a canary and {plural(waves, 'wave')} after it" if policy.canary > 0 else plural(waves, "wave")
-            warn(f"--waves: asked for {wanted}, but {plural(len(rec.devices), 'device')} fill only "
+            fill = "fills" if len(rec.devices) == 1 else "fill"
+            warn(f"--waves: asked for {wanted}, but {plural(len(rec.devices), 'device')} {fill} only "
                  f"{plural(rec.waves, 'wave')} (a wave needs at least one device)")
         final = run_in_flow(config, url, cfg.mqtt.prefix, store, rec.id)
     _finish(final, json_out)
