@@ -1,7 +1,8 @@
 """The steps of ``edgeops demo`` (demo.py holds the options, result and the run/teardown frame).
 
-Each step narrates one line; every wait is bounded by the demo's one deadline (``Clock``), so a loop that
-does not close ends with the name of the step it was waiting for.
+Each step narrates one line; every wait is bounded by the deadline of the current step (``Clock``: --timeout
+seconds from the last milestone), so a loop that does not close ends with the name of the step it was
+waiting for.
 """
 
 import os

@@ -38,15 +38,17 @@ def test_retrain_trigger_of_the_demo_is_the_deployed_one() -> None:
     assert trigger == RETRAIN_TRIGGER
 
 
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("busy", [False, True], ids=["quiet", "every-core-busy"])
 def test_demo_closes_the_loop_and_leaves_nothing_running(tmp_path: Path, busy: bool) -> None:
     """Also with a busy loop on every core (issue 17: the loop must close with other work on the machine; the
-    demo's waits are deadlines, never a share of the CPU it assumes it gets)."""
+    demo's --timeout bounds each step, so a slow machine takes longer and a stuck step still fails; the
+    process timeout here only catches a hang)."""
     work, home = tmp_path / "demo", tmp_path / "home"
     with CpuHog() if busy else contextlib.nullcontext():
         proc = subprocess.run([str(EDGEOPS), "demo", "--agents", "3", "--timeout", "240", "--json", "--work-dir",
                                str(work)], env={**demo_env(), "HOME": str(home)}, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=290)
+                              text=True, timeout=1100)
     print(proc.stderr[-6000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)

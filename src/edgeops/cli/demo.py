@@ -72,7 +72,9 @@ def next_steps(result: Any, kept_running: bool) -> list[str]:
 
 
 def demo(agents: Annotated[int, typer.Option("--agents", min=1, max=20, help="Edge agents to start.")] = 3,
-         timeout: Annotated[float, typer.Option("--timeout", min=30, help="Seconds the loop may take.")] = 240.0,
+         timeout: Annotated[float, typer.Option(
+             "--timeout", min=30, help="Seconds each step may take (services up, v1 everywhere, drift, retrain, "
+                                       "v2 everywhere, ...): a stuck loop fails, a slow machine does not.")] = 240.0,
          keep_running: Annotated[bool, typer.Option(
              "--keep-running", help="Leave everything up after the loop (look around in the Prefect UI); "
                                     "Ctrl-C stops it.")] = False,
@@ -81,7 +83,7 @@ def demo(agents: Annotated[int, typer.Option("--agents", min=1, max=20, help="Ed
          = Path(".edgeops/demo"),
          json_out: JsonOption = False) -> None:
     """Start a broker, Prefect and N agents; ship v1; shift a feature; watch drift trigger a retrain and the
-    canary rollout of v2. Exit 0 only when every agent runs v2 within --timeout."""
+    canary rollout of v2. Exit 0 only when every agent runs v2 (4 when a step took longer than --timeout)."""
     from ..demo import DemoOptions, run_demo
 
     def say(line: str) -> None:
