@@ -19,7 +19,7 @@ from services import processes_mentioning
 
 from edgeops.registry import Registry
 from edgeops.supervisor import group_alive
-from flows.serve_demo import RETRAIN_TRIGGER
+from flows.serve import RETRAIN_TRIGGER
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
