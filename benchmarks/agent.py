@@ -22,6 +22,7 @@ on 127.0.0.1:1883, else starts one on a free port. A measure that fails prints i
 """
 
 import argparse
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -69,6 +70,9 @@ def main() -> int:
     calls = args.calls or (300 if args.quick else 2000)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     chosen = [name for name in args.only if name not in args.skip]
+    # as the HTTP agent process (--log-level ERROR): no ingest listens on the run's topics, so the agents'
+    # "no matching subscribers" warnings about their telemetry would fill the output
+    logging.getLogger("edge_agent").setLevel(logging.ERROR)
     print(f"edge_agent from {edge_agent.__file__}; onnxruntime {ort.__version__}, numpy {np.__version__}, "
           f"Python {sys.version.split()[0]}; {rounds} rounds, {calls} calls, {seconds:g} s load rounds; "
           f"measures: {', '.join(chosen)}", flush=True)

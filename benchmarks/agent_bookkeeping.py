@@ -17,7 +17,8 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from agent_setup import Bench, agent_config, records_for, start_agent
 from releases import Release, sign
@@ -64,8 +65,10 @@ def thread_cpu(fns: dict[str, Callable[[], Any]], rounds: int, calls: int) -> di
     for fn in fns.values():
         for _ in range(min(calls, 100)):
             fn()
-    return rotating_rounds({name: (lambda f=fn: timed(f, calls, time.thread_time)[1] / calls)
-                            for name, fn in fns.items()}, rounds)
+    def per_call(fn: Callable[[], Any]) -> float:
+        return timed(fn, calls, time.thread_time)[1] / calls
+
+    return rotating_rounds({name: partial(per_call, fn) for name, fn in fns.items()}, rounds)
 
 
 def recorder_rows(bench: Bench, name: str) -> list[Ratio]:
@@ -77,7 +80,7 @@ def recorder_rows(bench: Bench, name: str) -> list[Ratio]:
     plain = without_calibration(release, bench.key)
     runner = ModelRunner(release.manifest, release.data)
     row, batch = records_for(release.manifest, 1)[0], records_for(release.manifest, 100)
-    single, answers = runner.predict(row), runner.predict_many(batch)
+    single, answers = runner.predict(row), cast(Any, runner.predict_many(batch))  # a PredictionBatch
     recorders = {"off": TelemetryRecorder(plain.manifest, "bench", 3600, 10**9),
                  "on": TelemetryRecorder(release.manifest, "bench", 3600, 10**9)}
     counter = {"off": 0, "on": 0}
@@ -99,13 +102,13 @@ def recorder_rows(bench: Bench, name: str) -> list[Ratio]:
     for rows, model, tel, n, every in ((1, lambda: runner.predict(row), one, bench.calls, 100),
                                        (100, lambda: runner.predict_many(batch), many, batches, 10),
                                        (100, lambda: runner.predict_many(batch), many, batches, 1)):
-        cpu = thread_cpu({"model": model, "off": lambda t=tel, e=every: t("off", e),
-                          "on": lambda t=tel, e=every: t("on", e)}, bench.rounds, n)
+        cpu = thread_cpu({"model": model, "off": partial(tel, "off", every), "on": partial(tel, "on", every)},
+                         bench.rounds, n)
         per_round = [(m + a) / (m + b) for m, a, b in zip(cpu["model"], cpu["on"], cpu["off"], strict=True)]
         added = statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)) / rows * 1e6
         run_us = statistics.median(cpu["model"]) / rows * 1e6
         results.append(Ratio(
-            f"score counts on / off, {rows}-row calls, compact every {every} ({name})", per_round,
+            f"score counts on/off, {rows}-row calls, compact/{every} ({name})", per_round,
             None if every == 1 else 1.05,
             detail=f"thread CPU; +{added:.2f} µs a row on a model run of {run_us:.1f} µs a row"))
         print(results[-1].line(), flush=True)
@@ -124,7 +127,7 @@ def agent_rows(bench: Bench, name: str) -> list[Ratio]:
                 (1, lambda: off.predict(row), lambda: on.predict(row), bench.calls),
                 (100, lambda: off.predict_many(batch), lambda: on.predict_many(batch), max(bench.calls // 50, 20))):
             wall, cpu = interleaved_cpu(call_off, call_on, bench.rounds, n)
-            results.append(Ratio(f"Agent with / without score counts, {rows}-row calls ({name})", wall, None,
+            results.append(Ratio(f"Agent with/without score counts, {rows}-row calls ({name})", wall, None,
                                  cpu=cpu, detail="wall"))
             print(results[-1].line(), flush=True)
     finally:

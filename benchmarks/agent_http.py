@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from agent_setup import ROOT, Bench, install, records_for
@@ -70,7 +71,7 @@ def measure_model(bench: Bench, name: str) -> list[Ratio]:
             body = json.dumps({"record": records[0]} if rows == 1 else {"records": records}).encode()
             for port, _pid in servers.values():  # warm-up: connections, first requests, caches
                 load_round(port, body, min(bench.seconds, 1.0), CONNECTIONS, PROCS)
-            done = rotating_rounds({side: (lambda p=port, i=pid, b=body: server_round(p, i, b, bench.seconds))
+            done = rotating_rounds({side: partial(server_round, port, pid, body, bench.seconds)
                                     for side, (port, pid) in servers.items()}, bench.rounds)
             rate = {side: [r.requests_per_s * rows for r, _ in got] for side, got in done.items()}
             cpu_per_row = {side: [cpu / max(r.requests_per_s * rows * bench.seconds, 1e-9) for r, cpu in got]
