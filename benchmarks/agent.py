@@ -1,6 +1,7 @@
 """The agent against the bare parts it is made of, every target measured in one run on this machine.
 
     PYTHONPATH=src:. .venv/bin/python benchmarks/agent.py [--quick] [--rounds 7] [--only predict,http] [--skip rss]
+                                                          [--load auto|wrk|python]
 
 Measures (``--only`` / ``--skip`` take their names; each lives in its own module):
   predict   Agent.predict 1 row / public session.run, both models                       ≤ 1.3×   agent_inference.py
@@ -34,6 +35,7 @@ import agent_inference
 import numpy as np
 import onnxruntime as ort
 from agent_setup import Bench, bench_run
+from http_load import GENERATORS
 from rounds import Ratio, load_average, print_table
 
 import edge_agent
@@ -63,6 +65,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, help="single-row calls per side and round (default 2000, --quick 300)")
     parser.add_argument("--seconds", type=float, help="length of one HTTP load round (default 3, --quick 1)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter rounds, no venv builds")
+    parser.add_argument("--load", choices=GENERATORS, default="auto",
+                        help="HTTP load generator: wrk when installed (auto), or force wrk / the Python one")
     parser.add_argument("--only", type=names, default=list(MEASURES), help=f"comma-separated: {', '.join(MEASURES)}")
     parser.add_argument("--skip", type=names, default=[], help="comma-separated measures to leave out")
     args = parser.parse_args()
@@ -78,7 +82,7 @@ def main() -> int:
           f"measures: {', '.join(chosen)}", flush=True)
     results: list[Ratio] = []
     failed: dict[str, str] = {}
-    with bench_run(rounds, calls, seconds, args.quick) as bench:
+    with bench_run(rounds, calls, seconds, args.quick, args.load) as bench:
         print(f"broker {bench.broker}; models: " + ", ".join(f"{name} {len(release.data):,} B ONNX + "
                                                              f"{len(release.manifest.to_bytes()):,} B manifest"
                                                              for name, release in bench.models.items()), flush=True)

@@ -54,10 +54,10 @@ def spawn_servers(bench: Bench, name: str, release: Release) -> tuple[list[subpr
     return procs, {"agent": (ports["agent"], procs[0].pid), "baseline": (ports["baseline"], procs[1].pid)}
 
 
-def server_round(port: int, pid: int, body: bytes, seconds: float) -> tuple[LoadRound, float]:
+def server_round(port: int, pid: int, body: bytes, seconds: float, generator: str) -> tuple[LoadRound, float]:
     """One load round against one server: the load figures and the server's CPU seconds meanwhile."""
     before = cpu_seconds(pid)
-    done = load_round(port, body, seconds, CONNECTIONS, PROCS)
+    done = load_round(port, body, seconds, CONNECTIONS, PROCS, generator)
     return done, cpu_seconds(pid) - before
 
 
@@ -70,8 +70,8 @@ def measure_model(bench: Bench, name: str) -> list[Ratio]:
             records = records_for(release.manifest, rows)
             body = json.dumps({"record": records[0]} if rows == 1 else {"records": records}).encode()
             for port, _pid in servers.values():  # warm-up: connections, first requests, caches
-                load_round(port, body, min(bench.seconds, 1.0), CONNECTIONS, PROCS)
-            done = rotating_rounds({side: partial(server_round, port, pid, body, bench.seconds)
+                load_round(port, body, min(bench.seconds, 1.0), CONNECTIONS, PROCS, bench.load)
+            done = rotating_rounds({side: partial(server_round, port, pid, body, bench.seconds, bench.load)
                                     for side, (port, pid) in servers.items()}, bench.rounds)
             rate = {side: [r.requests_per_s * rows for r, _ in got] for side, got in done.items()}
             cpu_per_row = {side: [cpu / max(r.requests_per_s * rows * bench.seconds, 1e-9) for r, cpu in got]
@@ -97,5 +97,5 @@ def measure_model(bench: Bench, name: str) -> list[Ratio]:
 
 
 def measure(bench: Bench) -> list[Ratio]:
-    print(f"  (load: {generator_name(CONNECTIONS, PROCS)}, {bench.seconds:g} s a round)", flush=True)
+    print(f"  (load: {generator_name(CONNECTIONS, PROCS, bench.load)}, {bench.seconds:g} s a round)", flush=True)
     return [ratio for name in bench.models for ratio in measure_model(bench, name)]

@@ -43,6 +43,7 @@ class Bench:
     calls: int
     seconds: float
     quick: bool
+    load: str  # the HTTP load generator: auto (wrk when installed), wrk or python (benchmarks/http_load.py)
     devices: list[str]  # device ids whose retained status/reported the run must clear at the end
 
     @property
@@ -127,7 +128,8 @@ def clear_retained(bench: Bench) -> None:
 
 
 @contextlib.contextmanager
-def bench_run(rounds: int, calls: int, seconds: float, quick: bool, models: bool = True) -> Iterator[Bench]:
+def bench_run(rounds: int, calls: int, seconds: float, quick: bool, load: str = "auto",
+              models: bool = True) -> Iterator[Bench]:
     """A temporary directory, a broker, a signing key and (``models``) the two releases; cleaned up after."""
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp_name, broker_url(Path(tmp_name)) as broker:
         tmp = Path(tmp_name)
@@ -137,7 +139,7 @@ def bench_run(rounds: int, calls: int, seconds: float, quick: bool, models: bool
         releases = {"small": build_release("small", 1, key, calibrated=True), "forest": forest_release(key)} \
             if models else {}
         bench = Bench(tmp, broker, f"edgeops-bench/{uuid.uuid4().hex[:8]}", key, key_path, releases, rounds, calls,
-                      seconds, quick, [])
+                      seconds, quick, load, [])
         try:
             yield bench
         finally:

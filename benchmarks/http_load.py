@@ -32,14 +32,25 @@ class LoadRound:
     p99_ms: float
 
 
-def generator_name(connections: int, procs: int) -> str:
-    return f"wrk -t2 -c{connections}" if shutil.which("wrk") else \
+GENERATORS = ("auto", "wrk", "python")
+
+
+def use_wrk(generator: str) -> bool:
+    """``auto``: wrk when installed; ``wrk`` insists on it; ``python`` never."""
+    if generator == "wrk" and not shutil.which("wrk"):
+        raise RuntimeError("--load wrk: wrk is not installed (apt-get install wrk)")
+    return generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
+
+
+def generator_name(connections: int, procs: int, generator: str = "auto") -> str:
+    return f"wrk -t2 -c{connections}" if use_wrk(generator) else \
         f"Python load generator, {procs} processes x {connections // procs} keep-alive connections"
 
 
-def load_round(port: int, body: bytes, seconds: float, connections: int = 8, procs: int = 2) -> LoadRound:
+def load_round(port: int, body: bytes, seconds: float, connections: int = 8, procs: int = 2,
+               generator: str = "auto") -> LoadRound:
     """``seconds`` of POST /v1/predict with ``body`` from ``connections`` keep-alive clients."""
-    if shutil.which("wrk"):
+    if use_wrk(generator):
         return wrk_round(port, body, seconds, connections)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as file:
         file.write(body)
