@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rounds import Ratio, load_average, print_table, spread, tree_cpu_seconds
+from rounds import Ratio, load_average, print_table, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: the scan for processes left behind
@@ -139,7 +139,7 @@ def pipeline_rounds(project: Path, env: dict[str, str], rounds: int, rows: int) 
     finally:
         timed([edgeops, "down"], project, env)
     return Ratio(f"pipeline run with `edgeops up` / plain script, {rows} rows", wall, 2.0,
-                 detail=f"CPU (command + Prefect server) {spread(cpu)}")
+                 cpu=cpu, detail="CPU: the command + the Prefect server")
 
 
 def main() -> None:
