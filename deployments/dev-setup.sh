@@ -25,7 +25,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     say "installing edgeops with its control and dev extras into .venv/ (about two minutes the first time)"
     .venv/bin/python -m pip install -q --upgrade pip 2> >(quiet_location)
     .venv/bin/python -m pip install --progress-bar on -e ".[control,dev]" 2> >(quiet_location)
-    .venv/bin/python -c "import edgeops, edge_agent, prefect, sklearn, skl2onnx, onnxruntime, paho.mqtt"
+    .venv/bin/python -c "import edgeops, edge_agent, prefect, sklearn, skl2onnx, onnxruntime, paho.mqtt, mypy"
     touch "$stamp"
     say "done: .venv/bin/edgeops and .venv/bin/edgeops-agent are installed"
 else
