@@ -23,7 +23,7 @@ from .errors import AgentError, FeedbackError, ModelError, NoModelError, Verific
 from .feedback import FeedbackMemory
 from .feedback_log import FeedbackLog
 from .http_api import HttpApi
-from .inference import ModelRunner, Prediction
+from .inference import ModelRunner, Prediction, PredictionBatch
 from .installer import Installer, boot
 from .lifecycle import AgentState, LatencyWindow, Probation
 from .link import Connected, Disconnected, LinkEvent, Message, MqttLink, Published
@@ -64,7 +64,7 @@ class Agent:
         self.installer = Installer(self, config=config, store=self.store, keyring=self.keyring, topics=self.topics,
                                    link=self.link, latencies=self.latencies)
         self.desired_guard = DesiredGuard(self.store.path(DESIRED_FILE), self.keyring,
-                                          config.desired_signatures)  # type: ignore[arg-type]
+                                          config.desired_signatures)
         self._desired_topic = self.topics.device(self.device, "desired")
         self._runner: ModelRunner | None = None
         self._state = AgentState()
@@ -115,8 +115,9 @@ class Agent:
 
     def start(self) -> "Agent":
         self.load()
-        if self.config.http is not None:
-            self._http = HttpApi(self, *self.config.http_bind)  # type: ignore[misc]
+        bind = self.config.http_bind
+        if bind is not None:
+            self._http = HttpApi(self, *bind)
             self._http.start()
         self.link.subscribe(self._desired_topic)
         self.link.start()
@@ -172,6 +173,7 @@ class Agent:
             raise
         if not predictions:
             return predictions
+        assert isinstance(predictions, PredictionBatch)  # only an empty batch comes as a plain list
         rows = len(predictions)
         per_row, cost_ms = (time.perf_counter() - start) * 1e3 / rows, (time.thread_time() - cpu) * 1e3 / rows
         given = self.pump.record_many(records, predictions.answers, per_row, predictions.columns, predictions.matrix)

@@ -82,6 +82,7 @@ class JsonHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body leave in two writes: without it a kept-alive client's
     # delayed ACK stalls every answer by ~40 ms
     server: JsonServer
+    rfile: io.BufferedReader  # setup() puts a buffered reader under deadlines in the stdlib's place
 
     def setup(self) -> None:
         super().setup()

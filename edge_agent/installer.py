@@ -119,7 +119,7 @@ _JITTER = random.Random()  # our own: an agent embedded in an application must n
 
 
 def backoff(attempt: int) -> float:
-    return min(RETRY_MAX_S, RETRY_MIN_S * 2 ** min(attempt, 16)) * _JITTER.uniform(0.8, 1.2)
+    return min(RETRY_MAX_S, RETRY_MIN_S * 2.0 ** min(attempt, 16)) * _JITTER.uniform(0.8, 1.2)
 
 
 @dataclass

@@ -25,7 +25,7 @@ rolled_back                   unchanged; a pointer still naming the refused rele
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import StoreError, VerificationError
 from .inference import ModelRunner
@@ -90,8 +90,8 @@ class AgentState:
             return cls()
 
 
-PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
-RESUME: dict[str, str] = {
+PHASES: tuple[str, ...] = get_args(Phase)
+RESUME: dict[Phase, Phase] = {
     "idle": "idle", "serving": "serving", "rejected": "rejected", "rolled_back": "rolled_back",
     "fetching": "serving", "verifying": "serving", "self_testing": "serving",
     "activating": "serving", "probation": "probation", "rolling_back": "rolled_back",
@@ -112,7 +112,7 @@ def resume(persisted: AgentState, loaded: Pointer) -> AgentState:
             persisted.target if persisted.target is not None else persisted.current):
         phase = "probation"  # the crash came after the pointer switch: the new model must not skip probation
     interrupted = persisted.phase in ("fetching", "verifying", "self_testing", "activating")
-    return replace(persisted, phase=phase, current=serving, previous=loaded.previous,  # type: ignore[arg-type]
+    return replace(persisted, phase=phase, current=serving, previous=loaded.previous,
                    target=None if interrupted else persisted.target)
 
 
@@ -132,7 +132,10 @@ def rollback_pointer(persisted: AgentState, pointer: Pointer) -> Pointer | None:
 
 
 def desired_ref(desired: Desired | None) -> ModelRef | None:
-    return None if desired is None else ModelRef(desired.model, desired.version)
+    """The release ``desired`` names; None for none (or a clearing one, which names no release)."""
+    if desired is None or desired.model is None or desired.version is None:
+        return None
+    return ModelRef(desired.model, desired.version)
 
 
 def plan(current: AgentState, desired: Desired | None, *, installing: ModelRef | None = None,

@@ -14,6 +14,7 @@ against these functions.
 
 import bisect
 import math
+from collections.abc import Sequence
 
 UNDERFLOW = -1
 OVERFLOW = -2
@@ -39,7 +40,7 @@ def numeric_bin(edges: list[float], value: float | None) -> int:
     return min(bisect.bisect_right(edges, value) - 1, len(edges) - 2)
 
 
-def categorical_bin(categories: list[str], value: str | None, index: dict[str, int] | None = None) -> int:
+def categorical_bin(categories: Sequence[str], value: str | None, index: dict[str, int] | None = None) -> int:
     """Index of ``value`` in ``categories`` or UNSEEN / MISSING. Pass a prebuilt ``index`` on hot paths."""
     if value is None or value in MISSING_TEXTS:
         return MISSING
