@@ -34,9 +34,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge_agent.errors import VerificationError
+from edge_agent.mqtt_client import ClientOptions, Will, connect, make_client
 from edge_agent.protocol import (
     AgentEvent,
     Desired,
@@ -282,22 +283,27 @@ class SimFleet:
     def _connect(self, dev: SimDevice) -> None:
         self._forget(dev.device)
         client = self._clients.get(dev.device)
+        options = self._options(dev)
         if client is None:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{self._tag}-{dev.device}",
-                                 protocol=mqtt.MQTTv311)
+            client = make_client(options)
             client.user_data_set(dev)
             client.on_connect = self._on_connect
             client.on_message = self._on_message
             client.on_disconnect = self._on_disconnect
             self._clients[dev.device] = client
-        client.will_set(self.topics.device(dev.device, "status"),
-                        Status(device=dev.device, status="offline").to_bytes(), qos=1, retain=True)
-        client.connect(self.address.host, self.address.port, keepalive=self.keepalive)
+        connect(client, options)
         sock = client.socket()
         assert isinstance(sock, socket.socket)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socks[dev.device] = sock
         self._sel.register(sock, selectors.EVENT_READ, dev.device)
+
+    def _options(self, dev: SimDevice) -> ClientOptions:
+        """Like an agent's link: a retained ``offline`` status as the Will; MQTT 3.1.1, clean session."""
+        return ClientOptions(broker=self.address, client_id=f"sim-{self._tag}-{dev.device}",
+                             will=Will(self.topics.device(dev.device, "status"),
+                                       Status(device=dev.device, status="offline").to_bytes()),
+                             protocol=MQTTProtocolVersion.MQTTv311, keepalive_s=self.keepalive)
 
     def _reconnect_lost(self) -> None:
         """Devices whose connection broke (a broker restart) try again about once a second."""
