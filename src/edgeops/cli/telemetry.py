@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
 from .common import (
     ConfigOption,
     JsonOption,
@@ -27,12 +26,13 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
-DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...).")]
+DbOption = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...; "
+                                              "default: telemetry.url of edgeops.yaml).")]
 
 
 @app.command()
 def serve(
-    db: DbOption = DEFAULT_DB_URL,
+    db: DbOption = None,
     broker: Annotated[str | None, typer.Option(help="Broker URL (default: $EDGEOPS_MQTT_URL, then config).")] = None,
     group: Annotated[str, typer.Option(help="Shared-subscription group: instances in one group split the load.")]
     = "edgeops-ingest",
@@ -57,6 +57,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
+    db = db or cfg.telemetry.url  # the store the monitor reads: one setting for both
     emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
     with user_errors():
         mqtt = mqtt_settings(cfg, broker_url(broker, cfg), prefix)
@@ -103,12 +104,12 @@ def write_ready(path: Path, subscribed: bool) -> None:
 
 
 @app.command()
-def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
+def stats(db: DbOption = None, json_out: JsonOption = False, config: ConfigOption = None) -> None:
     """What the store holds: windows per model version, and each device's presence and state."""
     from ..telemetry.store import TelemetryStore
 
     with user_errors():
-        store = TelemetryStore(db)
+        store = TelemetryStore(db or load_project_config(config).telemetry.url)
         summary = {"windows": store.count_windows(), "models": [f"{m}@{v}" for m, v in store.models()],
                    "devices": [{k: d[k] for k in ("device", "status", "state", "model", "version")}
                                for d in store.devices()]}
