@@ -1,8 +1,10 @@
 """A retrain's data under an S3 prefix (edgeops.datasource_s3) on a real S3 server (SeaweedFS): the newest
 object of the model's own glob, a folder's own files, errors that name what was looked at."""
 
+import hashlib
 import time
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +14,9 @@ from edgeops.config import ModelSource, S3Config
 from edgeops.datasource import materialized
 from edgeops.datasource_s3 import newest_s3_key, split_s3_spec
 from edgeops.errors import DataError
+from edgeops.registry import Registry
+from edgeops.samples import make_sample
+from edgeops.signing import generate_keys
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +60,28 @@ def test_s3_failures_are_data_errors_naming_the_url(s3_server: SeaweedFS, s3_roo
     assert split_s3_spec("s3://b/a/b-[0-9]*.csv") == ("b", "a/b-", "a/b-[0-9]*.csv")
     with pytest.raises(DataError, match="expected s3://bucket"):
         split_s3_spec("s3:///x.csv")
+
+
+def test_the_pipeline_flow_trains_on_the_newest_s3_extract(s3_server: SeaweedFS, s3_root: str, tmp_path: Path,
+                                                           prefect_harness: None) -> None:
+    """A worker with no disk in common with the export job: the pipeline's data is an S3 glob, and the release
+    records it as its source (what the model's retrains read again)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # flows/
+    from flows.pipeline import pipeline_flow
+
+    base = f"{uuid.uuid4().hex[:12]}/exports"
+    client = s3_server.client()
+    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-1.csv", Body=b"not,a\nchurn,table\n")
+    time.sleep(1.1)
+    data = make_sample("binary", 300, seed=2).to_csv(index=False).encode()
+    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-2.csv", Body=data)
+    generate_keys(tmp_path / "keys")
+    (tmp_path / "edgeops.yaml").write_text(f"registry:\n  root: {s3_root}\n  keys_dir: {tmp_path / 'keys'}\n")
+    glob = f"s3://{s3_server.bucket}/{base}/churn-*.csv"
+
+    result = pipeline_flow(data=glob, model="churn", target="churned", config_path=str(tmp_path / "edgeops.yaml"))
+    record = Registry(s3_root).get("churn", result.record.version)
+    assert record.report["recipe"]["source"] == {"data": glob}
+    assert record.manifest.lineage.data_sha256 == hashlib.sha256(data).hexdigest()  # the newest object, as is
