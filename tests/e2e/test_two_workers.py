@@ -33,6 +33,7 @@ from services import Mosquitto, free_port, postgres_database, wait_until
 
 from edge_agent.protocol import Topics
 from edgeops.config import S3Config
+from edgeops.data import file_sha256
 from edgeops.demo import agent_config, shifted
 from edgeops.demo_prefect import PrefectView
 from edgeops.fleet import read_fleet
@@ -132,6 +133,23 @@ def run_id(out: str) -> UUID:
     return UUID(found.group(1))
 
 
+def deploy(operator: Machine, repo_url: str) -> tuple[Path, Path]:
+    """The operator: a clone, the README's deploy commands, work queues that pin the pipeline and the rollout to
+    machines, the signing key into a Secret block. The clone and the public key (for the devices)."""
+    checkout = operator.work / "edgeops-project"
+    operator.run(f"git clone -q {repo_url} {checkout}")
+    for command in marked_commands(ROOT / "README.md", "deploy-commands"):
+        operator.run(command, cwd=checkout)
+    operator.run(f"prefect variable set edgeops_git_repository {repo_url} --overwrite", cwd=checkout)
+    for name, queue in (("pipeline", "training"), ("rollout", "rollouts")):
+        operator.run(f"prefect deploy --name {name} --work-queue {queue} --prefect-file deployments/prefect.yaml",
+                     cwd=checkout)
+    private, public = generate_keys(operator.root / "keys")
+    operator.run(f'python -c "import sys; from prefect.blocks.system import Secret; '
+                 f"Secret(value=sys.stdin.read()).save('edgeops-signing-key', overwrite=True)\" < {private}")
+    return checkout, public
+
+
 @pytest.fixture
 def prefect_on_postgres(tmp_path: Path) -> Iterator[str]:
     """A `prefect server start` of this test's own on a fresh PostgreSQL database (asyncpg), as a team runs it;
@@ -167,18 +185,7 @@ def test_two_workers_that_share_no_disk_close_the_loop(
     traffic: TrafficDriver | None = None
     view = PrefectView(api)
     try:
-        # the operator: a clone, the README's deploy commands, queues that pin deployments to machines, the key
-        checkout = operator.work / "edgeops-project"
-        operator.run(f"git clone -q {repo_url} {checkout}")
-        for command in marked_commands(ROOT / "README.md", "deploy-commands"):
-            operator.run(command, cwd=checkout)
-        operator.run(f"prefect variable set edgeops_git_repository {repo_url} --overwrite", cwd=checkout)
-        for name, queue in (("pipeline", "training"), ("rollout", "rollouts")):
-            operator.run(f"prefect deploy --name {name} --work-queue {queue} --prefect-file deployments/prefect.yaml",
-                         cwd=checkout)
-        private, public = generate_keys(operator.root / "keys")
-        operator.run(f'python -c "import sys; from prefect.blocks.system import Secret; '
-                     f"Secret(value=sys.stdin.read()).save('edgeops-signing-key', overwrite=True)\" < {private}")
+        checkout, public = deploy(operator, repo_url)
         deployments = {d: view.deployment_id(d) for d in ("edgeops-pipeline/pipeline", "edgeops-rollout/rollout",
                                                            "edgeops-retrain/retrain", "monitor/monitor")}
         assert all(deployments.values()), deployments
@@ -266,6 +273,7 @@ def test_two_workers_that_share_no_disk_close_the_loop(
             champion = registry.champion(MODEL)
             assert champion is not None and champion.version == 2
             assert champion.report["recipe"]["source"] == {"data": f"{s3_url}/exports/churn-*.csv"}
+            assert champion.manifest.lineage.data_sha256 == file_sha256(extract)  # retrained on the S3 extract
             wait("every agent on v2", lambda: all(d.version == 2 and d.state == "serving"
                                                   for d in read_fleet(client, topics).devices))
         marks["v2_everywhere"] = time.monotonic() - t0
