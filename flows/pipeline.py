@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from edgeops import pipeline as steps
-from edgeops.config import ModelSource
-from edgeops.datasource import newest_data
+from edgeops.config import ModelSource, load_config
+from edgeops.datasource import materialized
 from edgeops.errors import ValidationFailed
 from edgeops.export import ExportResult
 from edgeops.gates import GateResult
@@ -78,7 +78,8 @@ def pipeline_flow(data: str, model: str | None = None, target: str | None = None
 
     Args:
         data: Training data on the worker: a .csv/.parquet file, a folder (its newest such file), or a glob
-            (its newest match, e.g. data/churn-*.csv).
+            (its newest match, e.g. data/churn-*.csv); or the newest object of an S3 prefix or glob
+            (s3://bucket/exports/churn-*.csv), for workers that share no disk.
         model: Model name in the registry (default: name in edgeops.yaml).
         target: Target column (default: data.target in edgeops.yaml).
         config_path: edgeops.yaml to read (default: $EDGEOPS_CONFIG, else ./edgeops.yaml on the worker).
@@ -87,13 +88,15 @@ def pipeline_flow(data: str, model: str | None = None, target: str | None = None
             "..."} (default: data itself).
     """
     logger = get_run_logger()
-    request = steps.make_request(newest_data(data), model, target, None if config_path is None else Path(config_path),
-                                 overrides)
+    cfg_path = None if config_path is None else Path(config_path)
+    s3 = load_config(cfg_path, overrides).registry.s3 if data.startswith("s3://") else None
+    with materialized(ModelSource(data=data), s3=s3) as path:  # an s3:// object is downloaded for this block
+        request = steps.make_request(path, model, target, cfg_path, overrides)
+        df, data_sha256 = load_task(request.data)
     request = replace(request, source=ModelSource.from_json(source) or ModelSource(data=data))
     key = steps.load_signing_key(request.config)
     registry = Registry.from_config(request.config.registry)
     champion = steps.load_champion(registry, request.model)
-    df, data_sha256 = load_task(request.data)
     validation = validate_task(df, request.target, request.config, champion)
     logger.info("validation: %s", validation.summary())
     if not validation.ok:

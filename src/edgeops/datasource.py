@@ -1,4 +1,5 @@
-"""A model's training data from its source: a file, the newest file of a folder or of a glob, or a SQL query.
+"""A model's training data from its source: a file, the newest file of a folder or of a glob (local, or under an
+S3 prefix: datasource_s3.py), or a SQL query.
 
 The pipeline reads files (its lineage is the file's sha256), so a query's result is written to a parquet file
 in a temporary folder first; ``materialized`` removes it when the run is over. "Newest" is by modification
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .config import S3Config
 from .config_control import DATA_SUFFIXES, ModelSource
 from .errors import ConfigError, DataError
 
@@ -69,12 +71,20 @@ def query_to_parquet(source: ModelSource, database_url: str, out: Path) -> Path:
 
 
 @contextmanager
-def materialized(source: ModelSource, database_url: str | None = None) -> Iterator[Path]:
-    """The source as a file for the pipeline: a file as it is, the newest of a folder or glob, or a query's
-    result in a temporary parquet file (removed on exit). ``database_url`` is the resolved URL for ``sql``."""
+def materialized(source: ModelSource, database_url: str | None = None, s3: S3Config | None = None
+                 ) -> Iterator[Path]:
+    """The source as a file for the pipeline: a file as it is, the newest of a folder or glob, or (in a temporary
+    folder removed on exit) the newest object of an ``s3://`` prefix or glob, or a query's result as parquet.
+    ``database_url`` is the resolved URL for ``sql``; ``s3`` the endpoint settings (the registry's)."""
     if source.sql is None:
         if source.data is None:
             raise ConfigError("data", "a data source needs data (a file, folder or glob) or sql")
+        if source.data.startswith("s3://"):
+            from .datasource_s3 import download_newest
+
+            with tempfile.TemporaryDirectory(prefix="edgeops-s3-") as tmp:
+                yield download_newest(source.data, s3 or S3Config(), Path(tmp))
+            return
         yield newest_data(source.data)
         return
     if database_url is None:

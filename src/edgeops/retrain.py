@@ -141,7 +141,7 @@ def plan_retrain(model: str, data: str | Path | None = None, *, target: str | No
 def retrain_request(plan: RetrainPlan) -> Iterator[RetrainRequest]:
     """The plan with its data as a file (the newest of a glob or folder, or a query's result, removed on exit)."""
     source = plan.recipe.source
-    with materialized(source, database_url(source, plan.model)) as path:
+    with materialized(source, database_url(source, plan.model), plan.config.registry.s3) as path:
         pipeline = make_request(path, plan.model, plan.recipe.target, plan.config_path, plan.recipe.overrides)
         yield RetrainRequest(pipeline=replace(pipeline, source=source), target=plan.target, trigger=plan.trigger,
                              recipe=plan.recipe)

@@ -17,7 +17,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_procs import DEADLINE_S, ROOT, log_tail, prefect_env, stop
+from prefect_procs import DEADLINE_S, ROOT, log_tail, marked_commands, prefect_env, stop
 
 from edgeops.registry import Registry
 from edgeops.samples import make_sample
@@ -26,14 +26,6 @@ from edgeops.signing import generate_keys
 pytestmark = pytest.mark.e2e
 FLOWS = {"edgeops-pipeline": "pipeline", "edgeops-rollout": "rollout", "edgeops-retrain": "retrain",
          "monitor": "monitor"}
-
-
-def marked_commands(path: Path, marker: str) -> list[str]:
-    """The command lines between ``<!-- {marker}: start -->`` and ``<!-- {marker}: end -->`` (an indented block)."""
-    text = path.read_text(encoding="utf-8")
-    found = re.search(rf"<!-- {marker}: start -->\n(.*?)<!-- {marker}: end -->", text, re.S)
-    assert found, f"{path.name} has no {marker} block"
-    return [line.strip() for line in found.group(1).splitlines() if line.strip()]
 
 
 def run(command: str, env: dict[str, str], cwd: Path = ROOT) -> str:

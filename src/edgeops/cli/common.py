@@ -37,7 +37,9 @@ BrokerOption = Annotated[str | None, typer.Option(
     "--broker", help="Broker URL (default: $EDGEOPS_MQTT_URL, else mqtt.url of the config).")]
 TargetOption = Annotated[list[str] | None, typer.Option(
     "--target", "-t", help="Label selector k=v; repeat (or comma-separate) to AND several.")]
-DbOption = Annotated[str, typer.Option("--db", help="Telemetry store URL (sqlite:///... or postgresql+psycopg://...).")]
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="Telemetry store URL (sqlite:///... or postgresql+psycopg://...; "
+                 "default: telemetry.url of edgeops.yaml).")]
 PRESENCE_STYLES = {"online": "green", "offline": "red", "unknown": "dim"}
 """print_table styles for a device's presence (``status``)."""
 

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
 from .common import (
     EXIT_DEGRADED,
     EXIT_DRIFT,
@@ -46,7 +45,7 @@ class FailOn(StrEnum):
 @app.command("run")
 def run(
     model: Annotated[str | None, typer.Option(help="Only this model (default: every model with telemetry).")] = None,
-    db: DbOption = DEFAULT_DB_URL,
+    db: DbOption = None,
     hours: Annotated[float | None, typer.Option(
         min=0.01, help="Telemetry of the last N hours (default: monitor.hours of the config, else 24).")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(
@@ -113,7 +112,7 @@ def run(
         span = hours if hours is not None else cfg.monitor.hours
         label_span = label_hours if label_hours is not None else cfg.monitor.labels.hours
         references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
-        store = TelemetryStore(db)
+        store = TelemetryStore(db or cfg.telemetry.url)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
                                  thresholds=thresholds, health=health, realized=realized,

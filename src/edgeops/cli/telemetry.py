@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
 from .common import (
     PRESENCE_STYLES,
     BrokerOption,
@@ -33,7 +32,7 @@ app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__
 
 @app.command()
 def serve(
-    db: DbOption = DEFAULT_DB_URL,
+    db: DbOption = None,
     broker: BrokerOption = None,
     group: Annotated[str, typer.Option(help="Shared-subscription group: instances in one group split the load.")]
     = "edgeops-ingest",
@@ -58,6 +57,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
+    db = db or cfg.telemetry.url  # the store the monitor reads: one setting for both
     emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
     with user_errors():
         mqtt = mqtt_settings(cfg, broker_url(broker, cfg), prefix)
@@ -104,12 +104,12 @@ def write_ready(path: Path, subscribed: bool) -> None:
 
 
 @app.command()
-def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
+def stats(db: DbOption = None, json_out: JsonOption = False, config: ConfigOption = None) -> None:
     """What the store holds: windows per model version, and each device's presence and state."""
     from ..telemetry.store import TelemetryStore
 
     with user_errors():
-        store = TelemetryStore(db)
+        store = TelemetryStore(db or load_project_config(config).telemetry.url)
         windows, models = store.count_windows(), [f"{m}@{v}" for m, v in store.models()]
         devices = [{k: d[k] for k in ("device", "status", "state", "model", "version")} for d in store.devices()]
         store.close()
