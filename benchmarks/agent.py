@@ -76,8 +76,8 @@ def forest_release(key: Any) -> Release:
 
     from edge_agent.protocol import Lineage
     from edgeops.config import load_config
-    from edgeops.export import build_manifest, export_model
-    from edgeops.training import train_model
+    from edgeops.train.export import build_manifest, export_model
+    from edgeops.train.training import train_model
 
     X, y = make_classification(n_samples=6000, n_features=20, n_informative=12, random_state=0)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(20)]).assign(target=y)
@@ -363,7 +363,7 @@ def bench_venvs(tmp: Path, release: Release, key_path: Path, broker: str, prefix
 def bench_wire(agent: Agent, release: Release, broker: str, prefix: str, device: str, key: Any) -> None:
     """Publish the release as the control plane does, set desired, wait until the agent serves it; count what
     a subscriber with the agent's subscriptions receives."""
-    from edgeops.publish import release_messages
+    from edgeops.release.publish import release_messages
 
     topics = Topics(prefix)
     m = release.manifest
@@ -409,7 +409,7 @@ def bench_wire(agent: Agent, release: Release, broker: str, prefix: str, device:
 
 def wire_ratio_for(release: Release, prefix: str, device: str, key: Any) -> None:
     """The same count, computed from the control plane's message list (for the small model)."""
-    from edgeops.publish import release_messages
+    from edgeops.release.publish import release_messages
 
     topics = Topics(prefix)
     m = release.manifest

@@ -172,7 +172,7 @@ def build_release(name: str, version: int, key: Ed25519PrivateKey, *, task: str 
 
 
 def _calibration(pipe: Any, seed: int, task: str, pred_ref: Reference) -> Any:
-    from edgeops.calibration import error_calibration, score_calibration
+    from edgeops.train.calibration import error_calibration, score_calibration
 
     frame, label, value = training_frame(seed)
     if task == "binary":

@@ -19,9 +19,9 @@ from prefect.client.schemas.objects import Deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_procs import DEADLINE_S, ROOT, log_tail, prefect_env, stop
 
-from edgeops.registry import Registry
-from edgeops.samples import make_sample
-from edgeops.signing import generate_keys
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys
+from edgeops.train.samples import make_sample
 
 pytestmark = pytest.mark.e2e
 FLOWS = {"edgeops-pipeline": "pipeline", "edgeops-rollout": "rollout", "edgeops-retrain": "retrain",

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.unit
 DEPLOY_DIR = Path(__file__).parents[2] / "deployments"
 SPEC = yaml.safe_load((DEPLOY_DIR / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
-FLOWS = ("flows/pipeline.py:pipeline_flow", "flows/rollout.py:rollout_flow", "flows/retrain.py:retrain_flow",
-         "flows/monitor.py:monitor_flow")
+FLOWS = ("edgeops.flows.pipeline:pipeline_flow", "edgeops.flows.rollout:rollout_flow", "edgeops.flows.retrain:retrain_flow",
+         "edgeops.flows.monitor:monitor_flow")
 SECRET_WORDS = re.compile(r"pass(word)?|secret|token|username|(^|_)key(s|_dir)?$")
 """Parameter names that would put a credential (or where one lives) into Prefect's stored parameters."""
 
@@ -91,7 +91,7 @@ def test_prefect_version_is_the_installed_minor_release() -> None:
 
 def test_the_retrain_trigger_has_no_window_that_swallows_events() -> None:
     """Reactive, one run per event: a counting window dropped every event in the hour after a failed retrain.
-    The cooldown lives in the flow, which defers instead (edgeops.retrain_cooldown)."""
+    The cooldown lives in the flow, which defers instead (edgeops.retrain.cooldown)."""
     (trigger,) = DEPLOYMENTS["retrain"]["triggers"]
     parsed = DeploymentEventTrigger.model_validate(trigger)
     assert parsed.posture == "Reactive" and parsed.threshold == 1 and parsed.within.total_seconds() == 0

@@ -47,7 +47,7 @@ def build_app() -> Any:
     """The Typer app; its commands are built (and their modules imported) when one is run or asked for help."""
     import typer
 
-    from .lazy import LazyGroup
+    from edgeops.cli.lazy import LazyGroup
 
     class Edgeops(LazyGroup):
         entries: ClassVar[dict[str, tuple[str, str | None]]] = {

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
-from .common import (
+from edgeops.cli.common import (
     ConfigOption,
     JsonOption,
     broker_url,
@@ -21,9 +20,10 @@ from .common import (
     print_table,
     user_errors,
 )
+from edgeops.telemetry import DEFAULT_DB_URL
 
 if TYPE_CHECKING:
-    from ..telemetry.ingest import IngestStats
+    from edgeops.telemetry.ingest import IngestStats
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -50,10 +50,9 @@ def serve(
 ) -> None:
     """Run the ingest until SIGINT/SIGTERM. Messages are acknowledged only after they are committed."""
     from edge_agent.shutdown import StopSignals
-
-    from ..credentials import mqtt_settings
-    from ..telemetry.events import discard, emit_to_prefect
-    from ..telemetry.ingest import IngestConfig, IngestService
+    from edgeops.credentials import mqtt_settings
+    from edgeops.telemetry.events import discard, emit_to_prefect
+    from edgeops.telemetry.ingest import IngestConfig, IngestService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
@@ -105,7 +104,7 @@ def write_ready(path: Path, subscribed: bool) -> None:
 @app.command()
 def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
     """What the store holds: windows per model version, and each device's presence and state."""
-    from ..telemetry.store import TelemetryStore
+    from edgeops.telemetry.store import TelemetryStore
 
     with user_errors():
         store = TelemetryStore(db)

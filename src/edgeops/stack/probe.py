@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import MqttConfig
-from ..errors import EdgeopsError
-from .services import api_healthy, deployment_status, ingest_subscribed
-from .state import BROKER, INGEST, MONITOR, PREFECT, Service, StackState
+from edgeops.config import MqttConfig
+from edgeops.errors import EdgeopsError
+from edgeops.stack.services import api_healthy, deployment_status, ingest_subscribed
+from edgeops.stack.state import BROKER, INGEST, MONITOR, PREFECT, Service, StackState
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -36,7 +36,7 @@ class ServiceStatus:
 
 def broker_problem(url: str, mqtt: MqttConfig | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """None when the broker at ``url`` accepts a connection (CONNACK), else why not."""
-    from ..mqtt import ControlClient
+    from edgeops.mqtt import ControlClient
 
     mqtt = mqtt or MqttConfig()
     try:

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import EdgeopsError
-from ..supervisor import Child, Supervisor, free_port
+from edgeops.errors import EdgeopsError
+from edgeops.stack.supervisor import Child, Supervisor, free_port
 
 
 def edgeops_argv() -> list[str]:
@@ -102,7 +102,7 @@ def ingest_subscribed(ready_file: Path, pid: int) -> bool:
 
 def spawn_serving(supervisor: Supervisor, env: Mapping[str, str], module: str, spec: Any, cwd: Path,
                   name: str = "prefect-serve", poll_s: int = 1) -> Child:
-    """A process serving deployments (``python -m flows.serve`` or ``flows.serve_demo`` with a JSON ``spec``);
+    """A process serving deployments (``python -m edgeops.flows.serve`` or ``edgeops.flows.serve_demo`` with a JSON ``spec``);
     it polls for runs every ``poll_s`` seconds (the demo: 1, to react at once; a long-lived stack: Prefect's 10)
     and runs each flow run as its own subprocess."""
     env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": str(poll_s), "PREFECT_LOGGING_LEVEL": "INFO"}

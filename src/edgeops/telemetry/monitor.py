@@ -1,5 +1,5 @@
 """One monitoring pass: stored windows + the releases' reference bins → drift and health per model and device,
-and performance estimated without labels (edgeops.performance) with its verdict.
+and performance estimated without labels (edgeops.telemetry.performance) with its verdict.
 
 Plain functions (no Prefect): ``edgeops monitor run`` prints the result and ``flows/monitor.py`` turns it into
 artifacts and events. References come from a ``ReferenceSource`` — the registry in production (every window
@@ -21,7 +21,8 @@ import numpy as np
 
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow, parse_manifest
 from edgeops.config import DriftConfig, LabelsConfig, PerformanceConfig, RegistryConfig
-from edgeops.drift import (
+from edgeops.errors import ConfigError, EdgeopsError
+from edgeops.telemetry.drift import (
     PREDICTION,
     HealthThresholds,
     Scope,
@@ -33,13 +34,12 @@ from edgeops.drift import (
     parse_ts,
     sum_windows,
 )
-from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
-from edgeops.errors import ConfigError, EdgeopsError
-from edgeops.performance import Judged, PerformanceThresholds, TrendPoint, estimate_trend, judge_performance
-from edgeops.realized import LabelTotals, RealizedThresholds, judge_realized
+from edgeops.telemetry.drift_checks import DriftThresholds, EpisodeState, judge, step
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
+from edgeops.telemetry.performance import Judged, PerformanceThresholds, TrendPoint, estimate_trend, judge_performance
 from edgeops.telemetry.performance_events import performance_events
 from edgeops.telemetry.performance_trends import PerformanceTrend, add_arrived_feedback, performance_trends
+from edgeops.telemetry.realized import LabelTotals, RealizedThresholds, judge_realized
 from edgeops.telemetry.store import TelemetryStore
 from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health_trends
 
@@ -49,7 +49,7 @@ ReferenceSource = Callable[[str, int], ReleaseManifest | None]
 def registry_references(where: RegistryConfig | Path | str) -> ReferenceSource:
     """Manifests from the release registry (edgeops.yaml's ``registry`` section, or a folder or ``s3://`` URL);
     None when unknown."""
-    from edgeops.registry import Registry
+    from edgeops.release.registry import Registry
 
     registry = Registry.from_config(where) if isinstance(where, RegistryConfig) else Registry(where)
 

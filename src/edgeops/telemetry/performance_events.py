@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgeops.drift import Scope, ScopeReport
-from edgeops.performance import Judged
-from edgeops.realized import Realized
+from edgeops.telemetry.drift import Scope, ScopeReport
 from edgeops.telemetry.events import EventSpec, performance_event
+from edgeops.telemetry.performance import Judged
+from edgeops.telemetry.realized import Realized
 from edgeops.telemetry.store import TelemetryStore
 
 if TYPE_CHECKING:
