@@ -134,9 +134,7 @@ def test_thresholds_come_from_edgeops_yaml_and_the_command_line(tmp_path: Path, 
 
 def test_the_monitor_flow_takes_the_thresholds_as_parameters(store: TelemetryStore, manifests: list[Path],
                                                               prefect_harness: None) -> None:
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # src/edgeops/flows/
     from edgeops.flows.monitor import monitor_flow
 
     store.write([window("a", i, 1, NOW - timedelta(minutes=30 - i), 100, feedback={"labelled": 8.0, "accuracy": 0.75})

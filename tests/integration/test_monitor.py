@@ -2,7 +2,6 @@
 one event per episode, the CLI, the report artifacts, and the Prefect flow."""
 
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,6 @@ from edgeops.telemetry.report import drift_markdown, fleet_rows
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # src/edgeops/flows/
 
 
 @pytest.fixture(scope="module")

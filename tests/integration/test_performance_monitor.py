@@ -2,7 +2,6 @@
 flow's artifact and its ``edgeops.performance.degraded`` event (once per episode), on a real SQLite store with
 windows whose score counts come from the agent's own counting."""
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from edgeops.telemetry.performance_report import performance_markdown
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # src/edgeops/flows/
 
 
 @pytest.fixture(scope="module")

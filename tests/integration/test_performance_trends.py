@@ -6,7 +6,6 @@ predictions: the chart is a view of the verdicts' numbers, not a second computat
 import base64
 import io
 import re
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,6 @@ from edgeops.telemetry.realized import LabelTotals, RealizedThresholds, accuracy
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # src/edgeops/flows/
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 HOUR = timedelta(hours=1)

@@ -2,7 +2,6 @@
 parameters the deployment passes and describes each of them for the UI, every trigger is one Prefect can load,
 and nothing in it ties a run to the deploying checkout or carries a broker, a key or a password."""
 
-import importlib
 import inspect
 import json
 import re
@@ -15,21 +14,22 @@ import yaml
 from prefect import Flow
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.utilities.callables import parameter_schema
+from prefect.utilities.importtools import import_object
 
 pytestmark = pytest.mark.unit
 
 DEPLOY_DIR = Path(__file__).parents[2] / "deployments"
 SPEC = yaml.safe_load((DEPLOY_DIR / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
-FLOWS = ("edgeops.flows.pipeline:pipeline_flow", "edgeops.flows.rollout:rollout_flow", "edgeops.flows.retrain:retrain_flow",
-         "edgeops.flows.monitor:monitor_flow")
+FLOWS = ("edgeops.flows.pipeline:pipeline_flow", "edgeops.flows.rollout:rollout_flow",
+         "edgeops.flows.retrain:retrain_flow", "edgeops.flows.monitor:monitor_flow")
 SECRET_WORDS = re.compile(r"pass(word)?|secret|token|username|(^|_)key(s|_dir)?$")
 """Parameter names that would put a credential (or where one lives) into Prefect's stored parameters."""
 
 
 def load_flow(entrypoint: str) -> Flow[..., Any]:
-    path, _, name = entrypoint.partition(":")
-    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    """The way a worker loads it: a module path of the installed package, no checkout needed."""
+    return import_object(entrypoint)
 
 
 def test_the_loop_has_its_deployments_on_the_process_pool() -> None:

@@ -185,7 +185,7 @@ class DemoLoop:
                             "registry_root": str(self.work / ".edgeops" / "registry")},
                 "retrain": {"model": MODEL, "data": str(self.work / "data"), "config_path": str(self.config),
                             "policy": ROLLOUT_POLICY, "broker_url": self.result.broker_url, "prefix": self.prefix}}
-        serving = svc.spawn_serving(self.sup, env, "edgeops.flows.serve_demo", spec, svc.flows_root())
+        serving = svc.spawn_serving(self.sup, env, "edgeops.flows.serve_demo", spec, svc.package_root())
         self.settings = temporary_settings({PREFECT_API_URL: self.api_url})
         self.settings.__enter__()
         self.view = pf.PrefectView(self.api_url)

@@ -1,7 +1,8 @@
 """Serve edgeops deployments from one long-lived process (``prefect.serve``): the monitor of ``edgeops up`` on a
 schedule, and the monitor and retrain deployments of ``edgeops demo`` (flows/serve_demo.py).
 
-    python -m edgeops.flows.serve '[{"flow": "monitor", "name": "local-monitor", "parameters": {...}, "interval_s": 900}]'
+    python -m edgeops.flows.serve \
+        '[{"flow": "monitor", "name": "local-monitor", "parameters": {...}, "interval_s": 900}]'
 
 Why serve and not a work pool: it needs no worker setup, and every flow run is a subprocess of this process, so
 stopping this process's group stops them all. The process is started while the Prefect server still boots: it
