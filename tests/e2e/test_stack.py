@@ -17,7 +17,7 @@ import pytest
 from agent_procs import AgentProcess
 from services import free_port, processes_mentioning, wait_until
 
-from edgeops.demo.run import agent_config
+from edgeops.demo.parts import agent_config
 from edgeops.demo.traffic import TrafficDriver, records_of
 from edgeops.stack.state import process_started
 from edgeops.stack.supervisor import group_alive, stop_groups

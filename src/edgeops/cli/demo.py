@@ -50,7 +50,8 @@ def demo(agents: Annotated[int, typer.Option("--agents", min=1, max=20, help="Ed
          json_out: JsonOption = False) -> None:
     """Start a broker, Prefect and N agents; ship v1; shift a feature; watch drift trigger a retrain and the
     canary rollout of v2. Exit 0 only when every agent runs v2 within --timeout."""
-    from edgeops.demo.run import DemoOptions, run_demo
+    from edgeops.demo.parts import DemoOptions
+    from edgeops.demo.run import run_demo
 
     def say(line: str) -> None:
         typer.echo(line, err=json_out)

@@ -1,4 +1,4 @@
-"""The steps of ``edgeops demo`` (demo.py holds the options, result and the run/teardown frame).
+"""The steps of ``edgeops demo`` (run.py holds the run/teardown frame, parts.py what both share).
 
 Each step narrates one line; every wait is bounded by the demo's one deadline (``Clock``), so a loop that
 does not close ends with the name of the step it was waiting for.
@@ -12,7 +12,7 @@ from uuid import UUID
 
 from edge_agent.protocol import Topics
 from edgeops.demo import prefect_api as pf
-from edgeops.demo.run import (
+from edgeops.demo.parts import (
     LABELS,
     MODEL,
     ROLLOUT_POLICY,

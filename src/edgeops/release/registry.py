@@ -41,7 +41,7 @@ from edge_agent.protocol import ProtocolError, ReleaseManifest, check_name, sha2
 from edge_agent.protocol.names import is_name
 from edgeops.config import RegistryConfig, S3Config, is_url
 from edgeops.errors import RegistryError
-from edgeops.release.registry_store import ObjectStore, open_store
+from edgeops.release.registry_store import LocalStore, ObjectStore
 
 Status = Literal["registered", "rejected"]
 STATUSES: tuple[str, ...] = ("registered", "rejected")
@@ -73,6 +73,17 @@ def verified(store: ObjectStore, key: str, sha256: str, size: int | None = None)
         raise RegistryError(f"{store.where(key)} is damaged or was tampered with: sha256 {actual[:16]}…, "
                             f"{len(stored.data)} bytes, expected {sha256[:16]}…" + (f", {size} bytes" if size else ""))
     return stored.data
+
+
+def open_store(root: Path | str, s3: S3Config | None = None) -> ObjectStore:
+    """The store for ``registry.root``: an ``s3://bucket/prefix`` URL or a local folder."""
+    if is_url(root):
+        if not str(root).startswith("s3://"):
+            raise RegistryError(f"registry root {root!r}: a local folder or an s3://bucket/prefix URL")
+        from edgeops.release.registry_s3 import S3Store  # boto3 is imported only by those who use S3
+
+        return S3Store(str(root), s3 or S3Config())
+    return LocalStore(Path(root))
 
 
 @dataclass(frozen=True)

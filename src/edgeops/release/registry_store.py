@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_agent.durable import atomic_write, fsync_dir, write_synced
-from edgeops.config import S3Config, is_url
 from edgeops.errors import RegistryError
 
 STALE_TMP_S = 3600.0
@@ -195,15 +194,4 @@ class LocalStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def open_store(root: Path | str, s3: S3Config | None = None) -> ObjectStore:
-    """The store for ``registry.root``: an ``s3://bucket/prefix`` URL or a local folder."""
-    if is_url(root):
-        if not str(root).startswith("s3://"):
-            raise RegistryError(f"registry root {root!r}: a local folder or an s3://bucket/prefix URL")
-        from edgeops.release.registry_s3 import S3Store  # boto3 is imported only by those who use S3
-
-        return S3Store(str(root), s3 or S3Config())
-    return LocalStore(Path(root))
-
-
-__all__ = ["STALE_TMP_S", "LocalStore", "ObjectStore", "Stored", "check_key", "content_token", "open_store"]
+__all__ = ["STALE_TMP_S", "LocalStore", "ObjectStore", "Stored", "check_key", "content_token"]

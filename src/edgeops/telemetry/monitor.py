@@ -305,7 +305,7 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
                       "realized": None if health.realized is None else health.realized.to_dict()}
             if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
                 events.append(health_event(scope.model, scope.version, scope.device, detail))
-    return events + performance_events(store, report)
+    return events + performance_events(store, report.performance, report.scopes, report.retired)
 
 
 def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: dict[str, Any],
