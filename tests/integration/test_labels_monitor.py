@@ -106,7 +106,9 @@ def test_late_labels_are_credited_to_the_old_version_and_its_time(store: Telemet
 def test_thresholds_come_from_edgeops_yaml_and_the_command_line(tmp_path: Path, store: TelemetryStore,
                                                                 manifests: list[Path],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeops.cli import app
+    from edgeops.cli import build_app
+
+    app = build_app()
 
     store.write([window("a", i, 1, NOW - timedelta(minutes=30 - i), 100, feedback={"labelled": 8.0, "accuracy": 0.75})
                  for i in range(10)])   # 80 labels at 75 %: ok against 0.8 - 0.05, whatever the interval

@@ -66,15 +66,6 @@ def build_app() -> Any:
     return app
 
 
-def __getattr__(name: str) -> Any:
-    """``edgeops.cli.app`` is built on first access, so importing this package needs no third-party module."""
-    if name == "app":
-        app = build_app()
-        globals()["app"] = app
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _missing_control_extra(exc: ImportError | None = None) -> bool:
     if exc is not None:
         return (exc.name or "").split(".")[0] in CONTROL_MODULES

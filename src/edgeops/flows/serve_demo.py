@@ -30,8 +30,6 @@ RETRAIN_TRIGGER: dict[str, Any] = {
         "event_id": "{{ event.id | string }}",
     },
 }
-MONITOR_DEPLOYMENT = "monitor/demo-monitor"
-RETRAIN_DEPLOYMENT = "edgeops-retrain/demo-retrain"
 
 
 def demo_deployments(spec: Mapping[str, Any]) -> list[dict[str, Any]]:

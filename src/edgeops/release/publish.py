@@ -87,9 +87,3 @@ def unpublish_release(client: ControlClient, topics: Topics, model: str, version
     order = [manifest, *sorted(t for t in held if t != manifest), topics.artifact(model, version)]
     client.publish_many((topic, b"", True) for topic in dict.fromkeys(order))
     return len(held)
-
-
-def published_manifest(client: ControlClient, topics: Topics, model: str, version: int) -> bytes | None:
-    """The retained manifest bytes of a release, or None when it is not published."""
-    topic = topics.manifest(model, version)
-    return client.collect_retained(topic, sync_root=topics.prefix).get(topic)

@@ -13,7 +13,7 @@ import io
 import json
 import subprocess
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,11 +200,6 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
     export = export_step(trained, request.config)
     record = register_step(registry, request, key, df, data_sha256, validation, trained, gate, export, champion)
     return PipelineResult(record=record, validation=validation, gate=gate, export=export, metrics=trained.metrics)
-
-
-def with_seed(request: PipelineRequest, seed: int) -> PipelineRequest:
-    """The same request with another seed (benchmarks repeat runs)."""
-    return replace(request, config=replace(request.config, seed=seed))
 
 
 def metrics_table(metrics: Mapping[str, float], gate: GateResult) -> list[dict[str, Any]]:
