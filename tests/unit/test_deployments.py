@@ -130,3 +130,13 @@ def test_the_container_file_deploys_the_same_deployments_onto_the_pool_and_image
     assert containers["pull"] == SPEC["pull"] and containers["prefect-version"] == SPEC["prefect-version"]
     pool = {"name": "{{ $EDGEOPS_WORK_POOL }}", "job_variables": {"image": "{{ $EDGEOPS_IMAGE }}"}}
     assert [{**d, "work_pool": pool} for d in SPEC["deployments"]] == containers["deployments"]
+
+
+def test_the_retrain_trigger_speaks_the_event_vocabulary() -> None:
+    """The YAML cannot import edgeops.event_names, so this keeps its trigger's names and the code's in step."""
+    from edgeops.event_names import MODEL_RESOURCE, RETRAIN_TRIGGERS
+
+    for spec in (SPEC, yaml.safe_load((DEPLOY_DIR / "prefect.containers.yaml").read_text())):
+        (trigger,) = next(d for d in spec["deployments"] if d["name"] == "retrain")["triggers"]
+        assert trigger["match"] == {"prefect.resource.id": f"{MODEL_RESOURCE}*"}
+        assert tuple(trigger["expect"]) == RETRAIN_TRIGGERS

@@ -15,9 +15,9 @@ from uuid import UUID
 
 import httpx
 
+from edgeops.event_names import DRIFT_DETECTED, MODEL_RESOURCE
 from edgeops.stack.supervisor import Child, ServiceError, Supervisor
 
-MODEL_RESOURCE = "edgeops.model."
 DRIFT_REPORT_KEY = "edgeops-drift-report"
 _SCOPE_HEADER = re.compile(r"^## (?P<model>[^@\s]+)@(?P<version>\d+): \*\*(?P<verdict>\w+)\*\*")
 _FEATURE_ROW = re.compile(r"^\| (?P<name>[^|]+?) \| (?P<n>\d+) \| (?P<psi>[^|]*) \| [^|]* \| [^|]* \| "
@@ -107,7 +107,7 @@ class PrefectView:
 
     def drift_events(self, model: str, since: datetime) -> list[dict[str, Any]]:
         """Stored ``edgeops.drift.detected`` events about the model (fleet-wide), oldest first."""
-        body = {"filter": {"event": {"name": ["edgeops.drift.detected"]},
+        body = {"filter": {"event": {"name": [DRIFT_DETECTED]},
                            "resource": {"id": [f"{MODEL_RESOURCE}{model}"]},
                            "occurred": {"since": since.astimezone(UTC).isoformat()}}, "limit": 50}
         try:

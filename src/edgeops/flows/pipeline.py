@@ -23,6 +23,7 @@ from prefect.events import emit_event
 
 from edgeops.config import ModelSource
 from edgeops.errors import ValidationFailed
+from edgeops.event_names import model_resource, release_event
 from edgeops.release.registry import Registry, ReleaseRecord
 from edgeops.train import pipeline as steps
 from edgeops.train.datasource import newest_data
@@ -120,7 +121,6 @@ def emit_release_event(record: ReleaseRecord) -> None:
     """``edgeops.release.registered|rejected`` about ``edgeops.model.<name>``, for automations (e.g. a
     deployment trigger that rolls out every registered release to a test fleet)."""
     summary = record.summary()
-    emit_event(event=f"edgeops.release.{record.status}",
-               resource={"prefect.resource.id": f"edgeops.model.{record.model}", "prefect.resource.name": record.model},
+    emit_event(event=release_event(record.status), resource=model_resource(record.model),
                payload={key: summary[key] for key in ("ref", "version", "status", "aliases", "sha256", "metrics",
                                                       "reasons", "task", "key_id")})

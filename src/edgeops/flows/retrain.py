@@ -26,6 +26,7 @@ from prefect.events import emit_event
 from prefect.states import Completed, State
 
 from edgeops.errors import RolloutError
+from edgeops.event_names import model_resource, retrain_event
 from edgeops.flows import retrain_defer
 from edgeops.flows.pipeline import artifact_key, pipeline_flow
 from edgeops.flows.rollout import rollout_flow
@@ -59,8 +60,7 @@ def report(result: steps.RetrainResult) -> None:
     model = result.request.model
     create_markdown_artifact(markdown=steps.summary_markdown(result), key=artifact_key(model, "retrain"),
                              description=result.headline())
-    emit_event(event=f"edgeops.retrain.{result.outcome}",
-               resource={"prefect.resource.id": f"{steps.MODEL_RESOURCE}{model}", "prefect.resource.name": model},
+    emit_event(event=retrain_event(result.outcome), resource=model_resource(model),
                payload={k: v for k, v in result.to_json().items() if k != "rollout"})
     get_run_logger().info(result.headline())
 

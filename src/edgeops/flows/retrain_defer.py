@@ -29,9 +29,10 @@ from prefect.runtime import flow_run as flow_run_ctx
 from prefect.states import Completed, State
 
 from edgeops.errors import ConfigError
+from edgeops.event_names import RETRAIN_DEFERRED, RETRAIN_SKIPPED, model_resource
 from edgeops.flows.pipeline import artifact_key
 from edgeops.retrain.cooldown import STALE_S, Decision, RetrainRun, RunStatus, decide, decision_time
-from edgeops.retrain.steps import MODEL_RESOURCE, model_name
+from edgeops.retrain.steps import model_name
 
 FLOW_NAME = "edgeops-retrain"
 DEFERRED, SKIPPED = "Deferred", "Skipped"
@@ -101,8 +102,7 @@ def defer(model: str, decision: Decision, event_id: str | None) -> State:
                                "until": None if until is None else until.isoformat(timespec="seconds"),
                                "because_flow_run": None if decision.because is None else decision.because.id,
                                "event_id": event_id}
-    emit_event(event="edgeops.retrain.deferred", payload=payload,
-               resource={"prefect.resource.id": f"{MODEL_RESOURCE}{model}", "prefect.resource.name": model})
+    emit_event(event=RETRAIN_DEFERRED, payload=payload, resource=model_resource(model))
     create_markdown_artifact(key=artifact_key(model, "retrain-deferred"), description=message, markdown="\n".join(
         [f"# Retrain {model}: deferred", "", message, "", *[f"- **{k}**: {v}" for k, v in payload.items()]]))
     get_run_logger().warning("retrain of %s %s", model, message)
@@ -112,7 +112,7 @@ def defer(model: str, decision: Decision, event_id: str | None) -> State:
 def skip(model: str, reason: str, event_id: str | None) -> State:
     """A drift event that no longer asks for a retrain (edgeops.retrain.cooldown.superseded)."""
     message = f"nothing to retrain: {reason}"
-    emit_event(event="edgeops.retrain.skipped", payload={"model": model, "reason": reason, "event_id": event_id},
-               resource={"prefect.resource.id": f"{MODEL_RESOURCE}{model}", "prefect.resource.name": model})
+    emit_event(event=RETRAIN_SKIPPED, payload={"model": model, "reason": reason, "event_id": event_id},
+               resource=model_resource(model))
     get_run_logger().info("retrain of %s: %s", model, message)
     return Completed(name=SKIPPED, message=message, data={"model": model, "outcome": "skipped", "reason": reason})

@@ -28,6 +28,7 @@ from prefect.states import Crashed
 from edge_agent.protocol import Topics
 from edgeops.config import load_config
 from edgeops.credentials import mqtt_settings
+from edgeops.event_names import model_resource, rollout_event, rollout_resource
 from edgeops.mqtt import ControlClient
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.health import TelemetryHealthGate
@@ -48,9 +49,9 @@ def artifact_key(rollout_id: str) -> str:
 def emit_rollout_event(kind: str, rec: RolloutRecord, detail: Mapping[str, object]) -> None:
     tally = rec.tally()
     emit_event(
-        event=f"edgeops.rollout.{kind}",
-        resource={"prefect.resource.id": f"edgeops.rollout.{rec.id}", "prefect.resource.name": rec.id},
-        related=[{"prefect.resource.id": f"edgeops.model.{rec.model}", "prefect.resource.role": "model"}],
+        event=rollout_event(kind),
+        resource=rollout_resource(rec.id),
+        related=[model_resource(rec.model, role="model")],
         payload={"rollout_id": rec.id, "release": rec.release, "status": rec.status, "reason": rec.reason,
                  "wave": rec.wave, "waves": rec.waves, "succeeded": tally["succeeded"],
                  "failed": tally.failures, "offline": tally["offline"], "devices": len(rec.devices),

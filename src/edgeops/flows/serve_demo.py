@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from edgeops.event_names import MODEL_RESOURCE, RETRAIN_TRIGGERS
 from edgeops.flows.serve import serve_all
 
 RETRAIN_TRIGGER: dict[str, Any] = {
@@ -18,8 +19,8 @@ RETRAIN_TRIGGER: dict[str, Any] = {
     "enabled": True,
     "description": "Every drift or degraded-performance event of a model starts a retrain run; the run applies "
                    "the cooldown.",
-    "match": {"prefect.resource.id": "edgeops.model.*"},
-    "expect": ["edgeops.drift.detected", "edgeops.performance.degraded"],
+    "match": {"prefect.resource.id": f"{MODEL_RESOURCE}*"},
+    "expect": list(RETRAIN_TRIGGERS),
     "for_each": ["prefect.resource.id"],
     "posture": "Reactive",
     "threshold": 1,

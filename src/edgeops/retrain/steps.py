@@ -29,6 +29,7 @@ from edge_agent.protocol import ProtocolError, Topics, check_name
 from edgeops.config import ProjectConfig, load_config
 from edgeops.credentials import mqtt_settings, public_key
 from edgeops.errors import ConfigError, RolloutError
+from edgeops.event_names import MODEL_RESOURCE
 from edgeops.mqtt import ControlClient
 from edgeops.release.publish import PublishResult, publish_release
 from edgeops.release.registry import CHAMPION, Registry, ReleaseRecord
@@ -41,8 +42,6 @@ from edgeops.rollout.state import RolloutRecord, RolloutStore, open_rollout_stor
 from edgeops.train.datasource import materialized
 from edgeops.train.pipeline import PipelineRequest, PipelineResult, make_request, run_pipeline
 
-MODEL_RESOURCE = "edgeops.model."
-"""Prefect resource ids of models (``edgeops.model.churn``); a drift event about a model names one."""
 DEFAULT_POLICY = RolloutPolicy(canary=0.1, waves=3, max_failure=0.05)
 
 Outcome = Literal["promoted", "rejected", "no_devices", "aborted"]
