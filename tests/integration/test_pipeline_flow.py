@@ -292,8 +292,9 @@ def test_tasks_are_thin_wrappers_over_the_plain_steps(tmp_path: Path) -> None:
         trained = flow_module.train_task.fn(df, request.target, request.config)
         gate = flow_module.gate_task.fn(trained, request.config, champion)
         export = flow_module.export_task.fn(trained, request.config)
-        record = flow_module.register_task.fn(registry, request, steps.load_signing_key(request.config), df, sha,
-                                              validation, trained, gate, export, champion)
+        candidate = steps.Candidate(df, sha, validation, trained, gate, export)
+        record = flow_module.register_task.fn(registry, request, steps.load_signing_key(request.config), candidate,
+                                              champion)
     plain = steps.run_pipeline(request)
     assert (record.version, plain.record.version) == (1, 2)
     assert record.manifest.metrics == plain.metrics

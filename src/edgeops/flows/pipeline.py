@@ -59,10 +59,9 @@ def export_task(trained: TrainedModel, cfg: Any) -> ExportResult:
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(registry: Registry, request: steps.PipelineRequest, key: Any, df: pd.DataFrame, data_sha256: str,
-                  validation: ValidationReport, trained: TrainedModel, gate: GateResult, export: ExportResult,
+def register_task(registry: Registry, request: steps.PipelineRequest, key: Any, candidate: steps.Candidate,
                   champion: steps.Champion) -> ReleaseRecord:
-    return steps.register_step(registry, request, key, df, data_sha256, validation, trained, gate, export, champion)
+    return steps.register_step(registry, request, key, candidate, champion)
 
 
 def artifact_key(model: str, what: str) -> str:
@@ -105,7 +104,8 @@ def pipeline_flow(data: str, model: str | None = None, target: str | None = None
     trained = train_task(df, request.target, request.config)
     gate = gate_task(trained, request.config, champion)
     export = export_task(trained, request.config)
-    record = register_task(registry, request, key, df, data_sha256, validation, trained, gate, export, champion)
+    candidate = steps.Candidate(df, data_sha256, validation, trained, gate, export)
+    record = register_task(registry, request, key, candidate, champion)
     result = steps.PipelineResult(record=record, validation=validation, gate=gate, export=export,
                                   metrics=trained.metrics)
     create_markdown_artifact(markdown=steps.summary_markdown(result), key=artifact_key(request.model, "pipeline"),

@@ -60,6 +60,19 @@ class Champion:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """What one run made, all of which the registry keeps with the release: the data (its hash and a sample),
+    the validation report, the trained model, the gates' verdict and the export."""
+
+    df: pd.DataFrame
+    data_sha256: str
+    validation: ValidationReport
+    trained: TrainedModel
+    gate: GateResult
+    export: ExportResult
+
+
+@dataclass(frozen=True)
 class PipelineResult:
     record: ReleaseRecord
     validation: ValidationReport
@@ -164,11 +177,12 @@ def training_recipe(request: PipelineRequest, trained: TrainedModel) -> dict[str
             "scale_numeric": spec.scale_numeric, "missing_token": spec.missing_token, "source": source.to_json()}
 
 
-def register_step(registry: Registry, request: PipelineRequest, key: Ed25519PrivateKey, df: pd.DataFrame,
-                  data_sha256: str, validation: ValidationReport, trained: TrainedModel, gate: GateResult,
-                  export: ExportResult, champion: Champion) -> ReleaseRecord:
+def register_step(registry: Registry, request: PipelineRequest, key: Ed25519PrivateKey, candidate: Candidate,
+                  champion: Champion) -> ReleaseRecord:
     """Sign (if the gates passed) and store the release; then apply the promotion policy (module doc)."""
     cfg = request.config
+    trained, gate, export = candidate.trained, candidate.gate, candidate.export
+    data_sha256 = candidate.data_sha256
     lineage = Lineage(data_sha256=data_sha256, config_sha256=config_sha256(cfg), code_revision=code_revision(),
                       parent_version=None if champion.record is None else champion.record.version)
 
@@ -176,9 +190,9 @@ def register_step(registry: Registry, request: PipelineRequest, key: Ed25519Priv
         manifest = build_manifest(request.model, version, export, lineage, trained.metrics, cfg.export.chunk_size)
         return (sign_manifest(manifest, key) if gate.passed else manifest), export.onnx_bytes
 
-    sample = sample_bytes(df, cfg.seed)
+    sample = sample_bytes(candidate.df, cfg.seed)
     record = registry.register(request.model, build, status="registered" if gate.passed else "rejected",
-                               report=build_report(validation, gate, export, trained.metrics,
+                               report=build_report(candidate.validation, gate, export, trained.metrics,
                                                    training_recipe(request, trained)),
                                files={SAMPLE_FILE: sample} if sample is not None else None)
     if gate.passed:
@@ -198,7 +212,8 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
     trained = train_step(df, request.target, request.config)
     gate = gate_step(trained, request.config, champion)
     export = export_step(trained, request.config)
-    record = register_step(registry, request, key, df, data_sha256, validation, trained, gate, export, champion)
+    record = register_step(registry, request, key, Candidate(df, data_sha256, validation, trained, gate, export),
+                           champion)
     return PipelineResult(record=record, validation=validation, gate=gate, export=export, metrics=trained.metrics)
 
 
