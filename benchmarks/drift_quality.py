@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.protocol import CountAccumulator, Reference  # noqa: E402
 from edge_agent.protocol.bins import categorical_bin, numeric_bin  # noqa: E402
 from edge_agent.telemetry import add_values  # noqa: E402
-from edgeops.telemetry.drift_checks import DriftThresholds, EpisodeState, judge, step  # noqa: E402
+from edgeops.config.monitor import DriftThresholds  # noqa: E402
+from edgeops.telemetry.drift_checks import EpisodeState, judge, step  # noqa: E402
 from edgeops.train.reference import categorical_reference, numeric_reference  # noqa: E402
 
 MONTH = 43_200

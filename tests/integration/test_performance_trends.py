@@ -17,11 +17,12 @@ from releases import build_release
 
 from edge_agent.protocol import FeedbackCredit, PredictionRef, ReleaseManifest, ScoreCounts, TelemetryWindow
 from edge_agent.scoring import freeze_scores, score_cells
+from edgeops.config.monitor import RealizedThresholds
 from edgeops.telemetry.label_import import import_labels
 from edgeops.telemetry.monitor import run_monitor
 from edgeops.telemetry.performance import estimate_performance
 from edgeops.telemetry.performance_report import performance_markdown
-from edgeops.telemetry.realized import LabelTotals, RealizedThresholds, accuracy_interval, judge_realized, mae_interval
+from edgeops.telemetry.realized import LabelTotals, accuracy_interval, judge_realized, mae_interval
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from edge_agent.protocol import (
     Reported,
     TelemetryWindow,
 )
+from edgeops.config.monitor import DriftThresholds
 from edgeops.demo.prefect_api import parse_drift_report
 from edgeops.telemetry.drift import PREDICTION
-from edgeops.telemetry.drift_checks import DriftThresholds
 from edgeops.telemetry.monitor import MonitorReport, run_monitor
 from edgeops.telemetry.report import device_feature_markdown, drift_markdown
 from edgeops.telemetry.store import TelemetryStore

@@ -25,8 +25,8 @@ from edgeops.cli.common import (
 from edgeops.telemetry import DEFAULT_DB_URL
 
 if TYPE_CHECKING:
+    from edgeops.config.monitor import DriftThresholds
     from edgeops.telemetry.drift import HealthThresholds, ScopeReport
-    from edgeops.telemetry.drift_checks import DriftThresholds
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 

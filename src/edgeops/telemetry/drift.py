@@ -28,7 +28,7 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 
 from edge_agent.protocol import Counts, Reference, TelemetryWindow
-from edgeops.telemetry.drift_checks import DriftThresholds
+from edgeops.config.monitor import DriftThresholds
 from edgeops.telemetry.drift_stats import drift_pvalues, homogeneity, noise_levels
 from edgeops.telemetry.realized import Realized
 

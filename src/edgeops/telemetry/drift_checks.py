@@ -24,57 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeops.config.monitor import DriftThresholds
 from edgeops.telemetry.drift_stats import drift_pvalues
-
-MONTH_S = 30 * 86400.0
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """How drift is decided (edgeops.yaml ``monitor.drift``; ``edgeops monitor run`` options; flow parameters)."""
-
-    false_alarms: float = 0.5
-    """Expected false drift episodes per scope (a device, or the fleet) per 30 days on unchanged traffic."""
-    window_s: float = 60.0
-    """Length of a check point: windows ending in the same ``window_s`` slot are judged together."""
-    recent_windows: int = 3
-    """Also test the last N check points pooled (N = 1: the latest window only)."""
-    recovery_windows: int = 10
-    """An episode closes after this many check points in a row without evidence of drift."""
-    recover_p: float = 0.01
-    """"Without evidence": no test of the check point below recover_p / tests."""
-    min_expected: float = 5.0
-    """Pool bins until each is expected to hold this many values in the smaller sample (Cochran)."""
-    smoothing: float = 0.5
-    """PSI pseudo-count per bin (reported effect size only)."""
-
-    def __post_init__(self) -> None:
-        checks = {"false_alarms": self.false_alarms > 0, "window_s": self.window_s > 0,
-                  "recent_windows": self.recent_windows >= 1, "recovery_windows": self.recovery_windows >= 1,
-                  "recover_p": 0 < self.recover_p < 1, "min_expected": self.min_expected > 0,
-                  "smoothing": self.smoothing > 0}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"drift thresholds: {name} out of range ({getattr(self, name)!r})")
-
-    @property
-    def scales(self) -> tuple[int, ...]:
-        return (1,) if self.recent_windows == 1 else (1, self.recent_windows)
-
-    def alpha(self, series: int) -> float:
-        """Per-test significance for ``series`` features/predictions, each tested at every scale."""
-        checks = MONTH_S / self.window_s
-        return self.false_alarms / (checks * series * len(self.scales))
-
-    def lenient(self, series: int) -> float:
-        return self.recover_p / (series * len(self.scales))
-
-    def describe(self, series: int) -> str:
-        return (f"two-sample chi-square per feature, p < {self.alpha(series):.2g} "
-                f"({self.false_alarms:g} false episodes / 30 days over {series} series, "
-                f"{self.window_s:g} s windows, latest and last {self.recent_windows} pooled); "
-                f"episode closes after {self.recovery_windows} quiet windows")
-
 
 DEFAULT = DriftThresholds()
 
@@ -145,4 +96,4 @@ def step(state: EpisodeState, rejected: Sequence[bool], recovered: Sequence[bool
     return opened
 
 
-__all__ = ["Checks", "DriftThresholds", "EpisodeState", "judge", "step"]
+__all__ = ["Checks", "EpisodeState", "judge", "step"]

@@ -43,6 +43,7 @@ from edge_agent.protocol import (
     ScoreCells,
     TelemetryWindow,
 )
+from edgeops.config.monitor import PerformanceThresholds
 from edgeops.telemetry.drift import parse_ts
 
 PRIOR_ROWS = 1.0
@@ -290,26 +291,6 @@ PerformanceVerdict = Literal["ok", "degraded", "insufficient_data"]
 
 
 @dataclass(frozen=True)
-class PerformanceThresholds:
-    """When an estimate is called degraded: its whole interval below the release's own test metric minus a
-    tolerance (accuracy, F1) or above its test MAE times (1 + tolerance), and only on ``min_rows`` predictions.
-    The interval, not the point estimate, decides, so a thin scope is not called degraded on noise."""
-
-    metric: str = "accuracy"
-    accuracy_tolerance: float = 0.05
-    f1_tolerance: float = 0.05
-    mae_tolerance: float = 0.25
-    min_rows: int = 200
-    confidence: float = CONFIDENCE
-
-    def __post_init__(self) -> None:
-        if self.metric not in ("accuracy", "f1"):
-            raise ValueError("metric must be accuracy or f1")
-        if self.min_rows < 1 or not 0 < self.confidence < 1:
-            raise ValueError("min_rows must be at least 1 and confidence between 0 and 1")
-
-
-@dataclass(frozen=True)
 class Judged:
     """One scope's estimates, the one judged, and the verdict with its reason and threshold."""
 
@@ -363,6 +344,6 @@ def judge_performance(windows: Iterable[TelemetryWindow], references: Callable[[
                                               confidence=thresholds.confidence)]
 
 
-__all__ = ["CONFIDENCE", "Estimate", "HitRates", "Judged", "PerformanceThresholds", "PerformanceVerdict",
+__all__ = ["CONFIDENCE", "Estimate", "HitRates", "Judged", "PerformanceVerdict",
            "ScopeEstimate", "TrendPoint", "estimate_classifier", "estimate_performance", "estimate_regressor",
            "estimate_threshold", "estimate_trend", "hit_rates", "judge_estimate", "judge_performance"]

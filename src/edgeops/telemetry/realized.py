@@ -24,42 +24,11 @@ from typing import Any, Literal
 
 from scipy import stats
 
+from edgeops.config.monitor import RealizedThresholds
+
+DEFAULT_THRESHOLDS = RealizedThresholds()
+
 Verdict = Literal["ok", "degraded", "insufficient_data"]
-
-
-@dataclass(frozen=True)
-class RealizedThresholds:
-    """How realized performance is judged (edgeops.yaml ``monitor.labels``, ``edgeops monitor run`` options,
-    monitor flow parameters)."""
-
-    min_labels: int = 50
-    """No verdict before this many labels (per model version and scope)."""
-    confidence: float = 0.95
-    """Level of the confidence interval."""
-    accuracy_tolerance: float = 0.05
-    """Degraded when accuracy is surely below the release's test accuracy minus this (absolute)."""
-    mae_tolerance: float = 0.25
-    """Degraded when MAE is surely above the release's test MAE times (1 + this)."""
-    min_accuracy: float | None = None
-    """An absolute minimum accuracy instead of the relative one."""
-    max_mae: float | None = None
-    """An absolute maximum MAE instead of the relative one."""
-
-    def __post_init__(self) -> None:
-        checks = {"min_labels": self.min_labels >= 1, "confidence": 0 < self.confidence < 1,
-                  "accuracy_tolerance": 0 <= self.accuracy_tolerance <= 1, "mae_tolerance": self.mae_tolerance >= 0,
-                  "min_accuracy": self.min_accuracy is None or 0 <= self.min_accuracy <= 1,
-                  "max_mae": self.max_mae is None or self.max_mae >= 0}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"{name} out of range ({getattr(self, name)!r})")
-
-    def describe(self) -> str:
-        accuracy = f"accuracy < {self.min_accuracy:g}" if self.min_accuracy is not None \
-            else f"accuracy < test − {self.accuracy_tolerance:g}"
-        mae = f"MAE > {self.max_mae:g}" if self.max_mae is not None else f"MAE > test × {1 + self.mae_tolerance:g}"
-        return (f"degraded when the {self.confidence:.0%} interval is wholly beyond the threshold ({accuracy}; "
-                f"{mae}), from {self.min_labels} labels on")
 
 
 @dataclass
@@ -130,7 +99,7 @@ def mae_interval(totals: LabelTotals, confidence: float) -> tuple[float, float] 
 
 
 def judge_realized(totals: LabelTotals, task: str, metrics: Mapping[str, float],
-                   thresholds: RealizedThresholds = RealizedThresholds()) -> Realized:
+                   thresholds: RealizedThresholds = DEFAULT_THRESHOLDS) -> Realized:
     """Realized accuracy (classifiers) or MAE (regressors) of ``totals``, its interval and the verdict against
     the thresholds; ``metrics`` are the release's holdout metrics (the default thresholds are relative to them)."""
     n = totals.labelled

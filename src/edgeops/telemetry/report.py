@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeops.config.monitor import DriftThresholds
 from edgeops.telemetry.drift import ScopeReport
-from edgeops.telemetry.drift_checks import DriftThresholds
 from edgeops.telemetry.monitor import MonitorReport
 from edgeops.telemetry.realized import Realized
 from edgeops.telemetry.report_charts import drift_trend_chart, health_chart, series_label
