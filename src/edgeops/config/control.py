@@ -1,5 +1,5 @@
 """Sections of edgeops.yaml about the shared control plane: where each model's training data is, where the
-signing key comes from, and how often a model may retrain. config.py builds and checks them with the rest.
+signing key comes from, and how often a model may retrain. load.py builds and checks them with the rest.
 
 Secrets are never values here, only *names*: a Prefect Secret block (``*_secret``) that a worker reads when it
 needs it. A value in a flow parameter would be stored by Prefect and shown in its UI; a name is harmless.

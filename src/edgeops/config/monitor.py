@@ -27,7 +27,7 @@ def check_ranges(obj: object, rules: dict[str, tuple[bool, str]]) -> None:
 
 
 MONTH_S = 30 * 86400.0
-"""The false-alarm budget's period (drift_checks.py)."""
+"""The false-alarm budget's period (telemetry/drift_checks.py)."""
 POSITIVE, AT_LEAST_1 = "must be positive", "must be at least 1"
 FRACTION, NOT_NEGATIVE = "must be between 0 and 1", "must not be negative"
 

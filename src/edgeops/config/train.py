@@ -30,7 +30,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataChecks:
-    """The training data: its target column and the thresholds of the data checks (validation.py)."""
+    """The training data: its target column and the thresholds of the data checks (train/validation.py)."""
 
     target: str | None = None
     min_rows: int = 30

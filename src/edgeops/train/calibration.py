@@ -2,7 +2,7 @@
 
 A device reports how its predicted probabilities (classifiers) or predicted values (regressors) fell on fixed
 bins; these tables say what such a bin meant on data whose labels were known: how often the class was the true
-one, or how large the error was. performance.py reads live counts with them. The ONNX model's own outputs are
+one, or how large the error was. telemetry/performance.py reads live counts with them. The ONNX model's own outputs are
 used (not scikit-learn's), so a row falls in the same bin here as on the device; the binning rule is
 protocol.score_bin, vectorised and tested equal to it.
 """
