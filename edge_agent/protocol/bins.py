@@ -7,7 +7,7 @@ A single distinct training value (k == 0) gives edges [e0]: v == e0 is bin 0 and
 
 Categorical bins are the training categories in manifest order; anything else is *unseen*; None is
 *missing*, and so are NaN and pandas' NA, which reach the counters as their text (``str(nan)`` is ``"nan"``,
-``str(pd.NA)`` is ``"<NA>"``): MISSING_TEXTS. The reference (src/edgeops/reference.py) counts the same values
+``str(pd.NA)`` is ``"<NA>"``): MISSING_TEXTS. The reference (src/edgeops/train/reference.py) counts the same values
 as missing, so a missing value is missing on both sides. The control plane's vectorised binning is tested
 against these functions.
 """

@@ -33,16 +33,16 @@ from services import Mosquitto, free_port, postgres_database, wait_until
 
 from edge_agent.protocol import Topics
 from edgeops.config import S3Config
-from edgeops.data import file_sha256
-from edgeops.demo import agent_config, shifted
-from edgeops.demo_prefect import PrefectView
-from edgeops.fleet import read_fleet
+from edgeops.demo.parts import agent_config, shifted
+from edgeops.demo.prefect_api import PrefectView
+from edgeops.demo.traffic import TrafficDriver, records_of
 from edgeops.mqtt import ControlClient
-from edgeops.registry import Registry
-from edgeops.samples import make_sample
-from edgeops.signing import generate_keys
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys
+from edgeops.rollout.fleet import read_fleet
 from edgeops.telemetry.store import TelemetryStore
-from edgeops.traffic import TrafficDriver, records_of
+from edgeops.train.data import file_sha256
+from edgeops.train.samples import make_sample
 
 pytestmark = pytest.mark.e2e
 MODEL, TARGET = "churn", "churned"
@@ -64,7 +64,7 @@ class Machine:
     def __post_init__(self) -> None:
         for sub in ("home", "work", "tmp", "site"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for package in (ROOT / "src" / "edgeops", ROOT / "edge_agent"):  # not ROOT itself: it holds flows/
+        for package in (ROOT / "src" / "edgeops", ROOT / "edge_agent"):  # edgeops installed, flows included
             (self.root / "site" / package.name).symlink_to(package)
 
     @property
@@ -107,13 +107,12 @@ def git(repo: Path, *args: str) -> str:
 
 
 def team_repository(tmp: Path, config: dict[str, Any]) -> tuple[str, str]:
-    """The team's repository as a bare one (``file://`` URL): the flow packages the deployments name, the
-    deployment file, edgeops.yaml and the first training extract; no key, no database, no registry."""
+    """The team's repository as a bare one (``file://`` URL): the deployment file, edgeops.yaml and the first
+    training extract; no key, no database, no registry, no code (the entrypoints are modules of the installed
+    edgeops: ``edgeops.flows.*``)."""
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
-    packages = {d["entrypoint"].split("/")[0] for d in spec["deployments"]}
+    assert all(d["entrypoint"].startswith("edgeops.flows.") for d in spec["deployments"]), spec["deployments"]
     src = tmp / "team-src"
-    for package in packages:
-        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "deployments", src / "deployments", ignore=shutil.ignore_patterns("__pycache__"))
     (src / "edgeops.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (src / "data").mkdir()

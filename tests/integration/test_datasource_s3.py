@@ -1,4 +1,4 @@
-"""A retrain's data under an S3 prefix (edgeops.datasource_s3) on a real S3 server (SeaweedFS): the newest
+"""A retrain's data under an S3 prefix (edgeops.train.datasource_s3) on a real S3 server (SeaweedFS): the newest
 object of the model's own glob, a folder's own files, errors that name what was looked at."""
 
 import hashlib
@@ -11,12 +11,12 @@ import pytest
 from seaweedfs import SeaweedFS
 
 from edgeops.config import ModelSource, S3Config
-from edgeops.datasource import materialized
-from edgeops.datasource_s3 import newest_s3_key, split_s3_spec
 from edgeops.errors import DataError
-from edgeops.registry import Registry
-from edgeops.samples import make_sample
-from edgeops.signing import generate_keys
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys
+from edgeops.train.datasource import materialized
+from edgeops.train.datasource_s3 import newest_s3_key, split_s3_spec
+from edgeops.train.samples import make_sample
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_the_pipeline_flow_trains_on_the_newest_s3_extract(s3_server: SeaweedFS,
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # flows/
-    from flows.pipeline import pipeline_flow
+    from edgeops.flows.pipeline import pipeline_flow
 
     base = f"{uuid.uuid4().hex[:12]}/exports"
     client = s3_server.client()

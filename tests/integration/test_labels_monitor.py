@@ -91,7 +91,9 @@ def test_late_labels_are_credited_to_the_old_version_and_its_time(store: Telemet
 def test_thresholds_come_from_edgeops_yaml_and_the_command_line(tmp_path: Path, store: TelemetryStore,
                                                                 manifests: list[Path],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeops.cli import app
+    from edgeops.cli import build_app
+
+    app = build_app()
 
     store.write([window("a", i, 1, NOW - timedelta(minutes=30 - i), 100, feedback={"labelled": 8.0, "accuracy": 0.75})
                  for i in range(10)])   # 80 labels at 75 %: ok against 0.8 - 0.05, whatever the interval
@@ -145,10 +147,8 @@ def test_without_db_the_commands_read_the_store_edgeops_yaml_names(tmp_path: Pat
 
 def test_the_monitor_flow_takes_the_thresholds_as_parameters(store: TelemetryStore, manifests: list[Path],
                                                               prefect_harness: None) -> None:
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # flows/
-    from flows.monitor import monitor_flow
+    from edgeops.flows.monitor import monitor_flow
 
     store.write([window("a", i, 1, NOW - timedelta(minutes=30 - i), 100, feedback={"labelled": 8.0, "accuracy": 0.75})
                  for i in range(10)])

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from ..errors import EdgeopsError, one_line
+from edgeops.errors import EdgeopsError, one_line
 
 if TYPE_CHECKING:
-    from ..config import ProjectConfig
+    from edgeops.config import ProjectConfig
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -70,7 +70,7 @@ def user_errors() -> Iterator[None]:
 
 
 def load_project_config(config: Path | None = None, overrides: Mapping[str, Any] | None = None) -> "ProjectConfig":
-    from ..config import load_config
+    from edgeops.config import load_config
 
     with user_errors():
         return load_config(config, overrides)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from ..telemetry.label_import import LabelColumns, csv_rows, import_labels, sql_rows
-from ..telemetry.monitor import manifest_references, registry_references
-from ..telemetry.store import TelemetryStore
-from .common import ConfigOption, DbOption, JsonOption, fail, load_project_config, print_json, user_errors
+from edgeops.cli.common import ConfigOption, DbOption, JsonOption, fail, load_project_config, print_json, user_errors
+from edgeops.telemetry.label_import import LabelColumns, csv_rows, import_labels, sql_rows
+from edgeops.telemetry.monitor import manifest_references, registry_references
+from edgeops.telemetry.store import TelemetryStore
 
 app = typer.Typer(help="Labels (ground truth) for realized accuracy / MAE.", no_args_is_help=True)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
+from edgeops.cli.common import (
     EXIT_DEGRADED,
     EXIT_DRIFT,
     ConfigOption,
@@ -25,8 +25,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..drift import HealthThresholds, ScopeReport
-    from ..drift_checks import DriftThresholds
+    from edgeops.config.monitor import DriftThresholds
+    from edgeops.telemetry.drift import HealthThresholds, ScopeReport
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -88,8 +88,8 @@ def run(
     from labels (an interval, a verdict only with enough labels, against the release's test metrics), and estimate
     performance without labels (edgeops.yaml ``monitor.performance``). Defaults come from edgeops.yaml
     ``monitor``; options override them."""
-    from ..drift import HealthThresholds
-    from ..telemetry.monitor import (
+    from edgeops.telemetry.drift import HealthThresholds
+    from edgeops.telemetry.monitor import (
         drift_thresholds,
         manifest_references,
         performance_thresholds,
@@ -97,8 +97,8 @@ def run(
         registry_references,
         run_monitor,
     )
-    from ..telemetry.performance_report import performance_line
-    from ..telemetry.store import TelemetryStore
+    from edgeops.telemetry.performance_report import performance_line
+    from edgeops.telemetry.store import TelemetryStore
 
     cfg = load_project_config(config)
     health = HealthThresholds()
@@ -207,6 +207,6 @@ def scope_line(scope: "ScopeReport", thresholds: "DriftThresholds", health_thres
 
 
 def _name(name: str) -> str:
-    from ..drift import PREDICTION
+    from edgeops.telemetry.drift import PREDICTION
 
     return "predictions" if name == PREDICTION else name

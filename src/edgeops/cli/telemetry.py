@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
+from edgeops.cli.common import (
     PRESENCE_STYLES,
     BrokerOption,
     ConfigOption,
@@ -25,7 +25,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..telemetry.ingest import IngestStats
+    from edgeops.telemetry.ingest import IngestStats
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -50,10 +50,9 @@ def serve(
 ) -> None:
     """Run the ingest until SIGINT/SIGTERM. Messages are acknowledged only after they are committed."""
     from edge_agent.shutdown import StopSignals
-
-    from ..credentials import mqtt_settings
-    from ..telemetry.events import discard, emit_to_prefect
-    from ..telemetry.ingest import IngestConfig, IngestService
+    from edgeops.credentials import mqtt_settings
+    from edgeops.telemetry.events import discard, emit_to_prefect
+    from edgeops.telemetry.ingest import IngestConfig, IngestService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
@@ -106,7 +105,7 @@ def write_ready(path: Path, subscribed: bool) -> None:
 @app.command()
 def stats(db: DbOption = None, json_out: JsonOption = False, config: ConfigOption = None) -> None:
     """What the store holds: windows per model version, and each device's presence and state."""
-    from ..telemetry.store import TelemetryStore
+    from edgeops.telemetry.store import TelemetryStore
 
     with user_errors():
         store = TelemetryStore(db or load_project_config(config).telemetry.url)

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import MqttConfig
-from ..errors import EdgeopsError
-from .services import api_healthy, deployment_status, ingest_subscribed
-from .state import BROKER, INGEST, MONITOR, PREFECT, Service, StackState
+from edgeops.config import MqttConfig
+from edgeops.errors import EdgeopsError
+from edgeops.stack.services import api_healthy, deployment_status, ingest_subscribed
+from edgeops.stack.state import BROKER, INGEST, MONITOR, PREFECT, Service, StackState
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -39,7 +39,7 @@ def probe_credentials(mqtt: MqttConfig) -> MqttConfig:
     """The username and password the stack's own services connect with: $EDGEOPS_MQTT_USERNAME and
     $EDGEOPS_MQTT_PASSWORD win over edgeops.yaml, as in edgeops.credentials. (Not its Secret blocks: reading one
     needs the Prefect API, which a probe must not wait for or start.)"""
-    from ..credentials import MQTT_PASSWORD_ENV, MQTT_USERNAME_ENV
+    from edgeops.credentials import MQTT_PASSWORD_ENV, MQTT_USERNAME_ENV
 
     return replace(mqtt, username=os.environ.get(MQTT_USERNAME_ENV) or mqtt.username,
                    password=os.environ.get(MQTT_PASSWORD_ENV) or mqtt.password)
@@ -49,7 +49,7 @@ def broker_problem(url: str, mqtt: MqttConfig | None = None, timeout_s: float = 
     """None when the broker at ``url`` accepts a connection (CONNACK), else why not. ``mqtt``: the project's
     broker settings, whose credentials (with the environment's, which win) the probe connects with; None for a
     broker of the stack's own (anonymous)."""
-    from ..mqtt import ControlClient
+    from edgeops.mqtt import ControlClient
 
     mqtt = MqttConfig() if mqtt is None else probe_credentials(mqtt)
     try:
