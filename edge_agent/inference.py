@@ -119,15 +119,15 @@ def _check_number(value: Any, field: str, nullable: bool) -> float:
         kind = "a string" if isinstance(value, str) else type(value).__name__
         raise InputError(field, f"expected a number, got {kind}")
     try:
-        value = float(value)
+        number = float(value)
     except OverflowError:  # an int beyond float64 (JSON has no limit on digits)
         raise InputError(field, "must be a finite number within float32 range") from None
-    if math.isnan(value):
+    if math.isnan(number):
         if not nullable:
             raise InputError(field, "is NaN but the model does not accept missing values")
-    elif not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+    elif not -FLOAT32_MAX <= number <= FLOAT32_MAX:
         raise InputError(field, "must be a finite number within float32 range")
-    return value
+    return number
 
 
 _PLAIN_NUMBERS = frozenset({float, int})
@@ -186,8 +186,8 @@ class ModelRunner:
         # The public ``run`` re-validates input names and ownership and handles GPU fallbacks on every call
         # (~2 µs, as long as a whole small model); our feeds are built from the checked layout as plain numpy
         # arrays on the CPU provider, so single rows go straight to the C++ session when it is exposed.
-        inner = getattr(self.session, "_sess", None)
-        self._session_run = inner.run if callable(getattr(inner, "run", None)) else self.session.run
+        inner_run = getattr(getattr(self.session, "_sess", None), "run", None)
+        self._session_run = inner_run if callable(inner_run) else self.session.run
         # (column, onnx name, is_numeric, nullable, missing token): computed once, walked per call.
         self._layout = tuple((s.column, s.name, s.dtype == "float32", s.nullable, s.missing_token)
                              for s in manifest.inputs)
@@ -256,9 +256,10 @@ class ModelRunner:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
-            return self.session.run(self._outputs, feeds)
+            outputs: list[Any] = self.session.run(self._outputs, feeds)
         except Exception as exc:  # a runtime failure is the model's fault, not the caller's
             raise ModelError(f"model failed to run: {_one_line(exc)}") from exc
+        return outputs
 
     # public API -----------------------------------------------------------------------------------
     def predict(self, record: Mapping[str, Any]) -> Prediction:
@@ -294,7 +295,8 @@ class ModelRunner:
                           probabilities=dict(zip(self._classes, outputs[1].tolist()[0], strict=False)))
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> PredictionBatch | list[Prediction]:
-        if isinstance(records, str | bytes) or not isinstance(records, Sequence):
+        # The HTTP API hands over parsed JSON: check at run time what the annotation promises.
+        if isinstance(records, str | bytes) or not isinstance(records, Sequence):  # type: ignore[redundant-expr, unreachable]
             raise InputError("records", "must be a list of objects")
         if not records:
             return []

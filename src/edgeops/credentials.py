@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import MqttConfig, ProjectConfig
-from .errors import ConfigError
+from edgeops.config import MqttConfig, ProjectConfig
+from edgeops.errors import ConfigError
 
 if TYPE_CHECKING:  # cryptography only where a key is used: `fleet ls` and the other broker commands need none
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -67,7 +67,7 @@ def mqtt_settings(cfg: ProjectConfig, url: str | None = None, prefix: str | None
 def signing_key(cfg: ProjectConfig) -> "Ed25519PrivateKey":
     """The release key: $EDGEOPS_SIGNING_KEY (PEM) → the Secret block ``signing.key_secret`` → the key file.
     SigningError with a hint when it is missing or not an Ed25519 key."""
-    from .signing import key_paths, load_private_key, parse_private_key
+    from edgeops.release.signing import key_paths, load_private_key, parse_private_key
 
     pem = read_secret(cfg.signing.key_secret, SIGNING_KEY_ENV, "signing.key_secret")
     if pem is None:
@@ -79,7 +79,7 @@ def signing_key(cfg: ProjectConfig) -> "Ed25519PrivateKey":
 def public_key(cfg: ProjectConfig) -> "Ed25519PublicKey":
     """The public half devices trust: ``release.pub`` when the project has it, else derived from the release key
     (a worker that reads the key from a Secret block has no key folder)."""
-    from .signing import key_paths, load_public_key
+    from edgeops.release.signing import key_paths, load_public_key
 
     path: Path = key_paths(cfg.registry.keys_dir)[1]
     return load_public_key(path) if path.exists() else signing_key(cfg).public_key()

@@ -17,9 +17,9 @@ import yaml
 from probation_load import CpuHog
 from services import processes_mentioning
 
-from edgeops.registry import Registry
-from edgeops.supervisor import group_alive
-from flows.serve import RETRAIN_TRIGGER
+from edgeops.flows.serve import RETRAIN_TRIGGER
+from edgeops.release.registry import Registry
+from edgeops.stack.supervisor import group_alive
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from cli_procs import run_edgeops
 from manifests import fake_manifest
 
 from edgeops.config import RegistryConfig
-from edgeops.registry import DEFAULT_ROOT, Registry
-from edgeops.samples import write_sample
-from edgeops.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.release.registry import DEFAULT_ROOT, Registry
+from edgeops.release.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.train.samples import write_sample
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ each finish in time does not."""
 
 import pytest
 
-from edgeops import demo
-from edgeops.demo import Clock, DemoTimeout
+from edgeops.demo import parts as demo
+from edgeops.demo.parts import Clock, DemoTimeout
 
 
 class FakeTime:

@@ -2,7 +2,7 @@
 and what to do next, with ``--keep-running`` named."""
 
 from edgeops.cli.demo import next_steps, summary_lines
-from edgeops.demo import DemoResult
+from edgeops.demo.parts import DemoResult
 
 PLACEHOLDERS = ("@-", "v?", "/?", "(-", "run -")
 

@@ -27,12 +27,11 @@ from typing import Any
 
 import yaml
 
-from ..config import DEFAULT_FILE, MqttConfig, ProjectConfig, load_config
-from ..mqtt import broker_address
-from ..supervisor import Child, ServiceError, Supervisor, mosquitto_binary, start_mosquitto
-from .down import tear_down
-from .probe import broker_problem, probe_stack
-from .services import (
+from edgeops.config import DEFAULT_FILE, MqttConfig, ProjectConfig, load_config
+from edgeops.mqtt import broker_address
+from edgeops.stack.down import tear_down
+from edgeops.stack.probe import broker_problem, probe_stack
+from edgeops.stack.services import (
     api_healthy,
     client_env,
     deployment_status,
@@ -41,7 +40,7 @@ from .services import (
     spawn_server,
     spawn_serving,
 )
-from .state import (
+from edgeops.stack.state import (
     BROKER,
     INGEST,
     MONITOR,
@@ -53,6 +52,7 @@ from .state import (
     remove_state,
     write_state,
 )
+from edgeops.stack.supervisor import Child, ServiceError, Supervisor, mosquitto_binary, start_mosquitto
 
 MONITOR_NAME = "local-monitor"
 MONITOR_DEPLOYMENT = f"monitor/{MONITOR_NAME}"
@@ -144,7 +144,7 @@ def start(project: Path, cfg: ProjectConfig, options: UpOptions, say: Say, begin
         registry_root = project / root if isinstance(root, Path) and not root.is_absolute() else root
         # The monitor's events are worth nothing without the deployment their trigger starts: both are served.
         specs = [monitor_spec(db_url, registry_root, options.monitor_every_s), retrain_spec(config_file)]
-        monitor = spawn_serving(supervisor, env, "flows.serve", specs, project, name=MONITOR, poll_s=10)
+        monitor = spawn_serving(supervisor, env, "edgeops.flows.serve", specs, project, name=MONITOR, poll_s=10)
         urls = {BROKER: broker_url, PREFECT: api_url, INGEST: db_url, MONITOR: f"{api_url.removesuffix('/api')}"
                 "/deployments"}
         state = StackState(project=str(project), broker_url=broker_url, own_broker=own_broker,
