@@ -123,8 +123,9 @@ def test_without_db_the_commands_read_the_store_edgeops_yaml_names(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """``telemetry.url`` is the one setting of the store; `monitor run`, `telemetry stats` and `telemetry serve`
     used to open ./.edgeops/telemetry.db whatever it said (a worker's monitor and the ingest then disagreed)."""
-    from edgeops.cli import app
+    from edgeops.cli import build_app
 
+    app = build_app()
     project = tmp_path / "project"
     project.mkdir()
     (project / "edgeops.yaml").write_text("telemetry:\n  url: sqlite:///shared/telemetry.db\n")
