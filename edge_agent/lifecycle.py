@@ -267,6 +267,10 @@ class LatencyWindow:
     def add(self, cost_ms: float) -> None:
         self.values.append(cost_ms)
 
+    @property
+    def full(self) -> bool:
+        return len(self.values) == self.values.maxlen
+
     def baseline(self, min_count: int) -> float | None:
         """The median, once enough requests were seen to make it more than noise."""
         if len(self.values) < max(min_count, LATENCY_MIN_SAMPLES):
