@@ -37,8 +37,9 @@ from .verify import KeyRing
 log = logging.getLogger(__name__)
 
 _STOP = object()
-BASELINE_EVERY = 16
-"""Once the baseline window is full, one request in this many reads the CPU clock (two system calls)."""
+BASELINE_EVERY = 64
+"""Once the baseline window is full, one request in this many reads the CPU clock: two system calls that cost
+as much as a small model's whole run on some virtual machines."""
 
 
 class Agent:
