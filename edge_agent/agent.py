@@ -181,7 +181,8 @@ class Agent:
         if timed:
             self._judge(runner, (time.thread_time() - cpu) * 1e3 / rows)
         per_row = (time.perf_counter() - start) * 1e3 / rows
-        given = self.pump.record_many(records, predictions.answers, per_row, predictions.columns, predictions.matrix)
+        given = self.pump.record_many(records, predictions.answers, per_row, predictions.columns, predictions.matrix,
+                                      predictions.numeric)
         if given is not None:
             predictions.key, predictions.base = given
         return predictions

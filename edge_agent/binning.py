@@ -103,3 +103,40 @@ class Binner:
 def add_values(acc: CountAccumulator, values: Sequence[Any]) -> None:
     """Add many values at once, exactly as ``acc.add`` would one by one (the rule of protocol/bins.py)."""
     Binner(acc.bins).count(acc, values)
+
+
+class MatrixBinner:
+    """Several numeric columns' bins at once: values as one matrix (rows × columns, float64, NaN for missing)
+    are counted with one ``searchsorted`` per column and one ``bincount`` for all, the rule of ``Binner``."""
+
+    def __init__(self, edges: Sequence[np.ndarray]) -> None:
+        self.edges = list(edges)
+        sizes = [max(len(e) - 1, 1) for e in self.edges]
+        self.sizes = sizes
+        self.offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)[:, None]
+        self.total = int(sum(sizes))
+        self.limits = np.array([max(len(e) - 2, 0) for e in self.edges], dtype=np.int64)[:, None]
+        self.low = np.array([e[0] for e in self.edges], dtype=np.float64)[:, None]
+        self.high = np.array([e[-1] for e in self.edges], dtype=np.float64)[:, None]
+
+    def count(self, accs: Sequence[CountAccumulator], matrix: np.ndarray) -> None:
+        if not matrix.size:
+            return
+        values = np.ascontiguousarray(matrix.T)  # one row per column
+        idx = np.empty(values.shape, dtype=np.int64)
+        for j, edges in enumerate(self.edges):
+            idx[j] = np.searchsorted(edges, values[j], side="right")
+        idx -= 1
+        np.minimum(idx, self.limits, out=idx)  # the last edge itself is in the last bin
+        missing, under, over = np.isnan(values), values < self.low, values > self.high
+        inside = ~(missing | under | over)
+        idx += self.offsets
+        counts = np.bincount(idx[inside], minlength=self.total).tolist()
+        extra = zip(missing.sum(axis=1).tolist(), under.sum(axis=1).tolist(), over.sum(axis=1).tolist(), strict=True)
+        for j, (acc, (n_missing, n_under, n_over)) in enumerate(zip(accs, extra, strict=True)):
+            start = int(self.offsets[j, 0])
+            for i, n in enumerate(counts[start:start + self.sizes[j]]):
+                acc.counts[i] += n
+            acc.extra[MISSING] += n_missing
+            acc.extra[UNDERFLOW] += n_under
+            acc.extra[OVERFLOW] += n_over

@@ -54,22 +54,39 @@ def _http_date() -> str:
 class DeadlineReader(io.RawIOBase):
     """The raw side of a handler's ``rfile``: every receive waits at most until ``deadline`` (a
     ``time.monotonic`` value). A buffered reader may call this many times for one ``readline``; each call is
-    bounded by what is left, so no splitting of the bytes can stretch a request past its deadline."""
+    bounded by what is left, so no splitting of the bytes can stretch a request past its deadline.
+
+    Setting a socket's timeout is a system call, so the timeout is only ever lowered to what is left (never
+    raised ahead of time): a receive that times out before the deadline simply waits again. A kept-alive client
+    sending whole requests then costs no call beyond the receive and the send, which ``set_timeout`` spares too
+    when the timeout is already the one wanted."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self._sock = sock
         self.deadline = time.monotonic()
+        self.timeout: float | None = sock.gettimeout()  # the socket's, as last set through this reader
 
     def readable(self) -> bool:
         return True
 
+    def set_timeout(self, seconds: float) -> None:
+        if seconds != self.timeout:
+            self._sock.settimeout(seconds)
+            self.timeout = seconds
+
     def readinto(self, buffer: Any) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("deadline passed")
-        self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)
+        waited = False
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("deadline passed")
+            if waited or self.timeout is None or self.timeout > remaining:
+                self.set_timeout(remaining)
+            try:
+                return self._sock.recv_into(buffer)
+            except TimeoutError:
+                waited = True  # the timeout was shorter than what is left: wait for the rest
 
 
 class JsonServer(ThreadingHTTPServer):
@@ -161,8 +178,9 @@ class JsonHandler(BaseHTTPRequestHandler):
                 data = b'{"error": "the model produced a non-finite number"}'
         if not self.body_read and self._declares_body():
             self.close_connection = True  # its unread body would be taken for the next request
-        # The reads left the socket timeout at what remained of the request's deadline; the answer gets its own.
-        self.connection.settimeout(self.server.request_timeout_s)
+        # The reads may have left the socket timeout at what remained of the request's deadline; the answer gets
+        # its own.
+        self._reader.set_timeout(self.server.request_timeout_s)
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(status.value, len(data))
         head = [f"{self.protocol_version} {status.value} {status.phrase}\r\nServer: {self.version_string()}\r\n"

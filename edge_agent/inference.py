@@ -122,6 +122,7 @@ class ModelRunner:
                              for s in manifest.inputs)
         numeric = [s for s in manifest.inputs if s.dtype == "float32"]
         self._numeric = tuple((s.column, s.name) for s in numeric)  # (column, onnx name) in matrix order
+        self._numeric_columns = tuple(s.column for s in numeric)
         self._numeric_getter = operator.itemgetter(*(s.column for s in numeric)) if numeric else None
         strict = [j for j, s in enumerate(numeric) if not s.nullable]
         self._strict = np.array(strict, dtype=np.intp) if strict else None  # matrix columns refusing NaN
@@ -154,22 +155,22 @@ class ModelRunner:
                 raise ModelError(f"ONNX graph has no output {needed!r} named by the manifest")
 
     # feeds ----------------------------------------------------------------------------------------
-    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool,
-               columns: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool, columns: dict[str, Any] | None = None,
+               numeric: list[Any] | None = None) -> dict[str, np.ndarray]:
         """One array per input. The numeric columns of plain values (numbers in float32 range, null or NaN where
         the column takes missing values) are checked and converted as one float64 matrix; a text column of ASCII
         strings in one numpy call; anything else takes the per-value path, which names the record and the
-        problem. ``columns`` receives each input column's values for telemetry: a float64 column (NaN for
-        missing) from the matrix, the values as given otherwise."""
+        problem. For telemetry, ``numeric`` receives that matrix with its columns' names (NaN for missing), and
+        ``columns`` every other input column's values as given."""
         n = len(records)
         feeds: dict[str, np.ndarray] = {}
         matrix = self._numeric_matrix(records) if self._numeric else None
         if matrix is not None:
             narrow = matrix.T.astype(np.float32, order="C")  # one row per input: each feed is a contiguous [n, 1] view
-            for j, (column, name) in enumerate(self._numeric):
+            for j, (_, name) in enumerate(self._numeric):
                 feeds[name] = narrow[j].reshape(n, 1)
-                if columns is not None:
-                    columns[column] = matrix[:, j]
+            if numeric is not None:
+                numeric.append((matrix, self._numeric_columns))
         for column, name, numeric, nullable, token in self._layout:
             if numeric and matrix is not None:
                 continue
@@ -273,8 +274,10 @@ class ModelRunner:
                 if not isinstance(record, Mapping):
                     raise InputError(f"records[{i}]", "must be an object of column values")
         columns: dict[str, Any] = {}
-        batch = self._shape(self._run(self._feeds(records, False, columns)), len(records))
+        numeric: list[Any] = []
+        batch = self._shape(self._run(self._feeds(records, False, columns, numeric)), len(records))
         batch.columns = columns
+        batch.numeric = numeric[0] if numeric else None
         return batch
 
     def raw(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:

@@ -69,11 +69,12 @@ class PredictionBatch(Sequence[Prediction]):
 
     Ids are ``{key}{base + i:x}``: the agent sets ``key`` and ``base`` to its telemetry window's id head and the
     batch's first row in it (protocol/feedback.py), so every row has an id without an entry per row.
-    ``columns`` holds the input columns' values as the model was fed them (a float64 array per numeric column,
-    NaN for missing; the values as given otherwise): what telemetry counts."""
+    What telemetry counts: ``numeric``, the numeric inputs as the model was fed them (one float64 matrix, rows ×
+    columns, NaN for missing, with the columns' names), and ``columns``, every other input column's values as
+    given (all of them when a batch took the per-value path)."""
 
     __slots__ = ("_classes", "_json_classes", "_probabilities", "answers", "base", "columns", "key", "matrix",
-                 "regression", "values")
+                 "numeric", "regression", "values")
 
     def __init__(self, key: str, answers: list[Any], probabilities: list[list[float]] | None,
                  classes: tuple[Any, ...], json_classes: tuple[str, ...], matrix: np.ndarray | None = None,
@@ -82,6 +83,7 @@ class PredictionBatch(Sequence[Prediction]):
         self.base = 0
         self.answers = answers  # labels (classifier) or values (regressor), one per row
         self.columns: dict[str, Any] = {}
+        self.numeric: tuple[np.ndarray, tuple[str, ...]] | None = None
         self._probabilities = probabilities
         self.matrix = matrix  # the probabilities as onnxruntime gave them (rows × classes), for telemetry
         self.values = values  # a regressor's values as float64 (their finiteness is checked once, for JSON)

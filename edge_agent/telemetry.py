@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .binning import Binner, add_values, as_floats
+from .binning import Binner, MatrixBinner, add_values, as_floats
 from .feedback import MAX_CREDITS, AnswerWindow, FeedbackMemory, FeedbackTally
 from .protocol import CountAccumulator, ReleaseManifest, ScoreCalibration, ScoreCounts, TelemetryWindow, iso_ms
 from .scoring import freeze_scores, score_cells
@@ -73,7 +73,7 @@ class _Window:
         # pending, appended on the hot path (under the recorder's lock), taken by ``take_pending``:
         self.lat: list[float] = []  # one latency per request
         self.rows: list[Any] = []  # reference-column values of each single record (a tuple, or the one value)
-        self.blocks: list[list[Any]] = []  # a batch's values column by column, in reference order
+        self.blocks: list[tuple[list[Any], Any]] = []  # a batch's columns (in reference order), its feed matrix
         self.pending = 0  # rows in ``rows`` and ``blocks``
         self.answers: list[Any] = [] if given is None else given.answers  # labels or values, in id order
         self.answers_binned = 0  # answers before this index are in ``predictions``
@@ -111,6 +111,13 @@ class TelemetryRecorder:
         self._columns = tuple(manifest.reference)
         self._binners = tuple(Binner(ref.bins) for ref in manifest.reference.values())  # numpy edges, once
         self._prediction_binner = Binner(manifest.prediction_reference.bins)
+        # the numeric reference columns are binned together, as one matrix; the others one by one
+        self._numeric_at = [j for j, b in enumerate(self._binners) if not b.categorical]
+        self._text_at = [j for j, b in enumerate(self._binners) if b.categorical]
+        self._numeric_names = tuple(self._columns[j] for j in self._numeric_at)
+        self._matrix_binner = MatrixBinner([self._binners[j].edges for j in self._numeric_at]) \
+            if self._numeric_at else None  # type: ignore[misc]
+        self._picks: dict[tuple[str, ...], Any] = {}  # a feed matrix's column names → our numeric columns in it
         n = len(self._columns)
         # a record's reference values: a tuple, or the value itself for one column (as itemgetter gives them)
         self._row_of = itemgetter(*self._columns) if n else None
@@ -196,25 +203,34 @@ class TelemetryRecorder:
         return None if given is None or at < 0 else f"{given.head}{at:x}"
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
-                    inputs: Mapping[str, Any] | None = None,
-                    probabilities: np.ndarray | None = None) -> tuple[str, int] | None:
+                    inputs: Mapping[str, Any] | None = None, probabilities: np.ndarray | None = None,
+                    numeric: tuple[np.ndarray, tuple[str, ...]] | None = None) -> tuple[str, int] | None:
         """A batch the model answered (``answers``: its labels, or its values for a regressor): one request, so
         one latency sample (its time per row) and one pass under the lock; its rows and answers are counted
         exactly as ``record`` would count each. ``inputs`` are columns the caller already extracted (a list, or
         the float64 column the model was fed). Returns (id head, first row) when answers are kept.
-        ``probabilities`` (rows × classes, a classifier's) feed the score counts."""
+        ``probabilities`` (rows × classes, a classifier's) feed the score counts. ``numeric`` is the model's
+        numeric feeds as one float64 matrix (rows × columns, NaN for missing) and its columns' names: the
+        numeric reference columns are then taken from it, as they are, and binned together."""
         n = len(records)
         if not n:
             return None
         given = {} if inputs is None else inputs
-        columns = [given[col] if col in given else [record.get(col) for record in records] for col in self._columns]
+        picked = None
+        if numeric is not None and self._matrix_binner is not None:
+            pick = self._pick(numeric[1])
+            if pick is not None:
+                picked = (numeric[0], pick)
+        skip = self._numeric_names if picked is not None else ()
+        columns = [None if col in skip else given[col] if col in given else [record.get(col) for record in records]
+                   for col in self._columns]
         scored = self.score_bins and probabilities is not None and np.shape(probabilities) == (n, self.classes)
         with self._lock:
             win = self._window
             win.count += n
             win.lat.append(latency_ms)
             if columns:
-                win.blocks.append(columns)
+                win.blocks.append((columns, picked))
                 win.pending += n
             at = len(win.answers)
             win.answers.extend(answers)
@@ -251,18 +267,40 @@ class TelemetryRecorder:
                 probabilities = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
                 win.scores += score_cells(probabilities, self.score_bins)
             if rows or blocks:
-                singles = ([rows] if len(self._columns) == 1 else list(zip(*rows, strict=True))) if rows \
-                    else [() for _ in self._columns]
-                for j, (binner, acc) in enumerate(zip(self._binners, win.features.values(), strict=True)):
-                    pieces = [piece for piece in (singles[j], *(block[j] for block in blocks)) if len(piece)]
-                    if binner.categorical:
-                        binner.count_texts(acc, pieces)
-                    elif len(pieces) == 1:
-                        binner.count(acc, pieces[0])
-                    elif pieces:
-                        binner.count(acc, np.concatenate([as_floats(piece) for piece in pieces]))
+                self._add_rows(win, rows, blocks)
             if answers:
                 self._add_answers(win, answers)
+
+    def _pick(self, names: tuple[str, ...]) -> Any:
+        """Where our numeric reference columns are in a feed matrix with columns ``names`` (None: not all are)."""
+        if names not in self._picks:
+            where = {name: i for i, name in enumerate(names)}
+            pick: Any = None
+            if all(col in where for col in self._numeric_names):
+                at = [where[col] for col in self._numeric_names]
+                pick = slice(None) if at == list(range(len(names))) else np.array(at, dtype=np.intp)
+            self._picks[names] = pick
+        return self._picks[names]
+
+    def _add_rows(self, win: _Window, rows: list[Any], blocks: list[Any]) -> None:
+        """Bin single rows' values and batches' columns: the numeric columns as one matrix, the others by text."""
+        singles = ([rows] if len(self._columns) == 1 else list(zip(*rows, strict=True))) if rows else None
+        accs = list(win.features.values())
+        if self._matrix_binner is not None:
+            parts = []
+            if singles is not None:
+                parts.append(np.column_stack([as_floats(singles[j]) for j in self._numeric_at]))
+            for columns, picked in blocks:
+                if picked is not None:
+                    parts.append(picked[0][:, picked[1]])
+                else:
+                    parts.append(np.column_stack([as_floats(columns[j]) for j in self._numeric_at]))
+            matrix = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._matrix_binner.count([accs[j] for j in self._numeric_at], matrix)
+        for j in self._text_at:
+            pieces = [] if singles is None else [singles[j]]
+            pieces.extend(columns[j] for columns, _ in blocks)
+            self._binners[j].count_texts(accs[j], pieces)
 
     def _add_answers(self, win: _Window, answers: list[Any]) -> None:
         binner, acc = self._prediction_binner, win.predictions

@@ -63,10 +63,11 @@ class TelemetryPump:
         return None if recorder is None else recorder.record(record, prediction, latency_ms, error)
 
     def record_many(self, records: Sequence[Mapping[str, Any]], answers: Sequence[Any], latency_ms: float,
-                    inputs: Mapping[str, Any] | None = None,
-                    probabilities: np.ndarray | None = None) -> tuple[str, int] | None:
+                    inputs: Mapping[str, Any] | None = None, probabilities: np.ndarray | None = None,
+                    numeric: tuple[np.ndarray, tuple[str, ...]] | None = None) -> tuple[str, int] | None:
         recorder = self.recorder
-        return None if recorder is None else recorder.record_many(records, answers, latency_ms, inputs, probabilities)
+        return None if recorder is None else recorder.record_many(records, answers, latency_ms, inputs, probabilities,
+                                                                  numeric)
 
     def record_feedback(self, correct: bool | None = None, abs_error: float | None = None,
                         about: AnswerWindow | None = None) -> None:

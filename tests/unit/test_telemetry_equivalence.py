@@ -29,8 +29,13 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def release():  # type: ignore[no-untyped-def]
-    return build_release("churn", 2, new_key(), calibrated=True)
+def key():  # type: ignore[no-untyped-def]
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def release(key):  # type: ignore[no-untyped-def]
+    return build_release("churn", 2, key, calibrated=True)
 
 
 def tricky_rows(manifest: Any, n: int, seed: int) -> list[dict[str, Any]]:
@@ -66,7 +71,8 @@ def windows(release: Any, rows: list[dict[str, Any]], sizes: list[int]) -> tuple
     for i, size in enumerate(sizes):
         chunk = rows[start:start + size]
         batch = runner.predict_many(chunk)
-        key, base = batched.record_many(chunk, batch.answers, 1.0, batch.columns, batch.matrix)  # type: ignore
+        key, base = batched.record_many(chunk, batch.answers, 1.0, batch.columns, batch.matrix,  # type: ignore
+                                        batch.numeric)  # type: ignore[union-attr]  # as Agent.predict_many passes them
         batch.key, batch.base = key, base  # type: ignore[union-attr]
         batch_ids.extend(p.id for p in batch)
         start += size
@@ -95,7 +101,7 @@ def test_missing_values_keep_the_batch_on_its_fast_path(release) -> None:  # typ
     rows = [{"age in years": None, "income": 1.5, "plan": "pro"}, {"age in years": math.nan, "income": 2, "plan": None}]
     assert runner._numeric_matrix(rows) is not None
     batch = runner.predict_many(rows)
-    assert isinstance(batch.columns["age in years"], np.ndarray)  # type: ignore[union-attr]
+    assert batch.numeric is not None and np.isnan(batch.numeric[0][:, 0]).all()  # type: ignore[union-attr]
     assert [p.label for p in batch] == [runner.predict(r).label for r in rows]
 
 
@@ -131,3 +137,4 @@ def test_an_integer_beyond_float64_is_beyond_every_edge(value: int) -> None:
     texts = CountAccumulator(CategoricalBins(("1", "True")))
     add_values(texts, [1, 1.0, True, "1"])  # equal as keys, not as text
     assert texts.freeze().counts == (2, 1) and texts.freeze().unseen == 1
+
