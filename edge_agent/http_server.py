@@ -38,6 +38,7 @@ kernel at net.core.somaxconn)."""
 MAX_REQUEST_LINE = 65536  # the stdlib's own limit, kept
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, default=str)  # json.dumps with options makes one per call
 _date: tuple[int, str] = (0, "")
 
 
@@ -172,7 +173,7 @@ class JsonHandler(BaseHTTPRequestHandler):
             data = body
         else:
             try:
-                data = json.dumps(body, allow_nan=False, default=str).encode()
+                data = _ENCODER.encode(body).encode()
             except ValueError:  # a NaN/Infinity output is not JSON: say so rather than send invalid JSON
                 status = HTTPStatus.INTERNAL_SERVER_ERROR
                 data = b'{"error": "the model produced a non-finite number"}'

@@ -143,8 +143,9 @@ class TelemetryRecorder:
         """A ``Prediction`` the model gave for ``record`` (a mapping holding every reference column, as a record
         the model accepted does). Appends, under the lock: its values, its answer, its latency. When a feedback
         memory keeps the answer, the prediction is named after the window and its row (formatted when read)."""
+        row_of = self._row_of
         try:
-            row = self._row_of(record) if self._row_of is not None else None
+            row = None if row_of is None else row_of(record)
         except (KeyError, TypeError):
             row = self._row_get(record)
         answer = prediction.value if self._regression else prediction.label
@@ -157,13 +158,14 @@ class TelemetryRecorder:
             win = self._window
             win.count += 1
             win.lat.append(latency_ms)
-            win.rows.append(row)
+            if row_of is not None:
+                win.rows.append(row)
+                win.pending += 1
             answers = win.answers
             at = len(answers)
             answers.append(answer)
             if scores is not None:
                 win.scored.append(scores)
-            win.pending += 1
             overdue = win.pending >= MAX_PENDING
         given = win.given
         if given is not None:
@@ -188,7 +190,7 @@ class TelemetryRecorder:
             win.lat.append(latency_ms)
             if error is not None:
                 win.errors[error] = win.errors.get(error, 0) + 1
-            if record is not None:
+            if record is not None and self._row_of is not None:
                 win.rows.append(row)
                 win.pending += 1
             if prediction is not None:

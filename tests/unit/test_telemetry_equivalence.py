@@ -138,3 +138,19 @@ def test_an_integer_beyond_float64_is_beyond_every_edge(value: int) -> None:
     add_values(texts, [1, 1.0, True, "1"])  # equal as keys, not as text
     assert texts.freeze().counts == (2, 1) and texts.freeze().unseen == 1
 
+
+
+def test_a_release_without_feature_references_still_counts_its_predictions(release) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    manifest = dataclasses.replace(release.manifest, reference={})
+    runner = ModelRunner(release.manifest, release.data)
+    rows = tricky_rows(release.manifest, 20, seed=9)
+    recorder = TelemetryRecorder(manifest, "d1", 60, 1000, Clock())
+    recorder.record_prediction(rows[0], runner.predict(rows[0]), 1.0)
+    recorder.record(rows[1], 1, 1.0)
+    batch = runner.predict_many(rows[2:])
+    recorder.record_many(rows[2:], batch.answers, 1.0, batch.columns, batch.matrix, batch.numeric)  # type: ignore
+    window = recorder.close_window(0)
+    assert window is not None and window.count == 20 and window.features == {}
+    assert window.predictions is not None and window.predictions.total == 20
