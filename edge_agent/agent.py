@@ -145,7 +145,11 @@ class Agent:
         runner = self._runner
         if runner is None:
             raise NoModelError("no model is installed yet")
-        timed = self._wants_cost()
+        if self.probation is None:  # _wants_cost, inlined: this is the hottest path there is
+            self._calls = calls = self._calls + 1
+            timed = not calls % BASELINE_EVERY or not self.latencies.full
+        else:
+            timed = self._wants_cost()
         start = time.perf_counter()
         cpu = time.thread_time() if timed else 0.0
         try:

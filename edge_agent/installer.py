@@ -269,7 +269,7 @@ class Installer:
         agent.store.write_pointer(Pointer(job.ref, old))
         baseline = agent.latencies.baseline(agent.config.probation_min_predictions)
         agent.swap_runner(job.runner)
-        agent.latencies.values.clear()
+        agent.latencies.clear()
         job.extra["baseline"] = baseline
         # Stays "activating" until the probation step has its watcher in place (so no prediction escapes it).
         phase = "activating" if self.probation_applies(old) else "serving"

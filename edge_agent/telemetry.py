@@ -168,8 +168,8 @@ class TelemetryRecorder:
                 win.scored.append(scores)
             overdue = win.pending >= MAX_PENDING
         given = win.given
-        if given is not None:
-            prediction.name(given.head, at)
+        if given is not None:  # Prediction.name, inlined
+            prediction.id_head, prediction.id_row, prediction._id = given.head, at, None
         if overdue:  # nobody compacted for a long while: keep memory bounded on the caller's thread
             self.compact()
 
