@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: Mosquitto on a free port, a signed real release
 
 from releases import build_release  # noqa: E402
-from rounds import Ratio, load_average, print_table  # noqa: E402
+from rounds import Ratio, load_average, print_table, ratios, rotating_rounds  # noqa: E402
 from services import running_mosquitto  # noqa: E402
 
 from edge_agent.protocol import DEFAULT_PREFIX, Reported, Status, Topics  # noqa: E402
@@ -120,19 +120,17 @@ def measure(name: str, baseline: list[str], ours: list[str], cwd: Path, env: dic
             calls: int, target: float | None, terminal: bool = False) -> tuple[Ratio, Ratio]:
     for argv in (baseline, ours):  # warm the file cache, as for a user's second command
         run_timed(argv, cwd, env, terminal and argv is ours)
-    wall, cpu, ours_s, base_s = [], [], [], []
-    for r in range(rounds):
-        spent: dict[int, tuple[float, float]] = {}
-        for side, argv in ((0, baseline), (1, ours)) if r % 2 == 0 else ((1, ours), (0, baseline)):
-            w = c = 0.0
-            for _ in range(calls):
-                dw, dc, _code = run_timed(argv, cwd, env, terminal and side == 1)
-                w, c = w + dw, c + dc
-            spent[side] = (w / calls, c / calls)
-        wall.append(spent[1][0] / spent[0][0])
-        cpu.append(spent[1][1] / max(spent[0][1], 1e-9))
-        ours_s.append(spent[1][0])
-        base_s.append(spent[0][0])
+    def turn(argv: list[str], is_ours: bool) -> tuple[float, float]:
+        """Mean (wall, CPU) seconds of ``calls`` processes of ``argv``."""
+        w = c = 0.0
+        for _ in range(calls):
+            dw, dc, _code = run_timed(argv, cwd, env, terminal and is_ours)
+            w, c = w + dw, c + dc
+        return w / calls, c / calls
+
+    done = rotating_rounds({"baseline": lambda: turn(baseline, False), "ours": lambda: turn(ours, True)}, rounds)
+    ours_s, base_s = [w for w, _ in done["ours"]], [w for w, _ in done["baseline"]]
+    wall, cpu = ratios(ours_s, base_s), ratios([c for _, c in done["ours"]], [c for _, c in done["baseline"]])
     ms = f"{sorted(ours_s)[len(ours_s) // 2] * 1e3:.0f} ms vs {sorted(base_s)[len(base_s) // 2] * 1e3:.0f} ms"
     print(f"  {name}: {ms} (medians)", flush=True)
     return (Ratio(f"{name}, wall", wall, target, detail=ms), Ratio(f"{name}, CPU", cpu, None))

@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: Mosquitto on a free port
 
-from rounds import Ratio, load_average, print_table, spread  # noqa: E402
+from rounds import Ratio, in_turn, load_average, print_table  # noqa: E402
 from services import Mosquitto  # noqa: E402
 
 from edgeops.mqtt import ControlClient  # noqa: E402
@@ -119,18 +119,14 @@ def main() -> None:
                 messages = [(f"bench/devices/d{i:05d}/desired", f'{{"round": {r}, "i": {i}}}'.encode())
                             for i in range(args.messages)]
                 # publishing: each side publishes the round's messages (the retained state both reads find)
-                if r % 2 == 0:
-                    bare, ours = publish_bare(host, port, messages), publish_ours(broker.url, messages)
-                else:
-                    ours, bare = publish_ours(broker.url, messages), publish_bare(host, port, messages)
+                got = {side: publish_bare(host, port, messages) if side == "bare" else
+                       publish_ours(broker.url, messages) for side in in_turn(["bare", "ours"], r)}
+                bare, ours = got["bare"], got["ours"]
                 ratios["publish"][0].append(ours[0] / bare[0])
                 ratios["publish"][1].append(ours[1] / bare[1])
-                if r % 2 == 0:
-                    bare = bare_read(host, port, "bench/devices/+/desired", args.messages)
-                    ours = read_ours(broker.url, messages)
-                else:
-                    ours = read_ours(broker.url, messages)
-                    bare = bare_read(host, port, "bench/devices/+/desired", args.messages)
+                got = {side: bare_read(host, port, "bench/devices/+/desired", args.messages) if side == "bare" else
+                       read_ours(broker.url, messages) for side in in_turn(["bare", "ours"], r)}
+                bare, ours = got["bare"], got["ours"]
                 ratios["read"][0].append(ours[0] / bare[0])
                 ratios["read"][1].append(ours[1] / bare[1])
                 print(f"  round {r + 1}: publish {ratios['publish'][0][-1]:.2f}× wall "
@@ -140,7 +136,7 @@ def main() -> None:
         finally:
             broker.stop()
     results = [Ratio(f"{what} {args.messages} retained, ControlClient / bare paho", wall, None,
-                     detail=f"CPU {spread(cpu)}") for what, (wall, cpu) in ratios.items()]
+                     cpu=cpu) for what, (wall, cpu) in ratios.items()]
     print_table(results, load_start, "one broker, both clients in this process")
 
 

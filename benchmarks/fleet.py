@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: Mosquitto on a free port, a signed real release
 
 from releases import Release, build_release, new_key, with_bytes  # noqa: E402
-from rounds import Ratio, cpu_seconds, load_average, print_table, spread  # noqa: E402
+from rounds import Ratio, cpu_seconds, load_average, print_table  # noqa: E402
 from services import Mosquitto  # noqa: E402
 from wire import PUBACK_BYTES, SUBACK_BYTES, UNSUBACK_BYTES, publish_bytes, subscribe_bytes, unsubscribe_bytes  # noqa: E402
 
@@ -320,7 +320,7 @@ def report(rounds: list[Round], n: int, args: argparse.Namespace, chunks: int, l
     cpu = [r.rollout_cpu / r.fanout_cpu for r in rounds]
     results = [
         Ratio(f"rollout / raw fan-out, {n} devices, wall time", wall, 3.0,
-              detail=f"CPU {spread(cpu)}"),
+              cpu=cpu),
         Ratio(f"rollout / raw fan-out, {n} devices, CPU seconds", cpu, 3.0,
               detail="simulated fleet + controller + broker"),
         Ratio("  the same, the devices verifying in parallel (est.)",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import onnxruntime as ort
-from rounds import Ratio, interleaved_cpu, load_average, print_table, spread
+from rounds import Ratio, interleaved_cpu, load_average, print_table
 from threadpoolctl import threadpool_limits
 
 from edgeops.config import ProjectConfig, load_config
@@ -77,7 +77,7 @@ def measure(label: str, kind: str, estimator: str, args: argparse.Namespace) -> 
                                     limited(lambda f=frame: predict(f), args.threads),  # type: ignore[misc]
                                     args.rounds, calls)
         results.append(Ratio(f"{label}, {rows} row{'s' * (rows > 1)}: sklearn / onnxruntime", wall, 1.0,
-                             higher_is_better=True, detail=f"CPU {spread(cpu)}"))
+                             higher_is_better=True, cpu=cpu))
         print(results[-1].line(), flush=True)
     return results
 

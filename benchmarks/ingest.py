@@ -41,7 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from rounds import Ratio, load_average, print_table, spread, tree_cpu_seconds
+from rounds import Ratio, in_turn, load_average, print_table, spread, tree_cpu_seconds
 from services import POSTGRES_URL, running_mosquitto
 
 from edge_agent.protocol import Counts, NumericBins, Reference, TelemetryWindow, Topics
@@ -253,7 +253,7 @@ def main() -> None:
         sides = ["raw", "x1", "x2"]
         for r in range(args.rounds):
             line = []
-            for side in sides[r % 3:] + sides[:r % 3]:
+            for side in in_turn(sides, r):
                 if side == "raw":
                     elapsed, spent = raw_subscriber(broker.host, broker.port, n, f"raw-bench-{r}")
                     line.append(f"raw {n / elapsed:,.0f}/s")

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from rounds import Ratio, load_average, print_table, spread, tree_cpu_seconds
+from rounds import Ratio, load_average, print_table, ratios, rotating_rounds, timed, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,21 +87,20 @@ def run(rows: int, rounds: int, work: Path) -> Ratio:
     print(f"{rows} rows; warm-up runs (untimed) ...", flush=True)
     plain()
     flow()
-    wall: list[float] = []
-    cpu: list[float] = []
-    for i in range(rounds):
-        times: dict[str, tuple[float, float]] = {}
-        for name, call in (("plain", plain), ("flow", flow)) if i % 2 == 0 else (("flow", flow), ("plain", plain)):
-            c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
-            call()
-            times[name] = time.perf_counter() - t0, tree_cpu_seconds(os.getpid()) - c0
-        wall.append(times["flow"][0] / times["plain"][0])
-        cpu.append(times["flow"][1] / times["plain"][1])
-        print(f"  round {i + 1}: plain {times['plain'][0]:.2f} s ({times['plain'][1]:.2f} s CPU), flow "
-              f"{times['flow'][0]:.2f} s ({times['flow'][1]:.2f} s CPU): {wall[-1]:.2f}× wall, {cpu[-1]:.2f}× CPU",
-              flush=True)
+    def tree_cpu() -> float:  # this process (both sides) + the Prefect server's tree (the flow's side only)
+        return tree_cpu_seconds(os.getpid())
+
+    def progress(r: int, got: dict[str, tuple[float, float]]) -> None:
+        (pw, pc), (fw, fc) = got["plain"], got["flow"]
+        print(f"  round {r + 1}: plain {pw:.2f} s ({pc:.2f} s CPU), flow {fw:.2f} s ({fc:.2f} s CPU): "
+              f"{fw / pw:.2f}× wall, {fc / pc:.2f}× CPU", flush=True)
+
+    done = rotating_rounds({"plain": lambda: timed(plain, 1, tree_cpu), "flow": lambda: timed(flow, 1, tree_cpu)},
+                           rounds, progress)
+    wall = ratios([w for w, _ in done["flow"]], [w for w, _ in done["plain"]])
+    cpu = ratios([c for _, c in done["flow"]], [c for _, c in done["plain"]])
     return Ratio(f"Prefect flow / plain functions, {rows // 1000}k rows", wall, 1.2,
-                 detail=f"CPU (this process + Prefect server) {spread(cpu)}")
+                 cpu=cpu, detail="CPU: this process + the Prefect server")
 
 
 def main() -> None:

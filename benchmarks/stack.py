@@ -17,7 +17,6 @@ through the real console scripts (each command a process of its own, as a user r
 """
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -27,9 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from rounds import Ratio, load_average, print_table, spread, tree_cpu_seconds
+from rounds import Ratio, load_average, print_table, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: the scan for processes left behind
+from services import processes_mentioning  # noqa: E402
+
 BIN = Path(sys.executable).parent
 TARGET = "churned"
 
@@ -92,20 +94,6 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
     return wall, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime), proc.stdout
 
 
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError, IndexError):
-            if (proc / "stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
-                continue
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if text in cmdline or text in (proc / "environ").read_bytes().decode(errors="replace"):
-                found.append(f"{proc.name}: {cmdline[:120]}")
-    return found
-
-
 def up_down_cycles(project: Path, env: dict[str, str], cycles: int) -> None:
     edgeops = str(BIN / "edgeops")
     for i in range(cycles):
@@ -151,7 +139,7 @@ def pipeline_rounds(project: Path, env: dict[str, str], rounds: int, rows: int) 
     finally:
         timed([edgeops, "down"], project, env)
     return Ratio(f"pipeline run with `edgeops up` / plain script, {rows} rows", wall, 2.0,
-                 detail=f"CPU (command + Prefect server) {spread(cpu)}")
+                 cpu=cpu, detail="CPU: the command + the Prefect server")
 
 
 def main() -> None:

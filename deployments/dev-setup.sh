@@ -17,6 +17,6 @@ stamp=.venv/.edgeops-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -m pip install -q -e ".[control,dev]" 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c "import edgeops, edge_agent, prefect, sklearn, skl2onnx, onnxruntime, paho.mqtt"
+    .venv/bin/python -c "import edgeops, edge_agent, prefect, sklearn, skl2onnx, onnxruntime, paho.mqtt, mypy"
     touch "$stamp"
 fi

@@ -19,11 +19,11 @@ them from the event (deployments/prefect.yaml); none of them is a secret (edgeop
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import State, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from edgeops import retrain as steps
 from edgeops.errors import RolloutError

@@ -11,7 +11,7 @@ by a person, and there is no deployment to schedule a deferred run of.
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import State, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -26,7 +26,7 @@ from prefect.deployments import run_deployment
 from prefect.events import emit_event
 from prefect.runtime import deployment as deployment_ctx
 from prefect.runtime import flow_run as flow_run_ctx
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from edgeops.errors import ConfigError
 from edgeops.retrain import MODEL_RESOURCE, model_name
@@ -76,7 +76,9 @@ def check_cooldown(model: str, cooldown_s: float) -> Decision:
         since = now - timedelta(seconds=STALE_S + cooldown_s)
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+            # pydantic takes the datetime; the field names Prefect's DateTime subclass of it
+            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(
+                after_=since)),  # type: ignore[arg-type]
             sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
     return decide(str(me.id), me.created or now, runs_of(model, runs), cooldown_s, now)
 
@@ -91,6 +93,7 @@ def defer(model: str, decision: Decision, event_id: str | None) -> State:
             timeout=0, as_subflow=False, tags=["edgeops", "deferred"],
             flow_run_name=f"{model}-deferred-{decision.until:%Y%m%d-%H%M%S}",
             idempotency_key=f"edgeops-retrain-{model}-after-{decision.because.id}-from-{flow_run_ctx.id}")
+        assert isinstance(run, FlowRun)   # sync code: async_dispatch returned the run, not a coroutine
         scheduled = str(run.id)
     elif decision.because is not None:
         scheduled = decision.because.id

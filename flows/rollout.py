@@ -68,9 +68,11 @@ class _Reporter:
     """Turns controller notifications into artifact updates and events (progress only when it moved)."""
 
     def __init__(self, rec: RolloutRecord) -> None:
-        self.artifact: UUID = create_progress_artifact(
+        artifact = create_progress_artifact(
             progress=100.0 * rec.progress(), key=artifact_key(rec.id),
             description=f"Rollout {rec.id}: {rec.release} to {len(rec.devices)} devices in {rec.waves} waves")
+        assert isinstance(artifact, UUID)   # sync code: Prefect's async_dispatch returned the result, no coroutine
+        self.artifact = artifact
         self.last = rec.progress()
 
     def __call__(self, kind: str, rec: RolloutRecord, detail: Mapping[str, object]) -> None:

@@ -93,6 +93,16 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
+def store(tmp_path: Path) -> Iterator["TelemetryStore"]:
+    """A telemetry store in a fresh SQLite file. A module whose ``store`` is something else defines its own."""
+    from edgeops.telemetry.store import TelemetryStore  # only the tests that use it pay for the import
+
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def pg_store() -> Iterator["TelemetryStore"]:
     """A telemetry store on the machine's PostgreSQL, in a schema of its own that is dropped afterwards."""
     from edgeops.telemetry.store import TelemetryStore  # only the tests that use it pay for the import

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,17 @@ def build_release(name: str, version: int, key: Ed25519PrivateKey, *, task: str 
         metrics={"accuracy": 0.8} if task == "binary" else {"r2": 0.9},
         calibration=_calibration(pipe, seed, task, pred_ref) if calibrated else None)
     return Release(sign(manifest, key), data)
+
+
+def write_manifests(folder: Path, releases: Iterable[tuple[str, int, str]]) -> list[Path]:
+    """``folder/<name>-<version>.json`` for each (name, version, task), signed by one new key: the manifests a
+    monitor or a label import reads releases from, without a registry."""
+    key, paths = Ed25519PrivateKey.generate(), []
+    for name, version, task in releases:
+        path = folder / f"{name}-{version}.json"
+        path.write_bytes(build_release(name, version, key, task=task).manifest.to_bytes())
+        paths.append(path)
+    return paths
 
 
 def _calibration(pipe: Any, seed: int, task: str, pred_ref: Reference) -> Any:

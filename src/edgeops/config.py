@@ -251,7 +251,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     raw = _read_yaml(path) if path is not None else {}
     for key, value in (overrides or {}).items():
         _apply_override(raw, key, value)
-    cfg = _build(ProjectConfig, raw, "")
+    cfg: ProjectConfig = _build(ProjectConfig, raw, "")
     _check_semantics(cfg)
     if path is not None:
         base = Path(path).parent
@@ -401,8 +401,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _convert(value: Any, kind: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, value, key)  # type: ignore[arg-type]
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return _build(kind, value, key)
     if _is_union(kind):
         options = get_args(kind)
         if value is None and type(None) in options:

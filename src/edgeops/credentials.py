@@ -46,6 +46,7 @@ def read_secret(block: str | None, env: str | None, key: str) -> str | None:
     except ValueError as exc:  # Prefect: "Unable to find block document named ..."
         raise ConfigError(key, f"no Prefect Secret block named {block!r} on this Prefect server ({exc}); create "
                           "it in the UI (Blocks → Secret) or with Secret(value=...).save(name)") from None
+    assert isinstance(secret, Secret)   # called from sync code: load() returned the block, not a coroutine
     text = secret.get()
     if not isinstance(text, str) or not text:
         raise ConfigError(key, f"the Prefect Secret block {block!r} must hold non-empty text")

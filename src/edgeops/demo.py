@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -28,6 +28,7 @@ from .errors import EdgeopsError
 from .supervisor import Supervisor, group_alive, start_mosquitto
 
 MODEL, TARGET = "churn", "churned"
+_T = TypeVar("_T")
 MARKER = ".edgeops-demo"
 LABELS = {"fleet": "demo"}
 ROLLOUT_POLICY = {"canary": "34%", "waves": 1, "max_failure": "5%", "device_timeout_s": 60}
@@ -94,7 +95,7 @@ class Clock:
         if time.monotonic() > self.deadline:
             raise DemoTimeout(f"the loop did not close within {self.timeout_s:.0f} s (waiting for {waiting_for})")
 
-    def wait(self, what: str, ready: Callable[[], Any], poll_s: float = 0.5) -> Any:
+    def wait(self, what: str, ready: Callable[[], _T | None], poll_s: float = 0.5) -> _T:
         while True:
             value = ready()
             if value:

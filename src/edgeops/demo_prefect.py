@@ -84,7 +84,7 @@ class PrefectView:
         state = run.state
         if state is None:
             return "Pending", "", False
-        return state.name, state.message or "", state.is_final()
+        return state.name or state.type.value.title(), state.message or "", state.is_final()
 
     def run_name(self, run_id: UUID) -> str:
         return self.client.read_flow_run(run_id).name

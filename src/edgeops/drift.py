@@ -191,7 +191,7 @@ class WindowTotals:
             for key, value in normalise_feedback(window.feedback).items():
                 self.feedback[key] = self.feedback.get(key, 0.0) + value
 
-    def _sum(self, total: np.ndarray | None, counts: Counts) -> np.ndarray | None:
+    def _sum(self, total: np.ndarray | None, counts: Counts) -> np.ndarray:
         vec = np.asarray(counts.vector(), dtype=np.int64)
         if total is None:
             return vec

@@ -18,7 +18,7 @@ episode, one event.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +116,7 @@ def judge(references: Mapping[str, Sequence[float]], counts: Mapping[str, np.nda
                 n[:, i] = pooled.sum(axis=1)
     alpha, lenient = thresholds.alpha(len(names)), thresholds.lenient(len(names))
     flat = p.reshape(length, -1)
-    return Checks(names, p, n, (flat < alpha).any(axis=1), ~(flat < lenient).any(axis=1), alpha)
+    return Checks(names, p, n, np.any(flat < alpha, axis=1), ~np.any(flat < lenient, axis=1), alpha)
 
 
 @dataclass
@@ -129,7 +129,7 @@ class EpisodeState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def step(state: EpisodeState, rejected: Sequence[bool], recovered: Sequence[bool],
+def step(state: EpisodeState, rejected: Iterable[bool], recovered: Iterable[bool],
          recovery_windows: int) -> list[int]:
     """Advance ``state`` over check points; returns the indices where an episode opened."""
     opened = []

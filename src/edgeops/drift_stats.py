@@ -147,7 +147,7 @@ def _share_sf(x: np.ndarray, n: np.ndarray, a: float, b: float) -> np.ndarray:
     (the beta share plus the binomial noise around it), with a continuity correction."""
     mean = a / (a + b)
     concentration = n * (a + b + 1.0) / (a + b + n) - 1.0
-    return beta.sf((x - 0.5) / n, mean * concentration, (1.0 - mean) * concentration)
+    return np.asarray(beta.sf((x - 0.5) / n, mean * concentration, (1.0 - mean) * concentration))
 
 
 def noise_levels(columns: int, n: float, reference_n: float) -> tuple[float, float]:

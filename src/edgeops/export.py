@@ -11,7 +11,7 @@ import re
 import unicodedata
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -33,6 +33,7 @@ from edge_agent.protocol import (
     now_iso,
     sha256_hex,
 )
+from edge_agent.protocol.manifest import Task
 
 from .calibration import class_indices, error_calibration, score_calibration
 from .config import ExportConfig
@@ -134,8 +135,9 @@ def convert(trained: TrainedModel, inputs: tuple[InputSpec, ...], target_opset: 
             # HistGradientBoosting; pyproject pins protobuf<7 and tests/unit/test_export.py guards the pin.
             warnings.filterwarnings("ignore", message="Field onnx.AttributeProto.ints", category=DeprecationWarning)
             # A fixed graph name (skl2onnx's default is a random uuid) keeps releases byte-reproducible.
-            model = convert_sklearn(trained.pipeline, initial_types=initial_types, options=options,
-                                    target_opset=target_opset, name=f"edgeops_{type(estimator).__name__}")
+            model: onnx.ModelProto = convert_sklearn(trained.pipeline, initial_types=initial_types, options=options,
+                                                     target_opset=target_opset,
+                                                     name=f"edgeops_{type(estimator).__name__}")
     except Exception as exc:  # skl2onnx raises anything (RuntimeError, protobuf errors, KeyError, ...)
         raise ExportError(f"skl2onnx cannot convert {trained.estimator or type(estimator).__name__}: "
                           f"{type(exc).__name__}: {one_line(exc, 200)}") from exc
@@ -161,7 +163,8 @@ def onnx_feeds(inputs: tuple[InputSpec, ...], X: pd.DataFrame) -> dict[str, np.n
 def run_onnx(onnx_bytes: bytes, inputs: tuple[InputSpec, ...], X: pd.DataFrame) -> list[np.ndarray]:
     """Run the ONNX model on a model-input frame with onnxruntime (CPU); outputs in graph order."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    return session.run(None, onnx_feeds(inputs, X))
+    outputs: list[np.ndarray] = session.run(None, onnx_feeds(inputs, X))
+    return outputs
 
 
 def check_parity(trained: TrainedModel, onnx_bytes: bytes, inputs: tuple[InputSpec, ...],
@@ -310,7 +313,8 @@ def _output_spec(model: onnx.ModelProto, trained: TrainedModel) -> OutputSpec:
     names = [o.name for o in model.graph.output]
     if trained.task == "regression":
         return OutputSpec(task="regression", value=names[0])
-    return OutputSpec(task=trained.task, label=names[0], probabilities=names[1],  # type: ignore[arg-type]
+    # OutputSpec checks the task against TASKS itself; training keeps it as a plain str.
+    return OutputSpec(task=cast(Task, trained.task), label=names[0], probabilities=names[1],
                       classes=tuple(trained.classes or ()))
 
 
@@ -326,7 +330,8 @@ def _ties(expected: np.ndarray, tolerance: float) -> np.ndarray:
     if expected.shape[1] < 2:
         return np.zeros(len(expected), dtype=bool)
     top2 = np.sort(expected, axis=1)[:, -2:]
-    return (top2[:, 1] - top2[:, 0]) <= 2 * tolerance
+    ties: np.ndarray = (top2[:, 1] - top2[:, 0]) <= 2 * tolerance
+    return ties
 
 
 def _column(values: Any, rows: int, what: str) -> np.ndarray:

@@ -128,7 +128,7 @@ def parse_state(kind: type[_M], device: str, payload: bytes) -> _M:
     Parsed once per distinct payload: a rollout reads the fleet's retained state to plan, and its controller
     then reads the same messages again (the control client hands them on); the bytes are immutable and
     parsing is pure, so the second reading costs a lookup instead of thousands of parses."""
-    message = _parse(kind, payload)
+    message: _M = _parse(kind, payload)  # type: ignore[arg-type]  # classes are Hashable (python/mypy#11470)
     if message.device != device:
         raise ProtocolError(f"message names device {message.device!r} on the topic of {device!r}", field="device")
     return message
@@ -136,7 +136,8 @@ def parse_state(kind: type[_M], device: str, payload: bytes) -> _M:
 
 @lru_cache(maxsize=16384)  # about one entry per device; ~1 KB each
 def _parse(kind: type[_M], payload: bytes) -> _M:
-    return kind.parse(payload)  # type: ignore[no-any-return]
+    message: _M = kind.parse(payload)   # parse() is typed Any for every message class
+    return message
 
 
 def read_fleet(client: ControlClient, topics: Topics) -> FleetSnapshot:

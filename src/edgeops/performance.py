@@ -123,7 +123,8 @@ def _beta_variance(hits: np.ndarray, rows: np.ndarray) -> np.ndarray:
     without them 20 hits in 20 rows would claim a hit rate of 1 known to within 0.5 %, when 0.9 is quite
     consistent with it (it gives 20 of 20 one time in eight)."""
     smoothed = (hits + 0.5) / (rows + 1)
-    return smoothed * (1 - smoothed) / (rows + 2)
+    variance: np.ndarray = smoothed * (1 - smoothed) / (rows + 2)
+    return variance
 
 
 # --- estimators -----------------------------------------------------------------------------------------------

@@ -150,7 +150,8 @@ def build_report(validation: ValidationReport, gate: GateResult, export: ExportR
     report = {"validation": validation.to_dict(), "gates": [asdict(c) for c in gate.checks],
               "parity": export.parity.to_dict(), "metrics": dict(metrics), "reasons": list(gate.reasons),
               **({"recipe": dict(recipe)} if recipe is not None else {})}
-    return json.loads(json.dumps(report, default=str))
+    safe: dict[str, Any] = json.loads(json.dumps(report, default=str))
+    return safe
 
 
 def training_recipe(request: PipelineRequest, trained: TrainedModel) -> dict[str, Any]:

@@ -14,7 +14,7 @@ the endpoint, region, profile and addressing style; never a secret.
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -27,6 +27,7 @@ from .registry_store import Stored, check_key
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}   # 412, and 409 for a conditional write in flight
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 T = TypeVar("T")
+_Addressing = Literal["auto", "virtual", "path"]   # botocore's; config.py checks it is one of them
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -62,7 +63,7 @@ class S3Store:
                 session = boto3.session.Session(profile_name=opts.profile, region_name=opts.region)
                 self._client = session.client(
                     "s3", endpoint_url=None if env_endpoint else opts.endpoint_url,
-                    config=Config(s3={"addressing_style": opts.addressing_style}, connect_timeout=10,
+                    config=Config(s3={"addressing_style": cast(_Addressing, opts.addressing_style)}, connect_timeout=10,
                                   read_timeout=60, retries={"mode": "standard", "max_attempts": 5}))
             except BotoCoreError as exc:
                 raise RegistryError(f"cannot use the registry at {self.url}: {exc}") from exc

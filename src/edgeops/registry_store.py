@@ -147,7 +147,7 @@ class LocalStore:
         base = self.root / prefix
         if not base.is_dir():
             return []
-        found = []
+        found: list[str] = []
         for folder, _dirs, files in os.walk(base):
             found.extend((Path(folder) / name).relative_to(self.root).as_posix() for name in files)
         return sorted(found)

@@ -148,7 +148,7 @@ class SimFleet:
     # lifecycle (test thread) ----------------------------------------------------------------------------
     def __enter__(self) -> "SimFleet":
         self._thread.start()
-        self.call(lambda: [self._connect(d) for d in self.devices.values()])
+        self.call(lambda: list(map(self._connect, self.devices.values())))
         self.wait_until(lambda: all(d.announced for d in self.devices.values()), 60.0,
                         "all simulated devices online and reported")
         return self
@@ -218,7 +218,7 @@ class SimFleet:
             corked = []
             for key, _events in self._sel.select(timeout=wait) if self._socks else ():
                 touched.add(key.data)
-                corked.append(_cork(key.fileobj, True))  # type: ignore[arg-type]
+                corked.append(_cork(self._socks[key.data], True))
                 try:
                     self._clients[key.data].loop_read(100)
                 except Exception:  # a bug in one device's handler must not stop the whole fleet
@@ -342,7 +342,7 @@ class SimFleet:
         self.received += 1
         try:
             if msg.topic.endswith("/desired"):
-                desired = Desired.parse(msg.payload) if msg.payload else None
+                desired = Desired.parse(bytes(msg.payload)) if msg.payload else None
                 if desired is not None and not desired.clears:  # a clear keeps serving what runs, as for an agent
                     self._on_desired(client, dev, desired)
             elif dev._target is not None:
@@ -351,6 +351,7 @@ class SimFleet:
             log.warning("simulated %s: bad message on %s: %s", dev.device, msg.topic, exc)
 
     def _on_desired(self, client: mqtt.Client, dev: SimDevice, desired: Desired) -> None:
+        assert desired.model is not None and desired.version is not None   # a clear never comes here
         if (desired.model, desired.version) == (dev.model, dev.version):
             if dev.state != "serving" or dev._target is not None:  # back to what it runs (e.g. a rollback)
                 dev.state, dev._target = "serving", None
@@ -408,6 +409,7 @@ class SimFleet:
         if dev._target is not target:
             return  # a newer desired state replaced this one meanwhile
         dev._target = None
+        assert target.model is not None and target.version is not None   # a target is never a clear
         if error is None:
             dev.model, dev.version, dev.state, dev.installs = target.model, target.version, "serving", dev.installs + 1
         else:

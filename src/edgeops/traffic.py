@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def records_of(rows: Iterable[Mapping[str, Any]], drop: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """JSON-ready records: ``drop`` columns removed, NaN → null (what the agent reads as *missing*)."""
+def records_of(rows: Iterable[Mapping[Any, Any]], drop: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """JSON-ready records: ``drop`` columns removed, NaN → null (what the agent reads as *missing*). Rows are
+    typed loosely because a frame's ``to_dict("records")`` keys them by Hashable; ours are column names."""
     out = []
     for row in rows:
         out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()

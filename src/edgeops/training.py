@@ -227,20 +227,23 @@ def _target(y: pd.Series, task: str) -> pd.Series:
                             column=str(y.name))
         return values
     if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
-        values = y.to_numpy(dtype="float64")
-        if np.all(values == np.round(values)):
+        floats = y.to_numpy(dtype="float64")
+        if np.all(floats == np.round(floats)):
             return y.astype("int64")
     return as_text(y).astype(object)
 
 
-def _split(X: pd.DataFrame, y: pd.Series, task: str, cfg: ProjectConfig) -> tuple[Any, Any, Any, Any]:
+def _split(X: pd.DataFrame, y: pd.Series, task: str, cfg: ProjectConfig
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
     stratify = None
     if task != "regression" and cfg.split.stratify and y.value_counts().min() >= 2:
         stratify = y
     try:
-        return train_test_split(X, y, test_size=cfg.split.test_size, random_state=cfg.seed, stratify=stratify)
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=cfg.split.test_size,
+                                                            random_state=cfg.seed, stratify=stratify)
     except ValueError as exc:
         raise DataError(f"cannot split {len(X)} rows into train and holdout: {exc}") from exc
+    return X_train, X_test, y_train, y_test
 
 
 def _scalar(value: Any) -> Any:

@@ -81,13 +81,6 @@ class Publisher:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[TelemetryStore]:
-    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def publisher(session_broker: str) -> Iterator[Publisher]:
     p = Publisher(session_broker)
     yield p

@@ -2,13 +2,11 @@
 release and window each id names, in a real SQLite telemetry store; bad rows reported, re-imports idempotent."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from releases import build_release
+from releases import write_manifests
 from typer.testing import CliRunner
 
 from edge_agent.protocol import prediction_id_head
@@ -28,20 +26,7 @@ VALUE_HEAD = prediction_id_head("load", 1, WINDOW_MS)
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """churn@3 (binary, classes 0 and 1, tested at 0.8) and load@1 (a regressor)."""
-    key, folder = Ed25519PrivateKey.generate(), tmp_path_factory.mktemp("manifests")
-    paths = []
-    for name, version, task in (("churn", 3, "binary"), ("load", 1, "regression")):
-        path = folder / f"{name}-{version}.json"
-        path.write_bytes(build_release(name, version, key, task=task).manifest.to_bytes())
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TelemetryStore]:
-    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
-    yield s
-    s.close()
+    return write_manifests(tmp_path_factory.mktemp("manifests"), [("churn", 3, "binary"), ("load", 1, "regression")])
 
 
 GOOD = [f"{HEAD}{i:x},{1 if i < 45 else 0},1" for i in range(60)]   # 60 labels, 45 right

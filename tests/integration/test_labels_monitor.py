@@ -3,13 +3,11 @@ the version and time of their predictions, judged by default against the release
 minimum count and an interval; the thresholds from edgeops.yaml, the command line and the flow."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from releases import build_release
+from releases import write_manifests
 from typer.testing import CliRunner
 
 from edge_agent.protocol import TelemetryWindow
@@ -28,20 +26,7 @@ def iso(at: datetime) -> str:
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """churn@1 and churn@2, binary classifiers whose holdout accuracy was 0.8."""
-    key, folder = Ed25519PrivateKey.generate(), tmp_path_factory.mktemp("manifests")
-    paths = []
-    for version in (1, 2):
-        path = folder / f"churn-{version}.json"
-        path.write_bytes(build_release("churn", version, key).manifest.to_bytes())
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TelemetryStore]:
-    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
-    yield s
-    s.close()
+    return write_manifests(tmp_path_factory.mktemp("manifests"), [("churn", 1, "binary"), ("churn", 2, "binary")])
 
 
 def window(device: str, seq: int, version: int, at: datetime, count: int, **fields: object) -> TelemetryWindow:

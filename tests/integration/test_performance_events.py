@@ -2,9 +2,7 @@
 through telemetry 1.2 ``feedback_for``) raises it as the estimate does, one episode per version and scope whichever
 source found it, and versions no device runs any more raise none."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,13 +32,6 @@ def releases() -> dict[tuple[str, int], ReleaseManifest]:
     accuracy 0.8."""
     key = Ed25519PrivateKey.generate()
     return {("churn", v): build_release("churn", v, key, calibrated=v < 3).manifest for v in (1, 2, 3)}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TelemetryStore]:
-    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
-    yield s
-    s.close()
 
 
 def window(device: str, seq: int, version: int, at: datetime, *, unsure: bool = False,

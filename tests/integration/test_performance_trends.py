@@ -7,7 +7,6 @@ import base64
 import io
 import re
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,13 +38,6 @@ def iso(at: datetime) -> str:
 @pytest.fixture(scope="module")
 def classifier() -> ReleaseManifest:
     return build_release("churn", 5, Ed25519PrivateKey.generate(), calibrated=True).manifest   # test accuracy 0.8
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TelemetryStore]:
-    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
-    yield s
-    s.close()
 
 
 def scores(rng: np.random.Generator, n: int, unsure: bool) -> ScoreCounts:

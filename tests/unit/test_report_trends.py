@@ -1,7 +1,6 @@
 """The drift report's trends, on real stores: drift evidence per feature over time (the check points' own
 p-values), health over time, which devices drift on what, and versions no device runs any more."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,13 +59,6 @@ def window(m: ReleaseManifest, device: str, seq: int, minutes_ago: int, rng: np.
         errors={"model": errors} if errors else {}, latency_ms=latency or {"p50": 1.0, "p95": 2.0, "p99": 3.0},
         features={col: draw(ref, count, rng, col == shifted) for col, ref in m.reference.items()},
         predictions=draw(m.prediction_reference, count, rng))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TelemetryStore]:
-    s = TelemetryStore(f"sqlite:///{tmp_path / 'telemetry.db'}")
-    yield s
-    s.close()
 
 
 def lookup(*manifests: ReleaseManifest):  # type: ignore[no-untyped-def]

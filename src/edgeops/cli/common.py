@@ -33,6 +33,13 @@ EXIT_DEGRADED = 6
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="Project config file (default: ./edgeops.yaml when present).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+BrokerOption = Annotated[str | None, typer.Option(
+    "--broker", help="Broker URL (default: $EDGEOPS_MQTT_URL, else mqtt.url of the config).")]
+TargetOption = Annotated[list[str] | None, typer.Option(
+    "--target", "-t", help="Label selector k=v; repeat (or comma-separate) to AND several.")]
+DbOption = Annotated[str, typer.Option("--db", help="Telemetry store URL (sqlite:///... or postgresql+psycopg://...).")]
+PRESENCE_STYLES = {"online": "green", "offline": "red", "unknown": "dim"}
+"""print_table styles for a device's presence (``status``)."""
 
 
 def fail(exc: BaseException | str, code: int = EXIT_ERROR) -> NoReturn:

@@ -1,13 +1,16 @@
 """``edgeops fleet``: the devices the broker knows about, from their retained reported/status messages."""
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
 from .common import (
+    PRESENCE_STYLES,
+    BrokerOption,
     ConfigOption,
     JsonOption,
+    TargetOption,
     broker_url,
     load_project_config,
     plural,
@@ -22,11 +25,6 @@ if TYPE_CHECKING:
     from ..mqtt import ControlClient
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
-
-BrokerOption = Annotated[str | None, typer.Option(
-    "--broker", help="Broker URL (default: $EDGEOPS_MQTT_URL, else mqtt.url of the config).")]
-TargetOption = Annotated[list[str] | None, typer.Option(
-    "--target", "-t", help="Label selector k=v; repeat (or comma-separate) to AND several.")]
 
 
 @app.callback()
@@ -93,7 +91,7 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
         return
     print_table(["DEVICE", "LABELS", "MODEL@VERSION", "STATE", "STATUS", "LAST SEEN", "LAST ERROR"],
                 (_row(device) for device in devices), title=plural(len(devices), "device"),
-                styles={"online": "green", "offline": "red", "unknown": "dim"})
+                styles=PRESENCE_STYLES)
 
 
 if __name__ == "__main__":

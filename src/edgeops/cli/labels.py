@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
+from ..telemetry import DEFAULT_DB_URL
 from ..telemetry.label_import import LabelColumns, csv_rows, import_labels, sql_rows
 from ..telemetry.monitor import manifest_references, registry_references
-from ..telemetry.store import DEFAULT_DB_URL, TelemetryStore
-from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, user_errors
+from ..telemetry.store import TelemetryStore
+from .common import ConfigOption, DbOption, JsonOption, fail, load_project_config, print_json, user_errors
 
 app = typer.Typer(help="Labels (ground truth) for realized accuracy / MAE.", no_args_is_help=True)
 
@@ -26,7 +27,7 @@ def ingest(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="A CSV file with a header row.")] = None,
     sql: Annotated[str | None, typer.Option(help="A SQLAlchemy URL of the warehouse (with --table).")] = None,
     table: Annotated[str | None, typer.Option(help="The table (or schema.table) to read with --sql.")] = None,
-    db: Annotated[str, typer.Option("--db", help="Telemetry store URL.")] = DEFAULT_DB_URL,
+    db: DbOption = DEFAULT_DB_URL,
     manifest: Annotated[list[Path] | None, typer.Option(
         help="Release manifest file(s) instead of the registry (repeatable).")] = None,
     id_column: Annotated[str, typer.Option(help="Column of the prediction ids.")] = "prediction_id",

@@ -17,6 +17,7 @@ from .common import (
     EXIT_DEGRADED,
     EXIT_DRIFT,
     ConfigOption,
+    DbOption,
     JsonOption,
     load_project_config,
     plural,
@@ -45,7 +46,7 @@ class FailOn(StrEnum):
 @app.command("run")
 def run(
     model: Annotated[str | None, typer.Option(help="Only this model (default: every model with telemetry).")] = None,
-    db: Annotated[str, typer.Option("--db", help="Telemetry store URL.")] = DEFAULT_DB_URL,
+    db: DbOption = DEFAULT_DB_URL,
     hours: Annotated[float | None, typer.Option(
         min=0.01, help="Telemetry of the last N hours (default: monitor.hours of the config, else 24).")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(

@@ -4,8 +4,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import ConfigOption, JsonOption, load_project_config, plural, print_json, user_errors
-from .fleet import BrokerOption, control_client
+from .common import BrokerOption, ConfigOption, JsonOption, load_project_config, plural, print_json, user_errors
+from .fleet import control_client
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -18,8 +18,10 @@ import typer
 
 from .common import (
     EXIT_REJECTED,
+    BrokerOption,
     ConfigOption,
     JsonOption,
+    TargetOption,
     fail,
     load_project_config,
     plural,
@@ -28,7 +30,7 @@ from .common import (
     user_errors,
     warn,
 )
-from .fleet import BrokerOption, TargetOption, broker_origin, control_client
+from .fleet import broker_origin, control_client
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig

@@ -12,7 +12,10 @@ import typer
 
 from ..telemetry import DEFAULT_DB_URL
 from .common import (
+    PRESENCE_STYLES,
+    BrokerOption,
     ConfigOption,
+    DbOption,
     JsonOption,
     broker_url,
     load_project_config,
@@ -27,13 +30,11 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
-DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...).")]
-
 
 @app.command()
 def serve(
     db: DbOption = DEFAULT_DB_URL,
-    broker: Annotated[str | None, typer.Option(help="Broker URL (default: $EDGEOPS_MQTT_URL, then config).")] = None,
+    broker: BrokerOption = None,
     group: Annotated[str, typer.Option(help="Shared-subscription group: instances in one group split the load.")]
     = "edgeops-ingest",
     instance: Annotated[str, typer.Option(help="Instance name, part of the fixed MQTT client id.")] = "0",
@@ -109,15 +110,14 @@ def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
 
     with user_errors():
         store = TelemetryStore(db)
-        summary = {"windows": store.count_windows(), "models": [f"{m}@{v}" for m, v in store.models()],
-                   "devices": [{k: d[k] for k in ("device", "status", "state", "model", "version")}
-                               for d in store.devices()]}
+        windows, models = store.count_windows(), [f"{m}@{v}" for m, v in store.models()]
+        devices = [{k: d[k] for k in ("device", "status", "state", "model", "version")} for d in store.devices()]
         store.close()
     if json_out:
-        print_json(summary)
+        print_json({"windows": windows, "models": models, "devices": devices})
         return
-    typer.echo(f"{plural(summary['windows'], 'window')}; models: {', '.join(summary['models']) or '-'}", err=True)
+    typer.echo(f"{plural(windows, 'window')}; models: {', '.join(models) or '-'}", err=True)
     print_table(["DEVICE", "STATUS", "STATE", "MODEL@VERSION"],
                 ([d["device"], d["status"] or "unknown", d["state"] or "-",
-                  f"{d['model']}@{d['version']}" if d["model"] else "-"] for d in summary["devices"]),
-                styles={"online": "green", "offline": "red", "unknown": "dim"})
+                  f"{d['model']}@{d['version']}" if d["model"] else "-"] for d in devices),
+                styles=PRESENCE_STYLES)

@@ -358,9 +358,3 @@ class RolloutController:
             self._touch(dev)
         rec.status = "aborted"
         self._persist(rec, event="aborted")
-
-
-def run_rollout(store: RolloutStore, client: ControlClient, topics: Topics, rollout_id: str, **kwargs: object
-                ) -> RolloutRecord:
-    """Run (or resume) ``rollout_id`` to its end with a fresh controller."""
-    return RolloutController(store, client, topics, **kwargs).run(rollout_id)  # type: ignore[arg-type]

@@ -39,18 +39,18 @@ class TelemetryHealthGate:
                                        f"requests on {context.model}@{context.version}")
         previous = self._previous(context)
         old = None if previous is None else self._totals(context.model, previous, self.since - self.policy.baseline)
-        has_baseline = old is not None and old.count >= self.policy.min_requests
+        baseline = old if old is not None and old.count >= self.policy.min_requests else None
         new_rate = _model_error_rate(new)
-        limit = (_model_error_rate(old) + self.policy.max_error_rate_increase  # type: ignore[arg-type]
-                 if has_baseline else self.policy.max_error_rate)
+        limit = (_model_error_rate(baseline) + self.policy.max_error_rate_increase
+                 if baseline is not None else self.policy.max_error_rate)
         if new_rate > limit:
             return GateVerdict("abort", f"model error rate {new_rate:.1%} over {new.count} requests exceeds "
                                         f"{limit:.1%}")
-        new_p95, old_p95 = new.p95_estimate, old.p95_estimate if has_baseline else None  # type: ignore[union-attr]
+        new_p95, old_p95 = new.p95_estimate, baseline.p95_estimate if baseline is not None else None
         if new_p95 is not None and old_p95 and new_p95 > self.policy.max_latency_factor * old_p95:
             return GateVerdict("abort", f"p95 latency {new_p95:.2f} ms is over {self.policy.max_latency_factor:g}× "
                                         f"v{previous}'s {old_p95:.2f} ms")
-        against = f" (v{previous}: {_model_error_rate(old):.1%})" if has_baseline else ""  # type: ignore[arg-type]
+        against = f" (v{previous}: {_model_error_rate(baseline):.1%})" if baseline is not None else ""
         return GateVerdict("advance", f"model error rate {new_rate:.1%} over {new.count} requests{against}")
 
     def _previous(self, context: GateContext) -> int | None:

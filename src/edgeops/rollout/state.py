@@ -327,10 +327,11 @@ class RolloutStore:
 
     def swap_flow_run(self, rollout_id: str, flow_run: str) -> str | None:
         """Record the Prefect flow run now driving the rollout; returns the one recorded before (None at first)."""
+        previous: str | None
         with self._begin(immediate=True) as db:
             (previous,) = self._locked_row(db, rollout_id, _R.flow_run)
             db.execute(update(rollouts).where(_R.id == rollout_id).values(flow_run=flow_run))
-        return previous  # type: ignore[no-any-return]
+        return previous
 
     def request_abort(self, rollout_id: str, reason: str = "aborted by operator") -> RolloutRecord:
         """Set the abort flag the controller polls; RolloutError when the rollout already finished."""
@@ -343,7 +344,7 @@ class RolloutStore:
 
     def abort_requested(self, rollout_id: str) -> str | None:
         with self._begin() as db:
-            return db.execute(select(_R.abort_requested).where(_R.id == rollout_id)).scalar()  # type: ignore[no-any-return]
+            return db.execute(select(_R.abort_requested).where(_R.id == rollout_id)).scalar()
 
 
 _DEVICE_UPDATE = update(rollout_devices).where(

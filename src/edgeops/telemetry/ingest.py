@@ -42,8 +42,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge_agent.protocol import DEFAULT_PREFIX, Topics
 from edgeops.errors import BrokerError
 from edgeops.mqtt import broker_address
+from edgeops.telemetry import DEFAULT_DB_URL
 from edgeops.telemetry.events import Emitter, discard
-from edgeops.telemetry.store import DEFAULT_DB_URL, TelemetryStore
+from edgeops.telemetry.store import TelemetryStore
 from edgeops.telemetry.writer import BatchResult, BatchWriter, WriterProcess, parse_message
 
 __all__ = ["IngestConfig", "IngestService", "IngestStats", "parse_message"]
@@ -245,7 +246,7 @@ class IngestService:
             log.warning("ingest disconnected from %s (%s); reconnecting", self.config.broker_url, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Raw(msg.topic, msg.payload, msg.mid, msg.qos, self._epoch))
+        self._queue.put(_Raw(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._epoch))  # bytes: no copy
         with self._stats_lock:
             self._stats.received += 1
 

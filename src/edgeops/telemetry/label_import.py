@@ -21,11 +21,14 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.protocol import ProtocolError, ReleaseManifest, parse_prediction_id
 from edgeops.errors import EdgeopsError, one_line
 from edgeops.telemetry.store import TelemetryStore, utcnow
+
+if TYPE_CHECKING:   # SQLAlchemy is imported only by sql_rows
+    from sqlalchemy import Select
 
 BATCH = 5000
 References = Callable[[str, int], ReleaseManifest | None]
@@ -101,7 +104,7 @@ def sql_rows(url: str, table: str, columns: LabelColumns = LabelColumns()) -> It
         with engine.connect() as conn:
             found = [c["name"] for c in inspect(conn).get_columns(name, schema=schema or None)]
             _check_columns(found, columns, table)
-            query = select(*(column(c) for c in columns.names)).select_from(
+            query: Select[*tuple[Any, ...]] = select(*(column(c) for c in columns.names)).select_from(
                 table_clause(name, schema=schema or None)).order_by(column(columns.prediction_id))
             result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
             for number, values in enumerate(result, start=1):

@@ -245,8 +245,7 @@ def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, de
     """Every check point of one scope, the episode replayed over them, the latest pooled statistics, and health
     with realized performance judged on ``labels`` against the release's own test metrics."""
     refs = {col: ref.counts.vector() for col, ref in sorted(manifest.reference.items())}
-    if manifest.prediction_reference is not None:
-        refs[PREDICTION] = manifest.prediction_reference.counts.vector()
+    refs[PREDICTION] = manifest.prediction_reference.counts.vector()
     performance = judge_realized(labels or LabelTotals(), manifest.outputs.task, manifest.metrics,
                                  realized or RealizedThresholds())
     if not slots:   # labels of a version without windows in the span: no drift to judge
@@ -257,7 +256,7 @@ def judge_scope(total: WindowTotals, slots: Slots, manifest: ReleaseManifest, de
     counts = {col: np.array([_vector(slots[t].get(col), len(ref)) for t in times], dtype=np.int64).reshape(
         len(times), len(ref)) for col, ref in refs.items()}
     numeric = {col for col, ref in manifest.reference.items() if ref.bins.kind == "numeric"}
-    if manifest.prediction_reference is not None and manifest.prediction_reference.bins.kind == "numeric":
+    if manifest.prediction_reference.bins.kind == "numeric":
         numeric.add(PREDICTION)
     checks = judge(refs, counts, thresholds, numeric)
     state = EpisodeState()
@@ -335,8 +334,8 @@ def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: 
     drifted = sorted({name for i in new[opened[-1]:] for name in timeline.rejecting[i]})
     payload = {**base, "drifted": drifted, "window": timeline.checks[first], "alpha": timeline.alpha,
                "p_value": {n: results[n].p_value for n in drifted if n in results},
-               "psi": {n: round(results[n].psi, 4) for n in drifted if n in results and results[n].psi is not None},
-               "js": {n: round(results[n].js, 4) for n in drifted if n in results and results[n].js is not None}}
+               "psi": {n: round(psi, 4) for n in drifted if n in results and (psi := results[n].psi) is not None},
+               "js": {n: round(js, 4) for n in drifted if n in results and (js := results[n].js) is not None}}
     if was_active:     # the old episode closed and a new one opened within this run
         store.set_episode("drift", scope.model, scope.version, where, False, {**detail, **keep})
     if store.set_episode("drift", scope.model, scope.version, where, True, {**payload, **keep}):

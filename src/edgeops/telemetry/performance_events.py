@@ -36,7 +36,7 @@ def _estimated(judged: Judged | None) -> dict[str, Any] | None:
 
 def _findings(judged: Judged | None, realized: Realized | None) -> dict[str, str]:
     """Each source's verdict, for the sources that have one."""
-    out = {}
+    out: dict[str, str] = {}
     if judged is not None and judged.estimate is not None and judged.verdict != "insufficient_data":
         out["estimated"] = judged.verdict
     if realized is not None and realized.verdict != "insufficient_data":

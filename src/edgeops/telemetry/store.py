@@ -175,7 +175,8 @@ class TelemetryStore:
           so the writer retries; any other error makes it store the batch message by message)."""
         conn.exec_driver_sql(self._pg_staging_ddl)
         dbapi_conn = conn.connection.dbapi_connection
-        cursor = dbapi_conn.cursor()   # type: ignore[union-attr]
+        assert dbapi_conn is not None   # None only once invalidated; it has just run the DDL above
+        cursor = dbapi_conn.cursor()
         statement = f"COPY {_PG_STAGING} ({', '.join(_WINDOW_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         values = itemgetter(*_WINDOW_COLUMNS)
         try:
@@ -235,7 +236,7 @@ class TelemetryStore:
                                                table.c.ts), params).all()
         result.duplicates += len(events) - len(inserted)
         for key in inserted:
-            event = rows[tuple(key)]   # type: ignore[index]
+            event = rows[tuple(key)]
             result.events.append(model_event(event, _occurred(event.ts)))
 
     def _write_status(self, conn: Connection, status: Status, now: datetime, result: WriteResult) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edge_agent.protocol.messages import EPOCH_CHARS
@@ -16,6 +16,8 @@ BIG_ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements 
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime()}
+    # Every class here declares a table (SQLAlchemy types __table__ as any FromClause, a subquery included).
+    __table__: ClassVar[Table]
 
 
 class WindowRow(Base):

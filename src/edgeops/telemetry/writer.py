@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -48,7 +48,7 @@ def parse_message(topics: Topics, topic: str, payload: bytes) -> Message | None:
         raise ProtocolError(f"channel {channel!r} is not ingested", field="topic")
     if not payload:
         return None
-    message = PARSERS[channel].parse(payload)
+    message: Message = PARSERS[channel].parse(payload)
     if message.device != device:
         raise ProtocolError(f"payload is from {message.device!r} but the topic is {device!r}", field="device")
     if isinstance(message, TelemetryWindow):
@@ -153,8 +153,9 @@ class WriterProcess:
         self._conn: Connection | None = None
         self._sent: deque[Batch] = deque()   # submitted, result not received yet
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the child and wait until its store is open (StoreError if it cannot open it)."""
+    def start(self, timeout: float = 60.0) -> Connection:
+        """Start the child and wait until its store is open (StoreError if it cannot open it); returns the pipe
+        to it."""
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_serve, args=(child, self._stop, *self._args),
                                        name="edgeops-ingest-writer", daemon=True)
@@ -171,6 +172,7 @@ class WriterProcess:
         if status != "ready":
             self._kill()
             raise StoreError(f"the ingest writer process failed to start: {detail}")
+        return parent
 
     def submit(self, batch: Batch) -> None:
         """Send a batch; the child starts on it as soon as it is done with the ones before (``result`` gives the
@@ -194,7 +196,7 @@ class WriterProcess:
                     on_db_error(value)
                     continue
                 self._sent.popleft()
-                return value   # type: ignore[no-any-return]
+                return cast(BatchResult, value)   # the child sends ("result", BatchResult) or ("db_error", str)
             except (EOFError, OSError) as exc:
                 log.error("ingest writer process is gone (%s, exit code %s); starting a new one",
                           str(exc) or type(exc).__name__, self._proc.exitcode if self._proc else None)
@@ -204,9 +206,9 @@ class WriterProcess:
                 return None   # stopping: the batch stays unacknowledged
             delay = min(delay * 2, 10.0)
             try:
-                self.start()
+                conn = self.start()
                 for batch in self._sent:
-                    self._conn.send(batch)   # type: ignore[union-attr]
+                    conn.send(batch)
             except (EdgeopsError, OSError) as exc:
                 log.error("ingest: %s", exc)
 
