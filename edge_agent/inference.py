@@ -261,8 +261,9 @@ class ModelRunner:
         label = outputs[0].tolist()[0]
         if label not in self._class_set:
             label = self._class_of.get(_key(label), label)
-        return Prediction(None, label, dict(zip(self._classes, outputs[1].tolist()[0], strict=False)), None,
-                          self._id_prefix, next(self._ids))
+        scores = outputs[1].tolist()[0]
+        return Prediction(None, label, dict(zip(self._classes, scores, strict=False)), None, self._id_prefix,
+                          next(self._ids), scores)
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> PredictionBatch | list[Prediction]:
         if isinstance(records, str | bytes) or not isinstance(records, Sequence):

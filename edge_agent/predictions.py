@@ -19,11 +19,13 @@ class Prediction:
     (protocol/feedback.py); a bare ``ModelRunner`` gives a local one. The id is stored as its two parts
     (``id_head``, ``id_row``) and formatted on first read, so an answer nobody labels never pays for the text."""
 
-    __slots__ = ("_id", "id_head", "id_row", "label", "probabilities", "value")
+    __slots__ = ("_id", "id_head", "id_row", "label", "probabilities", "scores", "value")
 
     def __init__(self, id: str | None = None, label: Any = None, probabilities: dict[Any, float] | None = None,
-                 value: float | None = None, id_head: str = "", id_row: int = 0) -> None:
+                 value: float | None = None, id_head: str = "", id_row: int = 0,
+                 scores: list[float] | None = None) -> None:
         self._id = id
+        self.scores = scores  # the probabilities as the model gave them, in class order (telemetry counts them)
         self.id_head = id_head
         self.id_row = id_row
         self.label = label

@@ -150,10 +150,12 @@ class TelemetryRecorder:
             row = self._row_get(record)
         answer = prediction.value if self._regression else prediction.label
         scores = None
-        if self.score_bins:
-            probabilities = prediction.probabilities
-            if probabilities and len(probabilities) == self.classes:
-                scores = tuple(probabilities.values())
+        if self.score_bins:  # the model's own list when it gave one (nobody else holds it), else a copy
+            scores = prediction.scores
+            if scores is None and prediction.probabilities:
+                scores = tuple(prediction.probabilities.values())
+            if scores is not None and len(scores) != self.classes:
+                scores = None
         with self._lock:
             win = self._window
             win.count += 1
