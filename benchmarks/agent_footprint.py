@@ -31,7 +31,7 @@ from wire import PUBACK_BYTES, publish_bytes
 
 import edge_agent
 from edge_agent.protocol import Topics
-from edgeops.publish import release_messages
+from edgeops.release.publish import release_messages
 
 
 # RSS and install size -----------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ def forest_release(key: Any) -> Release:
 
     from edge_agent.protocol import Lineage
     from edgeops.config import load_config
-    from edgeops.export import build_manifest, export_model
-    from edgeops.training import train_model
+    from edgeops.train.export import build_manifest, export_model
+    from edgeops.train.training import train_model
 
     X, y = make_classification(n_samples=6000, n_features=20, n_informative=12, random_state=0)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(20)]).assign(target=y)

@@ -40,9 +40,9 @@ from services import running_mosquitto  # noqa: E402
 
 from edge_agent.protocol import DEFAULT_PREFIX, Reported, Status, Topics  # noqa: E402
 from edgeops.mqtt import ControlClient  # noqa: E402
-from edgeops.registry import Registry  # noqa: E402
-from edgeops.samples import write_sample  # noqa: E402
-from edgeops.signing import generate_keys, load_private_key  # noqa: E402
+from edgeops.release.registry import Registry  # noqa: E402
+from edgeops.release.signing import generate_keys, load_private_key  # noqa: E402
+from edgeops.train.samples import write_sample  # noqa: E402
 
 
 def edgeops_command() -> list[str]:

@@ -5,7 +5,7 @@
 Streams are generated in the run. Ten features — numeric (normal, uniform, exponential), skewed (lognormal, 2 %
 missing), counts (Poisson, geometric) and categoricals of 4, 20 (3 % missing), 200 and 1,000 levels (Zipf) —
 plus a two-class prediction. The reference is built from a training sample of R rows by the product's own
-code (src/edgeops/reference.py); the device counts with the agent's own code (edge_agent/telemetry.py
+code (src/edgeops/train/reference.py); the device counts with the agent's own code (edge_agent/telemetry.py
 ``add_values`` and protocol/bins.py). Decisions are the product's (drift_checks.judge / step at default
 settings; the delay row runs the real monitor: SQLite store, run_monitor, episode_events).
 
@@ -47,8 +47,9 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.protocol import CountAccumulator, Reference  # noqa: E402
 from edge_agent.protocol.bins import categorical_bin, numeric_bin  # noqa: E402
 from edge_agent.telemetry import add_values  # noqa: E402
-from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step  # noqa: E402
-from edgeops.reference import categorical_reference, numeric_reference  # noqa: E402
+from edgeops.config.monitor import DriftThresholds  # noqa: E402
+from edgeops.telemetry.drift_checks import EpisodeState, judge, step  # noqa: E402
+from edgeops.train.reference import categorical_reference, numeric_reference  # noqa: E402
 
 MONTH = 43_200
 ALPHA_BASELINE = 0.05

@@ -8,7 +8,7 @@ which the chi-square approximation's rules of thumb were made. This script draws
 from Zipf laws over many categories, against references of R rows drawn from the same law (a new reference
 every windows/references windows, so the rate is the test's unconditional one), and prints the rejection rate
 at p < 10⁻³, 10⁻⁴ and 10⁻⁵ as a multiple of the nominal rate, for Pearson's statistic (λ = 1) and the product's
-Cressie–Read statistic (λ = 2/3) on the same pooled tables (edgeops.drift_stats.drift_pvalues). 1.0× is exact;
+Cressie–Read statistic (λ = 2/3) on the same pooled tables (edgeops.telemetry.drift_stats.drift_pvalues). 1.0× is exact;
 the budget's guarantee needs it at the smallest level.
 """
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from edgeops.drift_stats import CRESSIE_READ, drift_pvalues  # noqa: E402
+from edgeops.telemetry.drift_stats import CRESSIE_READ, drift_pvalues  # noqa: E402
 
 LEVELS = (1e-3, 1e-4, 1e-5)
 CASES = ((200, 1000, 100), (200, 10_000, 100), (1000, 10_000, 100), (1000, 10_000, 300), (200, 1000, 1000),

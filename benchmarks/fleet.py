@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/fleet.py [--devices 1000] [--artifact-kb 0] [--canary 10%] [--waves 3] [--rounds 7]
 
 Starts its own Mosquitto on a free port (raised queue limits, ``$SYS`` counters every second), connects N
-simulated devices (one real MQTT session each, edgeops.simulate, in a process of their own), then runs
+simulated devices (one real MQTT session each, simulated_fleet, in a process of their own), then runs
 interleaved rounds (benchmarks/rounds.py), each with a new signed release and both measurements on the same
 broker, alternating which goes first:
 
@@ -12,7 +12,7 @@ broker, alternating which goes first:
 * rollout — ``start_rollout`` + the controller (canary 10 %, 3 waves) until every device reported serving:
   planning from the retained fleet, desired state per wave, fetch, verification, reports. Each simulated device
   verifies what an agent verifies for an update, on its own bytes: the manifest's signature when it arrives,
-  again before installing, and the artifact's hash (edgeops/simulate.py); the CPU that costs is printed.
+  again before installing, and the artifact's hash (tests/simulated_fleet.py); the CPU that costs is printed.
 
 Each round gives the ratio rollout / fan-out of wall time and of CPU seconds (simulated fleet + controller +
 broker, /proc), shown as the median over rounds with the spread; and the bytes on the wire: what the broker
@@ -46,16 +46,16 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: Mosquitto on a free
 from releases import Release, build_release, new_key, with_bytes  # noqa: E402
 from rounds import Ratio, cpu_seconds, load_average, print_table  # noqa: E402
 from services import Mosquitto  # noqa: E402
+from simulated_fleet import SimDevice, SimFleet  # noqa: E402
 from wire import PUBACK_BYTES, SUBACK_BYTES, UNSUBACK_BYTES, publish_bytes, subscribe_bytes, unsubscribe_bytes  # noqa: E402
 
 from edge_agent.protocol import Topics  # noqa: E402
 from edgeops.mqtt import ControlClient  # noqa: E402
-from edgeops.publish import publish_release, release_messages  # noqa: E402
+from edgeops.release.publish import publish_release, release_messages  # noqa: E402
 from edgeops.rollout.controller import RolloutController, start_rollout  # noqa: E402
 from edgeops.rollout.plan import RolloutPolicy, parse_fraction  # noqa: E402
 from edgeops.rollout.signer import DesiredSigner  # noqa: E402
 from edgeops.rollout.state import RolloutStore  # noqa: E402
-from edgeops.simulate import SimDevice, SimFleet  # noqa: E402
 
 BROKER_CONFIG = "max_inflight_messages 100\nset_tcp_nodelay true\nsys_interval 1\n"
 """Nagle's algorithm holds small packets for the peer's delayed ACK (~40 ms a hop on Linux): a rollout is a

@@ -24,9 +24,9 @@ from rounds import Ratio, interleaved_cpu, load_average, print_table
 from threadpoolctl import threadpool_limits
 
 from edgeops.config import ProjectConfig, load_config
-from edgeops.export import export_model, onnx_feeds
-from edgeops.samples import TARGETS, make_sample
-from edgeops.training import train_model
+from edgeops.train.export import export_model, onnx_feeds
+from edgeops.train.samples import TARGETS, make_sample
+from edgeops.train.training import train_model
 
 MODELS: list[tuple[str, str, str]] = [
     ("LogisticRegression", "binary", "sklearn.linear_model.LogisticRegression"),

@@ -45,7 +45,7 @@ from rounds import Ratio, in_turn, load_average, print_table, spread, tree_cpu_s
 from services import POSTGRES_URL, running_mosquitto
 
 from edge_agent.protocol import Counts, NumericBins, Reference, TelemetryWindow, Topics
-from edgeops.drift import assess_scope, sum_windows
+from edgeops.telemetry.drift import assess_scope, sum_windows
 from edgeops.telemetry.ingest import IngestConfig, IngestService
 from edgeops.telemetry.store import TelemetryStore
 

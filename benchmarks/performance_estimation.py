@@ -14,7 +14,7 @@ Each is split once (seed 0, stratified) into a development part (60 %) and an ev
 development part goes through the product's own code: train_model (its holdout is the calibration data),
 export_model (skl2onnx, parity-checked, calibration table from the ONNX outputs), build_manifest. The pool is
 served by the agent's ModelRunner (onnxruntime) and counted by the agent's TelemetryRecorder; the estimate is
-edgeops.performance on the window the agent would send. The pool's labels are used only for the realized
+edgeops.telemetry.performance on the window the agent would send. The pool's labels are used only for the realized
 accuracy, never by the estimator.
 
 Shift: the pool is resampled (with replacement, as many rows as it has) with weights exp(s · z), z the
@@ -49,9 +49,9 @@ from edge_agent.inference import ModelRunner  # noqa: E402
 from edge_agent.protocol import Lineage, ReleaseManifest  # noqa: E402
 from edge_agent.telemetry import TelemetryRecorder  # noqa: E402
 from edgeops.config import load_config  # noqa: E402
-from edgeops.export import build_manifest, export_model, run_onnx  # noqa: E402
-from edgeops.performance import estimate_performance  # noqa: E402
-from edgeops.training import train_model  # noqa: E402
+from edgeops.telemetry.performance import estimate_performance  # noqa: E402
+from edgeops.train.export import build_manifest, export_model, run_onnx  # noqa: E402
+from edgeops.train.training import train_model  # noqa: E402
 
 TARGET = 0.03
 

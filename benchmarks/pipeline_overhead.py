@@ -4,9 +4,10 @@
 
 Starts ``prefect server start`` on a free port (own PREFECT_HOME, analytics off), waits for /api/health,
 points PREFECT_API_URL at it, then on one generated dataset runs interleaved rounds (benchmarks/rounds.py):
-each round times ``edgeops.pipeline.run_pipeline`` (plain) and ``flows.pipeline.pipeline_flow`` (Prefect tasks,
-logs, artifacts), alternating which goes first, after one untimed warm-up of each. Each round gives one ratio
-flow / plain; the headline is their median with the min–max spread (target ≤ 1.2× at 200k rows). Beside it, the
+each round times ``edgeops.train.pipeline.run_pipeline`` (plain) and
+``edgeops.flows.pipeline.pipeline_flow`` (Prefect tasks, logs, artifacts), alternating which goes first, after
+one untimed warm-up of each. Each round gives one ratio flow / plain; the headline is their median with the
+min–max spread (target ≤ 1.2× at 200k rows). Beside it, the
 same ratio of CPU seconds: this process (where both run) plus the Prefect server's process tree, which works
 only for the flow. Both sides run in this process with the same thread settings (the machine's defaults).
 Everything lives in a temporary directory; the server is stopped at the end.
@@ -67,16 +68,16 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(rows: int, rounds: int, work: Path) -> Ratio:
-    from edgeops.pipeline import make_request, run_pipeline
-    from edgeops.samples import TARGETS, write_sample
-    from edgeops.signing import generate_keys
+    from edgeops.release.signing import generate_keys
+    from edgeops.train.pipeline import make_request, run_pipeline
+    from edgeops.train.samples import TARGETS, write_sample
 
     data = write_sample(work / "train.csv", "binary", rows, seed=0)
     overrides = {"registry.root": str(work / "registry"), "registry.keys_dir": str(work / "keys")}
     generate_keys(work / "keys")
     request = make_request(data, "bench", TARGETS["binary"], None, overrides)
 
-    from flows.pipeline import pipeline_flow  # imported after PREFECT_API_URL is set
+    from edgeops.flows.pipeline import pipeline_flow  # imported after PREFECT_API_URL is set
 
     def plain() -> None:
         assert run_pipeline(request).passed

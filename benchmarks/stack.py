@@ -108,7 +108,7 @@ def up_down_cycles(project: Path, env: dict[str, str], cycles: int) -> None:
 
 def pipeline_rounds(project: Path, env: dict[str, str], rounds: int, rows: int) -> Ratio:
     sys.path.insert(0, str(ROOT / "src"))
-    from edgeops.samples import write_sample
+    from edgeops.train.samples import write_sample
 
     edgeops = str(BIN / "edgeops")
     data = write_sample(project / ".edgeops" / "sample" / "churn.csv", "binary", rows, seed=0)

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from . import __version__
 from .config import AgentConfig
@@ -23,11 +23,12 @@ from .errors import AgentError, FeedbackError, ModelError, NoModelError, Verific
 from .feedback import FeedbackMemory
 from .feedback_log import FeedbackLog
 from .http_api import HttpApi
-from .inference import ModelRunner, Prediction
+from .inference import ModelRunner, Prediction, PredictionBatch
 from .installer import Installer, boot
-from .lifecycle import AgentState, LatencyWindow, Probation, with_desired
+from .lifecycle import AgentState, LatencyWindow, Probation
 from .link import Connected, Disconnected, LinkEvent, Message, MqttLink, Published
 from .outbox import Outbox
+from .ports import EventKind, StateChanges
 from .protocol import AgentEvent, Desired, ProtocolError, ReleaseManifest, Reported, StepReports
 from .store import ModelRef, ModelStore
 from .telemetry_pump import TelemetryPump
@@ -62,9 +63,11 @@ class Agent:
                                   interval_s=config.telemetry_interval_s,
                                   max_predictions=config.telemetry_max_predictions, memory=self._recent)
         self.events = EventCourier(self.link, self.topics.device(self.device, "events"))
-        self.installer = Installer(self)
+        self.latencies = LatencyWindow()
+        self.installer = Installer(self, config=config, store=self.store, keyring=self.keyring, topics=self.topics,
+                                   link=self.link, latencies=self.latencies)
         self.desired_guard = DesiredGuard(self.store.path(DESIRED_FILE), self.keyring,
-                                          config.desired_signatures)  # type: ignore[arg-type]
+                                          config.desired_signatures)
         self._desired_topic = self.topics.device(self.device, "desired")
         self._runner: ModelRunner | None = None
         self._state = AgentState()
@@ -72,7 +75,6 @@ class Agent:
         self.desired: Desired | None = None
         self.refused_desired: Desired | None = None  # reported while refused, so a rollout sees whose it was
         self.probation: Probation | None = None
-        self.latencies = LatencyWindow()
         self._calls = 0  # requests served, counted (racily) for sampling their CPU time
         self.lock = threading.Lock()  # guards the probation watcher and the runner swap (callers vs owner)
         self._thread: threading.Thread | None = None
@@ -94,6 +96,10 @@ class Agent:
         return None if runner is None else runner.manifest
 
     @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    @property
     def http_address(self) -> tuple[str, int] | None:
         return None if self._http is None else self._http.address
 
@@ -113,8 +119,9 @@ class Agent:
 
     def start(self) -> "Agent":
         self.load()
-        if self.config.http is not None:
-            self._http = HttpApi(self, *self.config.http_bind)  # type: ignore[misc]
+        bind = self.config.http_bind
+        if bind is not None:
+            self._http = HttpApi(self, *bind)
             self._http.start()
         self.link.subscribe(self._desired_topic)
         self.link.start()
@@ -181,6 +188,7 @@ class Agent:
             raise
         if not predictions:
             return predictions
+        assert isinstance(predictions, PredictionBatch)  # only an empty batch comes as a plain list
         rows = len(predictions)
         if timed:
             self._judge(runner, (time.thread_time() - cpu) * 1e3 / rows)
@@ -310,25 +318,31 @@ class Agent:
         self._recent.flush()
 
     # state, reporting -----------------------------------------------------------------------------
-    def transition(self, **changes: Any) -> AgentState:
+    def transition(self, **changes: Unpack[StateChanges]) -> AgentState:
         """Persist the new state (atomically, before anything acts on it), then report it."""
-        if changes.get("last_error"):
-            changes["last_error"] = short_reason(changes["last_error"])
+        error = changes.get("last_error")
+        if error:
+            changes["last_error"] = short_reason(error)
         state = dataclasses.replace(self._state, **changes)
         self.store.write_state(state.to_json())
         self._state = state
         self.report()
         return state
 
-    def persist(self, **changes: Any) -> None:
+    def persist(self, **changes: Unpack[StateChanges]) -> None:
         """Write an intent to disk without adopting or reporting it: after a crash, start-up (``boot``) acts on
         it; without one, the next ``transition`` replaces it."""
         self.store.write_state(dataclasses.replace(self._state, **changes).to_json())
 
-    def forget_refusal_if_retargeted(self) -> None:
-        """A desired state naming another release than the refused one lifts the refusal (not persisted on
-        its own: the next transition writes it)."""
-        self._state = with_desired(self._state, self.desired)
+    def forget_refusal(self) -> None:
+        """The planner lifted the refusal (the desired state names another release); not persisted on its own:
+        the next transition writes it."""
+        self._state = dataclasses.replace(self._state, refused=None)
+
+    def watch(self, probation: Probation | None) -> None:
+        """Judge the serving model's requests by ``probation`` from the next one on (None: stop judging)."""
+        with self.lock:
+            self.probation = probation
 
     def swap_runner(self, runner: ModelRunner | None) -> None:
         """Serve ``runner`` from the next call on; its telemetry starts a fresh window."""
@@ -357,7 +371,7 @@ class Agent:
         self.link.publish(self.topics.device(self.device, "reported"), reported.to_bytes(), qos=reported.qos,
                           retain=True)
 
-    def emit(self, event: str, ref: ModelRef, reason: str | None = None) -> None:
+    def emit(self, event: EventKind, ref: ModelRef, reason: str | None = None) -> None:
         message = AgentEvent(device=self.device, event=event, model=ref.model, version=ref.version,
                              reason=None if reason is None else short_reason(reason),
                              rollout_id=None if self.desired is None else self.desired.rollout_id)

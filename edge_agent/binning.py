@@ -62,7 +62,7 @@ class Binner:
         else:
             self._count_numbers(acc, as_floats(values))
 
-    def count_texts(self, acc: CountAccumulator, pieces: Iterable[Sequence[Any]]) -> None:
+    def count_texts(self, acc: CountAccumulator, pieces: Iterable[Sequence[Any] | np.ndarray]) -> None:
         """Count the values of several pieces (lists) on categorical bins, each distinct text once."""
         counted: Counter[Any] = Counter()
         for values in pieces:
@@ -75,7 +75,7 @@ class Binner:
         """Add ``n`` times each text (or None) of (text, n) pairs: a category is binned once, not once per row."""
         categories, index = acc.bins.categories, self.acc_index  # type: ignore[union-attr]
         for value, n in counted:
-            i = categorical_bin(categories, value, index)  # type: ignore[arg-type]
+            i = categorical_bin(categories, value, index)
             if i >= 0:
                 acc.counts[i] += n
             else:

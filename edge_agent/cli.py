@@ -140,8 +140,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise AgentError(f"no model is installed in {data_dir}")
     manifest, data = load_verified(store, KeyRing.from_paths(keys), ref, max_bytes)
     runner = ModelRunner(manifest, data)
-    result = runner.predict(record) if isinstance(record, dict) else runner.predict_many(record)
-    payload = result.to_json() if isinstance(record, dict) else [p.to_json() for p in result]
+    payload: Any = runner.predict(record).to_json() if isinstance(record, dict) \
+        else [p.to_json() for p in runner.predict_many(record)]
     print(json.dumps({"model": manifest.name, "version": manifest.version, "prediction": payload}))
     return 0
 

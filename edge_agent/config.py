@@ -13,10 +13,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import ConfigError
 from .protocol import BrokerAddress, ProtocolError, Topics, check_labels, check_name
+
+SignaturePolicy = Literal["required", "optional"]
+"""Whether a desired state must be signed; "optional" is the migration switch (desired.py)."""
 
 MiB = 1024 * 1024
 
@@ -68,7 +71,7 @@ class AgentConfig:
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
     report_steps_after_s: float = 1.0
-    desired_signatures: str = "required"
+    desired_signatures: SignaturePolicy = "required"
     """``required``: refuse a desired state that is not signed (edge_agent/desired.py). ``optional``: the migration
     switch for a fleet whose control plane does not sign yet; a device accepts unsigned desired states until it
     has accepted its first signed one."""
@@ -108,7 +111,7 @@ class AgentConfig:
             raise ConfigError(f"probation_max_error_rate: must be within 0..1, got {self.probation_max_error_rate}")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ConfigError("reconnect_min_s: must not exceed reconnect_max_s")
-        if self.desired_signatures not in ("required", "optional"):
+        if self.desired_signatures not in get_args(SignaturePolicy):
             raise ConfigError(f"desired_signatures: must be required or optional, got {self.desired_signatures!r}")
         if self.password is not None and self.username is None:
             raise ConfigError("password: given without a username")

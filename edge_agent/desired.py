@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from .config import SignaturePolicy
 from .durable import atomic_write
 from .errors import VerificationError
 from .protocol import Desired, iso_ms
@@ -34,8 +34,6 @@ from .verify import KeyRing, check_signature, signing_bytes
 
 log = logging.getLogger(__name__)
 
-SignaturePolicy = Literal["required", "optional"]
-POLICIES: tuple[str, ...] = ("required", "optional")
 DESIRED_FILE = "desired.json"
 
 

@@ -18,14 +18,12 @@ import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import AgentError, FeedbackError, InputError, ModelError, NoModelError
 from .http_server import JsonHandler, JsonServer
 from .inference import PredictionBatch
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .ports import ServingPort
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,7 @@ def parse_body(data: bytes) -> dict[str, Any]:
 
 class _Handler(JsonHandler):
     server_version = "edgeops-agent"
-    agent: "Agent"  # set on the subclass made per server
+    agent: ServingPort  # set on the subclass made per server
     routes: dict[str, dict[str, Callable[["_Handler"], tuple[HTTPStatus, dict[str, Any] | bytes]]]]  # set below
 
     def route(self) -> None:
@@ -187,7 +185,7 @@ class _Handler(JsonHandler):
         state = agent.state
         return HTTPStatus.OK, {"status": "ok" if current else "no_model", "state": state.phase,
                                "model": current and current[0], "version": current and current[1],
-                               "last_error": state.last_error, "connected": agent.link.connected}
+                               "last_error": state.last_error, "connected": agent.connected}
 
     def _model(self) -> tuple[HTTPStatus, dict[str, Any]]:
         manifest = self.agent.manifest
@@ -221,7 +219,7 @@ class HttpApi:
     timeouts come from the agent's config (``http_backlog``, ``http_request_timeout_s``,
     ``http_idle_timeout_s``)."""
 
-    def __init__(self, agent: "Agent", host: str = "127.0.0.1", port: int = 8765) -> None:
+    def __init__(self, agent: ServingPort, host: str = "127.0.0.1", port: int = 8765) -> None:
         handler = type("AgentHandler", (_Handler,), {"agent": agent})
         config = agent.config
         try:

@@ -46,15 +46,15 @@ def _check_number(value: Any, field: str, nullable: bool) -> float:
         kind = "a string" if isinstance(value, str) else type(value).__name__
         raise InputError(field, f"expected a number, got {kind}")
     try:
-        value = float(value)
+        number = float(value)
     except OverflowError:  # an int beyond float64 (JSON has no limit on digits)
         raise InputError(field, "must be a finite number within float32 range") from None
-    if math.isnan(value):
+    if math.isnan(number):
         if not nullable:
             raise InputError(field, "is NaN but the model does not accept missing values")
-    elif not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+    elif not -FLOAT32_MAX <= number <= FLOAT32_MAX:
         raise InputError(field, "must be a finite number within float32 range")
-    return value
+    return number
 
 
 _PLAIN_NUMBERS = frozenset({float, int})
@@ -115,8 +115,8 @@ class ModelRunner:
         # The public ``run`` re-validates input names and ownership and handles GPU fallbacks on every call
         # (~2 µs, as long as a whole small model); our feeds are built from the checked layout as plain numpy
         # arrays on the CPU provider, so single rows go straight to the C++ session when it is exposed.
-        inner = getattr(self.session, "_sess", None)
-        self._session_run = inner.run if callable(getattr(inner, "run", None)) else self.session.run
+        inner_run = getattr(getattr(self.session, "_sess", None), "run", None)
+        self._session_run = inner_run if callable(inner_run) else self.session.run
         # (column, onnx name, is_numeric, nullable, missing token): computed once, walked per call.
         self._layout = tuple((s.column, s.name, s.dtype == "float32", s.nullable, s.missing_token)
                              for s in manifest.inputs)
@@ -156,11 +156,11 @@ class ModelRunner:
 
     # feeds ----------------------------------------------------------------------------------------
     def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool, columns: dict[str, Any] | None = None,
-               numeric: list[Any] | None = None) -> dict[str, np.ndarray]:
+               matrix_out: list[Any] | None = None) -> dict[str, np.ndarray]:
         """One array per input. The numeric columns of plain values (numbers in float32 range, null or NaN where
         the column takes missing values) are checked and converted as one float64 matrix; a text column of ASCII
         strings in one numpy call; anything else takes the per-value path, which names the record and the
-        problem. For telemetry, ``numeric`` receives that matrix with its columns' names (NaN for missing), and
+        problem. For telemetry, ``matrix_out`` receives that matrix with its columns' names (NaN for missing), and
         ``columns`` every other input column's values as given."""
         n = len(records)
         feeds: dict[str, np.ndarray] = {}
@@ -169,8 +169,8 @@ class ModelRunner:
             narrow = matrix.T.astype(np.float32, order="C")  # one row per input: each feed is a contiguous [n, 1] view
             for j, (_, name) in enumerate(self._numeric):
                 feeds[name] = narrow[j].reshape(n, 1)
-            if numeric is not None:
-                numeric.append((matrix, self._numeric_columns))
+            if matrix_out is not None:
+                matrix_out.append((matrix, self._numeric_columns))
         for column, name, numeric, nullable, token in self._layout:
             if numeric and matrix is not None:
                 continue
@@ -189,9 +189,10 @@ class ModelRunner:
         """The numeric columns as a float64 matrix (rows × columns, NaN for null) when every value is a plain
         number within float32 range, or null/NaN in a column that takes missing values; else None (the per-value
         path decides, and names the problem)."""
-        k = len(self._numeric)
+        k, getter = len(self._numeric), self._numeric_getter
+        assert getter is not None  # only called when there are numeric columns
         try:
-            rows = map(self._numeric_getter, records)
+            rows = map(getter, records)
             flat = list(rows if k == 1 else itertools.chain.from_iterable(rows))
         except (KeyError, TypeError):
             return None
@@ -227,9 +228,10 @@ class ModelRunner:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
-            return self._session_run(self._outputs, feeds, None)
+            outputs: list[Any] = self._session_run(self._outputs, feeds, None)
         except Exception as exc:  # a runtime failure is the model's fault, not the caller's
             raise ModelError(f"model failed to run: {_one_line(exc)}") from exc
+        return outputs
 
     # public API -----------------------------------------------------------------------------------
     def predict(self, record: Mapping[str, Any]) -> Prediction:
@@ -266,7 +268,8 @@ class ModelRunner:
                           next(self._ids), scores)
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> PredictionBatch | list[Prediction]:
-        if isinstance(records, str | bytes) or not isinstance(records, Sequence):
+        # The HTTP API hands over parsed JSON: check at run time what the annotation promises.
+        if isinstance(records, str | bytes) or not isinstance(records, Sequence):  # type: ignore[redundant-expr, unreachable]
             raise InputError("records", "must be a list of objects")
         if not records:
             return []

@@ -1,9 +1,13 @@
 """The lifecycle's executors: one per planned step, run on the agent's owner thread.
 
-``Installer.reconcile`` asks ``lifecycle.plan`` what to do and runs the steps; a step that has to wait (fetch)
-returns False and is resumed by later messages or ticks. Failures are sorted as mender does: a fatal one
-(VerificationError, ModelError, StoreError) rejects the release for good — keep serving, report, emit an
+``Installer.reconcile`` asks ``lifecycle.plan`` what to do and runs the steps: it decides nothing itself. The
+decisions (abandon, clear, report) run at once; the install steps form a ``Job``, where a step that has to wait
+(fetch) returns False and is resumed by later messages or ticks. Failures are sorted as mender does: a fatal
+one (VerificationError, ModelError, StoreError) rejects the release for good — keep serving, report, emit an
 event; a transient one (FetchError) is retried with exponential backoff.
+
+The installer sees the agent through ``ports.InstallerPort`` (state changes, reports, events, the runner
+swap, the probation watcher), and its other collaborators (store, keys, link, latencies) are handed in.
 """
 
 import logging
@@ -11,18 +15,28 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .config import AgentConfig
 from .errors import AgentError, FetchError, ModelError, StoreError, VerificationError, short_reason
 from .fetch import ReleaseCollector
 from .inference import ModelRunner
-from .lifecycle import AgentState, Probation, Step, desired_ref, plan, resume, rollback_pointer, self_test
-from .protocol import ReleaseManifest
+from .lifecycle import (
+    INSTALL_STEPS,
+    AgentState,
+    LatencyWindow,
+    Phase,
+    Probation,
+    Step,
+    plan,
+    resume,
+    rollback_pointer,
+    self_test,
+)
+from .ports import InstallerPort
+from .protocol import ReleaseManifest, Topics
 from .store import ModelRef, ModelStore, Pointer
 from .verify import KeyRing, verify_artifact, verify_manifest
-
-if TYPE_CHECKING:
-    from .agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +119,7 @@ _JITTER = random.Random()  # our own: an agent embedded in an application must n
 
 
 def backoff(attempt: int) -> float:
-    return min(RETRY_MAX_S, RETRY_MIN_S * 2 ** min(attempt, 16)) * _JITTER.uniform(0.8, 1.2)
+    return min(RETRY_MAX_S, RETRY_MIN_S * 2.0 ** min(attempt, 16)) * _JITTER.uniform(0.8, 1.2)
 
 
 @dataclass
@@ -127,45 +141,47 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Subscriber(Protocol):
+    """The link as the installer uses it: release topics are subscribed while a fetch waits for them."""
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
+
+    def unsubscribe(self, topic_filter: str) -> None: ...
+
+
 class Installer:
     """Runs the planned steps for one release at a time on the agent's owner thread (never on callers')."""
 
-    def __init__(self, agent: "Agent") -> None:
+    def __init__(self, agent: InstallerPort, *, config: AgentConfig, store: ModelStore, keyring: KeyRing,
+                 topics: Topics, link: Subscriber, latencies: LatencyWindow) -> None:
         self.agent = agent
+        self.config, self.store, self.keyring, self.topics, self.link = config, store, keyring, topics, link
+        self.latencies = latencies  # the serving model's costs: the baseline a successor's probation uses
         self.job: Job | None = None
         self.clock = time.monotonic  # deadlines, retries and probation are measured on this clock
         self._executors = {"fetch": self._fetch, "verify": self._verify, "self_test": self._self_test,
                            "activate": self._activate, "probation": self._start_probation}
+        self._decisions = {"forget_refusal": self._forget_refusal, "keep_installing": self._keep_installing,
+                           "abandon": self._abandon, "stop_probation": self._stop_probation,
+                           "clear_error": self._clear_error, "report": self._report}
 
     # driving --------------------------------------------------------------------------------------
     def reconcile(self) -> None:
-        agent = self.agent
-        agent.forget_refusal_if_retargeted()
-        steps = plan(agent.state, agent.desired)
-        job = self.job
-        if job is not None and steps and steps[0].ref == job.ref:
-            return  # already on it
-        if job is not None:
-            log.info("abandoning the install of %s: the desired state changed", job.ref)
-            self._drop_job()
-            agent.transition(phase="serving" if agent.state.current else "idle", target=None)
-        if not steps:
-            state = agent.state
-            want = desired_ref(agent.desired)
-            settled = state.refused is None and want in (None, state.current)
-            if settled and (state.phase in ("rejected", "rolled_back") or state.last_error is not None):
-                # what runs is what is wanted: earlier failures are history, not the present state
-                phase = ("serving" if state.current else "idle") if state.phase in ("rejected", "rolled_back") \
-                    else state.phase
-                agent.transition(phase=phase, target=None, last_error=None)
+        """Run what ``plan`` decides for the desired state of now (an empty plan: report what runs)."""
+        agent, job, probation = self.agent, self.job, self.agent.probation
+        steps = plan(agent.state, agent.desired, installing=None if job is None else job.ref,
+                     watching=None if probation is None else probation.ref)
+        install: deque[Step] = deque()
+        for step in steps or [Step("report")]:
+            if step.kind in INSTALL_STEPS:
+                install.append(step)
             else:
-                agent.report()  # e.g. a new rollout id for the version already running
-            return
-        if agent.probation is not None:  # a newer release supersedes the one on probation: stop judging it
-            with agent.lock:
-                agent.probation = None
-        self.job = Job(steps[0].ref, steps[0].rollout_id, deque(steps))
-        self._run()
+                self._decisions[step.kind](step)
+        if install:
+            first = install[0]
+            assert first.ref is not None  # the planner names the release it installs
+            self.job = Job(first.ref, first.rollout_id, install)
+            self._run()
 
     def tick(self, now: float) -> None:
         """Called by the owner loop every pass (``now`` from ``self.clock``): timeouts, retries, probation."""
@@ -205,6 +221,28 @@ class Installer:
             job.steps.popleft()
         self.job = None
 
+    # decisions: each runs at once ----------------------------------------------------------------
+    def _forget_refusal(self, _step: Step) -> None:
+        self.agent.forget_refusal()
+
+    def _keep_installing(self, _step: Step) -> None:
+        pass  # already on it: the job goes on with its own messages and ticks
+
+    def _abandon(self, step: Step) -> None:
+        log.info("abandoning the install of %s: the desired state changed", step.ref)
+        self._drop_job()
+        self.agent.transition(phase=_phase(step), target=None)
+
+    def _stop_probation(self, _step: Step) -> None:
+        self.agent.watch(None)  # a newer release supersedes the one on probation: stop judging it
+
+    def _clear_error(self, step: Step) -> None:
+        # what runs is what is wanted: earlier failures are history, not the present state
+        self.agent.transition(phase=_phase(step), target=None, last_error=None)
+
+    def _report(self, _step: Step) -> None:
+        self.agent.report()
+
     # executors: each returns True when its step is done -----------------------------------------
     def _fetch(self, job: Job) -> bool:
         agent = self.agent
@@ -215,14 +253,14 @@ class Installer:
                 job.manifest, job.data, job.manifest_bytes = local
                 job.signed = True  # _local_copy checked it
                 return True
-            job.collector = ReleaseCollector(job.ref, agent.topics, agent.keyring, agent.config.max_artifact_bytes)
-            job.deadline = self.clock() + agent.config.fetch_timeout_s
-            agent.link.subscribe(agent.topics.release_filter(job.ref.model, job.ref.version))
+            job.collector = ReleaseCollector(job.ref, self.topics, self.keyring, self.config.max_artifact_bytes)
+            job.deadline = self.clock() + self.config.fetch_timeout_s
+            self.link.subscribe(self.topics.release_filter(job.ref.model, job.ref.version))
             return False
         result = job.collector.result()
         if result is None:
             if self.clock() >= job.deadline:
-                raise FetchError(f"fetch of {job.ref} timed out after {agent.config.fetch_timeout_s:g}s")
+                raise FetchError(f"fetch of {job.ref} timed out after {self.config.fetch_timeout_s:g}s")
             return False
         job.manifest, job.data = result
         job.manifest_bytes = job.collector.manifest_bytes
@@ -232,24 +270,22 @@ class Installer:
 
     def _local_copy(self, ref: ModelRef) -> tuple[ReleaseManifest, bytes, bytes] | None:
         """A release already on disk (typically the previous model) needs no download."""
-        agent = self.agent
-        if not agent.store.has(ref):
+        if not self.store.has(ref):
             return None
         try:
-            manifest, data, manifest_bytes = agent.store.load_raw(ref, agent.config.max_artifact_bytes)
-            verify_manifest(manifest, agent.keyring, manifest_bytes)
+            manifest, data, manifest_bytes = self.store.load_raw(ref, self.config.max_artifact_bytes)
+            verify_manifest(manifest, self.keyring, manifest_bytes)
             return manifest, data, manifest_bytes
         except (StoreError, VerificationError) as exc:
             log.warning("stored copy of %s unusable, fetching it again: %s", ref, exc)
             return None
 
     def _verify(self, job: Job) -> bool:
-        agent = self.agent
-        agent.transition(phase="verifying")
+        self.agent.transition(phase="verifying")
         assert job.manifest is not None and job.data is not None
         if not job.signed:  # every path checks once; a second check of the same bytes in memory adds nothing
-            verify_manifest(job.manifest, agent.keyring, job.manifest_bytes)
-        verify_artifact(job.manifest, job.data, agent.config.max_artifact_bytes)
+            verify_manifest(job.manifest, self.keyring, job.manifest_bytes)
+        verify_artifact(job.manifest, job.data, self.config.max_artifact_bytes)
         return True
 
     def _self_test(self, job: Job) -> bool:
@@ -264,35 +300,34 @@ class Installer:
         old = agent.state.current
         agent.transition(phase="activating")
         assert job.manifest is not None and job.data is not None and job.runner is not None
-        agent.store.install(job.manifest, job.data, job.manifest_bytes)
+        self.store.install(job.manifest, job.data, job.manifest_bytes)
         # ---- POINT OF NO RETURN: once the pointer names the new model, a restart serves it. ---------------
-        agent.store.write_pointer(Pointer(job.ref, old))
-        baseline = agent.latencies.baseline(agent.config.probation_min_predictions)
+        self.store.write_pointer(Pointer(job.ref, old))
+        baseline = self.latencies.baseline(self.config.probation_min_predictions)
         agent.swap_runner(job.runner)
-        agent.latencies.clear()
+        self.latencies.clear()
         job.extra["baseline"] = baseline
         # Stays "activating" until the probation step has its watcher in place (so no prediction escapes it).
-        phase = "activating" if self.probation_applies(old) else "serving"
+        phase: Phase = "activating" if self.probation_applies(old) else "serving"
         agent.transition(phase=phase, current=job.ref, previous=old, target=None)
         agent.emit("installed", job.ref)
-        agent.store.prune({r for r in (job.ref, old) if r is not None})
+        self.store.prune({r for r in (job.ref, old) if r is not None})
         return True
 
     def probation_applies(self, previous: ModelRef | None) -> bool:
         """No probation without a model to roll back to, or when it is switched off."""
-        cfg = self.agent.config
+        cfg = self.config
         return previous is not None and (cfg.probation_s > 0 or cfg.probation_min_predictions > 0)
 
     def _start_probation(self, job: Job) -> bool:
         agent = self.agent
         if agent.state.phase == "activating":  # _activate decided that probation applies
-            with agent.lock:
-                agent.probation = self.new_probation(job.ref, job.extra.get("baseline"))
+            agent.watch(self.new_probation(job.ref, job.extra.get("baseline")))
             agent.transition(phase="probation")
         return True
 
     def new_probation(self, ref: ModelRef, baseline_ms: float | None) -> Probation:
-        cfg = self.agent.config
+        cfg = self.config
         return Probation(ref, self.clock(), cfg.probation_s, cfg.probation_min_predictions,
                          cfg.probation_max_error_rate, cfg.probation_max_latency_factor, baseline_ms,
                          latency_floor_ms=cfg.probation_latency_floor_ms)
@@ -306,8 +341,7 @@ class Installer:
         verdict = probation.verdict(now)
         if verdict == "wait":
             return
-        with agent.lock:
-            agent.probation = None
+        agent.watch(None)
         if verdict == "pass":
             agent.transition(phase="serving")
             return
@@ -319,7 +353,7 @@ class Installer:
         try:
             if previous is None:
                 raise StoreError("no previous model is kept")
-            manifest, data = load_verified(agent.store, agent.keyring, previous, agent.config.max_artifact_bytes)
+            manifest, data = load_verified(self.store, self.keyring, previous, self.config.max_artifact_bytes)
             runner = ModelRunner(manifest, data)
         except AgentError as exc:
             log.error("%s, but cannot roll back: %s", reason, exc)
@@ -330,7 +364,7 @@ class Installer:
         # rolled_back before the pointer moved would be a lie after a crash: the failed model would serve).
         agent.persist(phase="rolling_back", target=failed, refused=failed, last_error=reason)
         # ---- POINT OF NO RETURN of the rollback: once the pointer names the previous model, a restart serves it.
-        agent.store.write_pointer(Pointer(previous, None))
+        self.store.write_pointer(Pointer(previous, None))
         agent.swap_runner(runner)
         agent.transition(phase="rolled_back", current=previous, previous=None, target=failed, refused=failed,
                          last_error=reason)
@@ -353,11 +387,15 @@ class Installer:
 
     def _unsubscribe(self, job: Job) -> None:
         if job.collector is not None:
-            agent = self.agent
-            agent.link.unsubscribe(agent.topics.release_filter(job.ref.model, job.ref.version))
+            self.link.unsubscribe(self.topics.release_filter(job.ref.model, job.ref.version))
             job.collector = None
 
     def _drop_job(self) -> None:
         if self.job is not None:
             self._unsubscribe(self.job)
         self.job = None
+
+
+def _phase(step: Step) -> Phase:
+    assert step.phase is not None  # the planner names where an abandon or a clear settles
+    return step.phase

@@ -1,7 +1,8 @@
-"""The model lifecycle as an explicit state machine: pure planning here, execution in agent.py.
+"""The model lifecycle as an explicit state machine: pure planning here, execution in installer.py.
 
-``plan(state, desired)`` returns the steps that move the device from what it runs to what it should run
-(balena's reconcile idea); the agent runs one executor per step and persists the state *before* each
+``plan(state, desired, ...)`` makes every decision that moves the device from what it runs to what it should
+run (balena's reconcile idea): install, abandon an install, stop judging a superseded probation, clear a stale
+error, or just report. The installer runs one executor per planned step and persists the state *before* each
 transition, so ``resume`` can map any interrupted phase to a safe one after a crash (mender's idea):
 
 ============================  ===========================================================================
@@ -24,7 +25,7 @@ rolled_back                   unchanged; a pointer still naming the refused rele
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import StoreError, VerificationError
 from .inference import ModelRunner
@@ -33,15 +34,21 @@ from .store import ModelRef, Pointer
 
 Phase = Literal["idle", "serving", "fetching", "verifying", "self_testing", "activating", "probation",
                 "rejected", "rolling_back", "rolled_back"]
-StepKind = Literal["fetch", "verify", "self_test", "activate", "probation"]
-INSTALL_STEPS: tuple[StepKind, ...] = ("fetch", "verify", "self_test", "activate", "probation")
+InstallKind = Literal["fetch", "verify", "self_test", "activate", "probation"]
+DecisionKind = Literal["forget_refusal", "keep_installing", "abandon", "stop_probation", "clear_error", "report"]
+StepKind = InstallKind | DecisionKind
+INSTALL_STEPS: tuple[InstallKind, ...] = ("fetch", "verify", "self_test", "activate", "probation")
 
 
 @dataclass(frozen=True)
 class Step:
+    """One planned action. ``ref`` is the release it is about (None only for clearing the error of a device
+    that serves nothing); ``phase`` is the phase an ``abandon`` or a ``clear_error`` settles in."""
+
     kind: StepKind
-    ref: ModelRef
+    ref: ModelRef | None = None
     rollout_id: str | None = None
+    phase: Phase | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,8 @@ class AgentState:
             return cls()
 
 
-PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
-RESUME: dict[str, str] = {
+PHASES: tuple[str, ...] = get_args(Phase)
+RESUME: dict[Phase, Phase] = {
     "idle": "idle", "serving": "serving", "rejected": "rejected", "rolled_back": "rolled_back",
     "fetching": "serving", "verifying": "serving", "self_testing": "serving",
     "activating": "serving", "probation": "probation", "rolling_back": "rolled_back",
@@ -105,7 +112,7 @@ def resume(persisted: AgentState, loaded: Pointer) -> AgentState:
             persisted.target if persisted.target is not None else persisted.current):
         phase = "probation"  # the crash came after the pointer switch: the new model must not skip probation
     interrupted = persisted.phase in ("fetching", "verifying", "self_testing", "activating")
-    return replace(persisted, phase=phase, current=serving, previous=loaded.previous,  # type: ignore[arg-type]
+    return replace(persisted, phase=phase, current=serving, previous=loaded.previous,
                    target=None if interrupted else persisted.target)
 
 
@@ -125,21 +132,52 @@ def rollback_pointer(persisted: AgentState, pointer: Pointer) -> Pointer | None:
 
 
 def desired_ref(desired: Desired | None) -> ModelRef | None:
-    return None if desired is None else ModelRef(desired.model, desired.version)
+    """The release ``desired`` names; None for none (or a clearing one, which names no release)."""
+    if desired is None or desired.model is None or desired.version is None:
+        return None
+    return ModelRef(desired.model, desired.version)
 
 
-def plan(current: AgentState, desired: Desired | None) -> list[Step]:
-    """The steps from ``current`` to ``desired`` — pure, so tests assert on it without broker or device.
+def plan(current: AgentState, desired: Desired | None, *, installing: ModelRef | None = None,
+         watching: ModelRef | None = None) -> list[Step]:
+    """Every decision from ``current`` to ``desired``, as steps — pure, so tests assert on them without broker
+    or device. ``installing`` is the release an unfinished install is working on, ``watching`` the one on
+    probation. In order:
 
-    No desired state (cleared or never set) keeps serving whatever runs. A desired release that already
-    runs, or that this device refused (rejected / rolled back) and has not been re-targeted since, needs
-    nothing. Otherwise: fetch → verify → self_test → activate → probation.
+    - ``forget_refusal``: the desired state names another release than the refused one (it may be retried).
+    - ``keep_installing``, and nothing else: the desired release is the one being installed.
+    - ``abandon``: an install is under way and the desired state no longer names it; it settles in ``phase``.
+    - ``stop_probation`` + fetch → verify → self_test → activate → probation: a desired release that does not
+      run and was not refused (since the last re-targeting). A newer release supersedes the one on probation.
+    - ``clear_error``: what runs is what is wanted, yet a failure (rejected, rolled back, an error) is still
+      shown: it is history now, the device settles in ``phase``.
+    - ``report``: nothing else reports, e.g. a new rollout id for the version already running, or a desired
+      state naming the refused release. An empty plan means the same: nothing to change, report what runs.
     """
     want = desired_ref(desired)
-    if want is None or want == current.current or want == current.refused:
-        return []
-    rollout = desired.rollout_id if desired is not None else None
-    return [Step(kind, want, rollout) for kind in INSTALL_STEPS]
+    rollout = None if desired is None else desired.rollout_id
+    state = with_desired(current, desired)
+    steps = [] if state.refused == current.refused else [Step("forget_refusal", current.refused)]
+    if want is not None and want not in (state.current, state.refused):
+        if installing == want:
+            return [*steps, Step("keep_installing", want, rollout)]
+        if installing is not None:
+            steps.append(Step("abandon", installing, phase=_resting(state)))
+        if watching is not None:
+            steps.append(Step("stop_probation", watching))
+        return steps + [Step(kind, want, rollout) for kind in INSTALL_STEPS]
+    if installing is not None:
+        steps.append(Step("abandon", installing, phase=_resting(state)))
+        state = replace(state, phase=_resting(state), target=None)
+    failed = state.phase in ("rejected", "rolled_back")
+    if state.refused is None and want in (None, state.current) and (failed or state.last_error is not None):
+        return [*steps, Step("clear_error", state.current, phase=_resting(state) if failed else state.phase)]
+    return [*steps, Step("report")] if steps else []
+
+
+def _resting(state: AgentState) -> Phase:
+    """Where a device settles when no install is under way: serving what it runs, or idle."""
+    return "serving" if state.current else "idle"
 
 
 def with_desired(state: AgentState, desired: Desired | None) -> AgentState:

@@ -26,13 +26,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import AgentConfig
-from .errors import AgentError
+from .mqtt_client import (
+    ClientOptions,
+    ClientSetupError,
+    Reconnect,
+    Session,
+    TLSParameters,
+    Will,
+    connect,
+    make_client,
+    set_reconnect_delay,
+)
 from .protocol import MAX_MESSAGE_BYTES, Status
 
 log = logging.getLogger(__name__)
@@ -76,8 +85,8 @@ class Published:
 LinkEvent = Connected | Disconnected | Message | Published
 
 
-class LinkError(AgentError):
-    """The link cannot be set up (bad TLS files, invalid arguments)."""
+LinkError = ClientSetupError
+"""The link cannot be set up (bad TLS files, invalid arguments)."""
 
 
 _JITTER = random.Random()  # our own: an agent embedded in an application must not draw from (or reseed) its global one
@@ -96,6 +105,16 @@ def client_id_for(config: AgentConfig) -> str:
     return f"edgeops-agent-{config.device_id}-{digest}"
 
 
+def link_options(config: AgentConfig) -> ClientOptions:
+    """A persistent MQTT 5 session under a stable client id, with a retained ``offline`` status as its Will."""
+    return ClientOptions(
+        broker=config.broker, client_id=client_id_for(config), username=config.username, password=config.password,
+        tls=TLSParameters(config.ca_file, config.tls_insecure),
+        will=Will(config.topics.device(config.device_id, "status"), Status(config.device_id, "offline").to_bytes()),
+        keepalive_s=config.keepalive_s, reconnect=Reconnect(config.reconnect_min_s, config.reconnect_max_s),
+        session=Session(SESSION_EXPIRY_S), max_queued=MAX_QUEUED)
+
+
 class MqttLink:
     """Connects, stays connected, and reports everything as events on ``inbox``.
 
@@ -110,23 +129,11 @@ class MqttLink:
         self._lock = threading.Lock()
         self._attempt = 0
         self._started = False
+        self.options = link_options(config)
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.config
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id_for(cfg),
-                             protocol=mqtt.MQTTv5, reconnect_on_failure=True)
-        client.max_queued_messages_set(MAX_QUEUED)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.broker.tls:
-            try:
-                client.tls_set(ca_certs=None if cfg.ca_file is None else str(cfg.ca_file))
-            except (OSError, ValueError) as exc:
-                raise LinkError(f"ca_file: cannot set up TLS with {cfg.ca_file}: {exc}") from exc
-            client.tls_insecure_set(cfg.tls_insecure)
-        client.will_set(self._status_topic, Status(cfg.device_id, "offline").to_bytes(), qos=1, retain=True)
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client = make_client(self.options)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -139,11 +146,7 @@ class MqttLink:
         """Connect in the background; the first attempt failing is retried like any reconnect."""
         if self._started:
             return
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        broker = self.config.broker
-        self._client.connect_async(broker.host, broker.port, keepalive=self.config.keepalive_s,
-                                   clean_start=False, properties=props)
+        connect(self._client, self.options, background=True)
         self._client.loop_start()
         self._started = True
 
@@ -209,7 +212,7 @@ class MqttLink:
         """Set paho's next wait to our own delay (paho would otherwise double its own from the minimum)."""
         delay = next_delay(self._attempt, self.config.reconnect_min_s, self.config.reconnect_max_s)
         self._attempt += 1
-        self._client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+        set_reconnect_delay(self._client, delay, delay)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode,
                     _props: Any) -> None:

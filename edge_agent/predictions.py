@@ -109,8 +109,10 @@ class PredictionBatch(Sequence[Prediction]):
     def _at(self, i: int) -> Prediction:
         if self.regression:
             return Prediction(self.id(i), value=self.answers[i])
+        rows = self.probabilities
+        assert rows is not None  # a classifier's batch
         return Prediction(self.id(i), label=self.answers[i],
-                          probabilities=dict(zip(self._classes, self.probabilities[i], strict=False)))
+                          probabilities=dict(zip(self._classes, rows[i], strict=False)))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):

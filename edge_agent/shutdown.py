@@ -21,6 +21,7 @@ import select
 import signal
 import time
 from types import FrameType, TracebackType
+from typing import overload
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -49,6 +50,12 @@ class StopSignals:
         except BaseException:
             self.close()
             raise
+
+    @overload
+    def wait(self, timeout: None = None) -> int: ...
+
+    @overload
+    def wait(self, timeout: float) -> int | None: ...
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until one of ``signals`` arrives (or has arrived since construction) and return its number, or

@@ -115,8 +115,8 @@ class TelemetryRecorder:
         self._numeric_at = [j for j, b in enumerate(self._binners) if not b.categorical]
         self._text_at = [j for j, b in enumerate(self._binners) if b.categorical]
         self._numeric_names = tuple(self._columns[j] for j in self._numeric_at)
-        self._matrix_binner = MatrixBinner([self._binners[j].edges for j in self._numeric_at]) \
-            if self._numeric_at else None  # type: ignore[misc]
+        edges = [e for e in (self._binners[j].edges for j in self._numeric_at) if e is not None]
+        self._matrix_binner = MatrixBinner(edges) if edges else None
         self._picks: dict[tuple[str, ...], Any] = {}  # a feed matrix's column names → our numeric columns in it
         n = len(self._columns)
         # a record's reference values: a tuple, or the value itself for one column (as itemgetter gives them)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.protocol import Topics
-from edgeops.fleet import DeviceView, read_fleet
 from edgeops.mqtt import ControlClient
+from edgeops.rollout.fleet import DeviceView, read_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 FleetCheck = Callable[[dict[str, DeviceView]], bool]

@@ -12,7 +12,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from services import POSTGRES_URL, Mosquitto, machine_broker_url, running_mosquitto, unique_prefix
+from services import (
+    POSTGRES_URL,
+    Mosquitto,
+    machine_broker_url,
+    postgres_database,
+    running_mosquitto,
+    unique_prefix,
+)
 
 if TYPE_CHECKING:
     from seaweedfs import SeaweedFS
@@ -137,16 +144,5 @@ def s3_root(s3_server: "SeaweedFS", monkeypatch: pytest.MonkeyPatch) -> str:
 def pg_database() -> Iterator[str]:
     """A PostgreSQL database of this test's own on the machine's server (the URL a team would configure), dropped
     afterwards even if a connection is left open."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"edgeops_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database() as url:
+        yield url

@@ -4,6 +4,7 @@ does not give, such as deployments, workers, served triggers and the `prefect` C
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,19 +47,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+def marked_commands(path: Path, marker: str) -> list[str]:
+    """The command lines between ``<!-- {marker}: start -->`` and ``<!-- {marker}: end -->`` (an indented block)."""
+    text = path.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- {marker}: start -->\n(.*?)<!-- {marker}: end -->", text, re.S)
+    assert found, f"{path.name} has no {marker} block"
+    return [line.strip() for line in found.group(1).splitlines() if line.strip()]
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
 @contextlib.contextmanager
-def running_prefect_server(workdir: Path) -> Iterator[str]:
-    """`prefect server start` on a free port; yields its API URL once /health answers."""
+def running_prefect_server(workdir: Path, database_url: str | None = None) -> Iterator[str]:
+    """`prefect server start` on a free port; yields its API URL once /health answers. Its database is SQLite in
+    its PREFECT_HOME, or ``database_url`` (``postgresql+asyncpg://...``, as a team runs it)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = workdir / "prefect-server.log"
     workdir.mkdir(parents=True, exist_ok=True)
     env = prefect_env(workdir / "prefect-home", None)
     env.update(PREFECT_UI_API_URL=url)
+    if database_url:
+        env.update(PREFECT_API_DATABASE_CONNECTION_URL=database_url)
     with log.open("wb") as out:
         proc = subprocess.Popen([str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -183,7 +183,7 @@ def write_manifests(folder: Path, releases: Iterable[tuple[str, int, str]]) -> l
 
 
 def _calibration(pipe: Any, seed: int, task: str, pred_ref: Reference) -> Any:
-    from edgeops.calibration import error_calibration, score_calibration
+    from edgeops.train.calibration import error_calibration, score_calibration
 
     frame, label, value = training_frame(seed)
     if task == "binary":

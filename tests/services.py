@@ -182,6 +182,25 @@ def _this_process_and_ancestors() -> set[int]:
 POSTGRES_URL = os.environ.get("EDGEOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@contextlib.contextmanager
+def postgres_database(prefix: str = "edgeops_test") -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (POSTGRES_URL's server); its URL, with POSTGRES_URL's driver.
+    Dropped afterwards even if a connection is left open. PostgreSQL that does not answer fails the test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def clear_retained(url: str, topics: list[str]) -> None:
     """Clear retained topics a test left on a shared broker (an empty retained payload deletes them)."""
     import paho.mqtt.client as mqtt

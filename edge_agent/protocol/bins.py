@@ -7,13 +7,13 @@ A single distinct training value (k == 0) gives edges [e0]: v == e0 is bin 0 and
 
 Categorical bins are the training categories in manifest order; anything else is *unseen*; None is
 *missing*, and so are NaN and pandas' NA, which reach the counters as their text (``str(nan)`` is ``"nan"``,
-``str(pd.NA)`` is ``"<NA>"``): MISSING_TEXTS. The reference (src/edgeops/reference.py) counts the same values
+``str(pd.NA)`` is ``"<NA>"``): MISSING_TEXTS. The reference (src/edgeops/train/reference.py) counts the same values
 as missing, so a missing value is missing on both sides. The control plane's vectorised binning is tested
 against these functions.
 """
 
 import bisect
-import math
+from collections.abc import Sequence
 
 UNDERFLOW = -1
 OVERFLOW = -2
@@ -28,7 +28,7 @@ def numeric_bin_count(edges: list[float]) -> int:
 
 def numeric_bin(edges: list[float], value: float | None) -> int:
     """Index of ``value``'s bin, or UNDERFLOW / OVERFLOW / MISSING."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value != value:  # NaN is the one value unequal to itself; no int is, however large
         return MISSING
     if value < edges[0]:
         return UNDERFLOW
@@ -39,7 +39,7 @@ def numeric_bin(edges: list[float], value: float | None) -> int:
     return min(bisect.bisect_right(edges, value) - 1, len(edges) - 2)
 
 
-def categorical_bin(categories: list[str], value: str | None, index: dict[str, int] | None = None) -> int:
+def categorical_bin(categories: Sequence[str], value: str | None, index: dict[str, int] | None = None) -> int:
     """Index of ``value`` in ``categories`` or UNSEEN / MISSING. Pass a prebuilt ``index`` on hot paths."""
     if value is None or value in MISSING_TEXTS:
         return MISSING

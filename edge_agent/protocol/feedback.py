@@ -101,7 +101,7 @@ class FeedbackCredit:
         if correct is not None:
             if not 0 <= correct <= labelled:
                 raise ProtocolError("must be within 0..labelled", field=f"{field}.correct")
-        elif None in sums or any(not (isfinite(s) and s >= 0) for s in sums):  # type: ignore[operator]
+        elif None in sums or any(not (isfinite(s) and s >= 0) for s in sums):
             raise ProtocolError("give correct (classifiers) or both non-negative abs_error_sum and "
                                 "abs_error_sq_sum (regressors)", field=field)
         return cls(model=check_name(require(obj, "model", str, field), f"{field}.model"),

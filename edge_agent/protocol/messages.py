@@ -390,9 +390,9 @@ class TelemetryWindow(_Message):
         if raw_scores is not None and scores is None:
             return None
         return cls(device=device, ts=ts, seq=seq, model=model, version=version, start=start, end=end, count=count,
-                   errors=dict(errors), latency_ms=dict(zip(latency, latency_values, strict=True)),
+                   errors=dict(errors), latency_ms=latency_values,
                    features=counts, predictions=predictions,
-                   feedback=dict(zip(feedback, feedback_values, strict=True)), dropped=dropped, epoch=epoch,
+                   feedback=feedback_values, dropped=dropped, epoch=epoch,
                    scores=scores)
 
 
@@ -401,12 +401,12 @@ _INT = frozenset({int})
 _NUMBER_TYPES = frozenset({int, float})
 
 
-def _plain_floats(value: Any) -> list[float] | None:
-    """The values of an object of plain finite numbers as floats (ints converted, as check_type does), else None."""
+def _plain_floats(value: Any) -> dict[str, float] | None:
+    """An object of plain finite numbers with its values as floats (ints converted, as check_type does), else None."""
     if type(value) is not dict or not {*map(type, value.values())} <= _NUMBER_TYPES:
         return None
     try:
         floats = list(map(float, value.values()))
     except OverflowError:   # an int beyond any float: the checked path names it
         return None
-    return floats if all(map(isfinite, floats)) else None
+    return dict(zip(value, floats, strict=True)) if all(map(isfinite, floats)) else None

@@ -9,6 +9,7 @@ connection (an agent told to fetch ``"churn\\n"`` reconnected and failed again, 
 """
 
 import re
+from typing import TypeGuard
 
 from .errors import ProtocolError
 
@@ -18,7 +19,7 @@ _VERSION_TEXT = re.compile(r"[1-9][0-9]{0,9}")  # ASCII digits only (str.isdigit
 MAX_VERSION = 2**31 - 1
 
 
-def is_name(value: object) -> bool:
+def is_name(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a safe model name or device id (the test of :func:`check_name`, without raising)."""
     return isinstance(value, str) and _NAME.fullmatch(value) is not None and ".." not in value
 
@@ -33,7 +34,7 @@ def check_name(value: object, field: str = "name") -> str:
     return value
 
 
-def is_version(value: object) -> bool:
+def is_version(value: object) -> TypeGuard[int]:
     """Whether ``value`` is a valid version (the test of :func:`check_version`, without raising)."""
     return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_VERSION
 

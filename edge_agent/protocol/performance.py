@@ -9,7 +9,7 @@ The release manifest (1.2) may carry the reference to read them with, measured o
 model was trained: ``ScoreCalibration`` (classifiers: the same cells, with how many held-out rows fell in each,
 how many of those were of class c, and their mean probability) or ``ErrorCalibration`` (regressors: per bin
 of the prediction reference, plus underflow and overflow, the rows, mean and standard deviation of the
-absolute error). How the control plane turns them into estimates is src/edgeops/performance.py.
+absolute error). How the control plane turns them into estimates is src/edgeops/telemetry/performance.py.
 """
 
 import math

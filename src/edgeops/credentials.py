@@ -21,9 +21,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .config import MqttConfig, ProjectConfig
-from .errors import ConfigError
-from .signing import key_paths, load_private_key, load_public_key, parse_private_key
+from edgeops.config import MqttConfig, ProjectConfig
+from edgeops.errors import ConfigError
+from edgeops.release.signing import key_paths, load_private_key, load_public_key, parse_private_key
 
 MQTT_URL_ENV = "EDGEOPS_MQTT_URL"
 MQTT_USERNAME_ENV = "EDGEOPS_MQTT_USERNAME"

@@ -17,7 +17,6 @@ import contextlib
 import queue
 import re
 import socket
-import ssl
 import threading
 import time
 import uuid
@@ -29,8 +28,9 @@ from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 
+from edge_agent.mqtt_client import ClientOptions, ClientSetupError, TLSParameters, connect, make_client
 from edge_agent.protocol import BrokerAddress, ProtocolError
 from edgeops.errors import BrokerError
 
@@ -78,15 +78,17 @@ class ControlClient:
         self._connect_error: str | None = None
         self.published = self.received = 0  # PUBLISH messages sent / delivered to us (benchmarks count them)
         self._client_id = client_id or f"edgeops-ctl-{uuid.uuid4().hex[:12]}"
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id)
-        # No client-side window (0): with one set, paho walks its outgoing messages from the start on every
-        # PUBACK looking for the next queued one, O(window) work per message. An MQTT 3.1.1 broker takes QoS 1
-        # publishes without a limit, and a burst is bounded by the caller's batch (a wave's desired states).
-        self._client.max_inflight_messages_set(0)
-        if username is not None:
-            self._client.username_pw_set(username, password)
-        if self.address.tls:
-            self._client.tls_set(ca_certs=str(ca_file) if ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+        # No client-side window (max_inflight 0): with one set, paho walks its outgoing messages from the start
+        # on every PUBACK looking for the next queued one, O(window) work per message. An MQTT 3.1.1 broker
+        # takes QoS 1 publishes without a limit, and a burst is bounded by the caller's batch (a wave's
+        # desired states).
+        self.options = ClientOptions(broker=self.address, client_id=self._client_id, username=username,
+                                     password=password, tls=TLSParameters(ca_file),
+                                     protocol=MQTTProtocolVersion.MQTTv311, keepalive_s=30, max_inflight=0)
+        try:
+            self._client = make_client(self.options)
+        except ClientSetupError as exc:
+            raise BrokerError(f"the MQTT broker at {url}: {exc}") from exc
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -125,7 +127,7 @@ class ControlClient:
     # lifecycle --------------------------------------------------------------------------------------
     def connect(self) -> "ControlClient":
         try:
-            self._client.connect(self.address.host, self.address.port, keepalive=30)
+            connect(self._client, self.options)
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot reach the MQTT broker at {self.url}: {exc}") from exc
         sock = self._client.socket()

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from services import processes_mentioning
 
-from edgeops.registry import Registry
-from edgeops.supervisor import group_alive
-from flows.serve_demo import RETRAIN_TRIGGER
+from edgeops.flows.serve_demo import RETRAIN_TRIGGER
+from edgeops.release.registry import Registry
+from edgeops.stack.supervisor import group_alive
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

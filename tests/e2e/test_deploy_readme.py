@@ -6,7 +6,6 @@ a Docker engine or a cluster allows: their pools are created from deployments/wo
 land on them with the control-plane image as job variable."""
 
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,23 +16,15 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_procs import DEADLINE_S, ROOT, log_tail, prefect_env, stop
+from prefect_procs import DEADLINE_S, ROOT, log_tail, marked_commands, prefect_env, stop
 
-from edgeops.registry import Registry
-from edgeops.samples import make_sample
-from edgeops.signing import generate_keys
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys
+from edgeops.train.samples import make_sample
 
 pytestmark = pytest.mark.e2e
 FLOWS = {"edgeops-pipeline": "pipeline", "edgeops-rollout": "rollout", "edgeops-retrain": "retrain",
          "monitor": "monitor"}
-
-
-def marked_commands(path: Path, marker: str) -> list[str]:
-    """The command lines between ``<!-- {marker}: start -->`` and ``<!-- {marker}: end -->`` (an indented block)."""
-    text = path.read_text(encoding="utf-8")
-    found = re.search(rf"<!-- {marker}: start -->\n(.*?)<!-- {marker}: end -->", text, re.S)
-    assert found, f"{path.name} has no {marker} block"
-    return [line.strip() for line in found.group(1).splitlines() if line.strip()]
 
 
 def run(command: str, env: dict[str, str], cwd: Path = ROOT) -> str:
@@ -78,14 +69,15 @@ def test_the_readme_deploy_commands_work_on_a_fresh_server(prefect_server: str, 
 
 def test_a_process_worker_runs_a_deployment_from_a_git_clone(prefect_server: str, tmp_path: Path) -> None:
     """The worker has no checkout: the pull step clones the repository the server's variable names (here a
-    local one holding this checkout's flows and a committed edgeops.yaml), and the flow runs in that clone."""
+    local one holding only a committed edgeops.yaml), and the flow, loaded from the installed edgeops by its
+    module path, runs in that clone."""
     repo, state = tmp_path / "team-repo", tmp_path / "state"
-    shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    repo.mkdir()
     generate_keys(state / "keys")
     (repo / "edgeops.yaml").write_text(yaml.safe_dump({"registry": {"root": str(state / "registry"),
                                                                     "keys_dir": str(state / "keys")}}))
     for git in (["init", "-q", "-b", "main"], ["add", "."],
-                ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "flows"]):
+                ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "config"]):
         subprocess.run(["git", *git], cwd=repo, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
                           text=True).stdout.strip()

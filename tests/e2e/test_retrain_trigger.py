@@ -33,14 +33,14 @@ from prefect.events import Event
 from prefect.events.clients import PrefectEventsClient
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_procs import DEADLINE_S, ROOT, log_tail, prefect_env, stop
+from simulated_fleet import SimDevice, SimFleet
 
 from edge_agent.protocol import Topics
 from edgeops.mqtt import ControlClient
-from edgeops.pipeline import make_request, run_pipeline
-from edgeops.registry import Registry
-from edgeops.samples import make_sample, make_shifted_sample
-from edgeops.signing import generate_keys, key_paths, load_public_key
-from edgeops.simulate import SimDevice, SimFleet
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, key_paths, load_public_key
+from edgeops.train.pipeline import make_request, run_pipeline
+from edgeops.train.samples import make_sample, make_shifted_sample
 
 pytestmark = pytest.mark.e2e
 DRIFT = {"model": "churn", "version": 1, "scope": "fleet", "windows": 12, "devices": 3,
@@ -50,7 +50,7 @@ SERVE = """
 import json, sys
 from prefect import serve
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-from flows.retrain import retrain_flow
+from edgeops.flows.retrain import retrain_flow
 spec = json.loads(sys.argv[1])
 trigger = DeploymentEventTrigger(**spec["trigger"])
 serve(retrain_flow.to_deployment(name="retrain", parameters=spec["parameters"], triggers=[trigger]))
@@ -77,7 +77,7 @@ def retrain_trigger() -> dict[str, Any]:
     """The trigger exactly as deployments/prefect.yaml declares it."""
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     stanza = next(d for d in spec["deployments"] if d["name"] == "retrain")
-    assert stanza["entrypoint"] == "flows/retrain.py:retrain_flow"
+    assert stanza["entrypoint"] == "edgeops.flows.retrain:retrain_flow"
     (trigger,) = stanza["triggers"]
     return trigger
 

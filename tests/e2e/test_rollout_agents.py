@@ -8,15 +8,15 @@ from agent_procs import AgentProcess, spawn_agent, stop_all, wait_fleet
 from releases import build_release, new_key, public_pem
 
 from edge_agent.protocol import Desired, Topics
-from edgeops.fleet import read_fleet
 from edgeops.mqtt import ControlClient
-from edgeops.publish import publish_release
-from edgeops.registry import Registry
+from edgeops.release.publish import publish_release
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, load_private_key
 from edgeops.rollout.controller import RolloutController, start_rollout
+from edgeops.rollout.fleet import read_fleet
 from edgeops.rollout.plan import RolloutPolicy
 from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutStore
-from edgeops.signing import generate_keys, load_private_key
 
 pytestmark = pytest.mark.e2e
 

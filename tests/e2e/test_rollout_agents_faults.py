@@ -29,15 +29,15 @@ from releases import build_release
 from services import unique_prefix
 
 from edge_agent.protocol import Desired, Topics
-from edgeops.fleet import DeviceView
 from edgeops.mqtt import ControlClient
-from edgeops.publish import publish_release
-from edgeops.registry import Registry
+from edgeops.release.publish import publish_release
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, load_private_key
 from edgeops.rollout.controller import RolloutController, start_rollout
+from edgeops.rollout.fleet import DeviceView
 from edgeops.rollout.plan import RolloutPolicy
 from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutRecord, RolloutStore
-from edgeops.signing import generate_keys, load_private_key
 
 pytestmark = pytest.mark.e2e
 

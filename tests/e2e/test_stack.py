@@ -17,12 +17,12 @@ import pytest
 from agent_procs import AgentProcess
 from services import free_port, processes_mentioning, wait_until
 
-from edgeops.demo import agent_config
-from edgeops.samples import TARGETS, make_sample, write_sample
+from edgeops.demo.parts import agent_config
+from edgeops.demo.traffic import TrafficDriver, records_of
 from edgeops.stack.state import process_started
-from edgeops.supervisor import group_alive, stop_groups
+from edgeops.stack.supervisor import group_alive, stop_groups
 from edgeops.telemetry.store import TelemetryStore
-from edgeops.traffic import TrafficDriver, records_of
+from edgeops.train.samples import TARGETS, make_sample, write_sample
 
 pytestmark = pytest.mark.e2e
 EDGEOPS = Path(sys.executable).with_name("edgeops")

@@ -16,14 +16,14 @@ import pytest
 from cli_procs import run_edgeops
 from releases import build_release
 from services import free_port, wait_until
+from simulated_fleet import SimDevice, SimFleet
 from typer.testing import CliRunner
 
 from edge_agent.protocol import Status, Topics
 from edgeops.cli import build_app
 from edgeops.mqtt import ControlClient
-from edgeops.registry import Registry
-from edgeops.signing import generate_keys, load_private_key, load_public_key
-from edgeops.simulate import SimDevice, SimFleet
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, load_private_key, load_public_key
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from releases import build_release
 
 from edge_agent.protocol import Counts, Reference, TelemetryWindow, now_iso
-from edgeops.demo_prefect import parse_drift_report
-from edgeops.supervisor import free_port
+from edgeops.demo.prefect_api import parse_drift_report
+from edgeops.demo.traffic import TrafficDriver, records_of
+from edgeops.stack.supervisor import free_port
 from edgeops.telemetry.monitor import manifest_references, run_monitor
 from edgeops.telemetry.report import drift_markdown
 from edgeops.telemetry.store import TelemetryStore
-from edgeops.traffic import TrafficDriver, records_of
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,13 @@ from releases import write_manifests
 from typer.testing import CliRunner
 
 from edge_agent.protocol import prediction_id_head
-from edgeops.cli import app
+from edgeops.cli import build_app
 from edgeops.telemetry.label_import import LabelImportError, csv_rows, import_labels, sql_rows
 from edgeops.telemetry.monitor import manifest_references, run_monitor
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
+app = build_app()
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 WINDOW_MS = int((NOW - timedelta(days=3)).timestamp() * 1000)   # the predictions were made three days ago

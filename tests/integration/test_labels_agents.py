@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from edge_agent.feedback_log import SEGMENTS
 from edge_agent.protocol import parse_prediction_id
-from edgeops.drift import parse_ts
+from edgeops.telemetry.drift import parse_ts
 from edgeops.telemetry.ingest import IngestConfig, IngestService
 from edgeops.telemetry.monitor import manifest_references, run_monitor
 from edgeops.telemetry.store import TelemetryStore

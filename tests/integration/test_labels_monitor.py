@@ -91,7 +91,9 @@ def test_late_labels_are_credited_to_the_old_version_and_its_time(store: Telemet
 def test_thresholds_come_from_edgeops_yaml_and_the_command_line(tmp_path: Path, store: TelemetryStore,
                                                                 manifests: list[Path],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeops.cli import app
+    from edgeops.cli import build_app
+
+    app = build_app()
 
     store.write([window("a", i, 1, NOW - timedelta(minutes=30 - i), 100, feedback={"labelled": 8.0, "accuracy": 0.75})
                  for i in range(10)])   # 80 labels at 75 %: ok against 0.8 - 0.05, whatever the interval
@@ -117,12 +119,36 @@ def test_thresholds_come_from_edgeops_yaml_and_the_command_line(tmp_path: Path, 
     assert bad.exit_code == 1 and "monitor.labels.confidence: must be between 0 and 1" in bad.output
 
 
+def test_without_db_the_commands_read_the_store_edgeops_yaml_names(tmp_path: Path, manifests: list[Path],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``telemetry.url`` is the one setting of the store; `monitor run`, `telemetry stats` and `telemetry serve`
+    used to open ./.edgeops/telemetry.db whatever it said (a worker's monitor and the ingest then disagreed)."""
+    from edgeops.cli import app
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "edgeops.yaml").write_text("telemetry:\n  url: sqlite:///shared/telemetry.db\n")
+    (project / "shared").mkdir()
+    store = TelemetryStore(f"sqlite:///{project / 'shared' / 'telemetry.db'}")  # relative: to edgeops.yaml
+    store.write([window("a", i, 1, NOW - timedelta(minutes=10 - i), 100) for i in range(3)])
+    store.close()
+    monkeypatch.chdir(tmp_path)  # another folder: ./.edgeops/telemetry.db would be empty
+    runner = CliRunner()
+    config = ["--config", str(project / "edgeops.yaml")]
+    monitor = runner.invoke(app, ["monitor", "run", "--manifest", str(manifests[0]), "--fleet-only", "--json",
+                                  *config])
+    assert monitor.exit_code == 0, monitor.output
+    assert [s["windows"] for s in json.loads(monitor.output)["scopes"]] == [3]
+    stats = runner.invoke(app, ["telemetry", "stats", "--json", *config])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.output)["windows"] == 3
+    assert not (tmp_path / ".edgeops").exists()
+
+
 def test_the_monitor_flow_takes_the_thresholds_as_parameters(store: TelemetryStore, manifests: list[Path],
                                                               prefect_harness: None) -> None:
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # flows/
-    from flows.monitor import monitor_flow
+    from edgeops.flows.monitor import monitor_flow
 
     store.write([window("a", i, 1, NOW - timedelta(minutes=30 - i), 100, feedback={"labelled": 8.0, "accuracy": 0.75})
                  for i in range(10)])

@@ -2,7 +2,6 @@
 one event per episode, the CLI, the report artifacts, and the Prefect flow."""
 
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,6 @@ from edgeops.telemetry.report import drift_markdown, fleet_rows
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # flows/
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +178,7 @@ def test_too_little_telemetry_says_how_much_a_verdict_needs(tmp_path: Path, mani
 
 def test_monitor_flow_publishes_artifacts_and_events(store: TelemetryStore, manifest_path: Path,
                                                      prefect_harness: None) -> None:
-    from flows.monitor import monitor_flow
+    from edgeops.flows.monitor import monitor_flow
 
     summary = monitor_flow(db=store.url, manifests=[str(manifest_path)])
     again = monitor_flow(db=store.url, manifests=[str(manifest_path)])
@@ -195,7 +193,7 @@ def test_the_flow_run_artifacts_show_trends_and_which_device_drifts_on_what(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.monitor import monitor_flow
+    from edgeops.flows.monitor import monitor_flow
 
     store.write([Reported(device=d, state="serving", model="churn", version=3) for d in ("steady", "shifted")])
     state = monitor_flow(db=store.url, manifests=[str(manifest_path)], return_state=True)
@@ -220,7 +218,7 @@ def test_the_flow_run_artifacts_show_trends_and_which_device_drifts_on_what(
 
 def test_references_come_from_the_registry(tmp_path: Path) -> None:
     """Windows name (model, version); the registry gives that version's manifest, unknown versions are listed."""
-    from edgeops.registry import Registry
+    from edgeops.release.registry import Registry
     from edgeops.telemetry.monitor import registry_references
 
     key = Ed25519PrivateKey.generate()

@@ -13,7 +13,7 @@ import pytest
 from releases import COLUMNS, ONNX_NAMES, agent_config, build_release, new_key, preinstall, training_frame
 
 from edge_agent.agent import Agent
-from edgeops.performance import PerformanceThresholds
+from edgeops.config.monitor import PerformanceThresholds
 from edgeops.telemetry.ingest import IngestConfig, IngestService
 from edgeops.telemetry.monitor import episode_events, manifest_references, run_monitor
 from edgeops.telemetry.store import TelemetryStore

@@ -2,7 +2,6 @@
 flow's artifact and its ``edgeops.performance.degraded`` event (once per episode), on a real SQLite store with
 windows whose score counts come from the agent's own counting."""
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from edgeops.telemetry.performance_report import performance_markdown
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # flows/
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +81,7 @@ def test_fail_on_performance_exits_6_when_the_fleet_estimate_is_degraded(tmp_pat
 def test_the_flow_publishes_the_estimate_and_raises_one_event_per_episode(store: TelemetryStore,
                                                                          manifest_path: Path,
                                                                          prefect_harness: None) -> None:
-    from flows.monitor import monitor_flow
+    from edgeops.flows.monitor import monitor_flow
 
     report = run_monitor(store, manifest_references([manifest_path]))
     markdown = performance_markdown(report)

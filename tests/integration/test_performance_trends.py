@@ -6,7 +6,6 @@ predictions: the chart is a view of the verdicts' numbers, not a second computat
 import base64
 import io
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,15 +16,15 @@ from releases import build_release
 
 from edge_agent.protocol import FeedbackCredit, PredictionRef, ReleaseManifest, ScoreCounts, TelemetryWindow
 from edge_agent.scoring import freeze_scores, score_cells
-from edgeops.performance import estimate_performance
-from edgeops.realized import LabelTotals, RealizedThresholds, accuracy_interval, judge_realized, mae_interval
+from edgeops.config.monitor import RealizedThresholds
 from edgeops.telemetry.label_import import import_labels
 from edgeops.telemetry.monitor import run_monitor
+from edgeops.telemetry.performance import estimate_performance
 from edgeops.telemetry.performance_report import performance_markdown
+from edgeops.telemetry.realized import LabelTotals, accuracy_interval, judge_realized, mae_interval
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # flows/
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 HOUR = timedelta(hours=1)
@@ -153,7 +152,7 @@ def test_the_flow_runs_performance_artifact_shows_the_chart(tmp_path: Path, stor
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.monitor import monitor_flow
+    from edgeops.flows.monitor import monitor_flow
 
     manifest = tmp_path / "churn-5.json"
     manifest.write_bytes(classifier.to_bytes())

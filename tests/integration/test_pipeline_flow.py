@@ -22,14 +22,14 @@ from edge_agent.protocol import ReleaseManifest
 from edge_agent.verify import KeyRing, verify_artifact, verify_manifest
 from edgeops.cli import build_app
 from edgeops.config import load_config
-from edgeops.data import file_sha256
 from edgeops.errors import ValidationFailed
-from edgeops.pipeline import code_revision
-from edgeops.registry import Registry
-from edgeops.samples import make_sample
-from edgeops.signing import generate_keys
-from edgeops.training import train_model
-from flows.pipeline import pipeline_flow
+from edgeops.flows.pipeline import pipeline_flow
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys
+from edgeops.train.data import file_sha256
+from edgeops.train.pipeline import code_revision
+from edgeops.train.samples import make_sample
+from edgeops.train.training import train_model
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,8 +277,8 @@ def test_tasks_are_thin_wrappers_over_the_plain_steps(tmp_path: Path) -> None:
     """task.fn without a flow run gives what the plain pipeline gives (same seed, same data)."""
     from prefect.logging import disable_run_logger
 
-    from edgeops import pipeline as steps
-    from flows import pipeline as flow_module
+    from edgeops.flows import pipeline as flow_module
+    from edgeops.train import pipeline as steps
 
     make_sample("multiclass", 300, seed=9).to_csv(tmp_path / "train.csv", index=False)
     overrides = {"registry.root": str(tmp_path / "reg"), "registry.keys_dir": str(tmp_path / "keys")}
@@ -292,8 +292,9 @@ def test_tasks_are_thin_wrappers_over_the_plain_steps(tmp_path: Path) -> None:
         trained = flow_module.train_task.fn(df, request.target, request.config)
         gate = flow_module.gate_task.fn(trained, request.config, champion)
         export = flow_module.export_task.fn(trained, request.config)
-        record = flow_module.register_task.fn(registry, request, steps.load_signing_key(request.config), df, sha,
-                                              validation, trained, gate, export, champion)
+        candidate = steps.Candidate(df, sha, validation, trained, gate, export)
+        record = flow_module.register_task.fn(registry, request, steps.load_signing_key(request.config), candidate,
+                                              champion)
     plain = steps.run_pipeline(request)
     assert (record.version, plain.record.version) == (1, 2)
     assert record.manifest.metrics == plain.metrics
@@ -303,8 +304,8 @@ def test_tasks_are_thin_wrappers_over_the_plain_steps(tmp_path: Path) -> None:
 
 
 def test_plain_pipeline_rejects_on_gates_and_stops_on_a_missing_key(tmp_path: Path) -> None:
-    from edgeops import pipeline as steps
     from edgeops.errors import SigningError
+    from edgeops.train import pipeline as steps
 
     make_sample("regression", 300, seed=10).to_csv(tmp_path / "train.csv", index=False)
     overrides = {"registry.root": str(tmp_path / "reg"), "registry.keys_dir": str(tmp_path / "keys"),

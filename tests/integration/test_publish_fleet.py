@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from releases import build_release, new_key, public_pem
 from services import free_port
+from simulated_fleet import SimDevice, SimFleet
 from typer.testing import CliRunner
 
 from edge_agent.protocol import Desired, Reported, Topics
@@ -19,9 +20,8 @@ from edgeops.cli.fleet import app as fleet_app
 from edgeops.cli.release import app as release_app
 from edgeops.cli.rollout import app as rollout_app
 from edgeops.mqtt import BrokerAddress, ControlClient
-from edgeops.registry import Registry
-from edgeops.signing import generate_keys, load_private_key, load_public_key
-from edgeops.simulate import SimDevice, SimFleet
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, load_private_key, load_public_key
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ async def prefect_records(rollout_id: str) -> tuple[dict[str, object], list[str]
     from prefect.client.orchestration import get_client  # imported late: the CLI sets Prefect's log level first
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.rollout import artifact_key
+    from edgeops.flows.rollout import artifact_key
 
     async with get_client() as client:
         found = await client.read_artifacts(

@@ -14,9 +14,9 @@ from manifests import fake_manifest
 
 from edge_agent.protocol import ReleaseManifest, sha256_hex
 from edgeops.errors import RegistryError
-from edgeops.registry import Registry, parse_ref
-from edgeops.registry_store import STALE_TMP_S
-from edgeops.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.release.registry import Registry, parse_ref
+from edgeops.release.registry_store import STALE_TMP_S
+from edgeops.release.signing import generate_keys, load_private_key, sign_manifest
 
 pytestmark = pytest.mark.integration
 Root = Path | str

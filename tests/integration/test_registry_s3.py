@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from edgeops.cli import build_app
 from edgeops.config import RegistryConfig, S3Config, load_config
 from edgeops.errors import RegistryError
-from edgeops.pipeline import make_request, run_pipeline
-from edgeops.registry import Registry
-from edgeops.samples import make_sample
-from edgeops.signing import generate_keys
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys
 from edgeops.telemetry.monitor import registry_references
+from edgeops.train.pipeline import make_request, run_pipeline
+from edgeops.train.samples import make_sample
 
 pytestmark = pytest.mark.integration
 

@@ -8,18 +8,18 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from simulated_fleet import SimDevice, SimFleet
 
 from edge_agent.protocol import Topics
-from edgeops.datasource import newest_data
 from edgeops.errors import ConfigError, DataError
+from edgeops.flows.retrain import retrain_flow
 from edgeops.mqtt import ControlClient
-from edgeops.pipeline import make_request, run_pipeline
-from edgeops.registry import Registry
-from edgeops.retrain import model_name, plan_retrain, run_retrain, summary_markdown
-from edgeops.samples import make_sample, make_shifted_sample
-from edgeops.signing import generate_keys, key_paths, load_public_key
-from edgeops.simulate import SimDevice, SimFleet
-from flows.retrain import retrain_flow
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, key_paths, load_public_key
+from edgeops.retrain.steps import model_name, plan_retrain, run_retrain, summary_markdown
+from edgeops.train.datasource import newest_data
+from edgeops.train.pipeline import make_request, run_pipeline
+from edgeops.train.samples import make_sample, make_shifted_sample
 
 pytestmark = pytest.mark.integration
 

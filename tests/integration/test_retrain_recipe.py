@@ -16,17 +16,17 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from services import Mosquitto, free_port, running_mosquitto
 from shipped_broker import make_users
+from simulated_fleet import SimDevice, SimFleet
 
 from edge_agent.protocol import Topics
-from edgeops.data import file_sha256
+from edgeops.flows.retrain import retrain_flow
 from edgeops.mqtt import ControlClient
-from edgeops.pipeline import make_request, run_pipeline
-from edgeops.registry import Registry
-from edgeops.retrain import plan_retrain, run_retrain
-from edgeops.samples import make_sample, make_shifted_sample
-from edgeops.signing import generate_keys, key_paths, load_public_key
-from edgeops.simulate import SimDevice, SimFleet
-from flows.retrain import retrain_flow
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, key_paths, load_public_key
+from edgeops.retrain.steps import plan_retrain, run_retrain
+from edgeops.train.data import file_sha256
+from edgeops.train.pipeline import make_request, run_pipeline
+from edgeops.train.samples import make_sample, make_shifted_sample
 
 pytestmark = pytest.mark.integration
 

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 from releases import Release, build_release, new_key
 from services import Mosquitto, running_mosquitto
+from simulated_fleet import SimDevice, SimFleet
 
 from edge_agent.protocol import Desired, Reported, TelemetryWindow, Topics
-from edgeops.drift import parse_ts
 from edgeops.errors import RolloutError
 from edgeops.mqtt import ControlClient
-from edgeops.publish import publish_release
+from edgeops.release.publish import publish_release
 from edgeops.rollout.controller import RolloutController, start_rollout
 from edgeops.rollout.health import TelemetryHealthGate
 from edgeops.rollout.plan import GateContext, GateVerdict, RolloutPolicy
 from edgeops.rollout.signer import DesiredSigner
 from edgeops.rollout.state import RolloutRecord, RolloutStore
-from edgeops.simulate import SimDevice, SimFleet
+from edgeops.telemetry.drift import parse_ts
 from edgeops.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ def project_config(tmp: Path) -> str:
     key on its own (a key is never a flow parameter)."""
     from cryptography.hazmat.primitives import serialization
 
-    from edgeops.signing import key_paths
+    from edgeops.release.signing import key_paths
 
     private = key_paths(tmp / "keys")[0]
     private.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +328,7 @@ def test_a_resumed_rollout_keeps_the_health_gate_it_was_started_with(
         prefect_harness: None) -> None:
     """The gate's database is part of the stored policy: the flow run that resumes the rollout (as
     `edgeops rollout resume` does) is not told about it and must still apply it."""
-    from flows.rollout import rollout_flow
+    from edgeops.flows.rollout import rollout_flow
 
     erring_v4(tmp_path)
     url = f"sqlite:///{tmp_path / 'telemetry.db'}"
@@ -350,7 +350,7 @@ def test_a_resumed_rollout_marks_the_dead_controllers_flow_run_crashed(
     from prefect.client.schemas.objects import StateType
     from prefect.states import Running
 
-    from flows.rollout import rollout_flow
+    from edgeops.flows.rollout import rollout_flow
 
     with SimFleet(session_broker, topics, devices(3)):
         rec = start_rollout(store, control, topics, model="churn", version=4, selector={}, policy=POLICY)

@@ -4,12 +4,12 @@ import time
 
 import pytest
 from releases import build_release, new_key
+from simulated_fleet import SimDevice, SimFleet
 
 from edge_agent.protocol import Desired, Status, Topics
-from edgeops.fleet import read_fleet
 from edgeops.mqtt import ControlClient
-from edgeops.publish import publish_release
-from edgeops.simulate import SimDevice, SimFleet
+from edgeops.release.publish import publish_release
+from edgeops.rollout.fleet import read_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_each_device_verifies_the_release_it_received(session_broker: str, topic
     bytes it received when they arrive (edge_agent's fetch; ``verifying`` trusts that check) and hashes the
     artifact, and shares no result with the other devices; otherwise a fleet benchmark would leave out the
     devices' cost."""
-    import edgeops.simulate as simulate
+    import simulated_fleet as simulate
 
     checked: list[bytes | None] = []
     real = simulate.verify_manifest

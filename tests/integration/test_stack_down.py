@@ -13,8 +13,8 @@ from services import wait_until
 
 from edgeops.stack.down import tear_down
 from edgeops.stack.state import Service, StackState, process_started, write_state
+from edgeops.stack.supervisor import Child, Supervisor, group_alive
 from edgeops.stack.up import stack_lock
-from edgeops.supervisor import Child, Supervisor, group_alive
 
 pytestmark = pytest.mark.integration
 EDGEOPS = Path(sys.executable).with_name("edgeops")

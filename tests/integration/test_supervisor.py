@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeops.demo import prepare_work_dir
+from edgeops.demo.run import prepare_work_dir
 from edgeops.errors import EdgeopsError
-from edgeops.supervisor import ServiceError, Supervisor, group_alive
+from edgeops.stack.supervisor import ServiceError, Supervisor, group_alive
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def test_stop_all_reaches_grandchildren_and_a_child_ignoring_sigterm(tmp_path: P
 
 
 def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
-    script = ("import sys, time; from pathlib import Path; from edgeops.supervisor import Supervisor; "
+    script = ("import sys, time; from pathlib import Path; from edgeops.stack.supervisor import Supervisor; "
               "s = Supervisor(Path(sys.argv[1])); c = s.spawn('sleeper', ['sleep', '300']); "
               "print(c.pid, flush=True); time.sleep(300)")
     owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "logs")], stdout=subprocess.PIPE, text=True)

@@ -14,9 +14,9 @@ from edge_agent.errors import VerificationError
 from edge_agent.protocol import ErrorCalibration, Lineage, ScoreCalibration, numeric_bin, parse_manifest, score_bin
 from edge_agent.verify import KeyRing, verify_manifest
 from edgeops.config import load_config
-from edgeops.export import ExportResult, build_manifest, export_model, run_onnx
-from edgeops.signing import sign_manifest
-from edgeops.training import TrainedModel, train_model
+from edgeops.release.signing import sign_manifest
+from edgeops.train.export import ExportResult, build_manifest, export_model, run_onnx
+from edgeops.train.training import TrainedModel, train_model
 
 pytestmark = pytest.mark.unit
 
@@ -95,7 +95,7 @@ def test_the_calibration_is_signed_with_the_manifest_and_refused_when_touched() 
 
 
 def test_a_release_without_a_holdout_or_with_too_many_classes_has_no_score_calibration() -> None:
-    from edgeops.calibration import score_calibration
+    from edgeops.train.calibration import score_calibration
 
     probabilities = np.full((4, 65), 1 / 65)
     assert score_calibration(probabilities, np.zeros(4, dtype=int)) is None

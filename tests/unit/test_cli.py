@@ -13,8 +13,8 @@ from edge_agent.protocol import (
     ReleaseManifest,
 )
 from edgeops.cli import CONTROL_EXTRA_MESSAGE, build_app
-from edgeops.registry import Registry
-from edgeops.signing import load_private_key, sign_manifest
+from edgeops.release.registry import Registry
+from edgeops.release.signing import load_private_key, sign_manifest
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()

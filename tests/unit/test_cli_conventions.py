@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from edgeops.cli import build_app
 from edgeops.cli.common import plural
-from edgeops.registry import Registry
-from edgeops.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, load_private_key, sign_manifest
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()

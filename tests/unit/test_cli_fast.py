@@ -7,9 +7,9 @@ import pytest
 from cli_procs import run_edgeops
 from manifests import fake_manifest
 
-from edgeops.registry import Registry
-from edgeops.samples import write_sample
-from edgeops.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.release.registry import Registry
+from edgeops.release.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.train.samples import write_sample
 
 pytestmark = pytest.mark.unit
 

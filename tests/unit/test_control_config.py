@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgeops.config import ModelSource, load_config
 from edgeops.credentials import mqtt_settings, public_key, signing_key
 from edgeops.errors import ConfigError, SigningError
-from edgeops.signing import generate_keys, public_key_id
+from edgeops.release.signing import generate_keys, public_key_id
 
 pytestmark = pytest.mark.unit
 

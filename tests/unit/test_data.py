@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgeops.data import (
+from edgeops.errors import DataError, EdgeopsError
+from edgeops.train.data import (
     as_numeric,
     as_text,
     check_columns,
@@ -17,7 +18,6 @@ from edgeops.data import (
     load_table,
     numeric_garbage,
 )
-from edgeops.errors import DataError, EdgeopsError
 
 pytestmark = pytest.mark.unit
 
@@ -124,7 +124,7 @@ def test_check_columns_accepts_good_data() -> None:
 
 
 def test_column_names_become_text_and_duplicates_are_refused(tmp_path: Path) -> None:
-    from edgeops.data import with_text_columns
+    from edgeops.train.data import with_text_columns
 
     df = pd.DataFrame([[1, 2, "a"]], columns=[0, 1.5, "y"])
     assert list(with_text_columns(df).columns) == ["0", "1.5", "y"]

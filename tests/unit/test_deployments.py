@@ -2,7 +2,6 @@
 parameters the deployment passes and describes each of them for the UI, every trigger is one Prefect can load,
 and nothing in it ties a run to the deploying checkout or carries a broker, a key or a password."""
 
-import importlib
 import inspect
 import json
 import re
@@ -15,21 +14,22 @@ import yaml
 from prefect import Flow
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.utilities.callables import parameter_schema
+from prefect.utilities.importtools import import_object
 
 pytestmark = pytest.mark.unit
 
 DEPLOY_DIR = Path(__file__).parents[2] / "deployments"
 SPEC = yaml.safe_load((DEPLOY_DIR / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
-FLOWS = ("flows/pipeline.py:pipeline_flow", "flows/rollout.py:rollout_flow", "flows/retrain.py:retrain_flow",
-         "flows/monitor.py:monitor_flow")
+FLOWS = ("edgeops.flows.pipeline:pipeline_flow", "edgeops.flows.rollout:rollout_flow",
+         "edgeops.flows.retrain:retrain_flow", "edgeops.flows.monitor:monitor_flow")
 SECRET_WORDS = re.compile(r"pass(word)?|secret|token|username|(^|_)key(s|_dir)?$")
 """Parameter names that would put a credential (or where one lives) into Prefect's stored parameters."""
 
 
 def load_flow(entrypoint: str) -> Flow[..., Any]:
-    path, _, name = entrypoint.partition(":")
-    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    """The way a worker loads it: a module path of the installed package, no checkout needed."""
+    return import_object(entrypoint)
 
 
 def test_the_loop_has_its_deployments_on_the_process_pool() -> None:
@@ -91,7 +91,7 @@ def test_prefect_version_is_the_installed_minor_release() -> None:
 
 def test_the_retrain_trigger_has_no_window_that_swallows_events() -> None:
     """Reactive, one run per event: a counting window dropped every event in the hour after a failed retrain.
-    The cooldown lives in the flow, which defers instead (edgeops.retrain_cooldown)."""
+    The cooldown lives in the flow, which defers instead (edgeops.retrain.cooldown)."""
     (trigger,) = DEPLOYMENTS["retrain"]["triggers"]
     parsed = DeploymentEventTrigger.model_validate(trigger)
     assert parsed.posture == "Reactive" and parsed.threshold == 1 and parsed.within.total_seconds() == 0
@@ -130,3 +130,13 @@ def test_the_container_file_deploys_the_same_deployments_onto_the_pool_and_image
     assert containers["pull"] == SPEC["pull"] and containers["prefect-version"] == SPEC["prefect-version"]
     pool = {"name": "{{ $EDGEOPS_WORK_POOL }}", "job_variables": {"image": "{{ $EDGEOPS_IMAGE }}"}}
     assert [{**d, "work_pool": pool} for d in SPEC["deployments"]] == containers["deployments"]
+
+
+def test_the_retrain_trigger_speaks_the_event_vocabulary() -> None:
+    """The YAML cannot import edgeops.event_names, so this keeps its trigger's names and the code's in step."""
+    from edgeops.event_names import MODEL_RESOURCE, RETRAIN_TRIGGERS
+
+    for spec in (SPEC, yaml.safe_load((DEPLOY_DIR / "prefect.containers.yaml").read_text())):
+        (trigger,) = next(d for d in spec["deployments"] if d["name"] == "retrain")["triggers"]
+        assert trigger["match"] == {"prefect.resource.id": f"{MODEL_RESOURCE}*"}
+        assert tuple(trigger["expect"]) == RETRAIN_TRIGGERS

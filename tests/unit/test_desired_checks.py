@@ -10,8 +10,8 @@ from edge_agent.desired import DesiredGuard, Seen, judge_desired
 from edge_agent.errors import VerificationError
 from edge_agent.protocol import Desired, ProtocolError, Signature, canonical_json
 from edge_agent.verify import KeyRing
+from edgeops.release.signing import public_key_id
 from edgeops.rollout.signer import DesiredSigner
-from edgeops.signing import public_key_id
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency
 
 from edge_agent.protocol import Counts, NumericBins, Reference, TelemetryWindow
-from edgeops.drift import (
+from edgeops.telemetry.drift import (
     DriftThresholds,
     HealthThresholds,
     assess_health,

@@ -8,10 +8,11 @@ from scipy.stats import chi2_contingency
 
 from edge_agent.protocol import CountAccumulator, Reference
 from edge_agent.telemetry import add_values
-from edgeops.drift import compare_counts, jensen_shannon_distance, population_stability_index
-from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
-from edgeops.drift_stats import drift_pvalues, homogeneity, noise_levels, outside_mask
-from edgeops.reference import categorical_reference, numeric_reference
+from edgeops.config.monitor import DriftThresholds
+from edgeops.telemetry.drift import compare_counts, jensen_shannon_distance, population_stability_index
+from edgeops.telemetry.drift_checks import EpisodeState, judge, step
+from edgeops.telemetry.drift_stats import drift_pvalues, homogeneity, noise_levels, outside_mask
+from edgeops.train.reference import categorical_reference, numeric_reference
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from edge_agent.protocol import Lineage, numeric_bin, parse_manifest, sha256_hex
 from edgeops.config import ExportConfig, ProjectConfig, load_config
 from edgeops.errors import ExportError, ParityError, one_line
-from edgeops.export import (
+from edgeops.train.export import (
     ExportResult,
     build_manifest,
     convert,
@@ -27,8 +27,8 @@ from edgeops.export import (
     model_opset,
     safe_input_names,
 )
-from edgeops.reference import categorical_reference, numeric_bin_indices, numeric_counts, quantile_edges
-from edgeops.training import TrainedModel, train_model
+from edgeops.train.reference import categorical_reference, numeric_bin_indices, numeric_counts, quantile_edges
+from edgeops.train.training import TrainedModel, train_model
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@
 import pytest
 
 from edgeops.config import GateConfig
-from edgeops.gates import evaluate_gates
+from edgeops.train.gates import evaluate_gates
 
 pytestmark = pytest.mark.unit
 

@@ -11,8 +11,7 @@ from releases import build_release, new_key
 
 from edge_agent.protocol import Counts, ErrorCalibration, ScoreCounts, TelemetryWindow
 from edge_agent.scoring import score_cells
-from edgeops.calibration import error_calibration, score_calibration
-from edgeops.performance import (
+from edgeops.telemetry.performance import (
     Estimate,
     PerformanceThresholds,
     ScopeEstimate,
@@ -23,6 +22,7 @@ from edgeops.performance import (
     hit_rates,
     judge_estimate,
 )
+from edgeops.train.calibration import error_calibration, score_calibration
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from edge_agent.protocol import (
     parse_manifest,
     score_bin,
 )
-from edgeops.calibration import score_bin_indices
+from edgeops.train.calibration import score_bin_indices
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from manifests import fake_manifest
 
 from edge_agent.protocol import MAX_MESSAGE_BYTES, Topics
 from edgeops.errors import RegistryError
-from edgeops.publish import check_publishable, release_messages
-from edgeops.signing import generate_keys, load_private_key, sign_manifest
+from edgeops.release.publish import check_publishable, release_messages
+from edgeops.release.signing import generate_keys, load_private_key, sign_manifest
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from edgeops.drift import WindowTotals, assess_health
-from edgeops.realized import LabelTotals, RealizedThresholds, accuracy_interval, judge_realized, mae_interval
+from edgeops.config.monitor import RealizedThresholds
+from edgeops.telemetry.drift import WindowTotals, assess_health
+from edgeops.telemetry.realized import LabelTotals, accuracy_interval, judge_realized, mae_interval
 
 pytestmark = pytest.mark.unit
 

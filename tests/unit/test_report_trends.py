@@ -18,9 +18,9 @@ from edge_agent.protocol import (
     Reported,
     TelemetryWindow,
 )
-from edgeops.demo_prefect import parse_drift_report
-from edgeops.drift import PREDICTION
-from edgeops.drift_checks import DriftThresholds
+from edgeops.config.monitor import DriftThresholds
+from edgeops.demo.prefect_api import parse_drift_report
+from edgeops.telemetry.drift import PREDICTION
 from edgeops.telemetry.monitor import MonitorReport, run_monitor
 from edgeops.telemetry.report import device_feature_markdown, drift_markdown
 from edgeops.telemetry.store import TelemetryStore

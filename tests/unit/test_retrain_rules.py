@@ -1,5 +1,5 @@
-"""What a retrain trains and when: the recipe table of edgeops.retrain_recipe, each model's own newest data
-(edgeops.datasource), and the cooldown that defers instead of dropping (edgeops.retrain_cooldown)."""
+"""What a retrain trains and when: the recipe table of edgeops.retrain.recipe, each model's own newest data
+(edgeops.train.datasource), and the cooldown that defers instead of dropping (edgeops.retrain.cooldown)."""
 
 import os
 import sqlite3
@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from edgeops.config import ModelSource, ProjectConfig
-from edgeops.datasource import materialized, newest_data
 from edgeops.errors import ConfigError, DataError
-from edgeops.retrain_cooldown import Decision, RetrainRun, decide, decision_time, superseded
-from edgeops.retrain_recipe import resolve_recipe
+from edgeops.retrain.cooldown import Decision, RetrainRun, decide, decision_time, superseded
+from edgeops.retrain.recipe import resolve_recipe
+from edgeops.train.datasource import materialized, newest_data
 
 pytestmark = pytest.mark.unit
 

@@ -19,9 +19,8 @@ from edge_agent.protocol import (
     parse_manifest,
     sha256_hex,
 )
-from edgeops.calibration import score_calibration
 from edgeops.errors import SigningError
-from edgeops.signing import (
+from edgeops.release.signing import (
     check_signature,
     generate_keys,
     load_private_key,
@@ -29,6 +28,7 @@ from edgeops.signing import (
     public_key_id,
     sign_manifest,
 )
+from edgeops.train.calibration import score_calibration
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from sklearn.datasets import load_diabetes, load_iris
 
 from edgeops.config import ProjectConfig, load_config
 from edgeops.errors import ConfigError, DataError
-from edgeops.training import infer_task, round_thresholds_to_float32, train_model
+from edgeops.train.training import infer_task, round_thresholds_to_float32, train_model
 
 pytestmark = pytest.mark.unit
 

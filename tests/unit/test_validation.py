@@ -10,9 +10,9 @@ import pytest
 from edge_agent.protocol import Lineage, ReleaseManifest
 from edgeops.config import DataChecks, load_config
 from edgeops.errors import EdgeopsError, ValidationFailed
-from edgeops.export import build_manifest, export_model
-from edgeops.training import train_model
-from edgeops.validation import Finding, ValidationReport, chi2_counts, infer_schema, psi, validate_data
+from edgeops.train.export import build_manifest, export_model
+from edgeops.train.training import train_model
+from edgeops.train.validation import Finding, ValidationReport, chi2_counts, infer_schema, psi, validate_data
 
 pytestmark = pytest.mark.unit
 

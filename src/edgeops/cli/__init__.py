@@ -47,7 +47,7 @@ def build_app() -> Any:
     """The Typer app; its commands are built (and their modules imported) when one is run or asked for help."""
     import typer
 
-    from .lazy import LazyGroup
+    from edgeops.cli.lazy import LazyGroup
 
     class Edgeops(LazyGroup):
         entries: ClassVar[dict[str, tuple[str, str | None]]] = {
@@ -64,15 +64,6 @@ def build_app() -> Any:
         """Train, gate, sign and ship scikit-learn models to edge devices."""
 
     return app
-
-
-def __getattr__(name: str) -> Any:
-    """``edgeops.cli.app`` is built on first access, so importing this package needs no third-party module."""
-    if name == "app":
-        app = build_app()
-        globals()["app"] = app
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _missing_control_extra(exc: ImportError | None = None) -> bool:

@@ -1,5 +1,5 @@
 """``python -m edgeops.cli``: the same as the ``edgeops`` console script (handy with ``python -X importtime``)."""
 
-from . import main
+from edgeops.cli import main
 
 main()

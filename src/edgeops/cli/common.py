@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from ..errors import EdgeopsError, one_line
+from edgeops.errors import EdgeopsError, one_line
 
 if TYPE_CHECKING:
-    from ..config import ProjectConfig
+    from edgeops.config import ProjectConfig
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -37,7 +37,9 @@ BrokerOption = Annotated[str | None, typer.Option(
     "--broker", help="Broker URL (default: $EDGEOPS_MQTT_URL, else mqtt.url of the config).")]
 TargetOption = Annotated[list[str] | None, typer.Option(
     "--target", "-t", help="Label selector k=v; repeat (or comma-separate) to AND several.")]
-DbOption = Annotated[str, typer.Option("--db", help="Telemetry store URL (sqlite:///... or postgresql+psycopg://...).")]
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="Telemetry store URL (sqlite:///... or postgresql+psycopg://...; "
+                 "default: telemetry.url of edgeops.yaml).")]
 PRESENCE_STYLES = {"online": "green", "offline": "red", "unknown": "dim"}
 """print_table styles for a device's presence (``status``)."""
 
@@ -68,7 +70,7 @@ def user_errors() -> Iterator[None]:
 
 
 def load_project_config(config: Path | None = None, overrides: Mapping[str, Any] | None = None) -> "ProjectConfig":
-    from ..config import load_config
+    from edgeops.config import load_config
 
     with user_errors():
         return load_config(config, overrides)

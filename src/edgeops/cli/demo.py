@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import EXIT_ERROR, JsonOption, fail, user_errors
+from edgeops.cli.common import EXIT_ERROR, JsonOption, fail, user_errors
 
 EXIT_NOT_CLOSED = 4
 """The services ran but the loop did not close (timeout, failed retrain): distinct from a start-up error."""
@@ -50,7 +50,8 @@ def demo(agents: Annotated[int, typer.Option("--agents", min=1, max=20, help="Ed
          json_out: JsonOption = False) -> None:
     """Start a broker, Prefect and N agents; ship v1; shift a feature; watch drift trigger a retrain and the
     canary rollout of v2. Exit 0 only when every agent runs v2 within --timeout."""
-    from ..demo import DemoOptions, run_demo
+    from edgeops.demo.parts import DemoOptions
+    from edgeops.demo.run import run_demo
 
     def say(line: str) -> None:
         typer.echo(line, err=json_out)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import (
+from edgeops.cli.common import (
     PRESENCE_STYLES,
     BrokerOption,
     ConfigOption,
@@ -20,9 +20,9 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..config import ProjectConfig
-    from ..fleet import DeviceView
-    from ..mqtt import ControlClient
+    from edgeops.config import ProjectConfig
+    from edgeops.mqtt import ControlClient
+    from edgeops.rollout.fleet import DeviceView
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -42,9 +42,9 @@ def broker_origin(flag: str | None) -> str:
 def control_client(flag: str | None, cfg: "ProjectConfig", origin: str | None = None) -> "ControlClient":
     """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config. ``origin`` says
     where the URL came from when the caller passes one it did not get from the user (a rollout's record)."""
-    from ..credentials import mqtt_settings
-    from ..errors import BrokerError
-    from ..mqtt import ControlClient
+    from edgeops.credentials import mqtt_settings
+    from edgeops.errors import BrokerError
+    from edgeops.mqtt import ControlClient
 
     mqtt = mqtt_settings(cfg, broker_url(flag, cfg))  # credentials: environment, Secret block, config
     client = ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file)
@@ -68,8 +68,7 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
                  json_out: JsonOption = False) -> None:
     """List devices: labels, model@version, lifecycle state, online/offline, last seen, last error."""
     from edge_agent.protocol import Topics
-
-    from ..fleet import parse_selector, read_fleet
+    from edgeops.rollout.fleet import parse_selector, read_fleet
 
     cfg = load_project_config(config)
     with user_errors():

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
+from edgeops.cli.common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 DirOption = Annotated[Path | None, typer.Option("--dir", help="Key directory (default: registry.keys_dir).")]
@@ -15,7 +15,7 @@ DirOption = Annotated[Path | None, typer.Option("--dir", help="Key directory (de
 def init(force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
          keys_dir: DirOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Create the signing key pair (private key mode 0600). Devices need the public key."""
-    from ..signing import generate_keys, load_public_key, public_key_id
+    from edgeops.release.signing import generate_keys, load_public_key, public_key_id
 
     directory = keys_dir or load_project_config(config).registry.keys_dir
     with user_errors():
@@ -31,7 +31,7 @@ def init(force: Annotated[bool, typer.Option("--force", help="Replace an existin
 @app.command("show")
 def show(keys_dir: DirOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Print the key id and the public key file that devices must trust."""
-    from ..signing import key_paths, load_public_key, public_key_id
+    from edgeops.release.signing import key_paths, load_public_key, public_key_id
 
     directory = keys_dir or load_project_config(config).registry.keys_dir
     public = key_paths(directory)[1]

@@ -6,11 +6,10 @@ from typing import Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
-from ..telemetry.label_import import LabelColumns, csv_rows, import_labels, sql_rows
-from ..telemetry.monitor import manifest_references, registry_references
-from ..telemetry.store import TelemetryStore
-from .common import ConfigOption, DbOption, JsonOption, fail, load_project_config, print_json, user_errors
+from edgeops.cli.common import ConfigOption, DbOption, JsonOption, fail, load_project_config, print_json, user_errors
+from edgeops.telemetry.label_import import LabelColumns, csv_rows, import_labels, sql_rows
+from edgeops.telemetry.monitor import manifest_references, registry_references
+from edgeops.telemetry.store import TelemetryStore
 
 app = typer.Typer(help="Labels (ground truth) for realized accuracy / MAE.", no_args_is_help=True)
 
@@ -27,7 +26,7 @@ def ingest(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="A CSV file with a header row.")] = None,
     sql: Annotated[str | None, typer.Option(help="A SQLAlchemy URL of the warehouse (with --table).")] = None,
     table: Annotated[str | None, typer.Option(help="The table (or schema.table) to read with --sql.")] = None,
-    db: DbOption = DEFAULT_DB_URL,
+    db: DbOption = None,
     manifest: Annotated[list[Path] | None, typer.Option(
         help="Release manifest file(s) instead of the registry (repeatable).")] = None,
     id_column: Annotated[str, typer.Option(help="Column of the prediction ids.")] = "prediction_id",
@@ -49,7 +48,7 @@ def ingest(
     with user_errors():
         references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
         rows = csv_rows(csv_path, columns) if csv_path is not None else sql_rows(sql or "", table or "", columns)
-        store = TelemetryStore(db)
+        store = TelemetryStore(db or cfg.telemetry.url)
         try:
             report = import_labels(store, rows, references, columns)
         finally:

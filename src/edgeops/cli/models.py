@@ -4,8 +4,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..registry import CHAMPION, Registry, ReleaseRecord, is_version_ref, parse_ref
-from .common import ConfigOption, JsonOption, fail, load_project_config, print_json, print_table, user_errors
+from edgeops.cli.common import ConfigOption, JsonOption, fail, load_project_config, print_json, print_table, user_errors
+from edgeops.release.registry import CHAMPION, Registry, ReleaseRecord, is_version_ref, parse_ref
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 

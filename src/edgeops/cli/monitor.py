@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
-from .common import (
+from edgeops.cli.common import (
     EXIT_DEGRADED,
     EXIT_DRIFT,
     ConfigOption,
@@ -26,8 +25,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..drift import HealthThresholds, ScopeReport
-    from ..drift_checks import DriftThresholds
+    from edgeops.config.monitor import DriftThresholds
+    from edgeops.telemetry.drift import HealthThresholds, ScopeReport
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -46,7 +45,7 @@ class FailOn(StrEnum):
 @app.command("run")
 def run(
     model: Annotated[str | None, typer.Option(help="Only this model (default: every model with telemetry).")] = None,
-    db: DbOption = DEFAULT_DB_URL,
+    db: DbOption = None,
     hours: Annotated[float | None, typer.Option(
         min=0.01, help="Telemetry of the last N hours (default: monitor.hours of the config, else 24).")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(
@@ -89,8 +88,8 @@ def run(
     from labels (an interval, a verdict only with enough labels, against the release's test metrics), and estimate
     performance without labels (edgeops.yaml ``monitor.performance``). Defaults come from edgeops.yaml
     ``monitor``; options override them."""
-    from ..drift import HealthThresholds
-    from ..telemetry.monitor import (
+    from edgeops.telemetry.drift import HealthThresholds
+    from edgeops.telemetry.monitor import (
         drift_thresholds,
         manifest_references,
         performance_thresholds,
@@ -98,8 +97,8 @@ def run(
         registry_references,
         run_monitor,
     )
-    from ..telemetry.performance_report import performance_line
-    from ..telemetry.store import TelemetryStore
+    from edgeops.telemetry.performance_report import performance_line
+    from edgeops.telemetry.store import TelemetryStore
 
     cfg = load_project_config(config)
     health = HealthThresholds()
@@ -113,7 +112,7 @@ def run(
         span = hours if hours is not None else cfg.monitor.hours
         label_span = label_hours if label_hours is not None else cfg.monitor.labels.hours
         references = manifest_references(manifest) if manifest else registry_references(cfg.registry)
-        store = TelemetryStore(db)
+        store = TelemetryStore(db or cfg.telemetry.url)
         try:
             report = run_monitor(store, references, model=model, window=timedelta(hours=span), per_device=devices,
                                  thresholds=thresholds, health=health, realized=realized,
@@ -208,6 +207,6 @@ def scope_line(scope: "ScopeReport", thresholds: "DriftThresholds", health_thres
 
 
 def _name(name: str) -> str:
-    from ..drift import PREDICTION
+    from edgeops.telemetry.drift import PREDICTION
 
     return "predictions" if name == PREDICTION else name

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EdgeopsError
-from .common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, print_table, user_errors
+from edgeops.cli.common import EXIT_REJECTED, ConfigOption, JsonOption, fail, print_json, print_table, user_errors
+from edgeops.errors import EdgeopsError
 
-if TYPE_CHECKING:  # edgeops.pipeline imports scikit-learn and skl2onnx: only when a command needs them
-    from ..pipeline import PipelineResult
-    from ..pipeline_request import PipelineRequest
+if TYPE_CHECKING:  # edgeops.train.pipeline imports scikit-learn and skl2onnx: only when a command needs them
+    from edgeops.train.pipeline import PipelineResult
+    from edgeops.train.pipeline_request import PipelineRequest
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -35,7 +35,7 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[str, Any],
              verbose: bool = False) -> "PipelineResult":
     """Check what is cheap to check, then run the flow (Prefect imported only now, quietly unless verbose)."""
-    from ..pipeline_request import check_data, load_signing_key
+    from edgeops.train.pipeline_request import check_data, load_signing_key
 
     load_signing_key(request.config)
     check_data(request)
@@ -50,7 +50,7 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from prefect.settings import PREFECT_API_URL
 
-    from flows.pipeline import pipeline_flow
+    from edgeops.flows.pipeline import pipeline_flow
 
     if not PREFECT_API_URL.value():
         typer.echo("starting a temporary Prefect server for this run (`edgeops up` or PREFECT_API_URL avoid it)",
@@ -75,7 +75,7 @@ def check_prefect_api(url: str) -> None:
 
 def report(result: "PipelineResult", json_out: bool) -> None:
     """Print the outcome; a rejected release exits with EXIT_REJECTED and its reasons on stderr."""
-    from ..pipeline import metrics_table, parity_line
+    from edgeops.train.pipeline import metrics_table, parity_line
 
     if json_out:
         print_json(result.to_dict())
@@ -110,7 +110,7 @@ def run(data: Annotated[Path, typer.Option("--data", help="Training data (.csv o
     for key, value in (("model.task", task), ("model.estimator", estimator), ("seed", seed)):
         if value is not None:
             overrides[key] = value
-    from ..pipeline_request import make_request
+    from edgeops.train.pipeline_request import make_request
 
     with user_errors():
         request = make_request(data, model, target, config, overrides)

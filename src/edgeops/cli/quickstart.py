@@ -4,9 +4,9 @@ from typing import Annotated
 
 import typer
 
-from ..config import local_state_dir
-from .common import ConfigOption, JsonOption, load_project_config, user_errors
-from .pipeline import report, run_flow
+from edgeops.cli.common import ConfigOption, JsonOption, load_project_config, user_errors
+from edgeops.cli.pipeline import report, run_flow
+from edgeops.config import local_state_dir
 
 MODEL = "churn"
 
@@ -15,9 +15,9 @@ def quickstart(rows: Annotated[int, typer.Option("--rows", min=100, help="Rows o
                seed: Annotated[int, typer.Option("--seed", help="Seed of the sample data.")] = 0,
                config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Create a signing key if missing, write a sample churn CSV, and run the pipeline on it."""
-    from ..pipeline_request import make_request
-    from ..samples import TARGETS, write_sample
-    from ..signing import generate_keys, key_paths
+    from edgeops.release.signing import generate_keys, key_paths
+    from edgeops.train.pipeline_request import make_request
+    from edgeops.train.samples import TARGETS, write_sample
 
     cfg = load_project_config(config)
     with user_errors():

@@ -4,15 +4,23 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import BrokerOption, ConfigOption, JsonOption, load_project_config, plural, print_json, user_errors
-from .fleet import control_client
+from edgeops.cli.common import (
+    BrokerOption,
+    ConfigOption,
+    JsonOption,
+    load_project_config,
+    plural,
+    print_json,
+    user_errors,
+)
+from edgeops.cli.fleet import control_client
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from ..config import ProjectConfig
-    from ..publish import PublishResult
-    from ..registry import ReleaseRecord
+    from edgeops.config import ProjectConfig
+    from edgeops.release.publish import PublishResult
+    from edgeops.release.registry import ReleaseRecord
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -22,8 +30,8 @@ RefArgument = Annotated[str, typer.Argument(help="churn@4, churn@champion, or ch
 def project_public_key(cfg: "ProjectConfig") -> "Ed25519PublicKey | None":
     """The project's public key, when known (``release.pub``, or derived from the release key wherever
     edgeops.credentials finds it): publishing then checks the signature before anything leaves."""
-    from ..credentials import public_key
-    from ..errors import SigningError
+    from edgeops.credentials import public_key
+    from edgeops.errors import SigningError
 
     try:
         return public_key(cfg)
@@ -35,8 +43,7 @@ def publish_record(record: "ReleaseRecord", cfg: "ProjectConfig", broker: str | 
                    force: bool = False) -> tuple["PublishResult", str]:
     """Publish a registry record (idempotent); returns the result and the broker URL used."""
     from edge_agent.protocol import Topics
-
-    from ..publish import publish_release
+    from edgeops.release.publish import publish_release
 
     client = control_client(broker, cfg)
     try:
@@ -52,7 +59,7 @@ def publish(ref: RefArgument, broker: BrokerOption = None, force: Annotated[bool
                 "--force", help="Send again even when the broker already holds the same bytes.")] = False,
             config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Publish a signed, registered release: the artifact (chunked if large), then the manifest, retained."""
-    from ..registry import Registry
+    from edgeops.release.registry import Registry
 
     cfg = load_project_config(config)
     with user_errors():
@@ -73,10 +80,9 @@ def unpublish(ref: Annotated[str, typer.Argument(help="churn@2 (an explicit vers
               broker: BrokerOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Clear the retained manifest and artifact of a release. Devices already running it keep it."""
     from edge_agent.protocol import Topics, parse_version
-
-    from ..errors import RegistryError
-    from ..publish import unpublish_release
-    from ..registry import is_version_ref, parse_ref
+    from edgeops.errors import RegistryError
+    from edgeops.release.publish import unpublish_release
+    from edgeops.release.registry import is_version_ref, parse_ref
 
     cfg = load_project_config(config)
     with user_errors():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
+from edgeops.cli.common import (
     EXIT_REJECTED,
     BrokerOption,
     ConfigOption,
@@ -30,11 +30,11 @@ from .common import (
     user_errors,
     warn,
 )
-from .fleet import broker_origin, control_client
+from edgeops.cli.fleet import broker_origin, control_client
 
 if TYPE_CHECKING:
-    from ..config import ProjectConfig
-    from ..rollout.state import RolloutRecord, RolloutStore
+    from edgeops.config import ProjectConfig
+    from edgeops.rollout.state import RolloutRecord, RolloutStore
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
@@ -47,21 +47,21 @@ WaitOption = Annotated[bool, typer.Option("--wait", help="Show a live progress b
 
 def rollouts_db(cfg: "ProjectConfig") -> Path | str:
     """``rollout.state_url``, else ``rollouts.db`` beside the registry directory (``.edgeops/rollouts.db``)."""
-    from ..rollout.state import state_location
+    from edgeops.rollout.state import state_location
 
     return state_location(cfg)
 
 
 def rollout_store(cfg: "ProjectConfig") -> "RolloutStore":
-    from ..rollout.state import RolloutStore
+    from edgeops.rollout.state import RolloutStore
 
     return RolloutStore(rollouts_db(cfg))
 
 
 def existing_store(cfg: "ProjectConfig", rollout_id: str) -> "RolloutStore":
     """The rollout database for commands that only read or change existing rollouts (none is created)."""
-    from ..errors import RolloutError
-    from ..rollout.state import state_exists
+    from edgeops.errors import RolloutError
+    from edgeops.rollout.state import state_exists
 
     if not state_exists(rollouts_db(cfg)):
         raise RolloutError(f"no rollout {rollout_id!r}: there is no rollout database at {rollouts_db(cfg)}")
@@ -112,7 +112,7 @@ def run_in_flow(config: Path | None, url: str, prefix: str, store: "RolloutStore
     if not os.environ.get("PREFECT_API_URL"):
         typer.echo("starting a temporary Prefect server for this run (`edgeops up` or PREFECT_API_URL avoid it)",
                    err=True)
-    from flows.rollout import rollout_flow
+    from edgeops.flows.rollout import rollout_flow
 
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(store, rollout_id, wait, stop), daemon=True)
@@ -165,13 +165,12 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
           json_out: JsonOption = False) -> None:
     """Roll RELEASE out to the devices matching --target: canary, then waves; abort and roll back on failures."""
     from edge_agent.protocol import Topics
-
-    from ..fleet import parse_selector
-    from ..registry import Registry
-    from ..rollout.controller import start_rollout
-    from ..rollout.plan import RolloutPolicy, parse_fraction
-    from ..rollout.signer import desired_signer
-    from .release import publish_record
+    from edgeops.cli.release import publish_record
+    from edgeops.release.registry import Registry
+    from edgeops.rollout.controller import start_rollout
+    from edgeops.rollout.fleet import parse_selector
+    from edgeops.rollout.plan import RolloutPolicy, parse_fraction
+    from edgeops.rollout.signer import desired_signer
 
     cfg = load_project_config(config)
     with user_errors():
@@ -218,7 +217,7 @@ def resume(rollout_id: IdArgument, wait: WaitOption = False, broker: BrokerOptio
 def _rollout_scope(rec: "RolloutRecord", flag: str | None) -> tuple[str, str]:
     """The broker and prefix a rollout runs on are part of it; a different --broker would address another
     fleet, so it is refused rather than obeyed."""
-    from ..mqtt import broker_address
+    from edgeops.mqtt import broker_address
 
     url, _, prefix = rec.scope.rpartition("|")
     if flag and broker_address(flag) != broker_address(url):
@@ -230,7 +229,7 @@ def _rollout_scope(rec: "RolloutRecord", flag: str | None) -> tuple[str, str]:
 def status(rollout_id: Annotated[str | None, typer.Argument(help="A rollout id; all rollouts when omitted.")] = None,
            config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Show one rollout (per-device outcomes) or all of them; reads the rollout database, not the broker."""
-    from ..rollout.state import state_exists
+    from edgeops.rollout.state import state_exists
 
     cfg = load_project_config(config)
     with user_errors():
@@ -269,9 +268,8 @@ def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Reco
     """Abort a rollout: its controller restores the previous desired state of every device it changed. When no
     controller is alive, this command does the rollback itself."""
     from edge_agent.protocol import Topics
-
-    from ..rollout.controller import RolloutController
-    from ..rollout.signer import desired_signer
+    from edgeops.rollout.controller import RolloutController
+    from edgeops.rollout.signer import desired_signer
 
     cfg = load_project_config(config)
     with user_errors():

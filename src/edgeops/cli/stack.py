@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
+from edgeops.cli.common import ConfigOption, JsonOption, load_project_config, print_json, user_errors
 
 if TYPE_CHECKING:
-    from ..stack.probe import ServiceStatus
-    from ..stack.state import StackState
+    from edgeops.stack.probe import ServiceStatus
+    from edgeops.stack.state import StackState
 
 EXIT_DOWN = 3
 """``status``: no stack runs in this project (no state file, or none of its processes runs)."""
@@ -28,7 +28,7 @@ def _say(line: str) -> None:
 
 def _rows(state: "StackState", statuses: list["ServiceStatus"] | None = None) -> list[str]:
     if statuses is None:
-        from ..stack.probe import ServiceStatus
+        from edgeops.stack.probe import ServiceStatus
 
         statuses = [ServiceStatus(s.name, s.pid, True, s.url, True, "", s.log) for s in state.services]
     cells = [("SERVICE", "PID", "RUNNING", "ANSWERING", "URL", "DETAIL")]
@@ -67,7 +67,7 @@ def up(broker: Annotated[str | None, typer.Option(
        config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Start the local control plane in the background (broker, Prefect server, telemetry ingest, scheduled
     monitor) and return once every service answers. Every later command in this directory uses it."""
-    from ..stack.up import UpOptions, bring_up
+    from edgeops.stack.up import UpOptions, bring_up
 
     load_project_config(config)  # a bad config is a one-line error before anything starts
     with user_errors():
@@ -94,9 +94,9 @@ def down(grace: Annotated[float, typer.Option(
              "--grace", min=0, help="Seconds each service has to stop after SIGTERM before SIGKILL.")] = 15.0,
          json_out: JsonOption = False) -> None:
     """Stop every process of the local control plane and forget it. Safe when it is already down."""
-    from ..stack.down import tear_down
-    from ..stack.state import read_state, remove_state, state_path
-    from ..stack.up import stack_lock
+    from edgeops.stack.down import tear_down
+    from edgeops.stack.state import read_state, remove_state, state_path
+    from edgeops.stack.up import stack_lock
 
     project = Path.cwd()
     begin = time.monotonic()
@@ -130,8 +130,8 @@ def down(grace: Annotated[float, typer.Option(
 def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """What the local control plane runs, where, and whether each service answers. Exit 0 when all of it
     runs, 3 when it is down, 4 when it is partly down."""
-    from ..stack.probe import probe_stack
-    from ..stack.state import read_state
+    from edgeops.stack.probe import probe_stack
+    from edgeops.stack.state import read_state
 
     cfg = load_project_config(config)
     with user_errors():

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..telemetry import DEFAULT_DB_URL
-from .common import (
+from edgeops.cli.common import (
     PRESENCE_STYLES,
     BrokerOption,
     ConfigOption,
@@ -26,14 +25,14 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..telemetry.ingest import IngestStats
+    from edgeops.telemetry.ingest import IngestStats
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 
 @app.command()
 def serve(
-    db: DbOption = DEFAULT_DB_URL,
+    db: DbOption = None,
     broker: BrokerOption = None,
     group: Annotated[str, typer.Option(help="Shared-subscription group: instances in one group split the load.")]
     = "edgeops-ingest",
@@ -51,13 +50,13 @@ def serve(
 ) -> None:
     """Run the ingest until SIGINT/SIGTERM. Messages are acknowledged only after they are committed."""
     from edge_agent.shutdown import StopSignals
-
-    from ..credentials import mqtt_settings
-    from ..telemetry.events import discard, emit_to_prefect
-    from ..telemetry.ingest import IngestConfig, IngestService
+    from edgeops.credentials import mqtt_settings
+    from edgeops.telemetry.events import discard, emit_to_prefect
+    from edgeops.telemetry.ingest import IngestConfig, IngestService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_project_config(config)
+    db = db or cfg.telemetry.url  # the store the monitor reads: one setting for both
     emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
     with user_errors():
         mqtt = mqtt_settings(cfg, broker_url(broker, cfg), prefix)
@@ -104,12 +103,12 @@ def write_ready(path: Path, subscribed: bool) -> None:
 
 
 @app.command()
-def stats(db: DbOption = DEFAULT_DB_URL, json_out: JsonOption = False) -> None:
+def stats(db: DbOption = None, json_out: JsonOption = False, config: ConfigOption = None) -> None:
     """What the store holds: windows per model version, and each device's presence and state."""
-    from ..telemetry.store import TelemetryStore
+    from edgeops.telemetry.store import TelemetryStore
 
     with user_errors():
-        store = TelemetryStore(db)
+        store = TelemetryStore(db or load_project_config(config).telemetry.url)
         windows, models = store.count_windows(), [f"{m}@{v}" for m, v in store.models()]
         devices = [{k: d[k] for k in ("device", "status", "state", "model", "version")} for d in store.devices()]
         store.close()

@@ -24,8 +24,8 @@ from dataclasses import replace
 
 from edge_agent.protocol import ProtocolError, Reported, Status, Topics
 from edgeops.errors import BrokerError, RolloutError
-from edgeops.fleet import FleetSnapshot, build_fleet, parse_state
 from edgeops.mqtt import ControlClient, Publication, Received
+from edgeops.rollout.fleet import FleetSnapshot, build_fleet, parse_state
 from edgeops.rollout.plan import (
     TERMINAL,
     GateContext,

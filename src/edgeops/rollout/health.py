@@ -9,9 +9,9 @@ count: ``input`` errors are the caller's mistakes and say nothing about the rele
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..drift import WindowTotals
-from ..telemetry.store import TelemetryStore
-from .plan import GateContext, GateVerdict
+from edgeops.rollout.plan import GateContext, GateVerdict
+from edgeops.telemetry.drift import WindowTotals
+from edgeops.telemetry.store import TelemetryStore
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,7 @@ from edge_agent.protocol import Reported
 from edgeops.errors import RolloutError
 
 Outcome = Literal["pending", "updating", "succeeded", "failed", "timed_out", "offline"]
-OUTCOMES: tuple[str, ...] = ("pending", "updating", "succeeded", "failed", "timed_out", "offline")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "offline"})
-FAILURES: frozenset[str] = frozenset({"failed", "timed_out"})
-"""A device that timed out while online counts as a failure; one that stayed offline did not execute."""
 
 
 def parse_fraction(text: str | float, name: str) -> float:

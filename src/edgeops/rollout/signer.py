@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.protocol import Desired, ProtocolError, Signature, iso_ms
-
-from ..config import ProjectConfig
-from ..credentials import signing_key
-from ..signing import public_key_id
+from edgeops.config import ProjectConfig
+from edgeops.credentials import signing_key
+from edgeops.release.signing import public_key_id
 
 DEFAULT_LIFETIME_S = 7 * 24 * 3600.0
 """How long a device acts on a desired state after it was signed (``rollout.desired_lifetime_days``)."""

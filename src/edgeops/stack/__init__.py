@@ -3,7 +3,8 @@ monitor, started once per project and found by every later command.
 
 Modules: ``state`` (the project's ``.edgeops/stack.json`` and what other commands take from it; standard library
 only, because every command reads it), ``services`` (how each service is started; ``edgeops demo`` starts its
-own the same way), ``up`` / ``down`` / ``probe`` (start, stop, and ask each service whether it answers).
+own the same way), ``supervisor`` (child processes: start, watch, stop every one), ``up`` / ``down`` / ``probe``
+(start, stop, and ask each service whether it answers).
 """
 
 from pathlib import Path

@@ -10,8 +10,8 @@ Clients go first, then the Prefect server, the broker last, each SIGTERM then SI
 
 from dataclasses import dataclass, field
 
-from ..supervisor import group_alive, stop_groups
-from .state import BROKER, PREFECT, StackState, process_started
+from edgeops.stack.state import BROKER, PREFECT, StackState, process_started
+from edgeops.stack.supervisor import group_alive, stop_groups
 
 STOP_ORDER: tuple[tuple[str, ...], ...] = ((), (PREFECT,), (BROKER,))
 """Stages of the stop; the first, empty, stage stands for every other service (the clients), stopped together."""

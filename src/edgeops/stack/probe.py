@@ -3,14 +3,15 @@ by its own word (subscribed, ``telemetry serve --ready-file``), the monitor by P
 ``READY`` while the serving process polls for runs). ``edgeops up`` waits for these; ``edgeops status`` shows them.
 """
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import MqttConfig
-from ..errors import EdgeopsError
-from .services import api_healthy, deployment_status, ingest_subscribed
-from .state import BROKER, INGEST, MONITOR, PREFECT, Service, StackState
+from edgeops.config import MqttConfig
+from edgeops.errors import EdgeopsError
+from edgeops.stack.services import api_healthy, deployment_status, ingest_subscribed
+from edgeops.stack.state import BROKER, INGEST, MONITOR, PREFECT, Service, StackState
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -34,11 +35,23 @@ class ServiceStatus:
         return {**asdict(self), "ok": self.ok}
 
 
-def broker_problem(url: str, mqtt: MqttConfig | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """None when the broker at ``url`` accepts a connection (CONNACK), else why not."""
-    from ..mqtt import ControlClient
+def probe_credentials(mqtt: MqttConfig) -> MqttConfig:
+    """The username and password the stack's own services connect with: $EDGEOPS_MQTT_USERNAME and
+    $EDGEOPS_MQTT_PASSWORD win over edgeops.yaml, as in edgeops.credentials. (Not its Secret blocks: reading one
+    needs the Prefect API, which a probe must not wait for or start.)"""
+    from edgeops.credentials import MQTT_PASSWORD_ENV, MQTT_USERNAME_ENV
 
-    mqtt = mqtt or MqttConfig()
+    return replace(mqtt, username=os.environ.get(MQTT_USERNAME_ENV) or mqtt.username,
+                   password=os.environ.get(MQTT_PASSWORD_ENV) or mqtt.password)
+
+
+def broker_problem(url: str, mqtt: MqttConfig | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the broker at ``url`` accepts a connection (CONNACK), else why not. ``mqtt``: the project's
+    broker settings, whose credentials (with the environment's, which win) the probe connects with; None for a
+    broker of the stack's own (anonymous)."""
+    from edgeops.mqtt import ControlClient
+
+    mqtt = MqttConfig() if mqtt is None else probe_credentials(mqtt)
     try:
         ControlClient(url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file,
                       timeout_s=timeout_s).connect().close()
@@ -81,4 +94,4 @@ def probe_stack(state: StackState, mqtt: MqttConfig | None = None) -> list[Servi
     return statuses
 
 
-__all__ = ["ServiceStatus", "answers", "broker_problem", "probe_stack"]
+__all__ = ["ServiceStatus", "answers", "broker_problem", "probe_credentials", "probe_stack"]

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import EdgeopsError
-from ..supervisor import Child, Supervisor, free_port
+from edgeops.errors import EdgeopsError
+from edgeops.stack.supervisor import Child, Supervisor, free_port
 
 
 def edgeops_argv() -> list[str]:
@@ -25,11 +25,12 @@ def edgeops_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from edgeops.cli import main; main()"]
 
 
-def flows_root() -> Path:
-    """The directory holding the ``flows`` package (a checkout, or site-packages when installed)."""
-    spec = find_spec("flows")
+def package_root() -> Path:
+    """The directory holding the ``edgeops`` package in use (a checkout's src/, or site-packages): the served
+    flows (``edgeops.flows``) of a child process must be this process's, not another installed copy's."""
+    spec = find_spec("edgeops")
     if spec is None or spec.origin is None:
-        raise EdgeopsError("the flows package is not importable; install edgeops with its control extra")
+        raise EdgeopsError("the edgeops package is not importable")
     return Path(spec.origin).parents[1]
 
 
@@ -55,10 +56,10 @@ def server_env(base: Mapping[str, str], home: Path, api_url: str) -> dict[str, s
 
 def client_env(base: Mapping[str, str], api_url: str, broker_url: str, home: Path | None = None) -> dict[str, str]:
     """Environment of the processes that use the services: the Prefect API (with our server's home when it is
-    ours; a server of the user's keeps the user's Prefect settings), the broker, the ``flows`` package."""
+    ours; a server of the user's keeps the user's Prefect settings), the broker, the ``edgeops`` package in use."""
     env = server_env(base, home, api_url) if home is not None else dict(base)
     env.update(EDGEOPS_MQTT_URL=broker_url, PYTHONPATH=os.pathsep.join(
-        p for p in (str(flows_root()), base.get("PYTHONPATH", "")) if p))
+        p for p in (str(package_root()), base.get("PYTHONPATH", "")) if p))
     return env
 
 
@@ -102,7 +103,7 @@ def ingest_subscribed(ready_file: Path, pid: int) -> bool:
 
 def spawn_serving(supervisor: Supervisor, env: Mapping[str, str], module: str, spec: Any, cwd: Path,
                   name: str = "prefect-serve", poll_s: int = 1) -> Child:
-    """A process serving deployments (``python -m flows.serve`` or ``flows.serve_demo`` with a JSON ``spec``);
+    """A process serving deployments (``python -m edgeops.flows.serve`` or ``...serve_demo`` with a JSON ``spec``);
     it polls for runs every ``poll_s`` seconds (the demo: 1, to react at once; a long-lived stack: Prefect's 10)
     and runs each flow run as its own subprocess."""
     env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": str(poll_s), "PREFECT_LOGGING_LEVEL": "INFO"}
@@ -123,5 +124,16 @@ def deployment_status(api_url: str, name: str) -> str | None:
     return str(status) if status else None
 
 
-__all__ = ["api_healthy", "client_env", "deployment_status", "edgeops_argv", "flows_root", "ingest_subscribed",
-           "server_env", "spawn_ingest", "spawn_server", "spawn_serving", "ui_url"]
+__all__ = [
+    "api_healthy",
+    "client_env",
+    "deployment_status",
+    "edgeops_argv",
+    "ingest_subscribed",
+    "package_root",
+    "server_env",
+    "spawn_ingest",
+    "spawn_server",
+    "spawn_serving",
+    "ui_url",
+]

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgeopsError
-from . import STATE_FILE
+from edgeops.errors import EdgeopsError
+from edgeops.stack import STATE_FILE
 
 SCHEMA = 1
 BROKER, PREFECT, INGEST, MONITOR = "mosquitto", "prefect-server", "ingest", "monitor"

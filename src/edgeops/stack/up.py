@@ -26,12 +26,11 @@ from typing import Any
 
 import yaml
 
-from ..config import DEFAULT_FILE, MqttConfig, ProjectConfig, load_config
-from ..mqtt import broker_address
-from ..supervisor import Child, ServiceError, Supervisor, mosquitto_binary, start_mosquitto
-from .down import tear_down
-from .probe import broker_problem, probe_stack
-from .services import (
+from edgeops.config import DEFAULT_FILE, MqttConfig, ProjectConfig, load_config
+from edgeops.mqtt import broker_address
+from edgeops.stack.down import tear_down
+from edgeops.stack.probe import broker_problem, probe_stack
+from edgeops.stack.services import (
     api_healthy,
     client_env,
     deployment_status,
@@ -40,7 +39,7 @@ from .services import (
     spawn_server,
     spawn_serving,
 )
-from .state import (
+from edgeops.stack.state import (
     BROKER,
     INGEST,
     MONITOR,
@@ -52,6 +51,7 @@ from .state import (
     remove_state,
     write_state,
 )
+from edgeops.stack.supervisor import Child, ServiceError, Supervisor, mosquitto_binary, start_mosquitto
 
 MONITOR_NAME = "local-monitor"
 MONITOR_DEPLOYMENT = f"monitor/{MONITOR_NAME}"
@@ -139,7 +139,7 @@ def start(project: Path, cfg: ProjectConfig, options: UpOptions, say: Say, begin
                               ready_file=ready, config=config_file)
         root = cfg.registry.root   # an s3:// URL is passed on as it is
         registry_root = project / root if isinstance(root, Path) and not root.is_absolute() else root
-        monitor = spawn_serving(supervisor, env, "flows.serve", [monitor_spec(db_url, registry_root,
+        monitor = spawn_serving(supervisor, env, "edgeops.flows.serve", [monitor_spec(db_url, registry_root,
                                                                               options.monitor_every_s)],
                                 project, name=MONITOR, poll_s=10)
         urls = {BROKER: broker_url, PREFECT: api_url, INGEST: db_url, MONITOR: f"{api_url.removesuffix('/api')}"

@@ -1,4 +1,5 @@
-"""Telemetry: ingest (MQTT → store), the store, drift and health monitoring, Prefect events.
+"""Telemetry: ingest (MQTT → store), the store, drift and health (drift*.py), performance estimated without
+labels (performance.py) and realized from them (realized.py), the monitor, Prefect events and reports.
 
 This package's own namespace stays free of SQLAlchemy, scipy and paho, so that the CLI can show
 ``DEFAULT_DB_URL`` as an option's default without importing the store."""

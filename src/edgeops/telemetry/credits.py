@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, literal_column, select
 
 from edge_agent.protocol import TelemetryWindow
-from edgeops.drift import Scope, parse_ts
-from edgeops.realized import LabelTotals
+from edgeops.telemetry.drift import Scope, parse_ts
+from edgeops.telemetry.realized import LabelTotals
 from edgeops.telemetry.tables import LabelRow
 
 

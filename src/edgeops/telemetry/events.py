@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent.protocol import AgentEvent
+from edgeops import event_names as names
+from edgeops.event_names import device_resource, model_resource
 
 log = logging.getLogger("edgeops.telemetry")
 
@@ -33,24 +35,15 @@ class EventSpec:
 Emitter = Callable[[EventSpec], object]
 
 
-def device_resource(device: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"edgeops.device.{device}", "prefect.resource.name": device}
-
-
-def model_resource(model: str, role: str = "model") -> dict[str, str]:
-    return {"prefect.resource.id": f"edgeops.model.{model}", "prefect.resource.role": role,
-            "prefect.resource.name": model}
-
-
 def presence_event(device: str, status: str, ts: str, occurred: datetime | None = None) -> EventSpec:
     """``edgeops.device.online`` / ``edgeops.device.offline`` when a device's presence changes."""
-    return EventSpec(f"edgeops.device.{status}", device_resource(device), payload={"ts": ts}, occurred=occurred)
+    return EventSpec(names.device_event(status), device_resource(device), payload={"ts": ts}, occurred=occurred)
 
 
 def model_event(event: AgentEvent, occurred: datetime | None = None) -> EventSpec:
     """``edgeops.model.installed|rejected|rolled_back`` about a device, related to the model."""
-    return EventSpec(f"edgeops.model.{event.event}", device_resource(event.device),
-                     related=(model_resource(event.model),),
+    return EventSpec(names.model_event(event.event), device_resource(event.device),
+                     related=(model_resource(event.model, role="model"),),
                      payload={"model": event.model, "version": event.version, "reason": event.reason,
                               "rollout_id": event.rollout_id, "ts": event.ts},
                      occurred=occurred)
@@ -59,24 +52,24 @@ def model_event(event: AgentEvent, occurred: datetime | None = None) -> EventSpe
 def scope_resource(model: str, device: str | None) -> tuple[dict[str, str], tuple[dict[str, str], ...]]:
     """Fleet-wide findings are about the model; per-device ones about the device, related to the model."""
     if device is None:
-        return {k: v for k, v in model_resource(model).items() if k != "prefect.resource.role"}, ()
-    return device_resource(device), (model_resource(model),)
+        return model_resource(model), ()
+    return device_resource(device), (model_resource(model, role="model"),)
 
 
 def drift_event(model: str, version: int, device: str | None, payload: dict[str, Any]) -> EventSpec:
     resource, related = scope_resource(model, device)
-    return EventSpec("edgeops.drift.detected", resource, related, {"model": model, "version": version, **payload})
+    return EventSpec(names.DRIFT_DETECTED, resource, related, {"model": model, "version": version, **payload})
 
 
 def health_event(model: str, version: int, device: str | None, payload: dict[str, Any]) -> EventSpec:
     resource, related = scope_resource(model, device)
-    return EventSpec("edgeops.health.degraded", resource, related, {"model": model, "version": version, **payload})
+    return EventSpec(names.HEALTH_DEGRADED, resource, related, {"model": model, "version": version, **payload})
 
 
 def performance_event(model: str, version: int, device: str | None, payload: dict[str, Any]) -> EventSpec:
     """``edgeops.performance.degraded``: performance (estimated without labels) fell below the release's own."""
     resource, related = scope_resource(model, device)
-    return EventSpec("edgeops.performance.degraded", resource, related,
+    return EventSpec(names.PERFORMANCE_DEGRADED, resource, related,
                      {"model": model, "version": version, **payload})
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import queue
 import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -34,11 +33,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge_agent.mqtt_client import (
+    ClientOptions,
+    ClientSetupError,
+    Reconnect,
+    Session,
+    TLSParameters,
+    connect,
+    make_client,
+)
 from edge_agent.protocol import DEFAULT_PREFIX, Topics
 from edgeops.errors import BrokerError
 from edgeops.mqtt import broker_address
@@ -71,6 +76,18 @@ class IngestConfig:
     @property
     def mqtt_client_id(self) -> str:
         return self.client_id or f"{self.group}-{socket.gethostname()}-{self.instance}"[:128]
+
+
+def client_options(config: IngestConfig) -> ClientOptions:
+    """A persistent MQTT 5 session under the instance's fixed client id; each message is acknowledged by hand,
+    after it is stored. An empty user name counts as none."""
+    return ClientOptions(
+        broker=broker_address(config.broker_url), client_id=config.mqtt_client_id,
+        username=config.username or None, password=config.password if config.username else None,
+        tls=TLSParameters(config.ca_file), keepalive_s=config.keepalive_s, reconnect=Reconnect(1, 10),
+        # the receive maximum lets a whole batch be in flight
+        session=Session(config.session_expiry_s, receive_maximum=min(65535, max(20, 2 * config.batch_size))),
+        manual_ack=True)
 
 
 @dataclass
@@ -116,6 +133,7 @@ class IngestService:
         self._process: WriterProcess | None = None
         self._thread_writer: BatchWriter | None = None
         self._prepared = False
+        self.options = client_options(config)
         self._client = self._make_client()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -136,13 +154,8 @@ class IngestService:
     def start(self, wait_s: float | None = 10.0) -> IngestService:
         """Connect (reconnecting for ever in the background) and start writing. With ``wait_s``, raise
         BrokerError if the first connection does not succeed in time."""
-        address = broker_address(self.config.broker_url)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = min(65535, max(20, 2 * self.config.batch_size))   # let a whole batch be in flight
         self.prepare()
-        self._client.connect_async(address.host, address.port, self.config.keepalive_s, clean_start=False,
-                                   properties=props)
+        connect(self._client, self.options, background=True)
         self._client.loop_start()
         if wait_s is not None and not self._connected.wait(wait_s):
             self.stop()
@@ -198,14 +211,10 @@ class IngestService:
 
     # --- MQTT (paho's network thread: queue and return) --------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.mqtt_client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.config.username:
-            client.username_pw_set(self.config.username, self.config.password)
-        if broker_address(self.config.broker_url).tls:
-            ca = str(self.config.ca_file) if self.config.ca_file else None
-            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(1, 10)
+        try:
+            client = make_client(self.options)
+        except ClientSetupError as exc:
+            raise BrokerError(f"ingest: the MQTT broker at {self.config.broker_url}: {exc}") from exc
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

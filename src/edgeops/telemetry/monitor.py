@@ -1,5 +1,5 @@
 """One monitoring pass: stored windows + the releases' reference bins → drift and health per model and device,
-and performance estimated without labels (edgeops.performance) with its verdict.
+and performance estimated without labels (edgeops.telemetry.performance) with its verdict.
 
 Plain functions (no Prefect): ``edgeops monitor run`` prints the result and ``flows/monitor.py`` turns it into
 artifacts and events. References come from a ``ReferenceSource`` — the registry in production (every window
@@ -20,8 +20,18 @@ from typing import Any
 import numpy as np
 
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow, parse_manifest
-from edgeops.config import DriftConfig, LabelsConfig, PerformanceConfig, RegistryConfig
-from edgeops.drift import (
+from edgeops.config import RegistryConfig
+from edgeops.config.monitor import (
+    DriftConfig,
+    DriftThresholds,
+    LabelsConfig,
+    PerformanceConfig,
+    PerformanceThresholds,
+    RealizedThresholds,
+    ThresholdError,
+)
+from edgeops.errors import ConfigError, EdgeopsError
+from edgeops.telemetry.drift import (
     PREDICTION,
     HealthThresholds,
     Scope,
@@ -33,13 +43,12 @@ from edgeops.drift import (
     parse_ts,
     sum_windows,
 )
-from edgeops.drift_checks import DriftThresholds, EpisodeState, judge, step
-from edgeops.errors import ConfigError, EdgeopsError
-from edgeops.performance import Judged, PerformanceThresholds, TrendPoint, estimate_trend, judge_performance
-from edgeops.realized import LabelTotals, RealizedThresholds, judge_realized
+from edgeops.telemetry.drift_checks import EpisodeState, judge, step
 from edgeops.telemetry.events import EventSpec, drift_event, health_event
+from edgeops.telemetry.performance import Judged, TrendPoint, estimate_trend, judge_performance
 from edgeops.telemetry.performance_events import performance_events
 from edgeops.telemetry.performance_trends import PerformanceTrend, add_arrived_feedback, performance_trends
+from edgeops.telemetry.realized import LabelTotals, judge_realized
 from edgeops.telemetry.store import TelemetryStore
 from edgeops.telemetry.trends import Buckets, HealthPoint, chart_buckets, health_trends
 
@@ -49,7 +58,7 @@ ReferenceSource = Callable[[str, int], ReleaseManifest | None]
 def registry_references(where: RegistryConfig | Path | str) -> ReferenceSource:
     """Manifests from the release registry (edgeops.yaml's ``registry`` section, or a folder or ``s3://`` URL);
     None when unknown."""
-    from edgeops.registry import Registry
+    from edgeops.release.registry import Registry
 
     registry = Registry.from_config(where) if isinstance(where, RegistryConfig) else Registry(where)
 
@@ -123,18 +132,17 @@ def drift_thresholds(config: DriftConfig, **overrides: float | int | None) -> Dr
     values = {**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return DriftThresholds(**values)
-    except ValueError as exc:
-        raise ConfigError("monitor.drift", str(exc)) from exc
+    except ThresholdError as exc:
+        raise ConfigError(f"monitor.drift.{exc.field}", exc.problem) from exc
 
 
 def realized_thresholds(config: LabelsConfig, **overrides: float | int | None) -> RealizedThresholds:
     """The thresholds of ``config`` (edgeops.yaml ``monitor.labels``) with the overrides that are not None."""
-    values = {k: v for k, v in dataclasses.asdict(config).items() if k != "hours"}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = {**dataclasses.asdict(config.thresholds()), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return RealizedThresholds(**values)
-    except ValueError as exc:
-        raise ConfigError("monitor.labels", str(exc)) from exc
+    except ThresholdError as exc:
+        raise ConfigError(f"monitor.labels.{exc.field}", exc.problem) from exc
 
 
 def performance_thresholds(config: PerformanceConfig, **overrides: float | int | str | None) -> PerformanceThresholds:
@@ -142,8 +150,8 @@ def performance_thresholds(config: PerformanceConfig, **overrides: float | int |
     values = {**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return PerformanceThresholds(**values)
-    except ValueError as exc:
-        raise ConfigError("monitor.performance", str(exc)) from exc
+    except ThresholdError as exc:
+        raise ConfigError(f"monitor.performance.{exc.field}", exc.problem) from exc
 
 
 def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: str | None = None,
@@ -304,7 +312,7 @@ def episode_events(store: TelemetryStore, report: MonitorReport) -> list[EventSp
                       "realized": None if health.realized is None else health.realized.to_dict()}
             if store.set_episode("health", scope.model, scope.version, where, health.verdict == "degraded", detail):
                 events.append(health_event(scope.model, scope.version, scope.device, detail))
-    return events + performance_events(store, report)
+    return events + performance_events(store, report.performance, report.scopes, report.retired)
 
 
 def _advance_drift(store: TelemetryStore, scope: ScopeReport, where: str, base: dict[str, Any],

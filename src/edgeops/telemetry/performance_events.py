@@ -15,16 +15,14 @@ retraining a model nobody serves fixes nothing, and its late labels still show i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Container, Iterable
+from typing import Any
 
-from edgeops.drift import Scope, ScopeReport
-from edgeops.performance import Judged
-from edgeops.realized import Realized
+from edgeops.telemetry.drift import Scope, ScopeReport
 from edgeops.telemetry.events import EventSpec, performance_event
+from edgeops.telemetry.performance import Judged
+from edgeops.telemetry.realized import Realized
 from edgeops.telemetry.store import TelemetryStore
-
-if TYPE_CHECKING:
-    from edgeops.telemetry.monitor import MonitorReport
 
 
 def _estimated(judged: Judged | None) -> dict[str, Any] | None:
@@ -44,13 +42,15 @@ def _findings(judged: Judged | None, realized: Realized | None) -> dict[str, str
     return out
 
 
-def performance_events(store: TelemetryStore, report: MonitorReport) -> list[EventSpec]:
-    """Advance every current scope's performance episode; an event for each that opens."""
-    estimated: dict[Scope, Judged] = {(j.scope.model, j.scope.version, j.scope.device): j for j in report.performance}
-    scopes: dict[Scope, ScopeReport] = {(s.model, s.version, s.device): s for s in report.scopes}
+def performance_events(store: TelemetryStore, performance: Iterable[Judged], reports: Iterable[ScopeReport],
+                       retired: Container[Scope]) -> list[EventSpec]:
+    """Advance every current scope's performance episode; an event for each that opens (the monitor's report
+    in parts, so this module needs nothing of monitor.py, which calls it)."""
+    estimated: dict[Scope, Judged] = {(j.scope.model, j.scope.version, j.scope.device): j for j in performance}
+    scopes: dict[Scope, ScopeReport] = {(s.model, s.version, s.device): s for s in reports}
     events = []
     for key in sorted({*estimated, *scopes}, key=lambda k: (k[0], k[1], k[2] or "")):
-        if key in report.retired:
+        if key in retired:
             continue
         model, version, device = key
         judged, scope = estimated.get(key), scopes.get(key)

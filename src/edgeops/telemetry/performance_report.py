@@ -8,9 +8,9 @@ performance_trends.MAX_HOURS hours and at most ``MAX_CHARTS`` versions are chart
 
 from __future__ import annotations
 
-from edgeops.drift import ScopeReport
-from edgeops.performance import Judged, TrendPoint
+from edgeops.telemetry.drift import ScopeReport
 from edgeops.telemetry.monitor import MonitorReport
+from edgeops.telemetry.performance import Judged, TrendPoint
 from edgeops.telemetry.performance_trends import PerformanceTrend
 from edgeops.telemetry.report_charts import performance_chart
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow
-from edgeops.drift import normalise_feedback, parse_ts
-from edgeops.performance import Estimate, PerformanceThresholds, TrendPoint, estimate_threshold
-from edgeops.realized import LabelTotals, Realized, RealizedThresholds, judge_realized
+from edgeops.config.monitor import PerformanceThresholds, RealizedThresholds
+from edgeops.telemetry.drift import normalise_feedback, parse_ts
+from edgeops.telemetry.performance import Estimate, TrendPoint, estimate_threshold
+from edgeops.telemetry.realized import LabelTotals, Realized, judge_realized
 
 MAX_HOURS = 168                          # a week of hours per chart
 REALIZED_STEPS_H = (1, 2, 3, 6, 12, 24)  # all divide a day: bins start at the same UTC hours every day

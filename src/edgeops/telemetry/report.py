@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeops.drift import ScopeReport
-from edgeops.drift_checks import DriftThresholds
-from edgeops.realized import Realized
+from edgeops.config.monitor import DriftThresholds
+from edgeops.telemetry.drift import ScopeReport
 from edgeops.telemetry.monitor import MonitorReport
+from edgeops.telemetry.realized import Realized
 from edgeops.telemetry.report_charts import drift_trend_chart, health_chart, series_label
 from edgeops.telemetry.trends import MAX_DEVICE_ROWS, MAX_SERIES, charted_series, device_drift, evidence_trend
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeops.drift import PREDICTION
+from edgeops.telemetry.drift import PREDICTION
 from edgeops.telemetry.performance_trends import PerformanceTrend
 from edgeops.telemetry.trends import QUANTILES, EvidenceTrend, HealthPoint
 

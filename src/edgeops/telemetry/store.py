@@ -30,14 +30,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from edge_agent.protocol import AgentEvent, Reported, Status, TelemetryWindow, canonical_json
-from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
-from edgeops.realized import LabelTotals
 from edgeops.telemetry import DEFAULT_DB_URL
 from edgeops.telemetry.credits import hourly_label_totals, insert_credits, label_totals, window_credit_rows
+from edgeops.telemetry.drift import parse_ts
 from edgeops.telemetry.engine import create_tables, open_engine
 from edgeops.telemetry.events import EventSpec, model_event, presence_event
 from edgeops.telemetry.migrate import upgrade
+from edgeops.telemetry.realized import LabelTotals
 from edgeops.telemetry.tables import Base, DeviceRow, EpisodeRow, EventRow, WindowRow
 
 _WINDOW_COLUMNS = ("device", "epoch", "seq", "model", "version", "window_start", "window_end", "count", "errors",

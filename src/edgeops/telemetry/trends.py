@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from edge_agent.protocol import TelemetryWindow
-from edgeops.drift import ScopeReport, Timeline, parse_ts
+from edgeops.telemetry.drift import ScopeReport, Timeline, parse_ts
 
 MAX_POINTS = 240           # points in time per chart
 MAX_DEVICE_ROWS = 20       # rows of the device × feature view

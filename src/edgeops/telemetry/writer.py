@@ -27,8 +27,8 @@ from typing import Any, cast
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from edge_agent.protocol import AgentEvent, ProtocolError, Reported, Status, TelemetryWindow, Topics
-from edgeops.drift import parse_ts
 from edgeops.errors import EdgeopsError
+from edgeops.telemetry.drift import parse_ts
 from edgeops.telemetry.events import EventSpec
 from edgeops.telemetry.store import Message, StoreError, TelemetryStore
 

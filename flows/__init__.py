@@ -1,1 +1,0 @@
-"""Prefect flows: thin orchestration over plain functions of ``edgeops``."""

@@ -1,0 +1,1 @@
+"""``edgeops demo``: the whole loop on one machine, with simulated traffic."""

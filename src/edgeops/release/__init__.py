@@ -1,0 +1,1 @@
+"""Release: sign, register (local folder or S3) and publish releases over MQTT."""
