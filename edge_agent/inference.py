@@ -249,8 +249,11 @@ class ModelRunner:
                 raise InputError(column, "is missing") from None
             kind = type(raw)
             if numeric:
-                if kind is not float or raw != raw or not -FLOAT32_MAX <= raw <= FLOAT32_MAX:
-                    raw = _check_number(raw, column, nullable)  # the slow path names the problem
+                if kind is not float or not -FLOAT32_MAX <= raw <= FLOAT32_MAX:  # NaN fails the range test too
+                    if nullable and (raw is None or (kind is float and raw != raw)):
+                        raw = math.nan  # missing, where the column takes it: no call
+                    else:
+                        raw = _check_number(raw, column, nullable)  # the slow path names the problem
             elif kind is not str or not raw.isascii():
                 raw = _check_string(raw, column, nullable, token)  # also the UTF-8 check of non-ASCII text
             feeds[name][0, 0] = raw
