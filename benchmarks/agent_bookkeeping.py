@@ -91,8 +91,11 @@ def recorder_rows(bench: Bench, name: str) -> list[Ratio]:
         if counter[side] % every == 0:
             recorders[side].compact()
 
+    numeric = getattr(answers, "numeric", None)   # the feed matrix, where the agent hands it to telemetry
+    fed = () if numeric is None else (numeric,)
+
     def many(side: str, every: int) -> None:
-        recorders[side].record_many(batch, answers.answers, 0.1, answers.columns, answers.matrix)
+        recorders[side].record_many(batch, answers.answers, 0.1, answers.columns, answers.matrix, *fed)
         counter[side] += 1
         if counter[side] % every == 0:
             recorders[side].compact()

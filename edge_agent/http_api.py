@@ -53,7 +53,10 @@ def _integer(text: str) -> int | float:
 
 
 # A number too large for a float (1e400) is valid JSON: it decodes to infinity and the field's check refuses
-# it by name. NaN and Infinity literals are not JSON at all: refused here. One decoder, shared (no state).
+# it by name. NaN and Infinity literals are not JSON at all: refused here. Decoders are shared (no state). The
+# first parses integers in C; only a body it refuses is parsed again by the second, whose Python hook turns an
+# integer beyond int()'s digit limit into a float.
+_FAST_DECODER = json.JSONDecoder(parse_constant=_not_json)
 _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=float, parse_int=_integer)
 
 
@@ -64,9 +67,12 @@ def parse_body(data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: not UTF-8 (byte {exc.start})") from exc
     try:
-        obj = _DECODER.decode(text)
-    except (ValueError, RecursionError) as exc:
-        raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: malformed JSON: {exc}") from exc
+        obj = _FAST_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        try:
+            obj = _DECODER.decode(text)
+        except (ValueError, RecursionError) as exc:
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"body: malformed JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise _ApiError(HTTPStatus.BAD_REQUEST, "body: must be a JSON object")
     return obj
@@ -75,7 +81,7 @@ def parse_body(data: bytes) -> dict[str, Any]:
 class _Handler(JsonHandler):
     server_version = "edgeops-agent"
     agent: ServingPort  # set on the subclass made per server
-    routes: dict[str, dict[str, Callable[["_Handler"], tuple[HTTPStatus, dict[str, Any]]]]]  # set below
+    routes: dict[str, dict[str, Callable[["_Handler"], tuple[HTTPStatus, dict[str, Any] | bytes]]]]  # set below
 
     def route(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -139,7 +145,7 @@ class _Handler(JsonHandler):
         return parse_body(body)
 
     # endpoints ------------------------------------------------------------------------------------
-    def _predict(self) -> tuple[HTTPStatus, dict[str, Any]]:
+    def _predict(self) -> tuple[HTTPStatus, dict[str, Any] | bytes]:
         body = self._body()
         if ("record" in body) == ("records" in body):
             raise _ApiError(HTTPStatus.BAD_REQUEST, "body: give exactly one of 'record' or 'records'")
@@ -157,9 +163,11 @@ class _Handler(JsonHandler):
                             f"records: {len(records)} exceeds the limit of {MAX_BATCH} records per request")
         serving = self.agent.current
         predictions = self.agent.predict_many(records)
-        answers = predictions.to_json() if isinstance(predictions, PredictionBatch) \
-            else [p.to_json() for p in predictions]
-        return HTTPStatus.OK, {"predictions": answers, "model": _answered_by(serving, self.agent.current)}
+        model = _answered_by(serving, self.agent.current)
+        text = predictions.json_text() if isinstance(predictions, PredictionBatch) else None
+        if text is not None:  # the batch's answer from one template (predictions.py), as json.dumps writes it
+            return HTTPStatus.OK, f'{{"predictions": {text}, "model": {json.dumps(model)}}}'.encode()
+        return HTTPStatus.OK, {"predictions": [p.to_json() for p in predictions], "model": model}
 
     def _feedback(self) -> tuple[HTTPStatus, dict[str, Any]]:
         body = self._body()

@@ -16,6 +16,7 @@ subclass answers with ``send_json``.
 """
 
 import contextlib
+import email.utils
 import io
 import json
 import logging
@@ -37,25 +38,56 @@ kernel at net.core.somaxconn)."""
 MAX_REQUEST_LINE = 65536  # the stdlib's own limit, kept
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, default=str)  # json.dumps with options makes one per call
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header's text, formatted once a second (``formatdate`` costs microseconds per answer)."""
+    global _date
+    now = int(time.time())
+    cached = _date
+    if cached[0] != now:  # threads racing here both format the same second: harmless
+        cached = _date = (now, email.utils.formatdate(now, usegmt=True))
+    return cached[1]
+
+
 class DeadlineReader(io.RawIOBase):
     """The raw side of a handler's ``rfile``: every receive waits at most until ``deadline`` (a
     ``time.monotonic`` value). A buffered reader may call this many times for one ``readline``; each call is
-    bounded by what is left, so no splitting of the bytes can stretch a request past its deadline."""
+    bounded by what is left, so no splitting of the bytes can stretch a request past its deadline.
+
+    Setting a socket's timeout is a system call, so the timeout is only ever lowered to what is left (never
+    raised ahead of time): a receive that times out before the deadline simply waits again. A kept-alive client
+    sending whole requests then costs no call beyond the receive and the send, which ``set_timeout`` spares too
+    when the timeout is already the one wanted."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self._sock = sock
         self.deadline = time.monotonic()
+        self.timeout: float | None = sock.gettimeout()  # the socket's, as last set through this reader
 
     def readable(self) -> bool:
         return True
 
+    def set_timeout(self, seconds: float) -> None:
+        if seconds != self.timeout:
+            self._sock.settimeout(seconds)
+            self.timeout = seconds
+
     def readinto(self, buffer: Any) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("deadline passed")
-        self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)
+        waited = False
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("deadline passed")
+            if waited or self.timeout is None or self.timeout > remaining:
+                self.set_timeout(remaining)
+            try:
+                return self._sock.recv_into(buffer)
+            except TimeoutError:
+                waited = True  # the timeout was shorter than what is left: wait for the rest
 
 
 class JsonServer(ThreadingHTTPServer):
@@ -79,8 +111,8 @@ class JsonHandler(BaseHTTPRequestHandler):
     """Reads requests under the server's deadlines and answers in JSON; subclasses implement ``route``."""
 
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body leave in two writes: without it a kept-alive client's
-    # delayed ACK stalls every answer by ~40 ms
+    disable_nagle_algorithm = True  # an answer leaves in one write, but a large one spans segments: without it
+    # a kept-alive client's delayed ACK could stall its last segment by ~40 ms
     server: JsonServer
     rfile: io.BufferedReader  # setup() puts a buffered reader under deadlines in the stdlib's place
 
@@ -134,25 +166,34 @@ class JsonHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     # answers ------------------------------------------------------------------------------------------
-    def send_json(self, status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        try:
-            data = json.dumps(body, allow_nan=False, default=str).encode()
-        except ValueError:  # a NaN/Infinity output is not JSON: say so rather than send invalid JSON
-            status, data = HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "the model produced a non-finite number"}'
+    def send_json(self, status: HTTPStatus, body: dict[str, Any] | bytes,
+                  headers: dict[str, str] | None = None) -> None:
+        """Answer with ``body`` (a dict, or JSON text already encoded); status line, headers and body leave in
+        one write (one system call, one segment for a small answer)."""
+        if isinstance(body, bytes):
+            data = body
+        else:
+            try:
+                data = _ENCODER.encode(body).encode()
+            except ValueError:  # a NaN/Infinity output is not JSON: say so rather than send invalid JSON
+                status = HTTPStatus.INTERNAL_SERVER_ERROR
+                data = b'{"error": "the model produced a non-finite number"}'
         if not self.body_read and self._declares_body():
             self.close_connection = True  # its unread body would be taken for the next request
-        # The reads left the socket timeout at what remained of the request's deadline; the answer gets its own.
-        self.connection.settimeout(self.server.request_timeout_s)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        # The reads may have left the socket timeout at what remained of the request's deadline; the answer gets
+        # its own.
+        self._reader.set_timeout(self.server.request_timeout_s)
+        if log.isEnabledFor(logging.DEBUG):
+            self.log_request(status.value, len(data))
+        head = [f"{self.protocol_version} {status.value} {status.phrase}\r\nServer: {self.version_string()}\r\n"
+                f"Date: {_http_date()}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"]
         for name, value in (headers or {}).items():
-            self.send_header(name, value)
+            head.append(f"{name}: {value}\r\n")
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+            head.append("Connection: close\r\n")
+        head.append("\r\n")
+        message = "".join(head).encode("latin-1", "strict")
+        self.wfile.write(message if self.command == "HEAD" else message + data)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The stdlib's own refusals (malformed request line, headers too long ...) in JSON, then close."""

@@ -19,95 +19,22 @@ The hot path precomputes the feed layout once per model and builds one small arr
 
 import itertools
 import math
+import operator
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from .errors import InputError, ModelError
+from .predictions import Prediction, PredictionBatch
 from .protocol import ReleaseManifest
 
+__all__ = ["FLOAT32_MAX", "ModelRunner", "Prediction", "PredictionBatch"]
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-@dataclass(slots=True)
-class Prediction:
-    """One answer. Classifiers set ``label`` and ``probabilities`` (class → p in manifest order);
-    regressors set ``value``. ``id`` identifies the prediction for later feedback: the agent sets it to the id
-    that names the release and telemetry window (protocol/feedback.py); a bare ``ModelRunner`` gives a local one.
-    (Not frozen: a frozen dataclass's ``__init__`` costs a microsecond more on the hot path, and the agent sets
-    ``id`` after counting the prediction.)"""
-
-    id: str
-    label: Any = None
-    probabilities: dict[Any, float] | None = None
-    value: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        if self.value is not None:
-            return {"id": self.id, "value": self.value}
-        return {"id": self.id, "label": self.label,
-                "probabilities": {str(k): v for k, v in (self.probabilities or {}).items()}}
-
-
-class PredictionBatch(Sequence[Prediction]):
-    """A batch's answers as onnxruntime gave them: ids, ``Prediction`` objects and probability dicts are made
-    only for the rows someone reads (one bookkeeping step per batch, not per row).
-
-    Ids are ``{key}{base + i:x}``: the agent sets ``key`` and ``base`` to its telemetry window's id head and the
-    batch's first row in it (protocol/feedback.py), so every row has an id without an entry per row."""
-
-    __slots__ = ("_classes", "_json_classes", "answers", "base", "columns", "key", "matrix", "probabilities",
-                 "regression")
-
-    def __init__(self, key: str, answers: list[Any], probabilities: list[list[float]] | None,
-                 classes: tuple[Any, ...], json_classes: tuple[str, ...], matrix: np.ndarray | None = None) -> None:
-        self.key = key
-        self.base = 0
-        self.answers = answers  # labels (classifier) or values (regressor), one per row
-        self.columns: dict[str, list[Any]] = {}  # the input columns' values as the caller gave them
-        self.probabilities = probabilities
-        self.matrix = matrix  # the probabilities as onnxruntime gave them (rows × classes), for telemetry
-        self.regression = probabilities is None
-        self._classes = classes
-        self._json_classes = json_classes
-
-    def __len__(self) -> int:
-        return len(self.answers)
-
-    def id(self, index: int) -> str:
-        return f"{self.key}{self.base + index:x}"
-
-    def _at(self, i: int) -> Prediction:
-        if self.probabilities is None:
-            return Prediction(self.id(i), value=self.answers[i])
-        return Prediction(self.id(i), label=self.answers[i],
-                          probabilities=dict(zip(self._classes, self.probabilities[i], strict=False)))
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self._at(i) for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError("prediction index out of range")
-        return self._at(index)
-
-    def __iter__(self) -> Iterator[Prediction]:
-        return (self._at(i) for i in range(len(self)))
-
-    def to_json(self) -> list[dict[str, Any]]:
-        """What ``[p.to_json() for p in batch]`` gives, without the objects in between."""
-        key = self.key
-        if self.probabilities is None:
-            return [{"id": f"{key}{i:x}", "value": v} for i, v in enumerate(self.answers, self.base)]
-        names = self._json_classes
-        return [{"id": f"{key}{i:x}", "label": label, "probabilities": dict(zip(names, row, strict=False))}
-                for i, (label, row) in enumerate(zip(self.answers, self.probabilities, strict=True), self.base)]
 
 
 def _check_number(value: Any, field: str, nullable: bool) -> float:
@@ -131,6 +58,8 @@ def _check_number(value: Any, field: str, nullable: bool) -> float:
 
 
 _PLAIN_NUMBERS = frozenset({float, int})
+_PLAIN_OR_NULL = frozenset({float, int, type(None)})
+_DICT = frozenset({dict})
 
 
 def _plain_numbers(values: list[Any]) -> np.ndarray | None:
@@ -191,6 +120,12 @@ class ModelRunner:
         # (column, onnx name, is_numeric, nullable, missing token): computed once, walked per call.
         self._layout = tuple((s.column, s.name, s.dtype == "float32", s.nullable, s.missing_token)
                              for s in manifest.inputs)
+        numeric = [s for s in manifest.inputs if s.dtype == "float32"]
+        self._numeric = tuple((s.column, s.name) for s in numeric)  # (column, onnx name) in matrix order
+        self._numeric_columns = tuple(s.column for s in numeric)
+        self._numeric_getter = operator.itemgetter(*(s.column for s in numeric)) if numeric else None
+        strict = [j for j, s in enumerate(numeric) if not s.nullable]
+        self._strict = np.array(strict, dtype=np.intp) if strict else None  # matrix columns refusing NaN
         out = manifest.outputs
         self._regression = self.regression = out.task == "regression"
         self._outputs = [out.value] if self._regression else [out.label, out.probabilities]
@@ -220,14 +155,25 @@ class ModelRunner:
                 raise ModelError(f"ONNX graph has no output {needed!r} named by the manifest")
 
     # feeds ----------------------------------------------------------------------------------------
-    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool,
-               columns: dict[str, list[Any]] | None = None) -> dict[str, np.ndarray]:
-        """One array per input. A column of plain values (numbers in float32 range, ASCII text) is converted
-        in one numpy call; anything else takes the per-value path, which names the record and the problem.
-        ``columns`` receives each input column's values as given (telemetry counts those, not the feeds)."""
+    def _feeds(self, records: Sequence[Mapping[str, Any]], single: bool, columns: dict[str, Any] | None = None,
+               matrix_out: list[Any] | None = None) -> dict[str, np.ndarray]:
+        """One array per input. The numeric columns of plain values (numbers in float32 range, null or NaN where
+        the column takes missing values) are checked and converted as one float64 matrix; a text column of ASCII
+        strings in one numpy call; anything else takes the per-value path, which names the record and the
+        problem. For telemetry, ``matrix_out`` receives that matrix with its columns' names (NaN for missing), and
+        ``columns`` every other input column's values as given."""
         n = len(records)
         feeds: dict[str, np.ndarray] = {}
+        matrix = self._numeric_matrix(records) if self._numeric else None
+        if matrix is not None:
+            narrow = matrix.T.astype(np.float32, order="C")  # one row per input: each feed is a contiguous [n, 1] view
+            for j, (_, name) in enumerate(self._numeric):
+                feeds[name] = narrow[j].reshape(n, 1)
+            if matrix_out is not None:
+                matrix_out.append((matrix, self._numeric_columns))
         for column, name, numeric, nullable, token in self._layout:
+            if numeric and matrix is not None:
+                continue
             try:
                 values = [record[column] for record in records]
             except (KeyError, TypeError):
@@ -238,6 +184,32 @@ class ModelRunner:
             if columns is not None:
                 columns[column] = values if values is not None else [record[column] for record in records]
         return feeds
+
+    def _numeric_matrix(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+        """The numeric columns as a float64 matrix (rows × columns, NaN for null) when every value is a plain
+        number within float32 range, or null/NaN in a column that takes missing values; else None (the per-value
+        path decides, and names the problem)."""
+        k, getter = len(self._numeric), self._numeric_getter
+        assert getter is not None  # only called when there are numeric columns
+        try:
+            rows = map(getter, records)
+            flat = list(rows if k == 1 else itertools.chain.from_iterable(rows))
+        except (KeyError, TypeError):
+            return None
+        if not set(map(type, flat)) <= _PLAIN_OR_NULL:
+            return None  # bool, text, a numpy scalar ...
+        try:
+            matrix = np.array(flat, dtype=np.float64).reshape(len(records), k)  # None → NaN
+        except (OverflowError, TypeError, ValueError):  # an int beyond float64
+            return None
+        magnitude = np.abs(matrix)
+        if magnitude.max() <= FLOAT32_MAX:  # False when a value is NaN (missing): checked below
+            return matrix
+        if np.fmax.reduce(magnitude, axis=None) > FLOAT32_MAX:  # the largest but NaN (infinity too)
+            return None
+        if self._strict is not None and np.isnan(matrix[:, self._strict]).any():
+            return None  # missing where the column refuses it
+        return matrix
 
     def _checked_column(self, records: Sequence[Mapping[str, Any]], column: str, numeric: bool, nullable: bool,
                         token: str, single: bool) -> np.ndarray:
@@ -256,7 +228,7 @@ class ModelRunner:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
-            outputs: list[Any] = self.session.run(self._outputs, feeds)
+            outputs: list[Any] = self._session_run(self._outputs, feeds, None)
         except Exception as exc:  # a runtime failure is the model's fault, not the caller's
             raise ModelError(f"model failed to run: {_one_line(exc)}") from exc
         return outputs
@@ -277,8 +249,11 @@ class ModelRunner:
                 raise InputError(column, "is missing") from None
             kind = type(raw)
             if numeric:
-                if kind is not float or raw != raw or not -FLOAT32_MAX <= raw <= FLOAT32_MAX:
-                    raw = _check_number(raw, column, nullable)  # the slow path names the problem
+                if kind is not float or not -FLOAT32_MAX <= raw <= FLOAT32_MAX:  # NaN fails the range test too
+                    if nullable and (raw is None or (kind is float and raw != raw)):
+                        raw = math.nan  # missing, where the column takes it: no call
+                    else:
+                        raw = _check_number(raw, column, nullable)  # the slow path names the problem
             elif kind is not str or not raw.isascii():
                 raw = _check_string(raw, column, nullable, token)  # also the UTF-8 check of non-ASCII text
             feeds[name][0, 0] = raw
@@ -286,13 +261,14 @@ class ModelRunner:
             outputs = self._session_run(self._outputs, feeds, None)
         except Exception as exc:
             raise ModelError(f"model failed to run: {_one_line(exc)}") from exc
-        if self._regression:
-            return Prediction(f"{self._id_prefix}{next(self._ids):x}", value=float(outputs[0].tolist()[0][0]))
+        if self._regression:  # the id's text is made when read (predictions.py); the agent renames it first
+            return Prediction(None, None, None, float(outputs[0].tolist()[0][0]), self._id_prefix, next(self._ids))
         label = outputs[0].tolist()[0]
         if label not in self._class_set:
             label = self._class_of.get(_key(label), label)
-        return Prediction(f"{self._id_prefix}{next(self._ids):x}", label=label,
-                          probabilities=dict(zip(self._classes, outputs[1].tolist()[0], strict=False)))
+        scores = outputs[1].tolist()[0]
+        return Prediction(None, label, dict(zip(self._classes, scores, strict=False)), None, self._id_prefix,
+                          next(self._ids), scores)
 
     def predict_many(self, records: Sequence[Mapping[str, Any]]) -> PredictionBatch | list[Prediction]:
         # The HTTP API hands over parsed JSON: check at run time what the annotation promises.
@@ -300,12 +276,15 @@ class ModelRunner:
             raise InputError("records", "must be a list of objects")
         if not records:
             return []
-        for i, record in enumerate(records):
-            if not isinstance(record, Mapping):
-                raise InputError(f"records[{i}]", "must be an object of column values")
-        columns: dict[str, list[Any]] = {}
-        batch = self._shape(self._run(self._feeds(records, False, columns)), len(records))
+        if not set(map(type, records)) <= _DICT:
+            for i, record in enumerate(records):
+                if not isinstance(record, Mapping):
+                    raise InputError(f"records[{i}]", "must be an object of column values")
+        columns: dict[str, Any] = {}
+        numeric: list[Any] = []
+        batch = self._shape(self._run(self._feeds(records, False, columns, numeric)), len(records))
         batch.columns = columns
+        batch.numeric = numeric[0] if numeric else None
         return batch
 
     def raw(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -315,13 +294,13 @@ class ModelRunner:
     def _shape(self, outputs: list[Any], n: int) -> PredictionBatch:
         key = f"{self._id_prefix}x{next(self._batches):x}."  # "x" is no hex digit: never a single row's id
         if self._regression:
-            values = np.asarray(outputs[0], dtype=np.float64).reshape(n, -1)[:, 0].tolist()
-            return PredictionBatch(key, values, None, (), ())
+            values = np.asarray(outputs[0], dtype=np.float64).reshape(n, -1)[:, 0]
+            return PredictionBatch(key, values.tolist(), None, (), (), values=values)
         labels = outputs[0].reshape(n).tolist()
-        matrix = np.asarray(outputs[1], dtype=np.float64).reshape(n, -1)
+        matrix = np.asarray(outputs[1]).reshape(n, -1)  # as onnxruntime gave it: Python floats only when read
         class_of = self._class_of
         label_of = {label: class_of.get(_key(label), label) for label in set(labels)}  # each distinct label once
-        return PredictionBatch(key, [label_of[label] for label in labels], matrix.tolist(), self._classes,
+        return PredictionBatch(key, [label_of[label] for label in labels], None, self._classes,
                                self._json_classes, matrix)
 
 

@@ -305,7 +305,7 @@ class Installer:
         self.store.write_pointer(Pointer(job.ref, old))
         baseline = self.latencies.baseline(self.config.probation_min_predictions)
         agent.swap_runner(job.runner)
-        self.latencies.values.clear()
+        self.latencies.clear()
         job.extra["baseline"] = baseline
         # Stays "activating" until the probation step has its watcher in place (so no prediction escapes it).
         phase: Phase = "activating" if self.probation_applies(old) else "serving"

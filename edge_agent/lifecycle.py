@@ -301,9 +301,16 @@ class LatencyWindow:
 
     def __init__(self, size: int = 1000) -> None:
         self.values: deque[float] = deque(maxlen=size)
+        self.full = False  # holds ``size`` samples (read on every request: an attribute, not a property)
 
     def add(self, cost_ms: float) -> None:
         self.values.append(cost_ms)
+        if not self.full:
+            self.full = len(self.values) == self.values.maxlen
+
+    def clear(self) -> None:
+        self.values.clear()
+        self.full = False
 
     def baseline(self, min_count: int) -> float | None:
         """The median, once enough requests were seen to make it more than noise."""

@@ -15,16 +15,18 @@ from .protocol import MAX_SCORED_CLASSES, ScoreCounts
 def score_cells(probabilities: np.ndarray, bins: int) -> np.ndarray:
     """Counts of a batch's probabilities (rows × classes) in ScoreCounts' cells, as one flat array laid out
     class × (predicted, other) × bin: protocol.score_bin for every value (truncation is its floor for p >= 0;
-    the bounds put what a rounding left outside [0, 1] in the nearest bin) and numpy's argmax for the predicted
-    class. A row with a NaN or infinite probability (no model gives one) has no cell. Ufuncs with ``out=`` rather
-    than np.clip or fancy indexing: on a batch of 100 rows numpy's per-call cost is most of the work."""
+    the bounds, applied before the cast to integers, put what lies outside [0, 1] in the nearest bin, however
+    far) and numpy's argmax for the predicted class. A row with a NaN or infinite probability (no model gives
+    one) has no cell. Ufuncs with ``out=`` rather than np.clip or fancy indexing: on a batch of 100 rows numpy's
+    per-call cost is most of the work."""
     p = np.asarray(probabilities, dtype=np.float64)
     k = p.shape[1]
     if not math.isfinite(p.sum()):  # the sum is finite exactly when every value is (probabilities cannot overflow)
         p = p[np.isfinite(p).all(axis=1)]
-    idx = (p * bins).astype(np.int64)
-    np.minimum(idx, bins - 1, out=idx)
-    np.maximum(idx, 0, out=idx)
+    scaled = p * bins
+    np.minimum(scaled, bins - 1, out=scaled)  # bounded before the cast: a huge value would wrap to a negative int
+    np.maximum(scaled, 0, out=scaled)
+    idx = scaled.astype(np.int64)
     classes = _CLASSES[:, :k] if k <= _CLASSES.shape[1] else np.arange(k)[None, :]
     other = np.not_equal(classes, p.argmax(axis=1)[:, None])
     idx += _offsets(k, bins)  # class c's "predicted" cells start at 2c × bins, its "other" cells one block later

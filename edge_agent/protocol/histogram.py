@@ -1,5 +1,6 @@
 """Reference bins and telemetry counts share one shape, so drift compares like with like."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,7 +135,11 @@ class CountAccumulator:
         if isinstance(self.bins, CategoricalBins):
             i = categorical_bin(self.bins.categories, None if value is None else str(value), self._index)
         else:
-            i = numeric_bin(list(self.bins.edges), None if value is None else float(value))
+            try:
+                number = None if value is None else float(value)
+            except OverflowError:  # an integer beyond float64 is beyond every edge
+                number = math.inf if value > 0 else -math.inf
+            i = numeric_bin(list(self.bins.edges), number)
         if i >= 0:
             self.counts[i] += 1
         else:

@@ -25,7 +25,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.link import Connected, MqttLink, Published
 from edge_agent.outbox import Outbox
 from edge_agent.protocol import ReleaseManifest, TelemetryWindow
-from edge_agent.telemetry import TelemetryPump
+from edge_agent.telemetry_pump import TelemetryPump
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 30.0

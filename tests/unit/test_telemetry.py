@@ -207,3 +207,27 @@ def test_a_batch_counts_exactly_what_its_rows_one_by_one_count(manifest_name: st
     assert a is not None and b is not None
     assert (a.count, a.errors, a.features, a.predictions) == (b.count, b.errors, b.features, b.predictions)
     assert a.to_json()["features"] == b.to_json()["features"]
+
+
+@pytest.mark.parametrize("start", [1_800_000_000.0009996, 1_800_000_000.123])
+def test_a_window_reports_the_start_its_prediction_ids_name(binary_manifest, start: float) -> None:  # type: ignore[no-untyped-def]
+    """A label is credited to the window its prediction's id names (iso_ms of the id's millisecond); the window
+    must report that very start, also when the clock is a hair before a millisecond (a start rounded one way and
+    an id truncated the other never joined) and when a second window opens in the same millisecond."""
+    from edge_agent.feedback import FeedbackMemory
+    from edge_agent.protocol import iso_ms, parse_prediction_id
+
+    clock = Clock()
+    clock.now = start
+    memory = FeedbackMemory(1000)
+    rec = TelemetryRecorder(binary_manifest, "d1", interval_s=60, max_predictions=100, clock=clock, memory=memory)
+    starts, named = [], []
+    for _ in range(2):   # the second window opens in the same millisecond: its ids name the next one
+        first = rec.record(row(40, 5, "pro"), SimpleNamespace(label=1), 1.0)
+        assert first is not None
+        window = rec.close_window(0)
+        assert window is not None
+        starts.append(window.start)
+        named.append(iso_ms(parse_prediction_id(first).window_ms / 1000))
+    assert starts == named and starts[0] != starts[1]
+    assert window.end >= window.start

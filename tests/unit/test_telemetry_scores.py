@@ -89,7 +89,8 @@ def test_score_cells_follow_the_rule_for_many_classes_ties_and_non_finite_rows()
     rng = random.Random(5)
     rows = [[rng.random() for _ in range(4)] for _ in range(300)]
     rows += [[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [1.0000001, -1e-9, 0.0, 0.0],
-             [0.05, 0.15, 0.35, 0.45], [-0.3, 0.9, 0.2, 0.2]]
+             [0.05, 0.15, 0.35, 0.45], [-0.3, 0.9, 0.2, 0.2],
+             [5e17, 0.0, 0.0, 0.0], [1e300, -1e300, 0.0, 0.0]]   # far outside [0, 1]: the nearest bin, never bin 0
     probabilities = np.asarray(rows)
     for bins in (1, 10, 20):
         odd = [[math.nan, 0.5, 0.2, 0.3], [0.1, math.inf, 0.0, 0.0]]   # no cell for these rows

@@ -15,7 +15,7 @@ from releases import build_release, new_key
 
 from edge_agent.outbox import Outbox
 from edge_agent.protocol import Topics
-from edge_agent.telemetry import MAX_INFLIGHT, TelemetryPump
+from edge_agent.telemetry_pump import MAX_INFLIGHT, TelemetryPump
 from edge_agent.uplink import EventCourier, NoSubscriberBackoff
 
 pytestmark = pytest.mark.unit
@@ -183,7 +183,7 @@ def test_a_window_over_the_message_limit_is_dropped_and_counted_not_stored(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker caps messages at MAX_MESSAGE_BYTES and disconnects a client over it; a stored oversize window
     would be resent after every reconnect, so it must never reach the outbox."""
-    import edge_agent.telemetry as telemetry
+    import edge_agent.telemetry_pump as telemetry
 
     pump, sent = pump_with(tmp_path, Clock(), 0)
     pump.on_model_changed(build_release("churn", 3, new_key()).manifest)
