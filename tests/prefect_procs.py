@@ -48,11 +48,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def marked_commands(path: Path, marker: str) -> list[str]:
-    """The command lines between ``<!-- {marker}: start -->`` and ``<!-- {marker}: end -->`` (an indented block)."""
+    """The command lines between ``<!-- {marker}: start -->`` and ``<!-- {marker}: end -->`` (an indented or a
+    fenced block; the fences are not commands)."""
     text = path.read_text(encoding="utf-8")
     found = re.search(rf"<!-- {marker}: start -->\n(.*?)<!-- {marker}: end -->", text, re.S)
     assert found, f"{path.name} has no {marker} block"
-    return [line.strip() for line in found.group(1).splitlines() if line.strip()]
+    return [line.strip() for line in found.group(1).splitlines() if line.strip() and not line.startswith("```")]
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
