@@ -7,6 +7,7 @@ property of the model, measured below, not of the machine's mood.
 """
 
 import contextlib
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from probation_load import CpuHog, with_extra_work
 from releases import Control, Release, agent_config, build_release, is_reported, new_key, preinstall, with_runtime_trap
 
 from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
 from edge_agent.errors import ModelError
 from edge_agent.inference import ModelRunner
 
@@ -96,8 +98,12 @@ def test_probation_under_a_cpu_hog_keeps_healthy_models_and_rolls_back_slow_or_f
     healthy = [with_extra_work(build_release("churn", v, key, seed=v), key, BASE_ROUNDS) for v in (2, 3, 4)]
     slow = with_extra_work(build_release("churn", 5, key, seed=1), key, SLOW_ROUNDS)
     failing = with_runtime_trap(build_release("churn", 6, key, seed=1), key)
-    ratio = cpu_ms_per_call(slow) / cpu_ms_per_call(healthy[0])
-    assert ratio >= 9, f"the slow model costs only {ratio:.1f}x the baseline: the test would prove nothing"
+    # Interleaved rounds and their median: one burst elsewhere on the machine must not decide the guard.
+    ratio = statistics.median(cpu_ms_per_call(slow) / cpu_ms_per_call(healthy[0]) for _ in range(5))
+    # The slow model must sit well above the rule's line (probation_max_latency_factor, 3x): at twice the factor
+    # a rollback shows the rule works, not that the model was borderline.
+    factor = AgentConfig.probation_max_latency_factor
+    assert ratio >= 2 * factor, f"the slow model costs only {ratio:.1f}x the baseline: the test would prove nothing"
     outcomes = {}
     with CpuHog():
         for run, release in enumerate(healthy):
