@@ -10,12 +10,12 @@ files when there is no registry at hand.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -126,32 +126,31 @@ class MonitorReport:
                              if k != "reported"} for d in self.devices]}
 
 
-def drift_thresholds(config: DriftConfig, **overrides: float | int | None) -> DriftThresholds:
-    """The thresholds of ``config`` (edgeops.yaml ``monitor.drift``) with the overrides that are not None
-    (command-line options, flow parameters); a bad value is a ConfigError naming the key."""
-    values = {**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}
+_Thresholds = TypeVar("_Thresholds", DriftThresholds, RealizedThresholds, PerformanceThresholds)
+
+
+def _overridden(section: str, thresholds: _Thresholds, overrides: Mapping[str, Any]) -> _Thresholds:
+    """``thresholds`` with the overrides that are not None (command-line options, flow parameters), checked
+    again by the dataclass; a bad value is a ConfigError naming the key (``monitor.<section>.<field>``)."""
     try:
-        return DriftThresholds(**values)
+        return dataclasses.replace(thresholds, **{k: v for k, v in overrides.items() if v is not None})
     except ThresholdError as exc:
-        raise ConfigError(f"monitor.drift.{exc.field}", exc.problem) from exc
+        raise ConfigError(f"monitor.{section}.{exc.field}", exc.problem) from exc
+
+
+def drift_thresholds(config: DriftConfig, **overrides: float | int | None) -> DriftThresholds:
+    """The thresholds of ``config`` (edgeops.yaml ``monitor.drift``) with the overrides that are not None."""
+    return _overridden("drift", config, overrides)
 
 
 def realized_thresholds(config: LabelsConfig, **overrides: float | int | None) -> RealizedThresholds:
     """The thresholds of ``config`` (edgeops.yaml ``monitor.labels``) with the overrides that are not None."""
-    values = {**dataclasses.asdict(config.thresholds()), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return RealizedThresholds(**values)
-    except ThresholdError as exc:
-        raise ConfigError(f"monitor.labels.{exc.field}", exc.problem) from exc
+    return _overridden("labels", config.thresholds(), overrides)
 
 
 def performance_thresholds(config: PerformanceConfig, **overrides: float | int | str | None) -> PerformanceThresholds:
     """The thresholds of ``config`` (edgeops.yaml ``monitor.performance``) with the overrides that are not None."""
-    values = {**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return PerformanceThresholds(**values)
-    except ThresholdError as exc:
-        raise ConfigError(f"monitor.performance.{exc.field}", exc.problem) from exc
+    return _overridden("performance", config, overrides)
 
 
 def run_monitor(store: TelemetryStore, references: ReferenceSource, *, model: str | None = None,
