@@ -25,7 +25,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
@@ -40,6 +39,7 @@ from .mqtt_client import (
     Will,
     connect,
     make_client,
+    mqtt,
     set_reconnect_delay,
 )
 from .protocol import MAX_MESSAGE_BYTES, Status

@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .errors import AgentError
+from .paho_import import mqtt
 from .protocol import BrokerAddress
 
 __all__ = ["ClientOptions", "ClientSetupError", "Reconnect", "Session", "TLSParameters", "Will", "connect",
-           "make_client", "set_reconnect_delay"]
+           "make_client", "mqtt", "set_reconnect_delay"]
 
 
 class ClientSetupError(AgentError):

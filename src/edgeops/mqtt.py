@@ -27,10 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from edge_agent.mqtt_client import ClientOptions, ClientSetupError, TLSParameters, connect, make_client
+from edge_agent.mqtt_client import ClientOptions, ClientSetupError, TLSParameters, connect, make_client, mqtt
 from edge_agent.protocol import BrokerAddress, ProtocolError
 from edgeops.errors import BrokerError
 

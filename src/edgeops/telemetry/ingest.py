@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.mqtt_client import (
@@ -43,6 +42,7 @@ from edge_agent.mqtt_client import (
     TLSParameters,
     connect,
     make_client,
+    mqtt,
 )
 from edge_agent.protocol import DEFAULT_PREFIX, Topics
 from edgeops.errors import BrokerError

@@ -1,0 +1,65 @@
+"""paho-mqtt's client loads without the standard library's HTTP stack, and urllib.request still works after."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+HOME = "edge_agent/paho_import.py"
+
+
+def fresh(code: str) -> list[str]:
+    """Run ``code`` in a new interpreter (nothing imported yet) and return its printed lines."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("modules", ["edge_agent.link", "edgeops.mqtt", "edgeops.rollout.fleet"])
+def test_the_mqtt_modules_load_no_http_stack(modules: str) -> None:
+    probe = (f"import sys, {modules}, paho.mqtt.client\n"
+             "print(*(m in sys.modules for m in ('urllib.request', 'http.client', 'email.parser')))")
+    assert fresh(probe) == ["False", "False", "False"]
+
+
+def test_paho_still_reads_proxy_settings_through_the_real_urllib_request() -> None:
+    probe = ("import sys, types, edge_agent.mqtt_client as m\n"
+             "print(type(m.mqtt.urllib.request.getproxies()).__name__)\n"  # what Client._get_proxy calls
+             "print(type(sys.modules['urllib.request']) is types.ModuleType)\n"
+             "import urllib.request\n"
+             "print(urllib.request is sys.modules['urllib.request'], callable(urllib.request.urlopen))\n")
+    assert fresh(probe) == ["dict", "True", "True", "True"]
+
+
+def test_a_later_import_of_urllib_request_is_the_real_module() -> None:
+    probe = ("import sys, types, edge_agent.mqtt_client\n"
+             "from urllib.request import Request, urlopen\n"
+             "import urllib.request\n"
+             "print(type(urllib.request) is types.ModuleType, urllib.request.Request is Request)\n"
+             "import http.client; print(urlopen.__module__)\n")
+    assert fresh(probe) == ["True", "True", "urllib.request"]
+
+
+def imports_paho_client(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.startswith("paho.mqtt.client") for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module == "paho.mqtt.client" or (
+                node.module == "paho.mqtt" and any(a.name == "client" for a in node.names))):
+            return True
+    return False
+
+
+def test_only_one_module_imports_paho_client() -> None:
+    """Another direct import that ran first would load the HTTP stack again for whoever imported it."""
+    files = [*ROOT.joinpath("src", "edgeops").rglob("*.py"), *ROOT.joinpath("edge_agent").rglob("*.py")]
+    importers = sorted(str(f.relative_to(ROOT)) for f in files if imports_paho_client(ast.parse(f.read_text())))
+    assert importers == [HOME]
