@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and readers
     from .histogram import Bins, CategoricalBins, CountAccumulator, Counts, NumericBins, Reference
     from .manifest import (
         DTYPES,
-        SIGNATURE_ALGORITHM,
         TASKS,
         ArtifactInfo,
         GoldenSamples,
@@ -27,7 +26,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and readers
         Lineage,
         OutputSpec,
         ReleaseManifest,
-        Signature,
         parse_manifest,
     )
     from .messages import (
@@ -38,7 +36,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and readers
         Desired,
         Reported,
         Status,
-        TelemetryWindow,
         iso_ms,
         now_iso,
         parse_instant,
@@ -56,8 +53,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and readers
     )
     from .schema import CURRENT as SCHEMA_VERSIONS
     from .schema import check_schema
+    from .signature import SIGNATURE_ALGORITHM, Signature
     from .steps import StepReports
     from .topics import DEFAULT_PREFIX, Topics
+    from .window import TelemetryWindow
 
 _MODULES: dict[str, tuple[str, ...]] = {  # module → the names it exports here (schema's CURRENT as SCHEMA_VERSIONS)
     "bins": ("MISSING", "OVERFLOW", "UNDERFLOW", "UNSEEN", "categorical_bin", "numeric_bin"),
@@ -66,16 +65,18 @@ _MODULES: dict[str, tuple[str, ...]] = {  # module → the names it exports here
     "errors": ("ProtocolError",),
     "feedback": ("FeedbackCredit", "PredictionRef", "parse_prediction_id", "prediction_id_head"),
     "histogram": ("Bins", "CategoricalBins", "CountAccumulator", "Counts", "NumericBins", "Reference"),
-    "manifest": ("DTYPES", "SIGNATURE_ALGORITHM", "TASKS", "ArtifactInfo", "GoldenSamples", "InputSpec", "Lineage",
-                 "OutputSpec", "ReleaseManifest", "Signature", "parse_manifest"),
+    "manifest": ("DTYPES", "TASKS", "ArtifactInfo", "GoldenSamples", "InputSpec", "Lineage", "OutputSpec",
+                 "ReleaseManifest", "parse_manifest"),
     "messages": ("EVENT_KINDS", "LIFECYCLE_STATES", "TRANSIENT_STATES", "AgentEvent", "Desired", "Reported", "Status",
-                 "TelemetryWindow", "iso_ms", "now_iso", "parse_instant"),
+                 "iso_ms", "now_iso", "parse_instant"),
     "names": ("check_labels", "check_name", "check_version", "parse_label", "parse_version"),
     "performance": ("MAX_SCORED_CLASSES", "SCORE_BINS", "Calibration", "ErrorCalibration", "ScoreCalibration",
                     "ScoreCells", "ScoreCounts", "score_bin"),
     "schema": ("SCHEMA_VERSIONS", "check_schema"),
+    "signature": ("SIGNATURE_ALGORITHM", "Signature"),
     "steps": ("StepReports",),
     "topics": ("DEFAULT_PREFIX", "Topics"),
+    "window": ("TelemetryWindow",),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 _RENAMED = {"SCHEMA_VERSIONS": "CURRENT"}

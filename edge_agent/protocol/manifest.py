@@ -4,8 +4,6 @@ Parsing follows skops' rule for untrusted input: parse → check every field →
 signature covers the canonical JSON of the manifest without its ``signature`` member.
 """
 
-import base64
-import binascii
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -16,13 +14,13 @@ from .histogram import Reference
 from .names import check_name, check_version
 from .performance import Calibration, ErrorCalibration, ScoreCalibration, parse_calibration
 from .schema import MANIFEST, check_schema, tag
+from .signature import Signature
 
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 DTYPES: tuple[str, ...] = ("float32", "string")
 MAX_INPUTS = 4096
 MAX_GOLDEN_ROWS = 1000
-SIGNATURE_ALGORITHM = "ed25519"
 
 
 @dataclass(frozen=True)
@@ -192,31 +190,6 @@ class Lineage:
                    config_sha256=require(obj, "config_sha256", str, path),
                    code_revision=optional(obj, "code_revision", str, path),
                    parent_version=optional(obj, "parent_version", int, path))
-
-
-@dataclass(frozen=True)
-class Signature:
-    """The Ed25519 signature over the canonical JSON of the rest of the manifest."""
-
-    key_id: str
-    value: bytes
-    algorithm: str = SIGNATURE_ALGORITHM
-
-    def to_json(self) -> dict[str, str]:
-        return {"algorithm": self.algorithm, "key_id": self.key_id,
-                "value": base64.b64encode(self.value).decode("ascii")}
-
-    @classmethod
-    def from_json(cls, obj: Any, path: str = "signature") -> "Signature":
-        obj = check_type(obj, dict, path)
-        algorithm = require(obj, "algorithm", str, path)
-        if algorithm != SIGNATURE_ALGORITHM:
-            raise ProtocolError(f"unsupported algorithm {algorithm!r}", field=f"{path}.algorithm")
-        try:
-            value = base64.b64decode(require(obj, "value", str, path), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProtocolError("is not base64", field=f"{path}.value") from exc
-        return cls(key_id=require(obj, "key_id", str, path), value=value, algorithm=algorithm)
 
 
 @dataclass(frozen=True)

@@ -27,3 +27,15 @@ def test_reading_a_manifest_does_not_load_the_message_classes() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": ":".join(sys.path)}).stdout
     assert "edge_agent.protocol.manifest" in loaded and "edge_agent.protocol.messages" not in loaded
+
+
+def test_reading_device_state_does_not_load_the_telemetry_or_manifest_classes() -> None:
+    """``fleet ls`` and a rollout read Desired/Reported/Status; the window's and manifest's classes cost them
+    import time (dataclass creation) for nothing."""
+    code = ("import sys; from edge_agent.protocol import Desired, Reported, Status, Signature; "
+            "print(sorted(m for m in sys.modules if m.startswith('edge_agent.protocol.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": ":".join(sys.path)}).stdout
+    assert "edge_agent.protocol.messages" in loaded
+    for heavy in ("manifest", "window", "histogram", "performance", "feedback"):
+        assert f"edge_agent.protocol.{heavy}'" not in loaded, loaded

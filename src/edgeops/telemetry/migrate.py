@@ -17,7 +17,7 @@ import logging
 from sqlalchemy import Connection, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from edge_agent.protocol.messages import EPOCH_CHARS
+from edge_agent.protocol.window import EPOCH_CHARS
 from edgeops.telemetry.tables import WindowRow
 
 log = logging.getLogger(__name__)

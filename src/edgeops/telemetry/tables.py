@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from edge_agent.protocol.messages import EPOCH_CHARS
+from edge_agent.protocol.window import EPOCH_CHARS
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements INTEGER PRIMARY KEY only
 
