@@ -2,11 +2,12 @@
 while a model ten times as costly, or one that fails a fifth of its requests, is still rolled back.
 
 Default probation settings (factor 3, floor 1 ms, 5 % errors, at least 20 requests); the models differ only by
-a branch of arithmetic of known cost (``probation_load.with_extra_work``), so "ten times slower" is a
-property of the model, measured below, not of the machine's mood.
+a branch of arithmetic of known cost (``probation_load.with_extra_work``), so "ten times slower" (and well
+above the floor) is a property of the model, measured below, not of the machine's mood.
 """
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -56,6 +57,21 @@ def cpu_ms_per_call(release: Release, calls: int = 200) -> float:
     return (time.thread_time() - start) * 1e3 / calls
 
 
+def slow_model(key: Ed25519PrivateKey, base: Release) -> tuple[Release, float, float]:
+    """The slow release, its CPU per call over ``base``'s and its own CPU per call (ms). Ten times the base is
+    not enough where a base row is so cheap that ten of them stay under the rule's 1 ms floor (nothing below it
+    is a breach): then the work is scaled until a row costs about three times the floor. Each figure is the
+    median of interleaved rounds, so one burst elsewhere on the machine does not decide it."""
+    floor, rounds = AgentConfig.probation_latency_floor_ms, SLOW_ROUNDS
+    while True:
+        slow = with_extra_work(build_release("churn", 5, key, seed=1), key, rounds)
+        pairs = [(cpu_ms_per_call(slow), cpu_ms_per_call(base)) for _ in range(5)]
+        slow_ms = statistics.median(s for s, _ in pairs)
+        if slow_ms >= 2 * floor or rounds > 16 * SLOW_ROUNDS:
+            return slow, statistics.median(s / b for s, b in pairs), slow_ms
+        rounds = math.ceil(rounds * 3 * floor / slow_ms)
+
+
 def send(agent: Agent, n: int, every_nth_fails: int) -> None:
     """Request ``n`` of a mixed stream: mostly single rows, every 4th a batch of 50 (as an application that
     also scores a backlog would send), every ``every_nth_fails``-th one the model fails on."""
@@ -96,14 +112,13 @@ def test_probation_under_a_cpu_hog_keeps_healthy_models_and_rolls_back_slow_or_f
         v1: Release) -> None:
     tiny = build_release("churn", 7, key, seed=0)  # a small pipeline: tens of microseconds a row
     healthy = [with_extra_work(build_release("churn", v, key, seed=v), key, BASE_ROUNDS) for v in (2, 3, 4)]
-    slow = with_extra_work(build_release("churn", 5, key, seed=1), key, SLOW_ROUNDS)
+    slow, ratio, slow_ms = slow_model(key, healthy[0])
     failing = with_runtime_trap(build_release("churn", 6, key, seed=1), key)
-    # Interleaved rounds and their median: one burst elsewhere on the machine must not decide the guard.
-    ratio = statistics.median(cpu_ms_per_call(slow) / cpu_ms_per_call(healthy[0]) for _ in range(5))
-    # The slow model must sit well above the rule's line (probation_max_latency_factor, 3x): at twice the factor
-    # a rollback shows the rule works, not that the model was borderline.
-    factor = AgentConfig.probation_max_latency_factor
-    assert ratio >= 2 * factor, f"the slow model costs only {ratio:.1f}x the baseline: the test would prove nothing"
+    # The slow model must sit well above the rule's line, max(baseline × probation_max_latency_factor,
+    # probation_latency_floor_ms): at twice it, a rollback shows the rule works, not that the model was borderline.
+    factor, floor = AgentConfig.probation_max_latency_factor, AgentConfig.probation_latency_floor_ms
+    assert ratio >= 2 * factor and slow_ms >= 2 * floor, (
+        f"the slow model costs only {ratio:.1f}x the baseline, {slow_ms:.2f} ms a row: the test would prove nothing")
     outcomes = {}
     with CpuHog():
         for run, release in enumerate(healthy):
