@@ -20,11 +20,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeops.config import MqttConfig, ProjectConfig
+from edgeops.config.rollout import MqttConfig  # the broker section alone: `fleet ls` builds no other
 from edgeops.errors import ConfigError
 
 if TYPE_CHECKING:  # cryptography only where a key is used: `fleet ls` and the other broker commands need none
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    from edgeops.config import ProjectConfig
 
 MQTT_URL_ENV = "EDGEOPS_MQTT_URL"
 MQTT_USERNAME_ENV = "EDGEOPS_MQTT_USERNAME"
@@ -54,17 +56,16 @@ def read_secret(block: str | None, env: str | None, key: str) -> str | None:
     return text
 
 
-def mqtt_settings(cfg: ProjectConfig, url: str | None = None, prefix: str | None = None) -> MqttConfig:
-    """The broker to connect to, with credentials: ``url`` (a flag) → $EDGEOPS_MQTT_URL → ``mqtt.url``, and the
-    username and password from the table in the module doc."""
-    mqtt = cfg.mqtt
+def mqtt_settings(mqtt: MqttConfig, url: str | None = None, prefix: str | None = None) -> MqttConfig:
+    """The broker section ``mqtt`` as a client connects with it: ``url`` (a flag) → $EDGEOPS_MQTT_URL →
+    ``mqtt.url``, and the username and password from the table in the module doc."""
     username = read_secret(mqtt.username_secret, MQTT_USERNAME_ENV, "mqtt.username_secret") or mqtt.username
     password = read_secret(mqtt.password_secret, MQTT_PASSWORD_ENV, "mqtt.password_secret") or mqtt.password
     return dataclasses.replace(mqtt, url=url or os.environ.get(MQTT_URL_ENV) or mqtt.url,
                                prefix=prefix or mqtt.prefix, username=username, password=password)
 
 
-def signing_key(cfg: ProjectConfig) -> "Ed25519PrivateKey":
+def signing_key(cfg: "ProjectConfig") -> "Ed25519PrivateKey":
     """The release key: $EDGEOPS_SIGNING_KEY (PEM) → the Secret block ``signing.key_secret`` → the key file.
     SigningError with a hint when it is missing or not an Ed25519 key."""
     from edgeops.release.signing import key_paths, load_private_key, parse_private_key
@@ -76,7 +77,7 @@ def signing_key(cfg: ProjectConfig) -> "Ed25519PrivateKey":
     return parse_private_key(pem.encode(), where)
 
 
-def public_key(cfg: ProjectConfig) -> "Ed25519PublicKey":
+def public_key(cfg: "ProjectConfig") -> "Ed25519PublicKey":
     """The public half devices trust: ``release.pub`` when the project has it, else derived from the release key
     (a worker that reads the key from a Secret block has no key folder)."""
     from edgeops.release.signing import key_paths, load_public_key

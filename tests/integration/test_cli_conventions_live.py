@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cli_procs import run_edgeops
 from releases import build_release
-from services import free_port, wait_until
+from services import Mosquitto, free_port, wait_until
 from simulated_fleet import SimDevice, SimFleet
 from typer.testing import CliRunner
 
@@ -105,6 +105,22 @@ def test_fleet_ls_piped_is_one_whole_line_per_device(project: Project) -> None:
                        "line=assembly-line-number-12,shift=night,site=berlin-charlottenburg-north-building-7",
                        "churn@1", "serving", "online"]
     assert run.heavy() == []
+
+
+def test_fleet_ls_without_a_config_file_uses_the_default_prefix_and_loads_only_what_it_reads(
+        tmp_path: Path, own_broker: Mosquitto) -> None:
+    """As quickstart leaves a project (no edgeops.yaml): the broker section's defaults, no whole config, no
+    telemetry or manifest classes, and paho without the standard library's HTTP stack (tests/unit/test_cli_fast.py
+    holds the commands that need no broker)."""
+    sims = [SimDevice("d-default", {"site": "a"}, "churn", 1, state="serving")]
+    with SimFleet(own_broker.url, Topics("edgeops"), sims) as fleet:
+        fleet.wait_until(lambda: fleet.devices["d-default"].announced, 10, "announced")
+        run = run_edgeops(["fleet", "ls", "--json"], tmp_path, env={"EDGEOPS_MQTT_URL": own_broker.url})
+    assert run.code == 0, run.stderr
+    assert [(d["device"], d["online"]) for d in json.loads(run.stdout)] == [("d-default", True)]
+    loaded = {"edgeops.config.load", "edgeops.config.train", "edge_agent.protocol.manifest",
+              "edge_agent.protocol.window", "urllib.request", "http.client", "email.parser"} & run.modules
+    assert loaded == set() and run.heavy() == []
 
 
 def test_one_device_and_three_waves_warns_and_numbers_waves_from_one(project: Project,

@@ -67,14 +67,14 @@ def test_edgeops_config_names_the_file_of_a_worker_outside_the_project(tmp_path:
 
 def test_broker_settings_take_the_environment_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(write(tmp_path, "mqtt: {url: 'mqtt://file:1883', username: file-user, password: file-pw}\n"))
-    assert (mqtt_settings(cfg).username, mqtt_settings(cfg).password) == ("file-user", "file-pw")
+    assert (mqtt_settings(cfg.mqtt).username, mqtt_settings(cfg.mqtt).password) == ("file-user", "file-pw")
     monkeypatch.setenv("EDGEOPS_MQTT_URL", "mqtt://env:1883")
     monkeypatch.setenv("EDGEOPS_MQTT_USERNAME", "env-user")
     monkeypatch.setenv("EDGEOPS_MQTT_PASSWORD", "env-pw")
-    settings = mqtt_settings(cfg, prefix="p")
+    settings = mqtt_settings(cfg.mqtt, prefix="p")
     assert (settings.url, settings.username, settings.password, settings.prefix) == \
         ("mqtt://env:1883", "env-user", "env-pw", "p")
-    assert mqtt_settings(cfg, "mqtt://flag:1883").url == "mqtt://flag:1883"  # a flag wins over the environment
+    assert mqtt_settings(cfg.mqtt, "mqtt://flag:1883").url == "mqtt://flag:1883"  # a flag wins over the environment
 
 
 def test_the_signing_key_comes_from_the_environment_before_the_key_folder(tmp_path: Path,

@@ -13,15 +13,15 @@ from edgeops.cli.common import (
     TargetOption,
     broker_url,
     fail,
-    load_project_config,
     plural,
     print_json,
     print_table,
+    project_mqtt,
     user_errors,
 )
 
 if TYPE_CHECKING:
-    from edgeops.config import ProjectConfig
+    from edgeops.config import MqttConfig
     from edgeops.mqtt import ControlClient
     from edgeops.rollout.fleet import DeviceView
 
@@ -40,14 +40,15 @@ def broker_origin(flag: str | None) -> str:
     return "$EDGEOPS_MQTT_URL" if os.environ.get("EDGEOPS_MQTT_URL") else "mqtt.url of the config"
 
 
-def control_client(flag: str | None, cfg: "ProjectConfig", origin: str | None = None) -> "ControlClient":
-    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → config. ``origin`` says
-    where the URL came from when the caller passes one it did not get from the user (a rollout's record)."""
+def control_client(flag: str | None, section: "MqttConfig", origin: str | None = None) -> "ControlClient":
+    """A connected control client for the broker chosen by flag → $EDGEOPS_MQTT_URL → the ``mqtt`` section.
+    ``origin`` says where the URL came from when the caller passes one it did not get from the user (a
+    rollout's record)."""
     from edgeops.credentials import mqtt_settings
     from edgeops.errors import BrokerError
     from edgeops.mqtt import ControlClient
 
-    mqtt = mqtt_settings(cfg, broker_url(flag, cfg))  # credentials: environment, Secret block, config
+    mqtt = mqtt_settings(section, broker_url(flag, section))  # credentials: environment, Secret block, config
     client = ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file)
     try:
         return client.connect()
@@ -77,14 +78,14 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
     from edge_agent.protocol import Topics
     from edgeops.rollout.fleet import parse_selector, read_fleet
 
-    cfg = load_project_config(config)
+    section = project_mqtt(config)
     with user_errors():
         selector = parse_selector(target or [])
-        client = control_client(broker, cfg)
+        client = control_client(broker, section)
         deadline = time.monotonic() + wait
         try:
             while True:
-                snapshot = read_fleet(client, Topics(cfg.mqtt.prefix))
+                snapshot = read_fleet(client, Topics(section.prefix))
                 online = [d for d in snapshot.select(selector) if d.presence == "online"]
                 if online or time.monotonic() >= deadline:
                     break
@@ -94,14 +95,14 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
     devices = snapshot.select(selector)
     if wait and not online:
         fail(f"no device matching the target came online within {wait:g} s on {client.url} under prefix "
-             f"{cfg.mqtt.prefix!r}")
+             f"{section.prefix!r}")
     for problem in snapshot.problems:
         typer.echo(f"edgeops: warning: ignored a bad message: {problem}", err=True)
     if json_out:
         print_json([d.to_json() for d in devices])
         return
     if not devices:
-        where = f"on {client.url} under prefix {cfg.mqtt.prefix!r} (URL from {broker_origin(broker)})"
+        where = f"on {client.url} under prefix {section.prefix!r} (URL from {broker_origin(broker)})"
         typer.echo(f"no devices match the target {where}" if selector else f"no devices have reported {where}")
         return
     print_table(["DEVICE", "LABELS", "MODEL@VERSION", "STATE", "STATUS", "LAST SEEN", "LAST ERROR"],

@@ -1,21 +1,27 @@
 """``edgeops models``: what the registry holds, and promotion."""
 
-import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from edgeops.cli.common import ConfigOption, JsonOption, fail, load_project_config, print_json, print_table, user_errors
+from edgeops.cli.common import (
+    ConfigOption,
+    JsonOption,
+    fail,
+    has_config_file,
+    load_project_config,
+    print_json,
+    print_table,
+    user_errors,
+)
 from edgeops.release.registry import CHAMPION, DEFAULT_ROOT, Registry, ReleaseRecord, is_version_ref, parse_ref
 
 app = typer.Typer(no_args_is_help=True)  # its help: SUBCOMMANDS in cli/__init__.py
 
 
 def open_registry(config: ConfigOption) -> Registry:
-    """The project's registry. Without a config file it is the default folder, opened without building the
-    config (its dataclasses cost `models list` a noticeable share of its time; tests/unit/test_cli_fast.py)."""
-    if config is None and not os.environ.get("EDGEOPS_CONFIG") and not Path("edgeops.yaml").is_file():
+    """The project's registry: without a config file, the default folder (``has_config_file``)."""
+    if not has_config_file(config):
         return Registry(DEFAULT_ROOT)
     return Registry.from_config(load_project_config(config).registry)
 

@@ -45,7 +45,7 @@ def publish_record(record: "ReleaseRecord", cfg: "ProjectConfig", broker: str | 
     from edge_agent.protocol import Topics
     from edgeops.release.publish import publish_release
 
-    client = control_client(broker, cfg)
+    client = control_client(broker, cfg.mqtt)
     try:
         result = publish_release(client, Topics(cfg.mqtt.prefix), record.manifest, record.onnx_bytes(),
                                  status=record.status, public_key=project_public_key(cfg), force=force)
@@ -90,7 +90,7 @@ def unpublish(ref: Annotated[str, typer.Argument(help="churn@2 (an explicit vers
         if version_text is None or not is_version_ref(version_text):
             raise RegistryError(f"unpublish needs an explicit version like {model}@2, got {ref!r}")
         version = parse_version(version_text)
-        client = control_client(broker, cfg)
+        client = control_client(broker, cfg.mqtt)
         try:
             cleared = unpublish_release(client, Topics(cfg.mqtt.prefix), model, version)
         finally:

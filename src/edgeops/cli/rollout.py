@@ -188,7 +188,7 @@ def start(release: Annotated[str, typer.Argument(help="churn@4, churn@champion, 
             typer.echo(f"published {result.ref} on {url}", err=True)
         store = rollout_store(cfg)
         warn_interrupted(store)
-        client = control_client(url, cfg, origin=broker_origin(broker))
+        client = control_client(url, cfg.mqtt, origin=broker_origin(broker))
         try:
             rec = start_rollout(store, client, Topics(cfg.mqtt.prefix), model=record.model, version=record.version,
                                 selector=selector, policy=policy)
@@ -287,7 +287,7 @@ def abort(rollout_id: IdArgument, reason: Annotated[str, typer.Option(help="Reco
                 rec = store.get(rollout_id)
         else:
             url, prefix = _rollout_scope(rec, broker)
-            client = control_client(url, cfg, origin=f"rollout {rec.id}'s record")
+            client = control_client(url, cfg.mqtt, origin=f"rollout {rec.id}'s record")
             try:
                 rec = RolloutController(store, client, Topics(prefix), signer=desired_signer(cfg)).run(rollout_id)
             finally:

@@ -138,7 +138,7 @@ def rollout_flow(release: str | None = None, target: dict[str, str] | None = Non
             PGPASSWORD or ~/.pgpass (default: rollout.state_url, else rollouts.db beside the registry).
     """
     cfg = load_config(Path(config_path) if config_path else None)
-    mqtt = mqtt_settings(cfg, broker_url, prefix)
+    mqtt = mqtt_settings(cfg.mqtt, broker_url, prefix)
     store = RolloutStore(db_path) if db_path else open_rollout_store(cfg)
     signer = desired_signer(cfg)
     topics = Topics(mqtt.prefix)

@@ -127,7 +127,7 @@ def plan_retrain(model: str, data: str | Path | None = None, *, target: str | No
     champion = Registry.from_config(cfg.registry).champion(name)
     recipe = resolve_recipe(name, cfg, champion, data=None if data is None else str(data), target=target,
                             overrides=overrides)
-    mqtt = mqtt_settings(cfg, broker_url, prefix)
+    mqtt = mqtt_settings(cfg.mqtt, broker_url, prefix)
     rollout = RolloutTarget(broker_url=mqtt.url, prefix=mqtt.prefix, selector=dict(selector or {}),
                             policy=policy_from_json(policy), username=mqtt.username, password=mqtt.password,
                             ca_file=mqtt.ca_file)
