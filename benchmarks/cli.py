@@ -15,9 +15,10 @@ with stdout piped, as in a script, and bytecode caching on:
 
 and, for context (no target): ``models list`` in a project with an edgeops.yaml (PyYAML is imported then),
 importing paho-mqtt beside Typer, plainly and as edgeops imports it (edge_agent/paho_import.py: what any MQTT
-command pays before it connects), and ``edgeops --help`` on a terminal (a pty: Typer's rich help). Each
-command's exit code and output are checked once before timing. The ``edgeops up`` rows of issue 17 live with
-that command's benchmark.
+command pays before it connects), the least a ``fleet ls --json`` can do with Typer and paho
+(benchmarks/fleet_floor.py: no edgeops code), and ``edgeops --help`` on a terminal (a pty: Typer's rich
+help). Each command's exit code and output are checked once before timing. The ``edgeops up`` rows of issue 17
+live with that command's benchmark.
 """
 
 import argparse
@@ -162,6 +163,9 @@ def main() -> None:
              [py, "-c", "import typer, rich, paho.mqtt.client"], None, work, 0, ""),
             ("the same, paho as edgeops imports it (edge_agent.paho_import)", typer_rich,
              [py, "-c", "import typer, rich, edge_agent.paho_import"], None, work, 0, ""),
+            ("floor of fleet ls --json: Typer, paho, connect, read, print (benchmarks/fleet_floor.py)", typer_rich,
+             [py, str(ROOT / "benchmarks" / "fleet_floor.py"), env["EDGEOPS_MQTT_URL"], DEFAULT_PREFIX], None, work,
+             0, f'"device": "d{args.devices - 1:03d}"'),
         ]
         print(f"{len(cases) + 1} measures, {args.rounds} rounds of {args.calls} processes per side; "
               f"{edgeops[-1]} in {work}", flush=True)
