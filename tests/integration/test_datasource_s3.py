@@ -85,3 +85,38 @@ def test_the_pipeline_flow_trains_on_the_newest_s3_extract(s3_server: SeaweedFS,
     record = Registry(s3_root).get("churn", result.record.version)
     assert record.report["recipe"]["source"] == {"data": glob}
     assert record.manifest.lineage.data_sha256 == hashlib.sha256(data).hexdigest()  # the newest object, as is
+
+
+def test_pipeline_run_takes_an_s3_glob_on_the_command_line(s3_server: SeaweedFS, s3_root: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          prefect_harness: None) -> None:
+    """`edgeops pipeline run --data s3://…`: the newest object is downloaded once, checked before Prefect, trained
+    on, and the glob is the release's source; a wrong target is reported from the downloaded file."""
+    from typer.testing import CliRunner
+
+    from edgeops.cli import build_app
+
+    base = f"{uuid.uuid4().hex[:12]}/exports"
+    client = s3_server.client()
+    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-1.csv", Body=b"not,a\nchurn,table\n")
+    time.sleep(1.1)
+    data = make_sample("binary", 300, seed=2).to_csv(index=False).encode()
+    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-2.csv", Body=data)
+    generate_keys(tmp_path / "keys")
+    (tmp_path / "edgeops.yaml").write_text(f"registry:\n  root: {s3_root}\n  keys_dir: {tmp_path / 'keys'}\n")
+    monkeypatch.chdir(tmp_path)
+    glob = f"s3://{s3_server.bucket}/{base}/churn-*.csv"
+    runner, app = CliRunner(), build_app()
+
+    wrong = runner.invoke(app, ["pipeline", "run", "--data", glob, "--target", "churn", "--model", "churn"])
+    assert wrong.exit_code == 1
+    assert wrong.stderr.splitlines() == [f"data: churn-2.csv, the newest of {glob}", (
+        "edgeops: target column 'churn' is not in the data (columns: 'tenure months', 'monthly charges', "
+        "'support calls', 'contract type', 'payment method', 'region', 'churned')")]
+
+    result = runner.invoke(app, ["pipeline", "run", "--data", glob, "--target", "churned", "--model", "churn",
+                                 "--json"])
+    assert result.exit_code == 0, result.stderr
+    record = Registry(s3_root).get("churn", 1)
+    assert record.report["recipe"]["source"] == {"data": glob}
+    assert record.manifest.lineage.data_sha256 == hashlib.sha256(data).hexdigest()

@@ -95,3 +95,21 @@ def test_pipeline_input_mistakes_fail_before_prefect(project: Path, data: str, t
     assert run.heavy(allowed=("pandas", "numpy")) == [], run.heavy()
     assert "Prefect" not in run.stderr
     assert not (project / ".edgeops" / "registry" / "churn" / "3").exists()
+
+
+def test_pipeline_data_may_be_a_glob_or_a_folder_checked_on_its_newest_file(project: Path) -> None:
+    (project / "data").mkdir()
+    write_csv(project / "data" / "churn-1.csv", "a,churned\n1,0\n")
+    write_sample(project / "data" / "churn-2.csv", "binary", rows=50)
+    os.utime(project / "data" / "churn-1.csv", (1, 1))  # the older one, whatever the file system's clock says
+    for spec in ("data/churn-*.csv", "data"):
+        run = run_edgeops(["pipeline", "run", "--data", spec, "--target", "churn", "--model", "churn"], project)
+        assert run.code == 1
+        assert run.stderr.splitlines() == [
+            f"data: churn-2.csv, the newest of {spec}",
+            "edgeops: target column 'churn' is not in the data (columns: 'tenure months', 'monthly charges', "
+            "'support calls', 'contract type', 'payment method', 'region', 'churned')"], run.stderr
+        assert run.heavy(allowed=("pandas", "numpy")) == [], run.heavy()
+    run = run_edgeops(["pipeline", "run", "--data", "data/wine-*.csv", "--target", "churned", "--model", "churn"],
+                      project)
+    assert run.code == 1 and run.stderr.strip() == "edgeops: no .csv or .parquet file in the glob 'data/wine-*.csv'"

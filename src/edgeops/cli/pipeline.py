@@ -3,9 +3,15 @@
 Cheap mistakes (config, missing signing key, a data file that is missing, empty, unreadable or without the
 target column) are caught before Prefect is imported: without ``PREFECT_API_URL`` Prefect starts a temporary
 server per process, which costs seconds. Only pandas is imported for that (tests/unit/test_cli_fast.py).
+
+``--data`` takes what the flow's ``data`` takes (a file, a folder or glob, an ``s3://`` object, prefix or glob):
+it is resolved to one local file once, here, so the checks read what the flow trains on and an S3 object is
+downloaded once; a folder, glob or S3 spec is recorded as the release's source, which its retrains read again.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +23,7 @@ from edgeops.cli.common import (
     JsonOption,
     activity,
     fail,
+    load_project_config,
     print_json,
     print_table,
     user_errors,
@@ -41,8 +48,25 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
+@contextmanager
+def training_file(spec: str, config: Path | None, overrides: dict[str, Any]) -> Iterator[Path]:
+    """``--data`` as one local file for the run: a file as it is (a missing one is ``check_data``'s to report),
+    the newest file of a folder or glob, or the newest object of an ``s3://`` prefix or glob, downloaded into a
+    temporary folder removed when the run is over (with the registry's S3 settings, as the flow would)."""
+    from edgeops.config import ModelSource
+    from edgeops.train.datasource import is_glob, materialized
+
+    remote = spec.startswith("s3://")
+    if not remote and not is_glob(spec) and not Path(spec).is_dir():
+        yield Path(spec)
+        return
+    s3 = load_project_config(config, overrides).registry.s3 if remote else None
+    with materialized(ModelSource(data=spec), s3=s3) as path:
+        yield path
+
+
 def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[str, Any],
-             verbose: bool = False) -> "PipelineResult":
+             verbose: bool = False, source: str | None = None) -> "PipelineResult":
     """Check what is cheap to check, then run the flow (Prefect imported only now, quietly unless verbose)."""
     from edgeops.train.pipeline_request import check_data, load_signing_key
 
@@ -69,7 +93,8 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
 
     with activity(f"validating, training, exporting and registering {request.model} on {request.data.name}"):
         return pipeline_flow(data=str(request.data), model=request.model, target=request.target,
-                             config_path=None if config is None else str(config), overrides=overrides)
+                             config_path=None if config is None else str(config), overrides=overrides,
+                             source=None if source is None else {"data": source})
 
 
 def check_prefect_api(url: str) -> None:
@@ -104,7 +129,9 @@ def report(result: "PipelineResult", json_out: bool) -> None:
 
 
 @app.command("run")
-def run(data: Annotated[Path, typer.Option("--data", help="Training data (.csv or .parquet).")],
+def run(data: Annotated[str, typer.Option(
+            "--data", metavar="DATA", help="Training data: a .csv or .parquet file; a folder or glob (its newest such "
+                                           "file); or an s3:// object, prefix or glob (its newest object).")],
         target: Annotated[str | None, typer.Option("--target", help="Target column (data.target).")] = None,
         model: Annotated[str | None, typer.Option("--model", help="Registry name of the model (name).")] = None,
         config: ConfigOption = None,
@@ -122,7 +149,10 @@ def run(data: Annotated[Path, typer.Option("--data", help="Training data (.csv o
             overrides[key] = value
     from edgeops.train.pipeline_request import make_request
 
-    with user_errors():
-        request = make_request(data, model, target, config, overrides)
-        result = run_flow(request, config, overrides, verbose)
+    with user_errors(), training_file(data, config, overrides) as path:
+        source = None if path == Path(data) else data
+        if source is not None:
+            typer.echo(f"data: {path.name}, the newest of {data}", err=True)
+        request = make_request(path, model, target, config, overrides)
+        result = run_flow(request, config, overrides, verbose, source=source)
     report(result, json_out)
