@@ -62,6 +62,20 @@ def test_s3_failures_are_data_errors_naming_the_url(s3_server: SeaweedFS, s3_roo
         split_s3_spec("s3:///x.csv")
 
 
+def exports_and_project(s3_server: SeaweedFS, s3_root: str, tmp_path: Path) -> tuple[str, bytes]:
+    """Two churn extracts under a fresh S3 prefix (the older one not a churn table at all) and a project in
+    ``tmp_path`` whose registry is ``s3_root``: the glob of the extracts, and the newest one's bytes."""
+    base = f"{uuid.uuid4().hex[:12]}/exports"
+    client = s3_server.client()
+    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-1.csv", Body=b"not,a\nchurn,table\n")
+    time.sleep(1.1)
+    data = make_sample("binary", 300, seed=2).to_csv(index=False).encode()
+    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-2.csv", Body=data)
+    generate_keys(tmp_path / "keys")
+    (tmp_path / "edgeops.yaml").write_text(f"registry:\n  root: {s3_root}\n  keys_dir: {tmp_path / 'keys'}\n")
+    return f"s3://{s3_server.bucket}/{base}/churn-*.csv", data
+
+
 def test_the_pipeline_flow_trains_on_the_newest_s3_extract(s3_server: SeaweedFS, s3_root: str, tmp_path: Path,
                                                            prefect_harness: None) -> None:
     """A worker with no disk in common with the export job: the pipeline's data is an S3 glob, and the release
@@ -71,15 +85,7 @@ def test_the_pipeline_flow_trains_on_the_newest_s3_extract(s3_server: SeaweedFS,
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # flows/
     from edgeops.flows.pipeline import pipeline_flow
 
-    base = f"{uuid.uuid4().hex[:12]}/exports"
-    client = s3_server.client()
-    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-1.csv", Body=b"not,a\nchurn,table\n")
-    time.sleep(1.1)
-    data = make_sample("binary", 300, seed=2).to_csv(index=False).encode()
-    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-2.csv", Body=data)
-    generate_keys(tmp_path / "keys")
-    (tmp_path / "edgeops.yaml").write_text(f"registry:\n  root: {s3_root}\n  keys_dir: {tmp_path / 'keys'}\n")
-    glob = f"s3://{s3_server.bucket}/{base}/churn-*.csv"
+    glob, data = exports_and_project(s3_server, s3_root, tmp_path)
 
     result = pipeline_flow(data=glob, model="churn", target="churned", config_path=str(tmp_path / "edgeops.yaml"))
     record = Registry(s3_root).get("churn", result.record.version)
@@ -96,16 +102,8 @@ def test_pipeline_run_takes_an_s3_glob_on_the_command_line(s3_server: SeaweedFS,
 
     from edgeops.cli import build_app
 
-    base = f"{uuid.uuid4().hex[:12]}/exports"
-    client = s3_server.client()
-    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-1.csv", Body=b"not,a\nchurn,table\n")
-    time.sleep(1.1)
-    data = make_sample("binary", 300, seed=2).to_csv(index=False).encode()
-    client.put_object(Bucket=s3_server.bucket, Key=f"{base}/churn-2.csv", Body=data)
-    generate_keys(tmp_path / "keys")
-    (tmp_path / "edgeops.yaml").write_text(f"registry:\n  root: {s3_root}\n  keys_dir: {tmp_path / 'keys'}\n")
+    glob, data = exports_and_project(s3_server, s3_root, tmp_path)
     monkeypatch.chdir(tmp_path)
-    glob = f"s3://{s3_server.bucket}/{base}/churn-*.csv"
     runner, app = CliRunner(), build_app()
 
     wrong = runner.invoke(app, ["pipeline", "run", "--data", glob, "--target", "churn", "--model", "churn"])
