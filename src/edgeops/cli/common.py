@@ -92,10 +92,6 @@ def project_mqtt(config: Path | None) -> "MqttConfig":
     return MqttConfig()
 
 
-def broker_url(flag: str | None, mqtt: "MqttConfig") -> str:
-    """The broker to use: the command-line flag, else $EDGEOPS_MQTT_URL, else the config's mqtt.url."""
-    return flag or os.environ.get("EDGEOPS_MQTT_URL") or mqtt.url
-
 
 def print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -11,7 +11,6 @@ from edgeops.cli.common import (
     ConfigOption,
     JsonOption,
     TargetOption,
-    broker_url,
     fail,
     plural,
     print_json,
@@ -34,7 +33,7 @@ def fleet() -> None:
 
 
 def broker_origin(flag: str | None) -> str:
-    """Where ``broker_url`` found the URL, for error messages: the user asked for one they may not have chosen."""
+    """Where ``mqtt_settings`` found the URL, for error messages: the user asked for one they may not have chosen."""
     if flag:
         return "--broker"
     return "$EDGEOPS_MQTT_URL" if os.environ.get("EDGEOPS_MQTT_URL") else "mqtt.url of the config"
@@ -48,7 +47,7 @@ def control_client(flag: str | None, section: "MqttConfig", origin: str | None =
     from edgeops.errors import BrokerError
     from edgeops.mqtt import ControlClient
 
-    mqtt = mqtt_settings(section, broker_url(flag, section))  # credentials: environment, Secret block, config
+    mqtt = mqtt_settings(section, flag)  # URL: flag → environment → config; credentials likewise
     client = ControlClient(mqtt.url, username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file)
     try:
         return client.connect()

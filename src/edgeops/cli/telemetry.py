@@ -16,7 +16,6 @@ from edgeops.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
-    broker_url,
     load_project_config,
     plural,
     print_json,
@@ -59,7 +58,7 @@ def serve(
     db = db or cfg.telemetry.url  # the store the monitor reads: one setting for both
     emit_events = bool(os.environ.get("PREFECT_API_URL")) if events is None else events
     with user_errors():
-        mqtt = mqtt_settings(cfg.mqtt, broker_url(broker, cfg.mqtt), prefix)
+        mqtt = mqtt_settings(cfg.mqtt, broker, prefix)
     ingest_cfg = IngestConfig(broker_url=mqtt.url, db_url=db, prefix=mqtt.prefix,
                               group=group, instance=instance, batch_size=batch_size, flush_ms=flush_ms,
                               username=mqtt.username, password=mqtt.password, ca_file=mqtt.ca_file)
