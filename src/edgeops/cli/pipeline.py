@@ -12,6 +12,7 @@ downloaded once; a folder, glob or S3 spec is recorded as the release's source, 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,7 +24,6 @@ from edgeops.cli.common import (
     JsonOption,
     activity,
     fail,
-    load_project_config,
     print_json,
     print_table,
     user_errors,
@@ -31,6 +31,7 @@ from edgeops.cli.common import (
 from edgeops.errors import EdgeopsError
 
 if TYPE_CHECKING:  # edgeops.train.pipeline imports scikit-learn and skl2onnx: only when a command needs them
+    from edgeops.config import S3Config
     from edgeops.train.pipeline import PipelineResult
     from edgeops.train.pipeline_request import PipelineRequest
 
@@ -49,10 +50,10 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 
 @contextmanager
-def training_file(spec: str, config: Path | None, overrides: dict[str, Any]) -> Iterator[Path]:
+def training_file(spec: str, s3: "S3Config") -> Iterator[Path]:
     """``--data`` as one local file for the run: a file as it is (a missing one is ``check_data``'s to report),
     the newest file of a folder or glob, or the newest object of an ``s3://`` prefix or glob, downloaded into a
-    temporary folder removed when the run is over (with the registry's S3 settings, as the flow would)."""
+    temporary folder removed when the run is over (with ``s3``, the registry's settings, as the flow would)."""
     from edgeops.config import ModelSource
     from edgeops.train.datasource import is_glob, materialized
 
@@ -60,8 +61,7 @@ def training_file(spec: str, config: Path | None, overrides: dict[str, Any]) -> 
     if not remote and not is_glob(spec) and not Path(spec).is_dir():
         yield Path(spec)
         return
-    s3 = load_project_config(config, overrides).registry.s3 if remote else None
-    with materialized(ModelSource(data=spec), s3=s3) as path:
+    with materialized(ModelSource(data=spec), s3=s3 if remote else None) as path:
         yield path
 
 
@@ -149,10 +149,11 @@ def run(data: Annotated[str, typer.Option(
             overrides[key] = value
     from edgeops.train.pipeline_request import make_request
 
-    with user_errors(), training_file(data, config, overrides) as path:
-        source = None if path == Path(data) else data
-        if source is not None:
-            typer.echo(f"data: {path.name}, the newest of {data}", err=True)
-        request = make_request(path, model, target, config, overrides)
-        result = run_flow(request, config, overrides, verbose, source=source)
+    with user_errors():
+        request = make_request(Path(data), model, target, config, overrides)  # its data replaced just below
+        with training_file(data, request.config.registry.s3) as path:
+            source = None if path == Path(data) else data
+            if source is not None:
+                typer.echo(f"data: {path.name}, the newest of {data}", err=True)
+            result = run_flow(replace(request, data=path), config, overrides, verbose, source=source)
     report(result, json_out)
