@@ -2,29 +2,15 @@
 (onnxruntime, its data directory, its outbox) per path, tricky inputs (tests/unit/test_telemetry_equivalence.py
 tests the recorder alone, ids included)."""
 
-import math
-import random
-from typing import Any
-
 import pytest
 from releases import agent_config, build_release, new_key, preinstall
 from services import free_port
+from tricky_rows import tricky_rows
 
 from edge_agent.agent import Agent
 from edge_agent.protocol import TelemetryWindow
 
 pytestmark = pytest.mark.integration
-
-
-def tricky_rows(manifest: Any, n: int, seed: int) -> list[dict[str, Any]]:
-    """Rows the model accepts, with every kind of value telemetry tells apart (missing, NaN, both edges, beyond
-    them, large ints, unseen and missing categories)."""
-    rng = random.Random(seed)
-    edges = manifest.reference["age in years"].bins.edges
-    return [{"age in years": rng.choice([None, math.nan, edges[0], edges[-1], edges[0] - 1, edges[-1] + 1e6, 40,
-                                         rng.uniform(edges[0], edges[-1]), 10**30, -(10**30)]),
-             "income": rng.choice([7, rng.uniform(0, 9), -1e9, 1e9]),
-             "plan": rng.choice([None, "pro", "basic", "max", "gold", "", "ünïcode"])} for _ in range(n)]
 
 
 @pytest.fixture(scope="module")

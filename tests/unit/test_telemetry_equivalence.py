@@ -3,12 +3,12 @@ classifier (ModelRunner) answers, the recorder counts; tricky values included (m
 unseen categories, integers of any size, values that are no number at all)."""
 
 import math
-import random
 from typing import Any
 
 import numpy as np
 import pytest
 from releases import build_release, new_key
+from tricky_rows import tricky_rows
 
 from edge_agent.feedback import FeedbackMemory
 from edge_agent.inference import ModelRunner
@@ -36,22 +36,6 @@ def key():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def release(key):  # type: ignore[no-untyped-def]
     return build_release("churn", 2, key, calibrated=True)
-
-
-def tricky_rows(manifest: Any, n: int, seed: int) -> list[dict[str, Any]]:
-    """Rows the model accepts, with every kind of value telemetry tells apart: each bin, both edges, below and
-    above the edges, missing (null and NaN), ints and floats, unseen and missing categories."""
-    rng = random.Random(seed)
-    edges = manifest.reference["age in years"].bins.edges
-    income = manifest.reference["income"].bins.edges
-
-    def age() -> Any:
-        return rng.choice([None, math.nan, edges[0], edges[-1], edges[0] - 1, edges[-1] + 1e6, 40, -3,
-                           rng.uniform(edges[0], edges[-1]), 10**30, -(10**30), 3.0e38])
-
-    return [{"age in years": age(), "income": rng.choice([income[0], income[-1] * 10, 7, rng.uniform(0, 9), -1e9]),
-             "plan": rng.choice([None, "pro", "basic", "max", "gold", "", "ünïcode"]), "extra": rng.random()}
-            for _ in range(n)]
 
 
 def windows(release: Any, rows: list[dict[str, Any]], sizes: list[int]) -> tuple[TelemetryWindow, TelemetryWindow,
