@@ -13,27 +13,21 @@ each device on its own CPU. It obeys any well-formed desired state, signed or no
 the agent's replay and expiry checks (edge_agent/desired.py) are tested against real agents, and a simulated
 fleet measures the control plane and the broker.
 
-Why all clients on one thread: a thousand paho network threads would measure the Python scheduler, not the
-broker. The loop drives every client through one selector (paho's external-loop API); all device logic
-runs on that thread, and the test thread talks to it through ``call`` (a queue), never directly.
+All clients run on one thread (tests/one_thread_clients.py, the transport half: a thousand paho network
+threads would measure the Python scheduler, not the broker); all device logic runs on that thread, and the
+test thread talks to it through ``call`` (a queue), never directly.
 """
 
-import contextlib
-import heapq
-import itertools
 import logging
-import queue
-import selectors
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from one_thread_clients import OneThreadClients
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge_agent.errors import VerificationError
@@ -65,16 +59,6 @@ def _trust_error(manifest: ReleaseManifest, keyring: KeyRing, payload: bytes) ->
     except ProtocolError as exc:
         return f"manifest cannot be verified: {exc}"
     return None
-
-
-def _cork(sock: socket.socket, on: bool) -> socket.socket:
-    """TCP_CORK while a device handles what it read: its PUBACKs and replies leave as one segment when it is
-    done, not one segment per packet. A thousand devices share this one thread, and every segment on loopback
-    costs the sender the receiver's TCP work too, which a real device would spend on its own CPU (Linux only;
-    elsewhere a no-op)."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
-    return sock
 
 
 @dataclass
@@ -114,27 +98,19 @@ class SimDevice:
         return self._key_ids[1]
 
 
-class SimFleet:
+class SimFleet(OneThreadClients):
     """Hosts many ``SimDevice`` on one thread. Use as a context manager; ``call`` runs a function on it.
     ``report_steps_after_s`` is the agent setting of that name (the agent's default)."""
 
     def __init__(self, url: str, topics: Topics, devices: Iterable[SimDevice], *, keepalive: int = 60,
                  report_steps_after_s: float = 1.0) -> None:
+        super().__init__("sim-fleet")
         self.address = broker_address(url)
         self.topics = topics
         self.devices = {d.device: d for d in devices}
         for dev in self.devices.values():
             dev._steps = StepReports(report_steps_after_s)
         self.keepalive = keepalive
-        self._clients: dict[str, mqtt.Client] = {}
-        self._socks: dict[str, socket.socket] = {}
-        self._sel = selectors.DefaultSelector()
-        self._calls: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._timers: list[tuple[float, int, str, Callable[[], None]]] = []  # (due, tie-break, device, action)
-        self._writing: set[str] = set()
-        self._seq = itertools.count()
-        self._run = True
-        self._thread = threading.Thread(target=self._loop, name="sim-fleet", daemon=True)
         self._tag = uuid.uuid4().hex[:8]
         self._keyrings: dict[tuple[str, ...], KeyRing] = {}  # configuration: an agent loads its keys once
         self._parsed: dict[bytes, ReleaseManifest] = {}  # for the fetch-only baseline, which verifies nothing
@@ -148,7 +124,7 @@ class SimFleet:
 
     # lifecycle (test thread) ----------------------------------------------------------------------------
     def __enter__(self) -> "SimFleet":
-        self._thread.start()
+        self._start()
         self.call(lambda: list(map(self._connect, self.devices.values())))
         self.wait_until(lambda: all(d.announced for d in self.devices.values()), 60.0,
                         "all simulated devices online and reported")
@@ -156,28 +132,7 @@ class SimFleet:
 
     def __exit__(self, *_exc: object) -> None:
         self.call(self._disconnect_all)
-        self._run = False
-        self._thread.join(10)
-
-    def call(self, fn: Callable[[], Any], wait: bool = True) -> None:
-        """Run ``fn`` on the fleet thread (and wait for it by default)."""
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                fn()
-            finally:
-                done.set()
-        self._calls.put(run)
-        if wait and not done.wait(60):
-            raise TimeoutError("the simulated fleet thread did not answer within 60s")
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.02)
+        self._stop()
 
     def go_offline(self, device: str) -> None:
         """Drop the device's connection without a DISCONNECT, so the broker publishes its Last Will; it stays
@@ -198,56 +153,6 @@ class SimFleet:
                 dev._target = Desired(device=dev.device, model=model, version=version, rollout_id="#fetch-only")
                 self._clients[dev.device].subscribe(self.topics.release_filter(model, version), qos=1)
         self.call(start)
-
-    # the loop (fleet thread) ---------------------------------------------------------------------------
-    def _loop(self) -> None:
-        last_misc = time.monotonic()  # not 0: a first pass at once would connect every device before __enter__ does
-        while self._run:
-            touched: set[str] = set()  # clients that may have something to write: only those are looked at
-            while True:
-                try:
-                    self._calls.get_nowait()()
-                except queue.Empty:
-                    break
-                touched.update(self._clients)
-            now = time.monotonic()
-            while self._timers and self._timers[0][0] <= now:
-                _due, _seq, device, action = heapq.heappop(self._timers)
-                action()
-                touched.add(device)  # only that device's client can have something new to write
-            wait = min(0.01, max(0.0, self._timers[0][0] - now)) if self._timers else 0.01
-            corked = []
-            for key, _events in self._sel.select(timeout=wait) if self._socks else ():
-                touched.add(key.data)
-                corked.append(_cork(self._socks[key.data], True))
-                try:
-                    self._clients[key.data].loop_read(100)
-                except Exception:  # a bug in one device's handler must not stop the whole fleet
-                    log.exception("simulated %s: error while handling a message", key.data)
-            for name in touched | self._writing:
-                self._flush(name)
-            for sock in corked:
-                _cork(sock, False)
-            if not self._socks:
-                time.sleep(0.01)
-            if now - last_misc > 1.0:
-                last_misc = now
-                for name, client in self._clients.items():
-                    client.loop_misc()
-                    self._flush(name)
-                self._reconnect_lost()
-
-    def _flush(self, name: str) -> None:
-        """Write what the client queued; notice a connection it lost (its socket changed)."""
-        client = self._clients[name]
-        if client.want_write():
-            client.loop_write()
-        if client.want_write():
-            self._writing.add(name)
-        else:
-            self._writing.discard(name)
-        if self._socks.get(name) is not None and client.socket() is not self._socks[name]:
-            self._forget(name)
 
     def _keyring(self, dev: SimDevice) -> KeyRing:
         ids = dev.key_ids()
@@ -271,15 +176,6 @@ class SimFleet:
                 self.verify_cpu_s += time.thread_time() - started
         return dev._checked
 
-    def _later(self, delay: float, device: str, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), device, fn))
-
-    def _forget(self, name: str) -> None:
-        sock = self._socks.pop(name, None)
-        if sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(sock)
-
     def _connect(self, dev: SimDevice) -> None:
         self._forget(dev.device)
         client = self._clients.get(dev.device)
@@ -292,11 +188,7 @@ class SimFleet:
             client.on_disconnect = self._on_disconnect
             self._clients[dev.device] = client
         connect(client, options)
-        sock = client.socket()
-        assert isinstance(sock, socket.socket)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socks[dev.device] = sock
-        self._sel.register(sock, selectors.EVENT_READ, dev.device)
+        self._attach(dev.device, client)
 
     def _options(self, dev: SimDevice) -> ClientOptions:
         """Like an agent's link: a retained ``offline`` status as the Will; MQTT 3.1.1, clean session."""
@@ -313,11 +205,6 @@ class SimFleet:
                     self._connect(dev)
                 except OSError:
                     return  # the broker is still away; try again at the next round
-
-    def _drop(self, device: str) -> None:
-        sock = self._socks.get(device)
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
 
     def _disconnect_all(self) -> None:
         for dev in self.devices.values():
