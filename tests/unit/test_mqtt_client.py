@@ -57,7 +57,10 @@ def test_the_link_is_a_persistent_mqtt5_session_with_its_offline_status_as_will(
     assert options.broker == BrokerAddress("broker.example", 8884, tls=True)
     assert (options.username, options.password) == ("press-17", "pw")
     assert options.tls == TLSParameters(tmp_path / "ca.pem", insecure=True)
-    assert options.will == Will("plant/devices/press-17/status", Status("press-17", "offline").to_bytes())
+    will = options.will
+    assert will is not None and (will.topic, will.qos, will.retain) == ("plant/devices/press-17/status", 1, True)
+    status = Status.parse(will.payload)   # its ts is the construction's millisecond, so compare the rest
+    assert (status.device, status.status) == ("press-17", "offline")
     assert options.protocol == MQTTProtocolVersion.MQTTv5 and options.session is not None
     assert options.reconnect == Reconnect(0.5, 8.0) and options.keepalive_s == 20
     with pytest.raises(LinkError, match="ca_file"):   # the link's error is the construction's
