@@ -94,6 +94,9 @@ def _plain_help_when_piped() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from edgeops.cli.heap import console_process, long_lived_imports
+
+    console_process()  # first: its atexit handler must run last
     if _missing_control_extra():
         print(CONTROL_EXTRA_MESSAGE, file=sys.stderr)
         raise SystemExit(EXIT_MISSING_EXTRA)
@@ -103,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         from edgeops.stack.state import adopt_stack
 
         adopt_stack(sys.argv[1:] if argv is None else argv)  # the running stack, unless the user's env says else
-    _plain_help_when_piped()
+    with long_lived_imports():  # Typer, and the app's group
+        _plain_help_when_piped()
+        app = build_app()
     try:
-        build_app()(args=argv, prog_name="edgeops")  # a command's module is imported in here
+        app(args=argv, prog_name="edgeops")  # a command's module is imported in here
     except ImportError as exc:
         if not _missing_control_extra(exc):
             raise

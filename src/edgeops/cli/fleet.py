@@ -18,6 +18,7 @@ from edgeops.cli.common import (
     project_mqtt,
     user_errors,
 )
+from edgeops.cli.heap import long_lived_imports
 
 if TYPE_CHECKING:
     from edgeops.config import MqttConfig
@@ -74,8 +75,9 @@ def list_devices(target: TargetOption = None, broker: BrokerOption = None, confi
     """List devices: labels, model@version, lifecycle state, online/offline, last seen, last error."""
     import time
 
-    from edge_agent.protocol import Topics
-    from edgeops.rollout.fleet import parse_selector, read_fleet
+    with long_lived_imports():  # paho-mqtt and the wire protocol
+        from edge_agent.protocol import Topics
+        from edgeops.rollout.fleet import parse_selector, read_fleet
 
     section = project_mqtt(config)
     with user_errors():

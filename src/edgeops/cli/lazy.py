@@ -13,12 +13,15 @@ import typer
 from typer import _click
 from typer.core import TyperCommand, TyperGroup
 
+from edgeops.cli.heap import long_lived_imports
+
 
 def load_command(name: str, target: str, summary: str | None) -> _click.Command:
     """The Click command for ``module`` (its ``app``, a Typer group whose help is ``summary``) or
     ``module:function`` (one command: its docstring is the help, ``summary`` the line in a listing)."""
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
+    with long_lived_imports():
+        module = importlib.import_module(module_name)
     if attr:
         single = typer.Typer(add_completion=False)
         single.command(name, short_help=summary)(getattr(module, attr))

@@ -81,9 +81,13 @@ def run_flow(request: "PipelineRequest", config: Path | None, overrides: dict[st
     # The temporary server migrates a fresh database on first use; Prefect's default wait is too short for
     # that on a busy laptop.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    from prefect.settings import PREFECT_API_URL
+    from edgeops.cli.heap import long_lived_imports
 
-    from edgeops.flows.pipeline import pipeline_flow
+    with long_lived_imports():  # Prefect and the flow's libraries: kept until the process ends
+        from prefect.client.orchestration import get_client  # noqa: F401  (the run needs it; loaded with the rest)
+        from prefect.settings import PREFECT_API_URL
+
+        from edgeops.flows.pipeline import pipeline_flow
 
     if not PREFECT_API_URL.value():
         typer.echo("starting a temporary Prefect server for this run (`edgeops up` or PREFECT_API_URL avoid it)",
