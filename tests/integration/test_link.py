@@ -3,6 +3,9 @@
 import logging
 import os
 import queue
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +261,30 @@ def test_tls_with_our_ca_file(tmp_path: Path, cert_host: str, insecure: bool, co
                 assert not link.connected
         finally:
             link.stop()
+
+
+def test_a_control_client_whose_paho_loaded_without_ssl_verifies_and_talks_over_tls(tmp_path: Path) -> None:
+    """paho loads with a stand-in for ``ssl`` (edge_agent/paho_import.py). In a fresh interpreter, where nothing
+    loaded ssl first, the first TLS setup must load the real module, verify the broker against our CA and carry
+    messages; a broker whose certificate another CA signed must still be refused."""
+    ca, cert, key = make_tls_files(tmp_path, "127.0.0.1")
+    (tmp_path / "other").mkdir()
+    other_ca = make_tls_files(tmp_path / "other", "127.0.0.1")[0]  # a CA that did not sign the broker's cert
+    extra = f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n" + ("user root\n" if os.geteuid() == 0 else "")
+    with running_mosquitto(tmp_path / "tls", extra) as broker:
+        probe = textwrap.dedent(f"""
+            import sys
+            from edgeops.errors import BrokerError
+            from edgeops.mqtt import ControlClient
+            print("ssl before:", "ssl" in sys.modules)
+            with ControlClient("mqtts://127.0.0.1:{broker.port}", ca_file={str(ca)!r}) as client:
+                client.publish_many([("t/tls", b"over tls", True)])
+                print("retained:", client.collect_retained("t/#")["t/tls"].decode())
+            try:
+                ControlClient("mqtts://127.0.0.1:{broker.port}", ca_file={str(other_ca)!r}).connect()
+            except BrokerError as exc:
+                print("other CA refused:", "CERTIFICATE_VERIFY_FAILED" in str(exc))
+        """)
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["ssl before: False", "retained: over tls", "other CA refused: True"]

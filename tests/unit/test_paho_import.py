@@ -1,4 +1,4 @@
-"""paho-mqtt's client loads without the standard library's HTTP stack, and urllib.request still works after."""
+"""paho-mqtt's client loads without the standard library's HTTP stack, TLS and hashes, and each still works after."""
 
 import ast
 import os
@@ -28,6 +28,29 @@ def test_the_mqtt_modules_load_no_http_stack(modules: str) -> None:
     probe = (f"import sys, {modules}, paho.mqtt.client\n"
              "print(*(m in sys.modules for m in ('urllib.request', 'http.client', 'email.parser')))")
     assert fresh(probe) == ["False", "False", "False"]
+
+
+@pytest.mark.parametrize("modules", ["edgeops.mqtt", "edgeops.rollout.fleet"])
+def test_the_control_plane_mqtt_modules_load_no_openssl(modules: str) -> None:
+    probe = (f"import sys, {modules}, paho.mqtt.client\n"
+             "print(*(m in sys.modules for m in ('ssl', '_ssl', 'hashlib', '_hashlib')))")
+    assert fresh(probe) == ["False", "False", "False", "False"]
+
+
+def test_paho_reaches_the_real_ssl_and_hashlib_through_its_stand_ins() -> None:
+    probe = ("import sys, types, edge_agent.mqtt_client as m\n"
+             "print('ssl' in sys.modules, 'hashlib' in sys.modules)\n"
+             "print(m.mqtt.ssl.SSLContext.__module__, m.mqtt.ssl.SSLWantReadError.__name__)\n"  # TLS setup, except
+             "print(m.mqtt.hashlib.sha1(b'x').hexdigest()[:8])\n"  # the websocket handshake
+             "import ssl, hashlib\n"
+             "print(type(ssl) is types.ModuleType, type(hashlib) is types.ModuleType, ssl is sys.modules['ssl'])\n")
+    assert fresh(probe) == ["False", "False", "ssl", "SSLWantReadError", "11f6ad8e", "True", "True", "True"]
+
+
+def test_a_module_loaded_before_paho_is_the_one_paho_gets() -> None:
+    probe = ("import ssl, hashlib, urllib.request, edge_agent.mqtt_client as m\n"
+             "print(m.mqtt.ssl is ssl, m.mqtt.hashlib is hashlib, m.mqtt.urllib.request is urllib.request)\n")
+    assert fresh(probe) == ["True", "True", "True"]
 
 
 def test_paho_still_reads_proxy_settings_through_the_real_urllib_request() -> None:
