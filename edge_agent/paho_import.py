@@ -28,7 +28,7 @@ import sys
 import types
 from typing import Any
 
-DEFERRED = ("urllib.request", "hashlib", "ssl")
+_DEFERRED = ("urllib.request", "hashlib", "ssl")
 
 
 class _Deferred(types.ModuleType):
@@ -45,7 +45,7 @@ def _import_client() -> types.ModuleType:
         return sys.modules["paho.mqtt.client"]
     import urllib
 
-    stand_ins = {name: _Deferred(name) for name in DEFERRED if name not in sys.modules}
+    stand_ins = {name: _Deferred(name) for name in _DEFERRED if name not in sys.modules}
     sys.modules.update(stand_ins)
     if "urllib.request" in stand_ins:
         urllib.request = stand_ins["urllib.request"]  # what paho's ``urllib.request.X`` reads
@@ -61,4 +61,4 @@ _import_client()
 
 import paho.mqtt.client as mqtt  # noqa: E402  (loaded above; this binds it with its types for mypy)
 
-__all__ = ["DEFERRED", "mqtt"]
+__all__ = ["mqtt"]

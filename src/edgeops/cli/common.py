@@ -92,7 +92,6 @@ def project_mqtt(config: Path | None) -> "MqttConfig":
     return MqttConfig()
 
 
-
 def print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
