@@ -19,6 +19,7 @@ test thread talks to it through ``call`` (a queue), never directly.
 """
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -48,6 +49,7 @@ from edgeops.mqtt import broker_address
 
 log = logging.getLogger(__name__)
 MAX_ARTIFACT_BYTES = 64 << 20
+HOLD_POLL_S = 0.05  # how often a held install looks at its ``hold`` again
 
 
 def _trust_error(manifest: ReleaseManifest, keyring: KeyRing, payload: bytes) -> str | None:
@@ -64,7 +66,9 @@ def _trust_error(manifest: ReleaseManifest, keyring: KeyRing, payload: bytes) ->
 @dataclass
 class SimDevice:
     """One simulated device. ``reject`` makes it refuse every new release with that reason; ``install_s``
-    is how long a verified release takes to become ``serving``; ``public_keys`` the keys it trusts."""
+    is how long a verified release takes to become ``serving``; ``hold``, when given, keeps a verified release
+    from installing until the test sets it (a rollout that stays in flight for as long as a test needs);
+    ``public_keys`` the keys it trusts."""
 
     device: str
     labels: dict[str, str] = field(default_factory=dict)
@@ -73,6 +77,7 @@ class SimDevice:
     public_keys: tuple[Ed25519PublicKey, ...] = ()
     reject: str | None = None
     install_s: float = 0.0
+    hold: threading.Event | None = None
     state: str = "idle"
     online: bool = False
     installs: int = 0
@@ -293,7 +298,12 @@ class SimFleet(OneThreadClients):
             return
         finally:
             self.verify_cpu_s += time.thread_time() - started
-        if dev.install_s > 0:
+        self._install(client, dev, target)
+
+    def _install(self, client: mqtt.Client, dev: SimDevice, target: Desired) -> None:
+        if dev.hold is not None and not dev.hold.is_set():
+            self._later(HOLD_POLL_S, dev.device, lambda: self._install(client, dev, target))
+        elif dev.install_s > 0:
             self._later(dev.install_s, dev.device, lambda: self._finish(client, dev, target, None))
         else:
             self._finish(client, dev, target, None)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,12 +157,17 @@ def served_retrain(url: str, parameters: dict[str, Any], tmp_path: Path) -> Iter
 def test_drift_event_triggers_one_retrain_that_rolls_out_and_promotes(
         prefect_server: str, project: Path, session_broker: str, topic_prefix: str, tmp_path: Path) -> None:
     """Two events of one episode at once: one run retrains, the other defers itself to the end of the cooldown
-    (a scheduled run, which will find the drift superseded by the new champion) instead of being dropped."""
+    (a scheduled run, which will find the drift superseded by the new champion) instead of being dropped.
+
+    The devices hold the new release until both runs have started, so the two overlap however the automation
+    and the runner space them out. Without the hold, a second run started after the first had promoted
+    churn@2 ended ``Skipped`` (its drift superseded), which is right, but is not the deferral under test."""
     parameters = {"data": str(project / "data"), "config_path": str(project / "edgeops.yaml"),
                   "policy": {"canary": "34%", "waves": 1, "device_timeout_s": 30}}
     key = (load_public_key(key_paths(project / ".edgeops/keys")[1]),)
+    hold = threading.Event()
     sims = [SimDevice(f"edge-{i}", labels={"site": "plant-1"}, model="churn", version=1, state="serving",
-                      public_keys=key) for i in range(3)]
+                      public_keys=key, hold=hold) for i in range(3)]
     with SimFleet(session_broker, Topics(topic_prefix), sims) as fleet, \
             served_retrain(prefect_server, parameters, tmp_path) as served:
         first, repeat = drift_event(), drift_event()
@@ -170,6 +176,9 @@ def test_drift_event_triggers_one_retrain_that_rolls_out_and_promotes(
         sent = time.time()
         found = served.wait("two flow runs of the retrain deployment", lambda: (r := served.runs())[1:] and r)
         seen = time.time()
+        served.wait("both runs to start", lambda: all(
+            r.state is not None and not r.state.is_scheduled() for r in served.runs()[:2]))
+        hold.set()
         done = [served.final(r) for r in found[:2]]
         by_name = {r.state.name: r for r in done if r.state is not None}
         assert set(by_name) == {"Completed", "Deferred"}, [(r.state, r.state and r.state.message) for r in done]
