@@ -137,6 +137,8 @@ NOW = T0 + timedelta(minutes=30)
     ([run("z", "active", 40)], "run", None, None),  # created after this run: this one goes first
     ([run("a", "active", -60 * 25)], "run", None, None),  # "running" for a day: its worker died
     ([run("s", "scheduled", 10), run("a", "retrained", 0, 10)], "already_deferred", None, "s"),
+    ([run("s", "scheduled", 10), run("a", "active", 20)], "already_deferred", None, "s"),
+    ([run("s", "scheduled", 10)], "run", None, None),  # a scheduled run alone holds nothing back
     ([run("me", "retrained", 0, 10)], "run", None, None),  # this run itself does not count
 ])
 def test_cooldown_rules(runs: list[RetrainRun], action: str, until_min: float | None, because: str | None) -> None:
@@ -152,9 +154,17 @@ def test_two_runs_started_together_agree_on_which_retrains() -> None:
     assert decide("b", second.created, [first, second], HOUR, NOW).action == "defer"
 
 
-def test_no_cooldown_only_keeps_a_scheduled_deferral() -> None:
+def test_the_first_of_two_runs_retrains_after_the_second_deferred_because_of_it() -> None:
+    """The race CI hit: b decides first, defers because of a, and schedules s; a decides next and sees s."""
+    first, second = run("a", "active", 1), run("b", "active", 2)
+    assert decide("b", second.created, [first, second], HOUR, NOW).action == "defer"
+    after = [first, run("b", "other", 2, 3), run("s", "scheduled", 3)]
+    assert decide("a", first.created, after, HOUR, NOW).action == "run"
+
+
+def test_no_cooldown_retrains_whatever_else_is_there() -> None:
     assert decide("me", NOW, [run("a", "active", 1)], 0, NOW).action == "run"
-    assert decide("me", NOW, [run("s", "scheduled", 1)], 0, NOW).action == "already_deferred"
+    assert decide("me", NOW, [run("s", "scheduled", 1), run("a", "retrained", 0, 1)], 0, NOW).action == "run"
 
 
 def test_reasons_name_the_run_and_the_time() -> None:

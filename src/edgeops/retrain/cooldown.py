@@ -4,8 +4,6 @@ of the cooldown (a scheduled flow run of the same deployment), never dropped.
 The rules are a pure function over the model's other retrain runs as Prefect reports them (flows/retrain_defer.py
 reads them), so they have table tests:
 
-* A deferred run is already scheduled for the model: nothing to add. It retrains on the newest data when it
-  starts, which is all a second drift event could ask for.
 * Another run of the model is retraining, or about to (pending/running), and is ahead of this one (created
   earlier): defer, to one cooldown from now; the deferred run checks again when it starts.
 * A run of the model retrained (completed: promoted, rejected by its gates, or no devices) and ended less than
@@ -13,6 +11,11 @@ reads them), so they have table tests:
 * Runs that failed, crashed or were cancelled do not count: a retrain that broke (a missing file, a broker
   outage) must not hold back the next one. Nor do deferrals and skips.
 * A run still "running" after STALE_S is ignored: a worker that died leaves its run in that state for ever.
+* This run would defer, and a deferred run is already scheduled for the model: nothing to add. It retrains on
+  the newest data when it starts, which is all a second drift event could ask for. A scheduled run alone never
+  holds this one back: when two runs start together, the later one defers *because of* the earlier one, and
+  the earlier one, deciding a moment after, must not then yield to that deferral (both would end Deferred and
+  the drift would wait a whole cooldown).
 
 Why a cooldown at all: a new version needs time in the field before its drift means anything, and a retrain
 per drift event of one episode (several monitors, a flapping episode) would roll the fleet over and over.
@@ -63,12 +66,18 @@ class Decision:
 def decide(me: str, created: datetime, runs: Sequence[RetrainRun], cooldown_s: float, now: datetime) -> Decision:
     """Whether run ``me`` (created at ``created``) retrains now, defers, or leaves it to a scheduled deferral."""
     others = [r for r in runs if r.id != me]
-    for run in others:
-        if run.status == "scheduled":
-            return Decision("already_deferred", because=run)
     if cooldown_s <= 0:
         return Decision("run")
-    cooldown = timedelta(seconds=cooldown_s)
+    decision = _cooldown(me, created, others, timedelta(seconds=cooldown_s), now)
+    scheduled = next((r for r in others if r.status == "scheduled"), None)
+    if decision.action == "defer" and scheduled is not None:
+        return Decision("already_deferred", because=scheduled)
+    return decision
+
+
+def _cooldown(me: str, created: datetime, others: Sequence[RetrainRun], cooldown: timedelta,
+              now: datetime) -> Decision:
+    """The decision from the runs that retrain or retrained (module doc); scheduled runs are decide's."""
     stale = now - timedelta(seconds=STALE_S)
     ahead = [r for r in others if r.status == "active" and r.created > stale and (r.created, r.id) < (created, me)]
     if ahead:
