@@ -2,12 +2,11 @@
 answer without importing the libraries it does not need; input mistakes fail before Prefect is imported."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cli_procs import run_edgeops
+from fresh_python import fresh_python
 from manifests import fake_manifest
 
 from edgeops.config import RegistryConfig
@@ -60,9 +59,7 @@ def test_a_config_file_still_names_the_registry(project: Path) -> None:
 
 def test_credentials_import_no_cryptography_until_a_key_is_used() -> None:
     probe = "import sys, edgeops.credentials; print('cryptography' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-    assert out.stdout.strip() == "False"
+    assert fresh_python(probe).strip() == "False"
 
 
 def test_models_list_lists_the_registry_when_piped(project: Path) -> None:

@@ -6,26 +6,17 @@ benchmarks/stack.py, not here.
 """
 
 import gc
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from fresh_python import fresh_python
 
 from edgeops.cli.heap import long_lived_imports
 
 pytestmark = pytest.mark.unit
 
 
-def run_python(code: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_the_console_script_freezes_the_heap_after_every_other_exit_handler() -> None:
-    out = run_python("""
+    out = fresh_python("""
         import atexit, gc
         # registered before main(): runs after every handler main() and the command register
         atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
@@ -43,7 +34,7 @@ def test_the_console_script_freezes_the_heap_after_every_other_exit_handler() ->
 
 
 def test_in_the_console_process_imports_load_without_collections_and_are_frozen() -> None:
-    out = run_python("""
+    out = fresh_python("""
         import gc, sys
         from edgeops.cli.heap import console_process, long_lived_imports
         console_process()

@@ -1,12 +1,10 @@
 """paho-mqtt's client loads without the standard library's HTTP stack, TLS and hashes, and each still works after."""
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fresh_python import fresh_python
 
 pytestmark = pytest.mark.unit
 
@@ -14,27 +12,18 @@ ROOT = Path(__file__).resolve().parents[2]
 HOME = "edge_agent/paho_import.py"
 
 
-def fresh(code: str) -> list[str]:
-    """Run ``code`` in a new interpreter (nothing imported yet) and return its printed lines."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.split()
-
-
 @pytest.mark.parametrize("modules", ["edge_agent.link", "edgeops.mqtt", "edgeops.rollout.fleet"])
 def test_the_mqtt_modules_load_no_http_stack(modules: str) -> None:
     probe = (f"import sys, {modules}, paho.mqtt.client\n"
              "print(*(m in sys.modules for m in ('urllib.request', 'http.client', 'email.parser')))")
-    assert fresh(probe) == ["False", "False", "False"]
+    assert fresh_python(probe).split() == ["False", "False", "False"]
 
 
 @pytest.mark.parametrize("modules", ["edgeops.mqtt", "edgeops.rollout.fleet"])
 def test_the_control_plane_mqtt_modules_load_no_openssl(modules: str) -> None:
     probe = (f"import sys, {modules}, paho.mqtt.client\n"
              "print(*(m in sys.modules for m in ('ssl', '_ssl', 'hashlib', '_hashlib')))")
-    assert fresh(probe) == ["False", "False", "False", "False"]
+    assert fresh_python(probe).split() == ["False", "False", "False", "False"]
 
 
 def test_paho_reaches_the_real_ssl_and_hashlib_through_its_stand_ins() -> None:
@@ -44,13 +33,14 @@ def test_paho_reaches_the_real_ssl_and_hashlib_through_its_stand_ins() -> None:
              "print(m.mqtt.hashlib.sha1(b'x').hexdigest()[:8])\n"  # the websocket handshake
              "import ssl, hashlib\n"
              "print(type(ssl) is types.ModuleType, type(hashlib) is types.ModuleType, ssl is sys.modules['ssl'])\n")
-    assert fresh(probe) == ["False", "False", "ssl", "SSLWantReadError", "11f6ad8e", "True", "True", "True"]
+    assert fresh_python(probe).split() == ["False", "False", "ssl", "SSLWantReadError", "11f6ad8e",
+                                           "True", "True", "True"]
 
 
 def test_a_module_loaded_before_paho_is_the_one_paho_gets() -> None:
     probe = ("import ssl, hashlib, urllib.request, edge_agent.mqtt_client as m\n"
              "print(m.mqtt.ssl is ssl, m.mqtt.hashlib is hashlib, m.mqtt.urllib.request is urllib.request)\n")
-    assert fresh(probe) == ["True", "True", "True"]
+    assert fresh_python(probe).split() == ["True", "True", "True"]
 
 
 def test_paho_still_reads_proxy_settings_through_the_real_urllib_request() -> None:
@@ -59,7 +49,7 @@ def test_paho_still_reads_proxy_settings_through_the_real_urllib_request() -> No
              "print(type(sys.modules['urllib.request']) is types.ModuleType)\n"
              "import urllib.request\n"
              "print(urllib.request is sys.modules['urllib.request'], callable(urllib.request.urlopen))\n")
-    assert fresh(probe) == ["dict", "True", "True", "True"]
+    assert fresh_python(probe).split() == ["dict", "True", "True", "True"]
 
 
 def test_a_later_import_of_urllib_request_is_the_real_module() -> None:
@@ -68,7 +58,7 @@ def test_a_later_import_of_urllib_request_is_the_real_module() -> None:
              "import urllib.request\n"
              "print(type(urllib.request) is types.ModuleType, urllib.request.Request is Request)\n"
              "import http.client; print(urlopen.__module__)\n")
-    assert fresh(probe) == ["True", "True", "urllib.request"]
+    assert fresh_python(probe).split() == ["True", "True", "urllib.request"]
 
 
 def imports_paho_client(tree: ast.AST) -> bool:

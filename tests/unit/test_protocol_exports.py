@@ -2,10 +2,9 @@
 its module defines, and ``__all__`` must list exactly the names the lazy table serves."""
 
 import importlib
-import subprocess
-import sys
 
 import pytest
+from fresh_python import fresh_python
 
 import edge_agent.protocol as protocol
 
@@ -24,8 +23,7 @@ def test_every_exported_name_resolves_to_its_modules_object() -> None:
 def test_reading_a_manifest_does_not_load_the_message_classes() -> None:
     code = ("import sys; from edge_agent.protocol import ReleaseManifest, check_name; "
             "print(sorted(m for m in sys.modules if m.startswith('edge_agent.protocol.')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={"PYTHONPATH": ":".join(sys.path)}).stdout
+    loaded = fresh_python(code)
     assert "edge_agent.protocol.manifest" in loaded and "edge_agent.protocol.messages" not in loaded
 
 
@@ -34,8 +32,7 @@ def test_reading_device_state_does_not_load_the_telemetry_or_manifest_classes() 
     import time (dataclass creation) for nothing."""
     code = ("import sys; from edge_agent.protocol import Desired, Reported, Status, Signature; "
             "print(sorted(m for m in sys.modules if m.startswith('edge_agent.protocol.')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={"PYTHONPATH": ":".join(sys.path)}).stdout
+    loaded = fresh_python(code)
     assert "edge_agent.protocol.messages" in loaded
     for heavy in ("manifest", "window", "histogram", "performance", "feedback"):
         assert f"edge_agent.protocol.{heavy}'" not in loaded, loaded
